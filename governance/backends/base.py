@@ -1,0 +1,57 @@
+"""The data-plane backend interface: a granted slice -> what the cluster understands.
+
+A backend is one module in this package that defines a :class:`Backend` and is listed
+in the table in ``governance/backends/__init__.py``. It is pure: given a container's
+:class:`~governance.contract.SliceGrant` and its :class:`~governance.model.Pool`, it says
+which extended resources the container asks for (replacing every GPU resource the user
+wrote) and what else the pod needs (env, annotations, labels, schedulerName, node
+selector). The webhook turns this into a JSONPatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from governance.contract import SliceGrant
+from governance.errors import ConfigError
+from governance.model import Pool, Sku
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerChanges:
+    """For one container: its GPU resources (limits; requests are set equal) and env."""
+
+    resources: Mapping[str, str]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodChanges:
+    """Pod-level changes a backend needs; merged over every GPU container of the pod."""
+
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    scheduler_name: str | None = None
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    name: str
+    vendor: str
+    gpu_resources: tuple[str, ...]
+    """Every resource name of this data plane that a user could write for a GPU: the
+    webhook removes them all from a container before adding what :meth:`container`
+    returns."""
+
+    def container(self, grant: SliceGrant, pool: Pool) -> ContainerChanges: ...
+
+    def pod(self, grants: Mapping[str, SliceGrant], pool: Pool, queue: str) -> PodChanges: ...
+
+    def validate(self, pool: Pool, skus: list[Sku]) -> None:
+        """Raise ConfigError when a SKU offered on ``pool`` cannot be served."""
+        ...
+
+
+__all__ = ["Backend", "ConfigError", "ContainerChanges", "PodChanges"]

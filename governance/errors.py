@@ -1,0 +1,48 @@
+"""Exceptions of the governance core.
+
+    GpupoolError
+     ├── ConfigError            invalid configuration (file, path inside it, reason)
+     ├── PlacementError         a request that cannot be placed (unknown SKU, queue...)
+     └── StoreError             the store failed
+          └── StoreUnavailable  the database cannot be reached; nothing was recorded
+
+Each carries its context as attributes; only the CLI turns them into exit codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from governance.contract import Reason
+
+
+class GpupoolError(Exception):
+    """Base of every gpupool error."""
+
+
+class ConfigError(GpupoolError):
+    def __init__(self, message: str, *, source: str = "", path: str = "") -> None:
+        self.source = source
+        self.path = path
+        self.reason = message
+        where = ": ".join(part for part in (source, path) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class PlacementError(GpupoolError):
+    """A request that names something that does not exist or is not offered."""
+
+    def __init__(self, reason: Reason, message: str, *, choices: Sequence[str] = ()) -> None:
+        self.code = reason
+        self.choices = tuple(choices)
+        if choices:
+            message = f"{message} Valid choices: {', '.join(choices)}."
+        super().__init__(message)
+
+
+class StoreError(GpupoolError):
+    pass
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached. Nothing was recorded."""

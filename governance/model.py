@@ -1,0 +1,175 @@
+"""The organisation as values: SKUs, pools, departments, queues, quotas, role bindings.
+
+Everything here is a frozen keyword-only dataclass built once from validated config
+(:mod:`governance.config`) and read by the pure core (:mod:`governance.quotas`,
+:mod:`governance.placement`) and by the edges. No I/O.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from governance.resources import NO_LIMITS, Limits, Resources
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sku:
+    """A named slice shape sold as a standard product.
+
+    Memory is given either in MiB (``memory_mib``) or as a percent of the card
+    (``memory_pct``, resolved per pool); ``compute_pct`` is the percent of a card's
+    compute; a slice spans ``gpus_per_slice`` GPUs of that shape.
+    """
+
+    name: str
+    compute_pct: int
+    memory_mib: int | None = None
+    memory_pct: int | None = None
+    gpus_per_slice: int = 1
+    price_per_hour: float | None = None
+    pools: tuple[str, ...] = ()
+    description: str = ""
+
+    def memory_mib_on(self, pool: Pool) -> int:
+        """Memory per GPU of one slice on ``pool``'s cards."""
+        if self.memory_mib is not None:
+            return self.memory_mib
+        pct = self.memory_pct if self.memory_pct is not None else 100
+        return pool.memory_mib_per_gpu * pct // 100
+
+    def demand(self, count: int, pool: Pool) -> Resources:
+        """Quota used by ``count`` slices on ``pool``: as sold, per GPU x GPUs."""
+        gpus = count * self.gpus_per_slice
+        return Resources(
+            slices=count,
+            memory_mib=self.memory_mib_on(pool) * gpus,
+            compute_pct=self.compute_pct * gpus,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pool:
+    """A set of nodes with GPUs of one vendor and model family, served by one backend."""
+
+    name: str
+    vendor: str
+    model: str
+    backend: str
+    gpus: int
+    memory_mib_per_gpu: int
+    memory_oversubscription: float = 1.0
+    compute_oversubscription: float = 1.0
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    backend_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def physical(self) -> Resources:
+        return Resources(
+            slices=0, memory_mib=self.gpus * self.memory_mib_per_gpu, compute_pct=self.gpus * 100
+        )
+
+    @property
+    def sellable(self) -> Resources:
+        """Capacity that may be sold: physical x over-subscription factor."""
+        physical = self.physical
+        return Resources(
+            slices=0,
+            memory_mib=int(physical.memory_mib * self.memory_oversubscription),
+            compute_pct=int(physical.compute_pct * self.compute_oversubscription),
+        )
+
+    @property
+    def capacity_limits(self) -> Limits:
+        sellable = self.sellable
+        return Limits.of(memory_mib=sellable.memory_mib, compute_pct=sellable.compute_pct)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Quota:
+    """Limits in the three resources, in total and optionally per SKU and per pool."""
+
+    total: Limits = NO_LIMITS
+    per_sku: Mapping[str, Limits] = field(default_factory=dict)
+    per_pool: Mapping[str, Limits] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Queue:
+    """A queue of a department, with a nominal quota and a borrowing limit.
+
+    ``borrowing_limit`` caps how far above its nominal quota the queue may go by
+    borrowing its department's unused quota; UNLIMITED by default. A queue with no
+    nominal quota (``nominal.total`` unlimited) is bounded only by its department.
+    """
+
+    name: str
+    department: str
+    pool: str
+    nominal: Quota = field(default_factory=Quota)
+    borrowing_limit: Limits = NO_LIMITS
+    default_sku: str | None = None
+    skus: tuple[str, ...] = ()
+    """SKUs offered in this queue; empty means every SKU offered on its pool."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Department:
+    name: str
+    namespaces: tuple[str, ...]
+    """Namespace names or glob patterns (``ml-*``)."""
+    default_queue: str
+    quota: Quota = field(default_factory=Quota)
+
+    def owns(self, namespace: str) -> bool:
+        return any(fnmatch.fnmatchcase(namespace, pattern) for pattern in self.namespaces)
+
+
+ROLES = ("platform-admin", "dept-admin", "member", "viewer")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoleBinding:
+    """Grants ``role`` to subjects in ``department`` ("*" for every department).
+
+    Subjects are ``user:NAME``, ``group:NAME``, or Kubernetes service accounts written
+    as ``system:serviceaccount:NS:NAME`` (and the group ``system:serviceaccounts:NS``,
+    given as ``group:system:serviceaccounts:NS``). A member binding may narrow what it
+    grants to some queues and SKUs (empty = all of the department's).
+    """
+
+    role: str
+    department: str
+    subjects: tuple[str, ...]
+    queues: tuple[str, ...] = ()
+    skus: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Org:
+    """The whole configuration, indexed by name."""
+
+    skus: Mapping[str, Sku]
+    pools: Mapping[str, Pool]
+    departments: Mapping[str, Department]
+    queues: Mapping[tuple[str, str], Queue]
+    """Keyed by (department, queue)."""
+    role_bindings: tuple[RoleBinding, ...] = ()
+
+    def department_of(self, namespace: str) -> Department | None:
+        """The department that owns ``namespace``: exact names win over patterns."""
+        for dept in self.departments.values():
+            if namespace in dept.namespaces:
+                return dept
+        for dept in self.departments.values():
+            if dept.owns(namespace):
+                return dept
+        return None
+
+    def queues_of(self, department: str) -> list[Queue]:
+        return [q for (d, _), q in self.queues.items() if d == department]
+
+    def skus_on(self, pool: str) -> list[Sku]:
+        return [s for s in self.skus.values() if pool in s.pools]

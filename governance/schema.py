@@ -1,0 +1,96 @@
+"""The store's tables (SQLAlchemy Core). Migrations in ``governance/migrations`` create
+them; this module is the single description the code reads and writes through."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+config_revisions = Table(
+    "config_revisions",
+    metadata,
+    Column("revision", Integer, primary_key=True, autoincrement=True),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+    Column("checksum", String(64), nullable=False),
+    Column("source", Text, nullable=False, default=""),
+    Column("document", JSON, nullable=False),
+)
+
+usage = Table(
+    "usage",
+    metadata,
+    Column("scope", String(512), primary_key=True),
+    Column("slices", BigInteger, nullable=False, default=0),
+    Column("memory_mib", BigInteger, nullable=False, default=0),
+    Column("compute_pct", BigInteger, nullable=False, default=0),
+)
+
+allocations = Table(
+    "allocations",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("request_uid", String(128), nullable=False, unique=True),
+    Column("state", String(16), nullable=False),
+    Column("namespace", String(253), nullable=False),
+    Column("pod_name", String(253), nullable=False, default=""),
+    Column("pod_uid", String(64), nullable=False, default=""),
+    Column("department", String(253), nullable=False),
+    Column("queue", String(253), nullable=False),
+    Column("sku", String(253), nullable=False),
+    Column("pool", String(253), nullable=False),
+    Column("slices", BigInteger, nullable=False),
+    Column("memory_mib", BigInteger, nullable=False),
+    Column("compute_pct", BigInteger, nullable=False),
+    Column("borrowed_slices", BigInteger, nullable=False, default=0),
+    Column("borrowed_memory_mib", BigInteger, nullable=False, default=0),
+    Column("borrowed_compute_pct", BigInteger, nullable=False, default=0),
+    Column("subject", String(512), nullable=False, default=""),
+    Column("grants", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("bound_at", DateTime(timezone=True), nullable=True),
+    Column("ended_at", DateTime(timezone=True), nullable=True),
+    Index("ix_allocations_state", "state"),
+    Index("ix_allocations_department", "department", "state"),
+    Index("ix_allocations_pod_uid", "pod_uid"),
+)
+
+denials = Table(
+    "denials",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("namespace", String(253), nullable=False),
+    Column("department", String(253), nullable=False, default=""),
+    Column("queue", String(253), nullable=False, default=""),
+    Column("sku", String(253), nullable=False, default=""),
+    Column("subject", String(512), nullable=False, default=""),
+    Column("reason", String(64), nullable=False),
+    Column("message", Text, nullable=False),
+    Index("ix_denials_department_at", "department", "at"),
+)
+
+casbin_rule = Table(
+    "casbin_rule",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ptype", String(8), nullable=False),
+    Column("v0", String(512), nullable=False, default=""),
+    Column("v1", String(512), nullable=False, default=""),
+    Column("v2", String(512), nullable=False, default=""),
+    Column("v3", String(512), nullable=False, default=""),
+    Column("v4", String(512), nullable=False, default=""),
+    Column("v5", String(512), nullable=False, default=""),
+)

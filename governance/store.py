@@ -1,0 +1,204 @@
+"""The governance store: one SQL database shared by every replica.
+
+SQLite is the embedded default (WAL journal, ``BEGIN IMMEDIATE`` write transactions so
+that quota checks serialise); PostgreSQL is the shared store for several replicas
+(row locks with ``SELECT ... FOR UPDATE`` on the usage rows). The schema is created and
+migrated by Alembic (``governance/migrations``) when the store opens.
+
+The URL comes from ``--store URL`` or ``GPUPOOL_STORE``; a bare path is a SQLite file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from governance import schema
+from governance.errors import StoreError, StoreUnavailable
+
+DEFAULT_URL = "sqlite:///gpupool.db"
+ENV_STORE = "GPUPOOL_STORE"
+
+
+def resolve_url(url: str | None) -> str:
+    """``--store`` value, else GPUPOOL_STORE, else ./gpupool.db; a bare path is SQLite."""
+    url = url or os.environ.get(ENV_STORE) or DEFAULT_URL
+    if "://" not in url:
+        url = f"sqlite:///{Path(url).expanduser()}"
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfigRevision:
+    revision: int
+    applied_at: datetime
+    checksum: str
+    source: str
+    document: dict[str, Any]
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError)
+
+
+class Store:
+    """A connection pool to the governance database, with transaction helpers."""
+
+    def __init__(self, url: str | None = None, *, migrate: bool = True, pool_size: int = 5) -> None:
+        self.url = resolve_url(url)
+        self.dialect = self.url.split(":", 1)[0].split("+", 1)[0]
+        self.engine = self._make_engine(pool_size)
+        if migrate:
+            self.migrate()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    def _make_engine(self, pool_size: int) -> Engine:
+        if self.is_sqlite:
+            engine = sa.create_engine(
+                self.url,
+                connect_args={"timeout": 30, "check_same_thread": False},
+                poolclass=sa.pool.QueuePool if ":memory:" not in self.url else sa.pool.StaticPool,
+            )
+
+            @event.listens_for(engine, "connect")
+            def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+                # Let SQLAlchemy not emit BEGIN; we emit BEGIN IMMEDIATE ourselves so
+                # that a write transaction holds the write lock from its first read.
+                dbapi_conn.isolation_level = None
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+
+            @event.listens_for(engine, "begin")
+            def _on_begin(conn: Connection) -> None:
+                mode = conn.info.get("begin_mode", "DEFERRED")
+                conn.exec_driver_sql(f"BEGIN {mode}")
+
+            return engine
+        return sa.create_engine(
+            self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        )
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema to the newest Alembic revision."""
+        from governance import migrations
+
+        with self._translate():
+            migrations.upgrade(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            yield
+        except StoreError:
+            raise
+        except (DBAPIError, OSError) as exc:
+            if _is_disconnect(exc) or isinstance(exc, OSError):
+                raise StoreUnavailable(
+                    f"the governance store ({self.safe_url}) cannot be reached: "
+                    f"{_first_line(exc)}. Nothing was recorded."
+                ) from exc
+            raise StoreError(f"store error: {_first_line(exc)}") from exc
+
+    @property
+    def safe_url(self) -> str:
+        return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction; on SQLite it takes the write lock at BEGIN."""
+        with self._translate(), self.engine.connect() as conn:
+            conn.info["begin_mode"] = "IMMEDIATE"
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.info["begin_mode"] = "DEFERRED"
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self._translate(), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+        with self.read() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    # -- configuration revisions ------------------------------------------------------
+
+    def latest_config(self) -> ConfigRevision | None:
+        t = schema.config_revisions
+        with self.read() as conn:
+            row = conn.execute(
+                sa.select(t).order_by(t.c.revision.desc()).limit(1)
+            ).mappings().first()
+        if row is None:
+            return None
+        return ConfigRevision(
+            revision=row["revision"],
+            applied_at=row["applied_at"],
+            checksum=row["checksum"],
+            source=row["source"],
+            document=dict(row["document"]),
+        )
+
+    def latest_revision(self) -> int:
+        t = schema.config_revisions
+        with self.read() as conn:
+            value = conn.execute(sa.select(sa.func.max(t.c.revision))).scalar()
+        return int(value or 0)
+
+    def save_config(
+        self, conn: Connection, document: dict[str, Any], *, source: str = ""
+    ) -> int:
+        """Record a new configuration revision in the caller's transaction."""
+        checksum = checksum_of(document)
+        result = conn.execute(
+            schema.config_revisions.insert().values(
+                applied_at=utcnow(), checksum=checksum, source=source, document=document
+            )
+        )
+        pk = result.inserted_primary_key
+        assert pk is not None
+        return int(pk[0])
+
+
+def checksum_of(document: dict[str, Any]) -> str:
+    return hashlib.sha256(
+        json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
