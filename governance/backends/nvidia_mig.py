@@ -124,12 +124,13 @@ def table_for(pool: Pool) -> tuple[str, tuple[Profile, ...]] | None:
     return key, PROFILE_TABLES[key]
 
 
-def _known_profile(name: str) -> Profile | None:
-    for profiles in PROFILE_TABLES.values():
-        for profile in profiles:
-            if profile.name == name:
-                return profile
-    return None
+def _untabled_profile(name: str) -> Profile | None:
+    """A profile named for a GPU model without a table: its memory is in its name, its
+    share of the SMs is not (boards cut them in 7, 4 or 2), so only memory is checked."""
+    match = _PROFILE_NAME.match(name)
+    if match is None:
+        return None
+    return Profile(name=name, compute=Fraction(1), memory_gb=int(match["gb"]))
 
 
 def smallest_cover(
@@ -168,8 +169,8 @@ class NvidiaMigBackend:
             where = "backend_options.profiles"
         if name:
             profile = next((p for p in profiles if p.name == name), None)
-            if profile is None and not profiles and _PROFILE_NAME.match(name):
-                profile = _known_profile(name)
+            if profile is None and not profiles:
+                profile = _untabled_profile(name)
             if profile is None:
                 raise ConfigError(
                     f"SKU {sku!r} on pool {pool.name!r} ({key}) is mapped by {where} to MIG "
