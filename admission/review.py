@@ -1,0 +1,311 @@
+"""The AdmissionReview wire format (admission.k8s.io/v1): untrusted JSON in, core values out.
+
+pydantic checks the shape of what the API server sends (only the fields the webhook
+reads; everything else is ignored) and :func:`parse_review` converts it at once to the
+frozen dataclasses below, which the rest of the webhook works on. A body that is not an
+AdmissionReview raises :class:`MalformedReview`, which the HTTP edge answers with a 400
+and the reason.
+
+Exceptions::
+
+    ValueError
+     └── MalformedReview   the body is not an admission.k8s.io/v1 AdmissionReview
+                           (or its Pod is not a Pod); ``reason`` says why
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from governance.contract import Reason
+
+API_VERSION = "admission.k8s.io/v1"
+KIND = "AdmissionReview"
+
+
+class MalformedReview(ValueError):
+    """The request body is not an AdmissionReview the webhook can answer."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+# -- the untrusted shape (pydantic) ----------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _Kind(_Model):
+    group: str = ""
+    version: str = ""
+    kind: str
+
+
+class _UserInfo(_Model):
+    username: str = ""
+    groups: list[str] | None = None
+
+
+class _Request(_Model):
+    uid: str = Field(min_length=1, max_length=128)
+    kind: _Kind
+    subResource: str | None = None
+    name: str | None = None
+    namespace: str | None = None
+    operation: Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
+    userInfo: _UserInfo = Field(default_factory=_UserInfo)
+    object: dict[str, Any] | None = None
+    oldObject: dict[str, Any] | None = None
+    dryRun: bool | None = None
+
+
+class _Review(_Model):
+    apiVersion: str
+    kind: str
+    request: _Request
+
+
+Quantity = str | int | float
+
+
+class _Resources(_Model):
+    limits: dict[str, Quantity] | None = None
+    requests: dict[str, Quantity] | None = None
+
+
+class _Container(_Model):
+    name: str
+    resources: _Resources | None = None
+    restartPolicy: str | None = None
+    env: list[dict[str, Any]] | None = None
+
+
+class _OwnerReference(_Model):
+    kind: str = ""
+    name: str = ""
+    controller: bool | None = None
+
+
+class _Metadata(_Model):
+    name: str | None = None
+    generateName: str | None = None
+    namespace: str | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+    ownerReferences: list[_OwnerReference] | None = None
+
+
+class _PodSpec(_Model):
+    containers: list[_Container] = Field(default_factory=list)
+    initContainers: list[_Container] | None = None
+    serviceAccountName: str | None = None
+    schedulerName: str | None = None
+    nodeSelector: dict[str, str] | None = None
+
+
+class _Pod(_Model):
+    metadata: _Metadata = Field(default_factory=_Metadata)
+    spec: _PodSpec = Field(default_factory=_PodSpec)
+
+
+# -- core values -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Container:
+    name: str
+    init: bool
+    """An init container (``spec.initContainers``)."""
+    restartable: bool
+    """A sidecar: an init container with ``restartPolicy: Always``."""
+    index: int
+    """Position in ``spec.containers`` or ``spec.initContainers`` (JSON Patch paths)."""
+    limits: Mapping[str, Quantity]
+    requests: Mapping[str, Quantity]
+    env: Sequence[Mapping[str, Any]]
+
+    @property
+    def path(self) -> str:
+        return f"/spec/{'initContainers' if self.init else 'containers'}/{self.index}"
+
+    def resource_names(self) -> set[str]:
+        return set(self.limits) | set(self.requests)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pod:
+    name: str
+    generate_name: str
+    namespace: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    service_account: str
+    controlled: bool
+    """Created by a controller (an ownerReference with ``controller: true``)."""
+    containers: tuple[Container, ...]
+    """Init containers first (in order), then the app containers."""
+    scheduler_name: str | None
+    node_selector: Mapping[str, str]
+    has_labels: bool
+    has_annotations: bool
+
+    @property
+    def display_name(self) -> str:
+        if self.name:
+            return f"{self.namespace}/{self.name}"
+        if self.generate_name:
+            return f"{self.namespace}/{self.generate_name}*"
+        return f"{self.namespace}/(unnamed)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Request:
+    """One admission request, as the webhook needs it."""
+
+    uid: str
+    kind: str
+    """``group/version/kind`` of the object, e.g. ``/v1/Pod``."""
+    sub_resource: str
+    operation: str
+    namespace: str
+    user: str
+    groups: tuple[str, ...]
+    dry_run: bool
+    object: Mapping[str, Any] | None
+    old_object: Mapping[str, Any] | None
+    api_version: str
+
+    @property
+    def is_pod(self) -> bool:
+        return self.kind == "/v1/Pod" and not self.sub_resource
+
+
+def _errors(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:3]:
+        where = ".".join(str(p) for p in error["loc"]) or "(body)"
+        parts.append(f"{where}: {error['msg']}")
+    more = f" (and {exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
+    return "; ".join(parts) + more
+
+
+def parse_review(body: bytes | str) -> Request:
+    """The admission request in ``body``; MalformedReview if it is not one."""
+    try:
+        review = _Review.model_validate_json(body)
+    except ValidationError as exc:
+        raise MalformedReview(f"not an {API_VERSION} {KIND}: {_errors(exc)}") from None
+    except (ValueError, TypeError, RecursionError) as exc:  # pragma: no cover - pydantic wraps
+        raise MalformedReview(f"not an {API_VERSION} {KIND}: {exc}") from None
+    if review.kind != KIND:
+        raise MalformedReview(f"kind is {review.kind!r}, expected {KIND!r}")
+    if review.apiVersion not in (API_VERSION, "admission.k8s.io/v1beta1"):
+        raise MalformedReview(f"apiVersion is {review.apiVersion!r}, expected {API_VERSION!r}")
+    r = review.request
+    return Request(
+        uid=r.uid,
+        kind=f"{r.kind.group}/{r.kind.version}/{r.kind.kind}",
+        sub_resource=r.subResource or "",
+        operation=r.operation,
+        namespace=r.namespace or "",
+        user=r.userInfo.username,
+        groups=tuple(r.userInfo.groups or ()),
+        dry_run=bool(r.dryRun),
+        object=r.object,
+        old_object=r.oldObject,
+        api_version=review.apiVersion,
+    )
+
+
+def _container(c: _Container, *, init: bool, index: int) -> Container:
+    res = c.resources
+    return Container(
+        name=c.name,
+        init=init,
+        restartable=init and c.restartPolicy == "Always",
+        index=index,
+        limits=(res.limits or {}) if res else {},
+        requests=(res.requests or {}) if res else {},
+        env=c.env or [],
+    )
+
+
+def parse_pod(obj: Mapping[str, Any] | None, *, namespace: str, what: str = "object") -> Pod:
+    """The Pod in an admission request's ``object``; MalformedReview if it is not one."""
+    if obj is None:
+        raise MalformedReview(f"request.{what} is missing: a Pod {what} is required")
+    try:
+        pod = _Pod.model_validate(obj)
+    except ValidationError as exc:
+        raise MalformedReview(f"request.{what} is not a Pod: {_errors(exc)}") from None
+    meta, spec = pod.metadata, pod.spec
+    containers = [
+        _container(c, init=True, index=i) for i, c in enumerate(spec.initContainers or ())
+    ] + [_container(c, init=False, index=i) for i, c in enumerate(spec.containers)]
+    return Pod(
+        name=meta.name or "",
+        generate_name=meta.generateName or "",
+        namespace=meta.namespace or namespace,
+        labels=meta.labels or {},
+        annotations=meta.annotations or {},
+        service_account=spec.serviceAccountName or "default",
+        controlled=any(ref.controller for ref in meta.ownerReferences or ()),
+        containers=tuple(containers),
+        scheduler_name=spec.schedulerName,
+        node_selector=spec.nodeSelector or {},
+        has_labels=meta.labels is not None,
+        has_annotations=meta.annotations is not None,
+    )
+
+
+# -- the answer ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Response:
+    """The webhook's answer to one admission request."""
+
+    allowed: bool
+    reason: Reason
+    message: str = ""
+    patch: Sequence[Mapping[str, Any]] = ()
+    warnings: Sequence[str] = field(default_factory=tuple)
+
+    @property
+    def code(self) -> int:
+        return self.reason.http_code
+
+    @property
+    def decision(self) -> str:
+        return "allowed" if self.allowed else "denied"
+
+
+def render(request_uid: str, response: Response, *, api_version: str = API_VERSION) -> bytes:
+    """The AdmissionReview JSON that carries ``response``."""
+    body: dict[str, Any] = {"uid": request_uid, "allowed": response.allowed}
+    if not response.allowed:
+        body["status"] = {
+            "code": response.code,
+            "message": response.message,
+            "reason": response.reason.value,
+            "status": "Failure",
+        }
+    if response.patch:
+        body["patchType"] = "JSONPatch"
+        body["patch"] = base64.b64encode(
+            json.dumps(list(response.patch), separators=(",", ":")).encode()
+        ).decode()
+    if response.warnings:
+        body["warnings"] = list(response.warnings)
+    return json.dumps(
+        {"apiVersion": api_version, "kind": KIND, "response": body}, separators=(",", ":")
+    ).encode()
