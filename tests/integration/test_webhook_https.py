@@ -44,9 +44,7 @@ def hook(store: Store, tmp_path: Path) -> Iterator[A.Served]:
         yield served
 
 
-def admitted(
-    hook: A.Served, body: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def admitted(hook: A.Served, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Post, expect allowed, apply the patch, validate; return (response, patched pod)."""
     response = hook.mutate(body)
     assert response["allowed"], response.get("status")
@@ -84,10 +82,16 @@ def test_deployment_pod_is_authorised_as_its_service_account_and_rewritten(
     meta = out["metadata"]
     assert meta["generateName"] == "trainer-7d9f8c6b5-" and "name" not in meta
     assert meta["labels"] == {
-        "app": "trainer", LABEL_DEPARTMENT: "ml", LABEL_QUEUE: "train", LABEL_SKU: "small"
+        "app": "trainer",
+        LABEL_DEPARTMENT: "ml",
+        LABEL_QUEUE: "train",
+        LABEL_SKU: "small",
     }
     assert limits_of(out) == {
-        "cpu": "1", "memory": "1Gi", "nvidia.com/gpu": "2", "nvidia.com/gpumem": "20480",
+        "cpu": "1",
+        "memory": "1Gi",
+        "nvidia.com/gpu": "2",
+        "nvidia.com/gpumem": "20480",
         "nvidia.com/gpucores": "25",
     }
     assert out["spec"]["schedulerName"] == "hami-scheduler"
@@ -98,7 +102,9 @@ def test_deployment_pod_is_authorised_as_its_service_account_and_rewritten(
     assert alloc is not None and alloc.request_uid == body["request"]["uid"]
     assert alloc.subject == "system:serviceaccount:ml:trainer"
     assert (alloc.amount.slices, alloc.amount.memory_mib, alloc.amount.compute_pct) == (
-        2, 40960, 50
+        2,
+        40960,
+        50,
     )
     assert not response.get("warnings")
 
@@ -136,7 +142,9 @@ def test_directly_created_pod_is_authorised_as_the_requesting_user(
 
 
 def test_member_narrowed_to_a_queue_is_denied_other_queues(hook: A.Served) -> None:
-    ok = A.review(A.pod(A.container(limits=A.gpu(1)), labels={LABEL_QUEUE: "serve"}), user="bob", groups=())
+    ok = A.review(
+        A.pod(A.container(limits=A.gpu(1)), labels={LABEL_QUEUE: "serve"}), user="bob", groups=()
+    )
     admitted(hook, ok)
     no = A.review(A.pod(A.container(limits=A.gpu(1))), user="bob", groups=())
     message = denied(hook, no, Reason.FORBIDDEN)
@@ -184,9 +192,11 @@ def test_hami_form_is_checked_counted_and_passed_through(hook: A.Served, store: 
     pod = A.pod(A.container(limits=A.gpu(2, gpumem="10000", gpucores="30")))
     _, out = admitted(hook, A.review(pod))
     limits = limits_of(out)
-    assert (limits["nvidia.com/gpu"], limits["nvidia.com/gpumem"], limits["nvidia.com/gpucores"]) == (
-        "2", "10000", "30"
-    )
+    assert (
+        limits["nvidia.com/gpu"],
+        limits["nvidia.com/gpumem"],
+        limits["nvidia.com/gpucores"],
+    ) == ("2", "10000", "30")
     assert out["metadata"]["labels"][LABEL_SKU] == "custom"
     alloc = ledger.get(store, out["metadata"]["annotations"][ANNOTATION_ALLOCATION_ID])
     assert alloc is not None
@@ -251,7 +261,8 @@ def test_each_backend_rewrites_the_pod_into_its_data_plane(hook: A.Served, queue
 def test_over_quota_denial_names_who_what_limit_use_and_advice(hook: A.Served) -> None:
     admitted(hook, A.review(A.pod(A.container(limits=A.gpu(8)), name="big-0")))
     message = denied(
-        hook, A.review(A.pod(A.container(limits=A.gpu(5)), name="big-1")),
+        hook,
+        A.review(A.pod(A.container(limits=A.gpu(5)), name="big-1")),
         Reason.BORROWING_LIMIT_EXCEEDED,
     )
     assert message.startswith("ana asked for 5 slice(s) of SKU small")
@@ -263,24 +274,61 @@ def test_over_quota_denial_names_who_what_limit_use_and_advice(hook: A.Served) -
 @pytest.mark.parametrize(
     ("labels", "limits", "reason", "needle"),
     [
-        pytest.param({LABEL_SKU: "tiny"}, A.gpu(1), Reason.UNKNOWN_SKU,
-                     "Valid choices: large, small", id="unknown-sku"),
-        pytest.param({LABEL_SKU: "h100"}, A.gpu(1), Reason.SKU_NOT_OFFERED,
-                     "not offered in queue ml/train", id="sku-not-offered"),
-        pytest.param({}, A.gpu("1.5"), Reason.INVALID_REQUEST, "not a whole number",
-                     id="fractional-count"),
-        pytest.param({}, A.gpu("-1"), Reason.INVALID_REQUEST, "not a whole number",
-                     id="negative-count"),
-        pytest.param({}, A.gpu(1, gpumem="90000"), Reason.INVALID_REQUEST,
-                     "must be 1..81920 MiB", id="memory-above-card"),
-        pytest.param({}, A.gpu(1, gpucores="150"), Reason.INVALID_REQUEST,
-                     "1..100 percent", id="compute-above-100"),
-        pytest.param({LABEL_QUEUE: "infer"}, A.gpu(1), Reason.QUEUE_OF_OTHER_DEPARTMENT,
-                     "belongs to department 'vision'", id="queue-of-other-department"),
-        pytest.param({LABEL_QUEUE: "nope"}, A.gpu(1), Reason.UNKNOWN_QUEUE,
-                     "Valid choices: serve, train", id="unknown-queue"),
-        pytest.param({}, {"nvidia.com/mig-1g.10gb": "1"}, Reason.INVALID_REQUEST,
-                     "data plane's own resources", id="native-resource"),
+        pytest.param(
+            {LABEL_SKU: "tiny"},
+            A.gpu(1),
+            Reason.UNKNOWN_SKU,
+            "Valid choices: large, small",
+            id="unknown-sku",
+        ),
+        pytest.param(
+            {LABEL_SKU: "h100"},
+            A.gpu(1),
+            Reason.SKU_NOT_OFFERED,
+            "not offered in queue ml/train",
+            id="sku-not-offered",
+        ),
+        pytest.param(
+            {}, A.gpu("1.5"), Reason.INVALID_REQUEST, "not a whole number", id="fractional-count"
+        ),
+        pytest.param(
+            {}, A.gpu("-1"), Reason.INVALID_REQUEST, "not a whole number", id="negative-count"
+        ),
+        pytest.param(
+            {},
+            A.gpu(1, gpumem="90000"),
+            Reason.INVALID_REQUEST,
+            "must be 1..81920 MiB",
+            id="memory-above-card",
+        ),
+        pytest.param(
+            {},
+            A.gpu(1, gpucores="150"),
+            Reason.INVALID_REQUEST,
+            "1..100 percent",
+            id="compute-above-100",
+        ),
+        pytest.param(
+            {LABEL_QUEUE: "infer"},
+            A.gpu(1),
+            Reason.QUEUE_OF_OTHER_DEPARTMENT,
+            "belongs to department 'vision'",
+            id="queue-of-other-department",
+        ),
+        pytest.param(
+            {LABEL_QUEUE: "nope"},
+            A.gpu(1),
+            Reason.UNKNOWN_QUEUE,
+            "Valid choices: serve, train",
+            id="unknown-queue",
+        ),
+        pytest.param(
+            {},
+            {"nvidia.com/mig-1g.10gb": "1"},
+            Reason.INVALID_REQUEST,
+            "data plane's own resources",
+            id="native-resource",
+        ),
     ],
 )
 def test_invalid_requests_are_422_with_the_valid_choices(
@@ -292,15 +340,19 @@ def test_invalid_requests_are_422_with_the_valid_choices(
 
 
 def test_denials_are_recorded_for_audit(hook: A.Served, store: Store) -> None:
-    denied(hook, A.review(A.pod(A.container(limits=A.gpu(1))), user="eve", groups=()),
-           Reason.FORBIDDEN)
+    denied(
+        hook, A.review(A.pod(A.container(limits=A.gpu(1))), user="eve", groups=()), Reason.FORBIDDEN
+    )
     [denial] = ledger.recent_denials(store)
     assert (denial.subject, denial.reason, denial.department) == ("eve", "Forbidden", "ml")
 
 
 def test_gpu_pod_in_a_namespace_of_no_department_is_denied(hook: A.Served) -> None:
-    message = denied(hook, A.review(A.pod(A.container(limits=A.gpu(1)), namespace="scratch")),
-                     Reason.NAMESPACE_NOT_OWNED)
+    message = denied(
+        hook,
+        A.review(A.pod(A.container(limits=A.gpu(1)), namespace="scratch")),
+        Reason.NAMESPACE_NOT_OWNED,
+    )
     assert "namespace 'scratch' belongs to no department" in message
 
 
@@ -323,10 +375,16 @@ def test_dry_run_is_decided_but_never_recorded(hook: A.Served, store: Store) -> 
     response, out = admitted(hook, A.review(A.pod(A.container(limits=A.gpu(2))), dry_run=True))
     assert ANNOTATION_ALLOCATION_ID not in out["metadata"]["annotations"]
     assert out["metadata"]["labels"][LABEL_SKU] == "small"
-    denied(hook, A.review(A.pod(A.container(limits=A.gpu(13))), dry_run=True),
-           Reason.BORROWING_LIMIT_EXCEEDED)
-    denied(hook, A.review(A.pod(A.container(limits=A.gpu(1))), user="eve", groups=(), dry_run=True),
-           Reason.FORBIDDEN)
+    denied(
+        hook,
+        A.review(A.pod(A.container(limits=A.gpu(13))), dry_run=True),
+        Reason.BORROWING_LIMIT_EXCEEDED,
+    )
+    denied(
+        hook,
+        A.review(A.pod(A.container(limits=A.gpu(1))), user="eve", groups=(), dry_run=True),
+        Reason.FORBIDDEN,
+    )
     assert ledger.usage(store) == {}
     assert ledger.list_allocations(store) == [] and ledger.recent_denials(store) == []
 
@@ -347,9 +405,7 @@ def test_reinvocation_is_not_charged_twice_and_patches_the_same(
     assert ledger.usage(store)["queue/ml/train"].slices == 2 == alloc.amount.slices
 
 
-def test_forged_allocation_id_and_gpupool_labels_are_replaced(
-    hook: A.Served, store: Store
-) -> None:
+def test_forged_allocation_id_and_gpupool_labels_are_replaced(hook: A.Served, store: Store) -> None:
     _, victim = admitted(hook, A.review(A.pod(A.container(limits=A.gpu(1)), name="victim")))
     stolen = victim["metadata"]["annotations"][ANNOTATION_ALLOCATION_ID]
     forged = A.pod(
@@ -398,12 +454,19 @@ def test_update_cannot_change_gpu_resources_or_gpupool_metadata(hook: A.Served) 
     [
         pytest.param(b"{not json", "Invalid JSON", id="not-json"),
         pytest.param(b"[]", "not an admission.k8s.io/v1 AdmissionReview", id="array"),
-        pytest.param(json.dumps({"apiVersion": "v1", "kind": "Pod"}).encode(), "request",
-                     id="a-pod"),
-        pytest.param(json.dumps({**A.review(None), "kind": "Review"}).encode(),
-                     "kind is 'Review'", id="wrong-kind"),
-        pytest.param(json.dumps(A.review(None)).encode(), "request.object is missing",
-                     id="create-without-object"),
+        pytest.param(
+            json.dumps({"apiVersion": "v1", "kind": "Pod"}).encode(), "request", id="a-pod"
+        ),
+        pytest.param(
+            json.dumps({**A.review(None), "kind": "Review"}).encode(),
+            "kind is 'Review'",
+            id="wrong-kind",
+        ),
+        pytest.param(
+            json.dumps(A.review(None)).encode(),
+            "request.object is missing",
+            id="create-without-object",
+        ),
     ],
 )
 def test_malformed_reviews_get_400_with_a_reason(
@@ -445,8 +508,9 @@ def test_store_down_fails_gpu_pods_closed_while_healthz_stays_up(
 
 def test_metrics_count_decisions_and_show_quota(hook: A.Served) -> None:
     admitted(hook, A.review(A.pod(A.container(limits=A.gpu(3)))))
-    denied(hook, A.review(A.pod(A.container(limits=A.gpu(1))), user="eve", groups=()),
-           Reason.FORBIDDEN)
+    denied(
+        hook, A.review(A.pod(A.container(limits=A.gpu(1))), user="eve", groups=()), Reason.FORBIDDEN
+    )
     hook.mutate(A.review(A.pod(A.container())))
     with hook.client() as client:
         text = client.get("/metrics").text

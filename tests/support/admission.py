@@ -204,26 +204,81 @@ def org_document(**quota_overrides: Any) -> dict[str, Any]:
     Department ``lab`` (namespace ``lab``): one queue per backend, named after it.
     """
     pools = [
-        {"name": "a100", "vendor": "nvidia", "model": "A100-SXM4-80GB", "backend": "hami",
-         "gpus": 16, "memory_per_gpu": A100_MIB, "node_selector": {"gpupool.io/pool": "a100"}},
-        {"name": "whole", "vendor": "nvidia", "model": "H100-80GB", "backend": "nvidia-whole",
-         "gpus": 8, "memory_per_gpu": H100_MIB},
-        {"name": "mps", "vendor": "nvidia", "model": "A100-SXM4-80GB", "backend": "nvidia-mps",
-         "gpus": 8, "memory_per_gpu": A100_MIB, "backend_options": {"replicas": 4}},
-        {"name": "ts", "vendor": "nvidia", "model": "A100-SXM4-80GB",
-         "backend": "nvidia-timeslice", "gpus": 8, "memory_per_gpu": A100_MIB,
-         "backend_options": {"replicas": 4}},
-        {"name": "mig", "vendor": "nvidia", "model": "A100-SXM4-80GB", "backend": "nvidia-mig",
-         "gpus": 8, "memory_per_gpu": A100_MIB},
-        {"name": "kai", "vendor": "nvidia", "model": "A100-SXM4-80GB", "backend": "kai",
-         "gpus": 8, "memory_per_gpu": A100_MIB},
-        {"name": "ascend", "vendor": "huawei", "model": "Ascend910B3", "backend": "ascend",
-         "gpus": 8, "memory_per_gpu": 65536},
-        {"name": "mlu", "vendor": "cambricon", "model": "MLU370", "backend": "cambricon",
-         "gpus": 8, "memory_per_gpu": 49152},
+        {
+            "name": "a100",
+            "vendor": "nvidia",
+            "model": "A100-SXM4-80GB",
+            "backend": "hami",
+            "gpus": 16,
+            "memory_per_gpu": A100_MIB,
+            "node_selector": {"gpupool.io/pool": "a100"},
+        },
+        {
+            "name": "whole",
+            "vendor": "nvidia",
+            "model": "H100-80GB",
+            "backend": "nvidia-whole",
+            "gpus": 8,
+            "memory_per_gpu": H100_MIB,
+        },
+        {
+            "name": "mps",
+            "vendor": "nvidia",
+            "model": "A100-SXM4-80GB",
+            "backend": "nvidia-mps",
+            "gpus": 8,
+            "memory_per_gpu": A100_MIB,
+            "backend_options": {"replicas": 4},
+        },
+        {
+            "name": "ts",
+            "vendor": "nvidia",
+            "model": "A100-SXM4-80GB",
+            "backend": "nvidia-timeslice",
+            "gpus": 8,
+            "memory_per_gpu": A100_MIB,
+            "backend_options": {"replicas": 4},
+        },
+        {
+            "name": "mig",
+            "vendor": "nvidia",
+            "model": "A100-SXM4-80GB",
+            "backend": "nvidia-mig",
+            "gpus": 8,
+            "memory_per_gpu": A100_MIB,
+        },
+        {
+            "name": "kai",
+            "vendor": "nvidia",
+            "model": "A100-SXM4-80GB",
+            "backend": "kai",
+            "gpus": 8,
+            "memory_per_gpu": A100_MIB,
+        },
+        {
+            "name": "ascend",
+            "vendor": "huawei",
+            "model": "Ascend910B3",
+            "backend": "ascend",
+            "gpus": 8,
+            "memory_per_gpu": 65536,
+        },
+        {
+            "name": "mlu",
+            "vendor": "cambricon",
+            "model": "MLU370",
+            "backend": "cambricon",
+            "gpus": 8,
+            "memory_per_gpu": 49152,
+        },
     ]
     skus = [
-        {"name": "small", "compute": 25, "memory": "20Gi", "pools": ["a100", "mps", "ts", "mig", "kai"]},
+        {
+            "name": "small",
+            "compute": 25,
+            "memory": "20Gi",
+            "pools": ["a100", "mps", "ts", "mig", "kai"],
+        },
         {"name": "large", "compute": 50, "memory": "40Gi", "pools": ["a100"]},
         {"name": "h100", "compute": 100, "memory_pct": 100, "pools": ["whole"]},
         {"name": "npu-half", "compute": 50, "memory": "32Gi", "pools": ["ascend"]},
@@ -232,9 +287,13 @@ def org_document(**quota_overrides: Any) -> dict[str, Any]:
     train_quota = {"slices": 8, "memory": "160Gi", "compute": 200}
     train_quota.update(quota_overrides)
     lab_queues = [
-        {"name": p["name"], "pool": p["name"],
-         "default_sku": {"whole": "h100", "ascend": "npu-half", "mlu": "mlu-quarter"}.get(
-             p["name"], "small")}
+        {
+            "name": p["name"],
+            "pool": p["name"],
+            "default_sku": {"whole": "h100", "ascend": "npu-half", "mlu": "mlu-quarter"}.get(
+                p["name"], "small"
+            ),
+        }
         for p in pools
     ]
     return {
@@ -249,19 +308,35 @@ def org_document(**quota_overrides: Any) -> dict[str, Any]:
                 "default_queue": "train",
                 "quota": {"slices": 16, "memory": "400Gi", "compute": 800},
                 "queues": [
-                    {"name": "train", "pool": "a100", "default_sku": "small",
-                     "quota": train_quota, "borrowing_limit": {"slices": 4}},
-                    {"name": "serve", "pool": "a100", "default_sku": "small",
-                     "quota": {"slices": 4}},
+                    {
+                        "name": "train",
+                        "pool": "a100",
+                        "default_sku": "small",
+                        "quota": train_quota,
+                        "borrowing_limit": {"slices": 4},
+                    },
+                    {
+                        "name": "serve",
+                        "pool": "a100",
+                        "default_sku": "small",
+                        "quota": {"slices": 4},
+                    },
                 ],
             },
             {"name": "lab", "namespaces": ["lab"], "default_queue": "a100", "queues": lab_queues},
-            {"name": "vision", "namespaces": ["vision"], "default_queue": "infer",
-             "queues": [{"name": "infer", "pool": "a100", "default_sku": "small"}]},
+            {
+                "name": "vision",
+                "namespaces": ["vision"],
+                "default_queue": "infer",
+                "queues": [{"name": "infer", "pool": "a100", "default_sku": "small"}],
+            },
         ],
         "role_bindings": [
-            {"role": "member", "department": "ml",
-             "subjects": ["group:ml-team", "system:serviceaccount:ml:trainer"]},
+            {
+                "role": "member",
+                "department": "ml",
+                "subjects": ["group:ml-team", "system:serviceaccount:ml:trainer"],
+            },
             {"role": "member", "department": "ml", "subjects": ["user:bob"], "queues": ["serve"]},
             {"role": "dept-admin", "department": "ml", "subjects": ["user:alice"]},
             {"role": "member", "department": "lab", "subjects": ["group:lab-team"]},
@@ -279,7 +354,9 @@ def apply_org(store: Store, document: Mapping[str, Any] | None = None) -> None:
 # -- TLS -------------------------------------------------------------------------------
 
 
-def self_signed(directory: Path, *, name: str = "cert", common_name: str = "gpupool-webhook") -> tuple[Path, Path]:
+def self_signed(
+    directory: Path, *, name: str = "cert", common_name: str = "gpupool-webhook"
+) -> tuple[Path, Path]:
     """A self-signed certificate for localhost/127.0.0.1; returns (cert, key) paths."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
