@@ -161,7 +161,7 @@ def test_job_with_several_gpu_containers_is_charged_their_sum(hook: A.Served, st
         owner_kind="Job",
         service_account="trainer",
     )
-    response, out = admitted(hook, A.review(pod, user=A.JOB_CONTROLLER, groups=()))
+    _response, out = admitted(hook, A.review(pod, user=A.JOB_CONTROLLER, groups=()))
     assert limits_of(out, 2) == {"cpu": "100m"}
     assert set(load_slices(out["metadata"]["annotations"][ANNOTATION_SLICES])) == {"worker", "ps"}
     alloc = ledger.get(store, out["metadata"]["annotations"][ANNOTATION_ALLOCATION_ID])
@@ -242,7 +242,7 @@ BACKEND_RESOURCES = {
 @pytest.mark.parametrize("queue", sorted(BACKEND_RESOURCES))
 def test_each_backend_rewrites_the_pod_into_its_data_plane(hook: A.Served, queue: str) -> None:
     pod = A.pod(A.container(limits=A.gpu(1)), namespace="lab", labels={LABEL_QUEUE: queue})
-    response, out = admitted(hook, A.review(pod, user="lee", groups=("lab-team",)))
+    _response, out = admitted(hook, A.review(pod, user="lee", groups=("lab-team",)))
     gpu_limits = {k for k in limits_of(out) if k not in ("cpu", "memory")}
     assert gpu_limits == BACKEND_RESOURCES[queue], gpu_limits
     if queue == "kai":  # KAI asks by pod annotation, not by extended resource
@@ -372,7 +372,7 @@ def test_non_gpu_pod_is_allowed_untouched(hook: A.Served) -> None:
 
 
 def test_dry_run_is_decided_but_never_recorded(hook: A.Served, store: Store) -> None:
-    response, out = admitted(hook, A.review(A.pod(A.container(limits=A.gpu(2))), dry_run=True))
+    _response, out = admitted(hook, A.review(A.pod(A.container(limits=A.gpu(2))), dry_run=True))
     assert ANNOTATION_ALLOCATION_ID not in out["metadata"]["annotations"]
     assert out["metadata"]["labels"][LABEL_SKU] == "small"
     denied(
@@ -515,9 +515,12 @@ def test_metrics_count_decisions_and_show_quota(hook: A.Served) -> None:
     with hook.client() as client:
         text = client.get("/metrics").text
     for line in (
-        'gpupool_admission_requests_total{decision="allowed",operation="CREATE",reason="Admitted"} 1.0',
-        'gpupool_admission_requests_total{decision="denied",operation="CREATE",reason="Forbidden"} 1.0',
-        'gpupool_admission_requests_total{decision="allowed",operation="CREATE",reason="NotGPU"} 1.0',
+        'gpupool_admission_requests_total{'
+        'decision="allowed",operation="CREATE",reason="Admitted"} 1.0',
+        'gpupool_admission_requests_total{'
+        'decision="denied",operation="CREATE",reason="Forbidden"} 1.0',
+        'gpupool_admission_requests_total{'
+        'decision="allowed",operation="CREATE",reason="NotGPU"} 1.0',
         'gpupool_admission_duration_seconds_count{operation="CREATE"} 3.0',
         'gpupool_quota_used{department="ml",queue="train",resource="slices"} 3.0',
         'gpupool_quota_limit{department="ml",queue="train",resource="slices"} 8.0',
