@@ -515,11 +515,11 @@ def test_metrics_count_decisions_and_show_quota(hook: A.Served) -> None:
     with hook.client() as client:
         text = client.get("/metrics").text
     for line in (
-        'gpupool_admission_requests_total{'
+        "gpupool_admission_requests_total{"
         'decision="allowed",operation="CREATE",reason="Admitted"} 1.0',
-        'gpupool_admission_requests_total{'
+        "gpupool_admission_requests_total{"
         'decision="denied",operation="CREATE",reason="Forbidden"} 1.0',
-        'gpupool_admission_requests_total{'
+        "gpupool_admission_requests_total{"
         'decision="allowed",operation="CREATE",reason="NotGPU"} 1.0',
         'gpupool_admission_duration_seconds_count{operation="CREATE"} 3.0',
         'gpupool_quota_used{department="ml",queue="train",resource="slices"} 3.0',
