@@ -291,15 +291,14 @@ def _add_usage(conn: Connection, keys: Sequence[str], delta: Resources) -> None:
     )
 
 
-def _queue_rows(conn: Connection, department: str) -> dict[str, Resources]:
+def _queue_rows(conn: Connection, org: Org, department: str) -> dict[str, Resources]:
+    """The usage rows of the department's queues, looked up by primary key (a LIKE on
+    the scope cannot use the index on SQLite, whose LIKE is case-insensitive, and a
+    range on it depends on PostgreSQL's collation)."""
     t = schema.usage
-    prefix = quotas.queue_scope(department, "")
-    rows = conn.execute(sa.select(t).where(t.c.scope.like(_like_prefix(prefix), escape="\\")))
+    keys = [quotas.queue_scope(department, q.name) for q in org.queues_of(department)]
     out: dict[str, Resources] = {}
-    for r in rows:
-        rest = r.scope[len(prefix) :]
-        if "/" in rest:  # queue/D/Q/sku/S etc.
-            continue
+    for r in conn.execute(sa.select(t).where(t.c.scope.in_(keys))):
         out[r.scope] = Resources(
             slices=r.slices, memory_mib=r.memory_mib, compute_pct=r.compute_pct
         )
@@ -354,7 +353,7 @@ def reserve(
         locked = _lock_usage(store, conn, keys)
         view: dict[str, Resources] = dict(locked)
         if _needs_queue_rows(org, demand):
-            for key, value in _queue_rows(conn, demand.department).items():
+            for key, value in _queue_rows(conn, org, demand.department).items():
                 view.setdefault(key, value)
         decision = quotas.evaluate(org, demand, view)
         if dry_run:
