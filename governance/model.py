@@ -8,6 +8,7 @@ Everything here is a frozen keyword-only dataclass built once from validated con
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,18 +159,37 @@ class Org:
     """Keyed by (department, queue)."""
     role_bindings: tuple[RoleBinding, ...] = ()
 
+    # Indexes built on first use (the Org is immutable; cached_property writes to the
+    # instance __dict__, which a frozen dataclass allows). The webhook asks these on
+    # every admission, in organisations of thousands of departments and queues.
+
+    @functools.cached_property
+    def _namespace_index(self) -> dict[str, Department]:
+        index: dict[str, Department] = {}
+        for dept in self.departments.values():
+            for namespace in dept.namespaces:
+                index.setdefault(namespace, dept)
+        return index
+
+    @functools.cached_property
+    def _queue_index(self) -> dict[str, tuple[Queue, ...]]:
+        index: dict[str, list[Queue]] = {}
+        for (d, _), q in self.queues.items():
+            index.setdefault(d, []).append(q)
+        return {d: tuple(qs) for d, qs in index.items()}
+
     def department_of(self, namespace: str) -> Department | None:
         """The department that owns ``namespace``: exact names win over patterns."""
-        for dept in self.departments.values():
-            if namespace in dept.namespaces:
-                return dept
+        found = self._namespace_index.get(namespace)
+        if found is not None:
+            return found
         for dept in self.departments.values():
             if dept.owns(namespace):
                 return dept
         return None
 
     def queues_of(self, department: str) -> list[Queue]:
-        return [q for (d, _), q in self.queues.items() if d == department]
+        return list(self._queue_index.get(department, ()))
 
     def skus_on(self, pool: str) -> list[Sku]:
         return [s for s in self.skus.values() if pool in s.pools]
