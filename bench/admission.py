@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -349,7 +348,7 @@ def profile(store: Store, bodies: list[dict[str, Any]]) -> str:
     profiler.stop()
     per = (time.perf_counter() - started) / max(1, len(raw) - 1) * 1000
     text = profiler.output_text(unicode=False, color=False, show_all=False)
-    lines = [l for l in text.splitlines() if l.strip()]
+    lines = [line for line in text.splitlines() if line.strip()]
     return f"in-process handler: {per:.2f} ms per GPU admission (under the profiler)\n" + "\n".join(
         lines[:60]
     )
