@@ -398,7 +398,15 @@ NVML_FUNCTIONS_USED = tuple(
 # --------------------------------------------------------------------------------------
 
 
-def make_pod_json(
+def make_pod_json(**kwargs: Any) -> dict[str, Any]:
+    """A pod in API JSON, as ``ApiClient().sanitize_for_serialization`` writes a V1Pod."""
+    from kubernetes import client
+
+    serialised: dict[str, Any] = client.ApiClient().sanitize_for_serialization(make_pod(**kwargs))
+    return serialised
+
+
+def make_pod(
     *,
     name: str,
     namespace: str = "research",
@@ -409,8 +417,8 @@ def make_pod_json(
     queue: str = "training",
     sku: str = "h100-1g-20gb",
     phase: str = "Running",
-) -> dict[str, Any]:
-    """A pod in API JSON, built with ``kubernetes.client`` models and serialised by it."""
+) -> Any:
+    """A ``kubernetes.client.V1Pod`` as the API server returns it for a running pod."""
     from kubernetes import client
 
     containers = containers or {"main": "a" * 64}
@@ -450,8 +458,7 @@ def make_pod_json(
             ],
         ),
     )
-    serialised: dict[str, Any] = client.ApiClient().sanitize_for_serialization(pod)
-    return serialised
+    return pod
 
 
 def grant(memory_mib: int, compute_pct: int, *, count: int = 1, sku: str = "h100-1g-20gb"
@@ -547,3 +554,44 @@ def running_prometheus(target: str, *, scrape_interval: str = "1s") -> Iterator[
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+# --------------------------------------------------------------------------------------
+# protobuf wire encoding of PodResources answers (what the kubelet sends)
+# --------------------------------------------------------------------------------------
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def encode_list_response(pods: list[tuple[str, str, dict[str, dict[str, list[str]]]]]) -> bytes:
+    """ListPodResourcesResponse for [(namespace, pod, {container: {resource: [ids]}})]."""
+    out = b""
+    for namespace, pod, containers in pods:
+        body = _field(1, pod.encode()) + _field(2, namespace.encode())
+        for container, resources in containers.items():
+            cbody = _field(1, container.encode())
+            for resource, ids in resources.items():
+                dbody = _field(1, resource.encode())
+                for device_id in ids:
+                    dbody += _field(2, device_id.encode())
+                # topology (field 3) as the kubelet sends it: NUMA node 0
+                dbody += _field(3, _field(1, _varint(1 << 3 | 0) + _varint(0)))
+                cbody += _field(2, dbody)
+            cbody += _varint(3 << 3 | 0) + _varint(7)  # a stray varint field (cpu_ids)
+            body += _field(3, cbody)
+        out += _field(1, body)
+    return out
