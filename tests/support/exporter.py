@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -358,12 +359,16 @@ class FakeNvml:
     def _procs(self, items: list[tuple[int, int | None, int | None]]) -> list[Any]:
         out = []
         for pid, used, instance in items:
-            out.append(pynvml.nvmlFriendlyObject({
-                "pid": pid,
-                "usedGpuMemory": used,
-                "gpuInstanceId": 0xFFFFFFFF if instance is None else instance,
-                "computeInstanceId": 0xFFFFFFFF if instance is None else 0,
-            }))
+            out.append(
+                pynvml.nvmlFriendlyObject(
+                    {
+                        "pid": pid,
+                        "usedGpuMemory": used,
+                        "gpuInstanceId": 0xFFFFFFFF if instance is None else instance,
+                        "computeInstanceId": 0xFFFFFFFF if instance is None else 0,
+                    }
+                )
+            )
         return out
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: _Handle) -> list[Any]:
@@ -461,10 +466,17 @@ def make_pod(
     return pod
 
 
-def grant(memory_mib: int, compute_pct: int, *, count: int = 1, sku: str = "h100-1g-20gb"
-          ) -> contract.SliceGrant:
-    return contract.SliceGrant(count=count, memory_mib=memory_mib, compute_pct=compute_pct,
-                               backend="hami", pool="h100", sku=sku)
+def grant(
+    memory_mib: int, compute_pct: int, *, count: int = 1, sku: str = "h100-1g-20gb"
+) -> contract.SliceGrant:
+    return contract.SliceGrant(
+        count=count,
+        memory_mib=memory_mib,
+        compute_pct=compute_pct,
+        backend="hami",
+        pool="h100",
+        sku=sku,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -498,6 +510,8 @@ class Prometheus:
         while True:
             try:
                 result = self.query(expr)
+            except urllib.error.HTTPError:
+                raise  # a bad query is a test bug, not a slow start
             except OSError:
                 result = []
             if result or time.monotonic() > deadline:
@@ -554,6 +568,8 @@ def running_prometheus(target: str, *, scrape_interval: str = "1s") -> Iterator[
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            if process.stderr is not None:
+                process.stderr.close()
 
 
 # --------------------------------------------------------------------------------------

@@ -22,12 +22,26 @@ CID_B = "b" * 64
 
 def _pods():
     return [
-        pod_from_json(make_pod_json(name="trainer", uid=UID_A, containers={"main": CID_A},
-                                    grants={"main": grant(20480, 25)})),
-        pod_from_json(make_pod_json(name="idle", namespace="analytics", uid=UID_B,
-                                    containers={"worker": CID_B}, department="analytics",
-                                    queue="batch", sku="h100-2g-40gb",
-                                    grants={"worker": grant(40960, 50, sku="h100-2g-40gb")})),
+        pod_from_json(
+            make_pod_json(
+                name="trainer",
+                uid=UID_A,
+                containers={"main": CID_A},
+                grants={"main": grant(20480, 25)},
+            )
+        ),
+        pod_from_json(
+            make_pod_json(
+                name="idle",
+                namespace="analytics",
+                uid=UID_B,
+                containers={"worker": CID_B},
+                department="analytics",
+                queue="batch",
+                sku="h100-2g-40gb",
+                grants={"worker": grant(40960, 50, sku="h100-2g-40gb")},
+            )
+        ),
     ]
 
 
@@ -52,14 +66,19 @@ def test_processes_of_one_container_add_up_into_its_slice() -> None:
         ],
         resolve=resolve,
         pods=_pods(),
-        assignments={("research", "trainer", "main"): (GPU0,),
-                     ("analytics", "idle", "worker"): (GPU1,)},
+        assignments={
+            ("research", "trainer", "main"): (GPU0,),
+            ("analytics", "idle", "worker"): (GPU1,),
+        },
     )
     by_pod = {s.key.pod: s for s in result.slices}
     trainer = by_pod["trainer"]
     assert trainer.key.uuid == GPU0
     assert (trainer.key.department, trainer.key.queue, trainer.key.sku) == (
-        "research", "training", "h100-1g-20gb")
+        "research",
+        "training",
+        "h100-1g-20gb",
+    )
     assert trainer.memory_used_bytes == 4 * 1024 * MIB
     assert trainer.compute_utilization_ratio == pytest.approx(0.25)
     assert trainer.processes == 2
@@ -69,7 +88,10 @@ def test_processes_of_one_container_add_up_into_its_slice() -> None:
 
 def test_granted_slice_without_processes_is_reported_idle_and_allocated() -> None:
     result = attribution.attribute(
-        gpu_uuids=[GPU0, GPU1], processes=[], resolve=resolve, pods=_pods(),
+        gpu_uuids=[GPU0, GPU1],
+        processes=[],
+        resolve=resolve,
+        pods=_pods(),
         assignments={("analytics", "idle", "worker"): (GPU1,)},
     )
     idle = next(s for s in result.slices if s.key.pod == "idle")
@@ -85,7 +107,9 @@ def test_without_podresources_a_slice_sits_on_the_gpus_its_processes_use() -> No
     result = attribution.attribute(
         gpu_uuids=[GPU0, GPU1],
         processes=[ProcessUsage(gpu_uuid=GPU1, pid=10, used_memory_bytes=MIB, sm_util_pct=1)],
-        resolve=resolve, pods=_pods(), assignments=None,
+        resolve=resolve,
+        pods=_pods(),
+        assignments=None,
     )
     trainer = next(s for s in result.slices if s.key.pod == "trainer")
     assert trainer.key.uuid == GPU1
@@ -108,10 +132,13 @@ def test_process_of_no_known_pod_is_unattributed_never_dropped(pid: int, reason:
     result = attribution.attribute(
         gpu_uuids=[GPU0],
         processes=[ProcessUsage(gpu_uuid=GPU0, pid=pid, used_memory_bytes=512 * MIB)],
-        resolve=resolve, pods=_pods(), assignments={},
+        resolve=resolve,
+        pods=_pods(),
+        assignments={},
     )
     assert [(u.pid, u.reason, u.memory_used_bytes) for u in result.unattributed] == [
-        (pid, reason, 512 * MIB)]
+        (pid, reason, 512 * MIB)
+    ]
     assert result.misses == {reason: 1}
 
 
@@ -119,19 +146,27 @@ def test_memory_not_available_counts_as_zero_but_keeps_the_process() -> None:
     result = attribution.attribute(
         gpu_uuids=[GPU0],
         processes=[ProcessUsage(gpu_uuid=GPU0, pid=10, used_memory_bytes=None)],
-        resolve=resolve, pods=_pods(), assignments={},
+        resolve=resolve,
+        pods=_pods(),
+        assignments={},
     )
     trainer = next(s for s in result.slices if s.key.pod == "trainer")
     assert (trainer.memory_used_bytes, trainer.processes) == (0, 1)
 
 
 def test_finished_pods_and_bad_annotations_allocate_nothing() -> None:
-    done = pod_from_json(make_pod_json(name="done", uid=UID_A, phase="Succeeded",
-                                       grants={"main": grant(1024, 10)}))
+    done = pod_from_json(
+        make_pod_json(name="done", uid=UID_A, phase="Succeeded", grants={"main": grant(1024, 10)})
+    )
     raw = make_pod_json(name="broken", uid=UID_B)
     raw["metadata"]["annotations"] = {contract.ANNOTATION_SLICES: "{not json"}
-    result = attribution.attribute(gpu_uuids=[GPU0], processes=[], resolve=resolve,
-                                   pods=[done, pod_from_json(raw)], assignments={})
+    result = attribution.attribute(
+        gpu_uuids=[GPU0],
+        processes=[],
+        resolve=resolve,
+        pods=[done, pod_from_json(raw)],
+        assignments={},
+    )
     assert result.slices == ()
     assert result.allocations[0].slices == 0
     assert result.misses == {attribution.MISS_BAD_ANNOTATION: 1}
@@ -140,9 +175,13 @@ def test_finished_pods_and_bad_annotations_allocate_nothing() -> None:
 def test_compute_ratio_is_capped_at_one_gpu() -> None:
     result = attribution.attribute(
         gpu_uuids=[GPU0],
-        processes=[ProcessUsage(gpu_uuid=GPU0, pid=10, used_memory_bytes=0, sm_util_pct=80),
-                   ProcessUsage(gpu_uuid=GPU0, pid=11, used_memory_bytes=0, sm_util_pct=70)],
-        resolve=resolve, pods=_pods(), assignments={},
+        processes=[
+            ProcessUsage(gpu_uuid=GPU0, pid=10, used_memory_bytes=0, sm_util_pct=80),
+            ProcessUsage(gpu_uuid=GPU0, pid=11, used_memory_bytes=0, sm_util_pct=70),
+        ],
+        resolve=resolve,
+        pods=_pods(),
+        assignments={},
     )
     trainer = next(s for s in result.slices if s.key.pod == "trainer")
     assert trainer.compute_utilization_ratio == 1.0

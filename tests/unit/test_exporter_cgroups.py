@@ -31,11 +31,11 @@ CASES = [
     ),
     pytest.param(
         # containerd, cgroupfs driver, cgroup v1 (one line per hierarchy)
-        "12:hugetlb:/kubepods/besteffort/pod{u}/{c}\n"
-        "11:memory:/kubepods/besteffort/pod{u}/{c}\n"
-        "10:devices:/kubepods/besteffort/pod{u}/{c}\n"
-        "9:pids:/kubepods/besteffort/pod{u}/{c}\n"
-        "1:name=systemd:/kubepods/besteffort/pod{u}/{c}\n".format(u=UID, c=CID),
+        f"12:hugetlb:/kubepods/besteffort/pod{UID}/{CID}\n"
+        f"11:memory:/kubepods/besteffort/pod{UID}/{CID}\n"
+        f"10:devices:/kubepods/besteffort/pod{UID}/{CID}\n"
+        f"9:pids:/kubepods/besteffort/pod{UID}/{CID}\n"
+        f"1:name=systemd:/kubepods/besteffort/pod{UID}/{CID}\n",
         "",
         id="containerd-cgroupfs-v1",
     ),
@@ -57,8 +57,7 @@ CASES = [
     ),
     pytest.param(
         # CRI-O, systemd driver, cgroup v1 (OpenShift 4.x before cgroup v2)
-        "12:devices:/kubepods.slice/kubepods-pod{u}.slice/crio-{c}.scope\n"
-        "0::/\n".format(u=UID_, c=CID),
+        f"12:devices:/kubepods.slice/kubepods-pod{UID_}.slice/crio-{CID}.scope\n0::/\n",
         "cri-o",
         id="crio-systemd-v1-hybrid",
     ),
@@ -70,8 +69,8 @@ CASES = [
     ),
     pytest.param(
         # Docker (dockershim / cri-dockerd), cgroupfs driver, cgroup v1
-        "11:memory:/kubepods/burstable/pod{u}/{c}\n"
-        "1:name=systemd:/kubepods/burstable/pod{u}/{c}\n".format(u=UID, c=CID),
+        f"11:memory:/kubepods/burstable/pod{UID}/{CID}\n"
+        f"1:name=systemd:/kubepods/burstable/pod{UID}/{CID}\n",
         "",
         id="docker-cgroupfs-v1",
     ),

@@ -11,12 +11,17 @@ pytestmark = pytest.mark.unit
 
 
 def test_decode_list_response_maps_containers_to_gpu_uuids() -> None:
-    data = encode_list_response([
-        ("research", "trainer", {"main": {"nvidia.com/gpu": ["GPU-a", "GPU-b"],
-                                          "example.com/nic": ["nic0"]}}),
-        ("search", "embedder", {"server": {"nvidia.com/gpu": ["GPU-c::3", "GPU-c::7"]}}),
-        ("ml", "mig-job", {"main": {"nvidia.com/mig-1g.10gb": ["MIG-123"]}}),
-    ])
+    data = encode_list_response(
+        [
+            (
+                "research",
+                "trainer",
+                {"main": {"nvidia.com/gpu": ["GPU-a", "GPU-b"], "example.com/nic": ["nic0"]}},
+            ),
+            ("search", "embedder", {"server": {"nvidia.com/gpu": ["GPU-c::3", "GPU-c::7"]}}),
+            ("ml", "mig-job", {"main": {"nvidia.com/mig-1g.10gb": ["MIG-123"]}}),
+        ]
+    )
     rows = podresources.decode_list_response(data)
     assert {(r.namespace, r.pod, r.container, r.resource_name) for r in rows} == {
         ("research", "trainer", "main", "nvidia.com/gpu"),

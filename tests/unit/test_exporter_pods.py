@@ -16,12 +16,19 @@ pytestmark = pytest.mark.unit
 
 
 def test_pod_from_json_reads_labels_annotations_and_container_ids() -> None:
-    pod = pod_from_json(make_pod_json(name="p", containers={"main": "a" * 64, "side": "b" * 64},
-                                      grants={"main": grant(1024, 10)}))
+    pod = pod_from_json(
+        make_pod_json(
+            name="p",
+            containers={"main": "a" * 64, "side": "b" * 64},
+            grants={"main": grant(1024, 10)},
+        )
+    )
     assert (pod.namespace, pod.name, pod.phase) == ("research", "p", "Running")
     assert (pod.department, pod.queue, pod.sku) == ("research", "training", "h100-1g-20gb")
     assert pod.container_ids == {"a" * 64: "main", "b" * 64: "side"}
-    assert contract.load_slices(pod.annotations[contract.ANNOTATION_SLICES])["main"].memory_mib == 1024
+    assert (
+        contract.load_slices(pod.annotations[contract.ANNOTATION_SLICES])["main"].memory_mib == 1024
+    )
 
 
 def test_pod_without_uid_is_rejected() -> None:
@@ -51,8 +58,7 @@ class _FakeCoreV1:
 
     def list_pod_for_all_namespaces(self, **kwargs: Any) -> client.V1PodList:
         self.selectors.append(kwargs["field_selector"])
-        return client.V1PodList(items=self.pods,
-                                metadata=client.V1ListMeta(resource_version="41"))
+        return client.V1PodList(items=self.pods, metadata=client.V1ListMeta(resource_version="41"))
 
 
 def test_watch_adapter_lists_node_pods_then_applies_events() -> None:
@@ -67,9 +73,13 @@ def test_watch_adapter_lists_node_pods_then_applies_events() -> None:
         yield {"type": "DELETED", "object": first}
 
     index = PodIndex()
-    watch = KubernetesPodWatch(index=index, node_name="gpu-node-1", api=api,
-                               serialize=client.ApiClient().sanitize_for_serialization,
-                               stream=stream)
+    watch = KubernetesPodWatch(
+        index=index,
+        node_name="gpu-node-1",
+        api=api,
+        serialize=client.ApiClient().sanitize_for_serialization,
+        stream=stream,
+    )
     watch.sync_once()
     assert api.selectors == ["spec.nodeName=gpu-node-1"]
     assert seen["field_selector"] == "spec.nodeName=gpu-node-1"
