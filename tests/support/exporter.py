@@ -554,9 +554,8 @@ def running_prometheus(target: str, *, scrape_interval: str = "1s") -> Iterator[
                         break
                 except OSError:
                     if process.poll() is not None:
-                        raise RuntimeError(
-                            f"prometheus exited: {process.stderr.read().decode() if process.stderr else ''}"
-                        ) from None
+                        stderr = process.stderr.read().decode() if process.stderr else ""
+                        raise RuntimeError(f"prometheus exited: {stderr}") from None
                     time.sleep(0.1)
             else:
                 raise RuntimeError("prometheus did not become ready within 20 s")

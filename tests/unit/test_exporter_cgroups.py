@@ -100,7 +100,10 @@ def test_parse_cgroup_finds_pod_uid_and_container_id(text: str, runtime: str) ->
 
 def test_static_pod_with_hash_uid_is_found() -> None:
     uid = "2c7a3b5e9f2d4c1e8a9b0c1d2e3f4a5b"
-    text = f"0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid}.slice/cri-containerd-{CID}.scope\n"
+    text = (
+        "0::/kubepods.slice/kubepods-burstable.slice/"
+        f"kubepods-burstable-pod{uid}.slice/cri-containerd-{CID}.scope\n"
+    )
     ref = cgroups.parse_cgroup(text)
     assert ref is not None and ref.pod_uid == uid
 
