@@ -17,6 +17,7 @@ empty and it adds to no GPU's allocation.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -39,6 +40,13 @@ MISS_UNKNOWN_CONTAINER = "unknown_container"
 """The pod is known but its status does not (yet) list the process's container id."""
 MISS_BAD_ANNOTATION = "bad_slices_annotation"
 """A pod's ``gpupool.io/slices`` annotation is not what the webhook writes."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _grants(text: str) -> tuple[tuple[str, contract.SliceGrant], ...]:
+    """Parsed annotations, cached: a pod's grant never changes while it lives, and the
+    sampler sees every pod every tick."""
+    return tuple(sorted(contract.load_slices(text).items()))
 
 
 @dataclass
@@ -97,11 +105,11 @@ def attribute(
         if not text or pod.finished:
             continue
         try:
-            grants = contract.load_slices(text)
+            grants = _grants(text)
         except contract.SlicesAnnotationError:
             misses[MISS_BAD_ANNOTATION] = misses.get(MISS_BAD_ANNOTATION, 0) + 1
             continue
-        for container, grant in grants.items():
+        for container, grant in grants:
             placed: tuple[str, ...] = ()
             if assignments is not None:
                 placed = assignments.get((pod.namespace, pod.name, container), ())
