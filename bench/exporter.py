@@ -29,12 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prometheus_client import CollectorRegistry, Gauge  # noqa: E402
+from prometheus_client import CollectorRegistry, Gauge
 
-from exporter.backends import simulated  # noqa: E402
-from exporter.collector import SnapshotCollector  # noqa: E402
-from exporter.sampler import Sampler  # noqa: E402
-from exporter.server import MetricsServer, timed_metrics_app  # noqa: E402
+from exporter.backends import simulated
+from exporter.collector import SnapshotCollector
+from exporter.sampler import Sampler
+from exporter.server import MetricsServer, timed_metrics_app
 
 GPUS = 8
 SHAPES = (1, 8, 32)
@@ -59,7 +59,7 @@ def _scrape_times(port: int, count: int) -> tuple[list[float], int, int]:
 
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(int(round(q * (len(ordered) - 1))), len(ordered) - 1)]
+    return ordered[min(round(q * (len(ordered) - 1)), len(ordered) - 1)]
 
 
 def _floor_registry(text_series: list[tuple[str, dict[str, str], float]]) -> CollectorRegistry:
@@ -91,10 +91,17 @@ def run(quick: bool) -> dict[str, float]:
     rows = []
     result: dict[str, float] = {}
     for slices in SHAPES:
-        node = simulated.SimulatedNode(simulated.Simulation.uniform(gpus=GPUS,
-                                                                    slices_per_gpu=slices))
-        sampler = Sampler(backend=node, hostname="bench-node", interval_s=1.0,
-                          resolve=node.resolve, pods=node, podresources=node)
+        node = simulated.SimulatedNode(
+            simulated.Simulation.uniform(gpus=GPUS, slices_per_gpu=slices)
+        )
+        sampler = Sampler(
+            backend=node,
+            hostname="bench-node",
+            interval_s=1.0,
+            resolve=node.resolve,
+            pods=node,
+            podresources=node,
+        )
         sampler.tick()
         registry = CollectorRegistry()
         registry.register(SnapshotCollector(lambda s=sampler: s.snapshot))
@@ -107,8 +114,7 @@ def run(quick: bool) -> dict[str, float]:
         server.stop()
 
         floor_registry = _floor_registry(_parse(registry))
-        floor_server = MetricsServer(timed_metrics_app(floor_registry), address="127.0.0.1",
-                                     port=0)
+        floor_server = MetricsServer(timed_metrics_app(floor_registry), address="127.0.0.1", port=0)
         floor_server.start()
         _scrape_times(floor_server.port, 5)
         floor_times, _, floor_series = _scrape_times(floor_server.port, scrapes)
@@ -130,17 +136,24 @@ def run(quick: bool) -> dict[str, float]:
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["rss_mib"] = round(rss_mib, 1)
     result["growth_p50_8x1_to_8x32"] = round(
-        result["scrape_p50_ms_8x32"] / result["scrape_p50_ms_8x1"], 2)
+        result["scrape_p50_ms_8x32"] / result["scrape_p50_ms_8x1"], 2
+    )
     result["series_growth_8x1_to_8x32"] = round(result["series_8x32"] / result["series_8x1"], 2)
     result["scrapes_per_shape"] = scrapes
 
-    print(f"{'node':>6} {'series':>7} {'bytes':>8} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'floor p50':>9} {'floor p99':>9} {'ratio':>6}")
+    print(
+        f"{'node':>6} {'series':>7} {'bytes':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'floor p50':>9} {'floor p99':>9} {'ratio':>6}"
+    )
     for name, series, size, p50, p99, f50, f99, ratio in rows:
-        print(f"{name:>6} {series:>7} {size:>8} {p50:>8.2f} {p99:>8.2f} {f50:>9.2f} "
-              f"{f99:>9.2f} {ratio:>6.2f}")
-    print(f"peak RSS {rss_mib:.1f} MiB; p50 growth 8x1 -> 8x32: "
-          f"{result['growth_p50_8x1_to_8x32']}x for {result['series_growth_8x1_to_8x32']}x series")
+        print(
+            f"{name:>6} {series:>7} {size:>8} {p50:>8.2f} {p99:>8.2f} {f50:>9.2f} "
+            f"{f99:>9.2f} {ratio:>6.2f}"
+        )
+    print(
+        f"peak RSS {rss_mib:.1f} MiB; p50 growth 8x1 -> 8x32: "
+        f"{result['growth_p50_8x1_to_8x32']}x for {result['series_growth_8x1_to_8x32']}x series"
+    )
     print("budgets: p99 <= 50 ms at 8x32, <= 2x floor, RSS <= 120 MiB")
     return result
 

@@ -169,7 +169,19 @@ def _nvml(
                 "--kubernetes needs --node-name (or $NODE_NAME)", param_hint="--node-name"
             )
         index = PodIndex()
-        KubernetesPodWatch.in_cluster(index=index, node_name=node_name).start()
+        try:
+            watch = KubernetesPodWatch.in_cluster(index=index, node_name=node_name)
+        except ImportError as exc:
+            raise click.ClickException(
+                f"the pod watch needs the kubernetes client ({exc}); install "
+                "gpupool[exporter], or run with --no-kubernetes (no attribution to pods)"
+            ) from exc
+        except Exception as exc:  # kubernetes.config.ConfigException and friends
+            raise click.ClickException(
+                f"cannot configure the Kubernetes client ({exc}); run in a pod with a "
+                "service account, set KUBECONFIG, or use --no-kubernetes"
+            ) from exc
+        watch.start()
         parts["pods"] = index
     if socket_path.exists():
         try:

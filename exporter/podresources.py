@@ -101,7 +101,10 @@ def _fields(data: bytes) -> Iterator[tuple[int, bytes | int]]:
 def _text(value: bytes | int) -> str:
     if isinstance(value, int):
         raise PodResourcesError("expected a string field")
-    return value.decode("utf-8")
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PodResourcesError(f"string field is not UTF-8: {exc}") from exc
 
 
 def _message(value: bytes | int) -> bytes:

@@ -237,3 +237,47 @@ def test_simulated_load_varies_over_time_and_energy_only_grows() -> None:
         energy.append(gpu.values[contract.DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION])
     assert len(set(seen)) > 1
     assert energy == sorted(energy) and energy[-1] > 0
+
+
+def test_mig_instances_render_with_gpu_i_profile_and_id() -> None:
+    from tests.support.exporter import FakeMig
+
+    fake = FakeNvml(
+        [
+            FakeGpu(
+                uuid="GPU-p",
+                mig=[
+                    FakeMig(uuid="MIG-1", instance_id=3, name="NVIDIA H100 80GB HBM3 MIG 1g.10gb")
+                ],
+            )
+        ]
+    )
+    sampler = Sampler(backend=NvmlBackend(fake), hostname="n")
+    sampler.tick()
+    used = _families(_render(sampler))[contract.DCGM_FI_DEV_FB_USED]
+    mig = [labels for labels, _ in used if contract.DCGM_LABEL_GPU_I_ID in labels]
+    whole = [labels for labels, _ in used if contract.DCGM_LABEL_GPU_I_ID not in labels]
+    assert len(mig) == 1 and len(whole) == 1
+    assert mig[0][contract.DCGM_LABEL_GPU_I_PROFILE] == "1g.10gb"
+    assert mig[0][contract.DCGM_LABEL_GPU_I_ID] == "3"
+    assert mig[0][contract.DCGM_LABEL_UUID] == "GPU-p"
+
+
+def test_podresources_failure_is_counted_and_placement_falls_back() -> None:
+    from exporter.podresources import PodResourcesError
+
+    class Broken:
+        def gpu_assignments(self) -> dict[tuple[str, str, str], tuple[str, ...]]:
+            raise PodResourcesError("PodResources List failed: unavailable")
+
+    node = simulated.SimulatedNode(simulated.Simulation.uniform(gpus=1, slices_per_gpu=2))
+    sampler = Sampler(
+        backend=node, hostname="h", resolve=node.resolve, pods=node, podresources=Broken()
+    )
+    sampler.tick()
+    samples = _families(_render(sampler))
+    assert ({"call": "PodResources.List", "code": "PodResourcesError"}, 1.0) in samples[
+        collector.BACKEND_ERRORS + "_total"
+    ]
+    placed = {labels["UUID"] for labels, _ in samples[contract.METRIC_SLICE_MEMORY_LIMIT_BYTES]}
+    assert placed == {node.gpu_uuids[0]}  # from the processes instead

@@ -47,6 +47,7 @@ def test_empty_answer_decodes_to_nothing() -> None:
         pytest.param(b"\x0a", id="truncated-varint"),
         pytest.param(b"\x0b", id="bad-wire-type"),
         pytest.param(b"\x08\x01", id="pod-as-varint"),
+        pytest.param(b"\x0a\x04\x0a\x02\xff\xfe", id="name-not-utf8"),
     ],
 )
 def test_corrupt_answer_raises_podresources_error(data: bytes) -> None:
