@@ -43,7 +43,7 @@ from governance.store import Store, utcnow
 DEFAULT_TTL = timedelta(minutes=10)
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     RESERVED = "reserved"
     BOUND = "bound"
     RELEASED = "released"
@@ -102,7 +102,7 @@ def new_allocation_id() -> str:
 # -- reading ---------------------------------------------------------------------------
 
 
-def _row_to_allocation(row: Mapping[str, Any]) -> Allocation:
+def _row_to_allocation(row: Mapping[Any, Any]) -> Allocation:
     grants_raw: dict[str, dict[str, Any]] = row["grants"] or {}
     return Allocation(
         id=row["id"],
@@ -149,9 +149,7 @@ def get(store: Store, allocation_id: str) -> Allocation | None:
 def by_request(store: Store, request_uid: str) -> Allocation | None:
     t = schema.allocations
     with store.read() as conn:
-        row = (
-            conn.execute(sa.select(t).where(t.c.request_uid == request_uid)).mappings().first()
-        )
+        row = conn.execute(sa.select(t).where(t.c.request_uid == request_uid)).mappings().first()
     return _row_to_allocation(row) if row else None
 
 
@@ -589,9 +587,13 @@ def rebuild_usage(store: Store) -> int:
     manual edit). Returns the number of live allocations counted."""
     t, u = schema.allocations, schema.usage
     with store.write() as conn:
-        rows = conn.execute(
-            sa.select(t).where(t.c.state.in_([State.RESERVED.value, State.BOUND.value]))
-        ).mappings().all()
+        rows = (
+            conn.execute(
+                sa.select(t).where(t.c.state.in_([State.RESERVED.value, State.BOUND.value]))
+            )
+            .mappings()
+            .all()
+        )
         totals: dict[str, Resources] = {}
         for row in rows:
             alloc = _row_to_allocation(row)
