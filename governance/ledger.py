@@ -290,22 +290,22 @@ def _add_usage(conn: Connection, keys: Sequence[str], delta: Resources) -> None:
 
 
 def _queue_rows(conn: Connection, department: str) -> dict[str, Resources]:
+    """Usage of every queue of ``department`` (its ``queue/D/Q`` rows).
+
+    A key range rather than LIKE: SQLite's LIKE is case-insensitive and cannot use the
+    primary-key index, and this runs inside every borrowing-capable reservation."""
     t = schema.usage
     prefix = quotas.queue_scope(department, "")
-    rows = conn.execute(sa.select(t).where(t.c.scope.like(_like_prefix(prefix), escape="\\")))
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    rows = conn.execute(sa.select(t).where(t.c.scope >= prefix, t.c.scope < upper))
     out: dict[str, Resources] = {}
     for r in rows:
-        rest = r.scope[len(prefix) :]
-        if "/" in rest:  # queue/D/Q/sku/S etc.
+        if "/" in r.scope[len(prefix) :]:  # queue/D/Q/sku/S and queue/D/Q/pool/P
             continue
         out[r.scope] = Resources(
             slices=r.slices, memory_mib=r.memory_mib, compute_pct=r.compute_pct
         )
     return out
-
-
-def _like_prefix(prefix: str) -> str:
-    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def _needs_queue_rows(org: Org, demand: Demand) -> bool:
