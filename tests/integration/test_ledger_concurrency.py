@@ -10,7 +10,7 @@ import pytest
 
 from governance import ledger, quotas, schema
 from governance.contract import SliceGrant
-from governance.model import Department, Org, Pool, Quota, Queue, Sku
+from governance.model import Department, Org, Pool, Queue, Quota, Sku
 from governance.resources import Limits
 from governance.store import Store
 
@@ -23,39 +23,64 @@ DEPT_SLICES = 9  # queue "serve" reserves 2 of the department's 9
 
 
 def race_org() -> Org:
-    pool = Pool(name="a100", vendor="nvidia", model="A100-80GB", backend="hami", gpus=64,
-                memory_mib_per_gpu=81920)
+    pool = Pool(
+        name="a100",
+        vendor="nvidia",
+        model="A100-80GB",
+        backend="hami",
+        gpus=64,
+        memory_mib_per_gpu=81920,
+    )
     sku = Sku(name="a100-20g", compute_pct=25, memory_mib=20480, pools=("a100",))
     return Org(
         skus={sku.name: sku},
         pools={pool.name: pool},
         departments={
-            "ml": Department(name="ml", namespaces=("ml",), default_queue="train",
-                             quota=Quota(total=Limits.of(slices=DEPT_SLICES)))
+            "ml": Department(
+                name="ml",
+                namespaces=("ml",),
+                default_queue="train",
+                quota=Quota(total=Limits.of(slices=DEPT_SLICES)),
+            )
         },
         queues={
-            ("ml", "train"): Queue(name="train", department="ml", pool="a100",
-                                   nominal=Quota(total=Limits.of(slices=QUEUE_SLICES)),
-                                   borrowing_limit=Limits.of(slices=2)),
-            ("ml", "serve"): Queue(name="serve", department="ml", pool="a100",
-                                   nominal=Quota(total=Limits.of(slices=2))),
+            ("ml", "train"): Queue(
+                name="train",
+                department="ml",
+                pool="a100",
+                nominal=Quota(total=Limits.of(slices=QUEUE_SLICES)),
+                borrowing_limit=Limits.of(slices=2),
+            ),
+            ("ml", "serve"): Queue(
+                name="serve", department="ml", pool="a100", nominal=Quota(total=Limits.of(slices=2))
+            ),
         },
     )
 
 
-def _worker(url: str, barrier: multiprocessing.synchronize.Barrier, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _worker(
+    url: str, barrier: multiprocessing.synchronize.Barrier, out: multiprocessing.Queue
+) -> None:  # type: ignore[type-arg]
     org = race_org()
     store = Store(url, migrate=False)
     sku, pool = org.skus["a100-20g"], org.pools["a100"]
-    grant = SliceGrant(count=1, memory_mib=20480, compute_pct=25, backend="hami",
-                       pool="a100", sku="a100-20g")
-    demand = quotas.Demand(department="ml", queue="train", sku=sku.name, pool=pool.name,
-                           amount=sku.demand(1, pool))
+    grant = SliceGrant(
+        count=1, memory_mib=20480, compute_pct=25, backend="hami", pool="a100", sku="a100-20g"
+    )
+    demand = quotas.Demand(
+        department="ml", queue="train", sku=sku.name, pool=pool.name, amount=sku.demand(1, pool)
+    )
     barrier.wait(timeout=60)
     admitted = 0
     for _ in range(ATTEMPTS_PER_PROCESS):
-        result = ledger.reserve(store, org, demand=demand, request_uid=str(uuid.uuid4()),
-                                namespace="ml", grants={"main": grant})
+        result = ledger.reserve(
+            store,
+            org,
+            demand=demand,
+            request_uid=str(uuid.uuid4()),
+            namespace="ml",
+            grants={"main": grant},
+        )
         admitted += result.allowed
     store.close()
     out.put(admitted)
