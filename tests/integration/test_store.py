@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,18 +14,14 @@ from governance.store import ENV_STORE, Store, resolve_url
 pytestmark = pytest.mark.integration
 
 
-def _open_store(url: str) -> None:
-    Store(url).close()
-
-
 def test_replicas_starting_together_migrate_the_schema_once(store_url: str) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_open_store, args=(store_url,)) for _ in range(3)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    assert [p.exitcode for p in procs] == [0] * 3
+    code = "import sys; from governance.store import Store; Store(sys.argv[1]).close()"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, store_url], stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=120)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
     store = Store(store_url, migrate=False)
     try:
         assert migrations.current(store.engine) == migrations.head(store.engine)
