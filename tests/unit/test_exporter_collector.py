@@ -281,3 +281,27 @@ def test_podresources_failure_is_counted_and_placement_falls_back() -> None:
     ]
     placed = {labels["UUID"] for labels, _ in samples[contract.METRIC_SLICE_MEMORY_LIMIT_BYTES]}
     assert placed == {node.gpu_uuids[0]}  # from the processes instead
+
+
+def test_openmetrics_rendering_keeps_dcgm_names_too(sim_sampler: Sampler) -> None:
+    # Prometheus asks for OpenMetrics first; counters must not gain _total there either.
+    from prometheus_client.openmetrics.exposition import generate_latest as om_latest
+
+    registry = CollectorRegistry()
+    registry.register(collector.SnapshotCollector(lambda: sim_sampler.snapshot))
+    text = om_latest(registry).decode()
+    assert "# TYPE DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION unknown" in text
+    assert "\nDCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION{" in text
+    assert "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION_total" not in text
+    assert text.endswith("# EOF\n")
+
+
+def test_snapshot_age_comes_from_the_injected_clock(sim_sampler: Sampler) -> None:
+    snapshot = sim_sampler.snapshot
+    assert snapshot is not None
+    registry = CollectorRegistry()
+    registry.register(
+        collector.SnapshotCollector(lambda: snapshot, clock=lambda: snapshot.taken_at + 7.5)
+    )
+    samples = _families(generate_latest(registry).decode())
+    assert samples[collector.SNAPSHOT_AGE] == [({}, 7.5)]
