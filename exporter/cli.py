@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from exporter.backends import BACKENDS
 from governance import contract
 
 log = logging.getLogger("gpupool.exporter")
@@ -19,7 +20,7 @@ log = logging.getLogger("gpupool.exporter")
 @click.command("exporter")
 @click.option(
     "--backend",
-    type=click.Choice(["nvml", "simulated"]),
+    type=click.Choice(BACKENDS),
     default="nvml",
     show_default=True,
     help="Where GPU readings come from.",

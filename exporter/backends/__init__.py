@@ -2,5 +2,6 @@
 
 from __future__ import annotations
 
-BACKENDS = ("nvml", "simulated")
-"""Names accepted by ``gpupool exporter --backend``; built in ``exporter.cli``."""
+BACKENDS = ["nvml", "simulated"]
+"""Names accepted by ``gpupool exporter --backend``: ``nvml`` (``nvml.NvmlBackend``) and
+``simulated`` (``simulated.SimulatedNode``); ``exporter.cli`` builds the chosen one."""
