@@ -101,8 +101,15 @@ class NvmlBackend:
         """Call ``nvml.<call>``; on NVMLError record it and return ``_FAILED``."""
         if gpu is not None and (call, gpu) in self._unsupported:
             return _FAILED
+        function = getattr(self._nvml, call, None)
+        if function is None:
+            # An older nvidia-ml-py without this function: the same as a driver without it.
+            if (call, -1) not in self._unsupported:
+                self._unsupported.add((call, -1))
+                errors.append(CallError(call=call, code="NVML_ERROR_FUNCTION_NOT_FOUND"))
+            return _FAILED
         try:
-            return getattr(self._nvml, call)(*args, **kwargs)
+            return function(*args, **kwargs)
         except self._nvml.NVMLError as exc:
             code = self._code(exc)
             label = "" if gpu is None else str(gpu)
@@ -258,7 +265,13 @@ class NvmlBackend:
             put(contract.DCGM_FI_DEV_CORRECTABLE_REMAPPED_ROWS, corrected)
             put(contract.DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS, uncorrected)
             put(contract.DCGM_FI_DEV_ROW_REMAP_FAILURE, failure)
-        reasons = call("nvmlDeviceGetCurrentClocksEventReasons", handle)
+        # nvidia-ml-py renamed "throttle reasons" to "event reasons" (12.535); either works.
+        reasons_call = (
+            "nvmlDeviceGetCurrentClocksEventReasons"
+            if getattr(self._nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) is not None
+            else "nvmlDeviceGetCurrentClocksThrottleReasons"
+        )
+        reasons = call(reasons_call, handle)
         put(contract.DCGM_FI_DEV_CLOCK_THROTTLE_REASONS, None if reasons is _FAILED else reasons)
         self._xid(index, errors)
         values[contract.DCGM_FI_DEV_XID_ERRORS] = float(self._last_xid.get(index, 0))
@@ -293,8 +306,13 @@ class NvmlBackend:
         if version is not None and ("nvmlDeviceGetMemoryInfo_v2", index) not in self._unsupported:
             try:
                 info = self._nvml.nvmlDeviceGetMemoryInfo(handle, version=version)
-            except self._nvml.NVMLError as exc:
-                code = self._code(exc)
+            except (self._nvml.NVMLError, TypeError) as exc:
+                # TypeError: an nvidia-ml-py too old to take ``version``.
+                code = (
+                    self._code(exc)
+                    if isinstance(exc, self._nvml.NVMLError)
+                    else ("NVML_ERROR_FUNCTION_NOT_FOUND")
+                )
                 errors.append(
                     CallError(call="nvmlDeviceGetMemoryInfo_v2", code=code, gpu=str(index))
                 )
@@ -351,13 +369,17 @@ class NvmlBackend:
         if _available(raw):
             values[contract.DCGM_FI_DEV_MEMORY_TEMP] = float(raw)
 
+    def _wait(self, event_set: Any, timeout_ms: int) -> Any:
+        wait = getattr(self._nvml, "nvmlEventSetWait_v2", None) or self._nvml.nvmlEventSetWait
+        return wait(event_set, timeout_ms)
+
     def _xid(self, index: int, errors: list[CallError]) -> None:
         event_set = self._events.get(index)
         if event_set is None:
             return
         while True:
             try:
-                data = self._nvml.nvmlEventSetWait_v2(event_set, 0)
+                data = self._wait(event_set, 0)
             except self._nvml.NVMLError as exc:
                 code = self._code(exc)
                 if code != "NVML_ERROR_TIMEOUT":

@@ -231,3 +231,29 @@ def test_mig_instances_get_dcgm_mig_labels_and_their_processes() -> None:
 def test_mig_profile_of_reads_the_profile_from_the_device_name() -> None:
     assert mig_profile_of("NVIDIA H100 80GB HBM3 MIG 3g.40gb") == "3g.40gb"
     assert mig_profile_of("NVIDIA H100 80GB HBM3") == ""
+
+
+class _OldNvml(FakeNvml):
+    """An nvidia-ml-py from before GPM and the clocks-event rename."""
+
+    nvmlDeviceGetCurrentClocksEventReasons = None
+    nvmlGpmQueryDeviceSupport = None
+
+    def nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: object) -> int:
+        self._enter("nvmlDeviceGetCurrentClocksThrottleReasons")
+        return 0x40
+
+
+def test_older_nvidia_ml_py_falls_back_and_reports_missing_functions_once() -> None:
+    fake = _OldNvml([_gpu(gpm={pynvml.NVML_GPM_METRIC_ANY_TENSOR_UTIL: 1.0})])
+    backend = NvmlBackend(fake)
+    first = backend.read()
+    second = backend.read()
+    values = second.gpus[0].values
+    assert values[contract.DCGM_FI_DEV_CLOCK_THROTTLE_REASONS] == 0x40
+    assert fields.DCGM_FI_PROF_PIPE_TENSOR_ACTIVE not in values
+    assert second.gpus[0].healthy
+    assert [(e.call, e.code) for e in first.errors] == [
+        ("nvmlGpmQueryDeviceSupport", "NVML_ERROR_FUNCTION_NOT_FOUND")
+    ]
+    assert second.errors == ()
