@@ -442,13 +442,16 @@ def run_watch(
     *,
     backoff: Backoff | None = None,
     max_rounds: int | None = None,
+    rewatch_pause_s: float = 1.0,
 ) -> None:
     """List, then watch from the list's version, until ``stop`` is set.
 
     A round is one list-or-watch request. The server ends a watch after its timeout
     (the loop resumes from the last version), with 410 Gone (the loop lists again at
     once) or with an error (the loop waits with backoff and resumes from the last
-    version it applied). ``max_rounds`` bounds the loop for tests.
+    version it applied). After a watch that ended normally the loop pauses
+    ``rewatch_pause_s``, so a server that closes watches at once is not hammered.
+    ``max_rounds`` bounds the loop for tests.
     """
     backoff = backoff or Backoff()
     rounds = 0
@@ -466,6 +469,7 @@ def run_watch(
                     return
                 reconciler.handle(event)
             backoff.reset()
+            stop.wait(rewatch_pause_s)
         except Gone as exc:
             log.info("watch expired (%s); listing pods again", exc)
             reconciler.resource_version = None
@@ -510,6 +514,7 @@ class Service:
         clock: Clock = utcnow,
         expire_interval_s: float = 30.0,
         backoff: Callable[[], Backoff] = Backoff,
+        rewatch_pause_s: float = 1.0,
     ) -> None:
         self.store = store
         self.source = source
@@ -519,6 +524,7 @@ class Service:
         self.clock = clock
         self.expire_interval_s = expire_interval_s
         self.backoff = backoff
+        self.rewatch_pause_s = rewatch_pause_s
         self.reconciler: Reconciler | None = None
         self._worker: threading.Thread | None = None
         self._worker_stop = threading.Event()
@@ -564,7 +570,7 @@ class Service:
         self._worker = threading.Thread(
             target=run_watch,
             args=(self.reconciler, self.source, self._worker_stop),
-            kwargs={"backoff": self.backoff()},
+            kwargs={"backoff": self.backoff(), "rewatch_pause_s": self.rewatch_pause_s},
             name="gpupool-reconciler-watch",
             daemon=True,
         )
