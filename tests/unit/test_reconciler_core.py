@@ -132,8 +132,8 @@ def test_decide_moves_the_entry_towards_the_pod(
 def test_decide_distrusts_forged_annotations(
     entry: Allocation | None, pod: PodView, suspicion: Suspicion
 ) -> None:
-    for gone in (False, True):
-        decision = decide(pod, entry, gone=gone)
+    for deleted in (False, True):
+        decision = decide(pod, entry, gone=deleted)
         assert decision.steps == ()
         assert decision.suspicion is suspicion
         assert pod.uid in decision.message and "ignored" in decision.message
