@@ -358,3 +358,22 @@ def test_a_namespaced_reconciler_leaves_other_namespaces_alone(sqlite_url: str) 
     scoped = rig(sqlite_url, namespace="team-a", clock=everything.clock)
     scoped.run(RecordedPodApi(lists=[pod_list([], "5")]), rounds=1)
     assert (scoped.state(mine), scoped.state(theirs)) == (State.RELEASED, State.BOUND)
+
+
+def test_store_outage_is_retried_and_nothing_is_lost(sqlite_rig: Rig) -> None:
+    r = sqlite_rig
+    alloc = reserve(r.store)
+    pod = make_pod("train", phase="Running", resource_version="3", allocation_id=alloc)
+    good = r.store
+    down = Store("postgresql+psycopg://nobody@127.0.0.1:1/none", migrate=False)
+    _open.append(down)
+    r.reconciler.store = down
+    raw = RecordedPodApi(lists=[pod_list([pod], "3"), pod_list([pod], "4"), pod_list([pod], "4")])
+    r.run(raw, rounds=2)
+    assert r.metric("gpupool_reconciler_errors_total", kind="store") == 2
+    assert r.reconciler.resource_version is None  # the resync did not complete
+    assert r.state(alloc) is State.RESERVED
+    r.reconciler.store = good  # the database is back
+    r.run(raw, rounds=1)
+    assert r.state(alloc) is State.BOUND
+    assert r.metric("gpupool_reconciler_relists_total", reason="error") == 1
