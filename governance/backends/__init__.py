@@ -13,6 +13,7 @@ from governance.backends import (
     ascend,
     cambricon,
     hami,
+    hygon,
     kai,
     nvidia_mig,
     nvidia_mps,
@@ -30,6 +31,7 @@ _REGISTERED: tuple[Backend, ...] = (
     kai.BACKEND,
     ascend.BACKEND,
     cambricon.BACKEND,
+    hygon.BACKEND,
 )
 
 

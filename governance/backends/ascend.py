@@ -41,6 +41,8 @@ CHIPS = (
     "Ascend310P",
 )
 """The commonWords of HAMi's shipped device config (charts/hami device-configmap)."""
+ANNOTATION_VNPU_MODE = "huawei.com/vnpu-mode"
+"""HAMi: ``hami-core`` switches to soft split, where memory is not a template."""
 DEFAULT_SCHEDULER = "hami-scheduler"
 OPTIONS = ("chip", "scheduler_name")
 _CHIP = re.compile(r"^Ascend[0-9][0-9A-Za-z]*(-[0-9A-Za-z]+)?$")
@@ -64,6 +66,7 @@ class AscendBackend:
         _common.USER_RESOURCES,
         (f"{PREFIX}{chip}{suffix}" for chip in CHIPS for suffix in ("", "-memory", "-core")),
     )
+    gpu_annotations: tuple[str, ...] = (ANNOTATION_VNPU_MODE,)
 
     def container(self, grant: SliceGrant, pool: Pool) -> ContainerChanges:
         chip = chip_of(pool)

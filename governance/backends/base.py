@@ -53,6 +53,11 @@ class Backend(Protocol):
     """Every resource name of this data plane that a user could write for a GPU: the
     webhook removes them all from a container before adding what :meth:`container`
     returns."""
+    gpu_annotations: tuple[str, ...]
+    """Pod annotations by which this data plane hands out or steers GPUs (KAI's
+    ``gpu-memory``, HAMi's ``nvidia.com/use-gputype``...): a user who set them could
+    take more than the ledger granted, so the webhook removes them from the pod before
+    merging what :meth:`pod` returns."""
 
     def container(self, grant: SliceGrant, pool: Pool) -> ContainerChanges:
         """What one GPU container asks for; raise PlacementError when it cannot be served."""

@@ -32,6 +32,7 @@ RESOURCE_CORES = "cambricon.com/mlu.smlu.vcore"
 RESOURCE_MLU = "cambricon.com/mlu"
 """The device plugin's whole-MLU resource (HAMi's flag default for the count)."""
 ANNOTATION_USE_MLUTYPE = "cambricon.com/use-mlutype"
+ANNOTATION_NOUSE_MLUTYPE = "cambricon.com/nouse-mlutype"
 MEMORY_UNIT_MIB = 256
 DEFAULT_SCHEDULER = "hami-scheduler"
 OPTIONS = ("count_resource", "memory_resource", "cores_resource", "scheduler_name", "mlu_type")
@@ -44,6 +45,7 @@ class CambriconBackend:
         _common.USER_RESOURCES,
         (RESOURCE_COUNT, RESOURCE_MEMORY, RESOURCE_CORES, RESOURCE_MLU),
     )
+    gpu_annotations: tuple[str, ...] = (ANNOTATION_USE_MLUTYPE, ANNOTATION_NOUSE_MLUTYPE)
 
     def container(self, grant: SliceGrant, pool: Pool) -> ContainerChanges:
         options = _common.Options(pool, OPTIONS)

@@ -44,6 +44,7 @@ class HamiBackend:
     name = "hami"
     vendor = "nvidia"
     gpu_resources: tuple[str, ...] = _common.USER_RESOURCES
+    gpu_annotations: tuple[str, ...] = (ANNOTATION_USE_GPUTYPE, ANNOTATION_NOUSE_GPUTYPE)
 
     def container(self, grant: SliceGrant, pool: Pool) -> ContainerChanges:
         resources = {RESOURCE_NVIDIA_GPU: _common.quantity(grant.gpus)}

@@ -33,6 +33,7 @@ ANNOTATION_GPU_FRACTION = "gpu-fraction"
 ANNOTATION_GPU_MEMORY = "gpu-memory"
 ANNOTATION_NUM_DEVICES = "gpu-fraction-num-devices"
 ANNOTATION_CONTAINER_NAME = "gpu-fraction-container-name"
+ANNOTATION_MPS = "mps"
 LABEL_QUEUE = "kai.scheduler/queue"
 DEFAULT_SCHEDULER = "kai-scheduler"
 OPTIONS = ("scheduler_name", "queue_label", "queues", "fraction_by")
@@ -52,6 +53,13 @@ class KaiBackend:
     name = "kai"
     vendor = "nvidia"
     gpu_resources: tuple[str, ...] = _common.USER_RESOURCES
+    gpu_annotations: tuple[str, ...] = (
+        ANNOTATION_GPU_FRACTION,
+        ANNOTATION_GPU_MEMORY,
+        ANNOTATION_NUM_DEVICES,
+        ANNOTATION_CONTAINER_NAME,
+        ANNOTATION_MPS,
+    )
 
     def container(self, grant: SliceGrant, pool: Pool) -> ContainerChanges:
         if _is_whole(grant, pool):

@@ -146,6 +146,7 @@ class NvidiaMigBackend:
         _common.USER_RESOURCES,
         sorted({p.resource for table in PROFILE_TABLES.values() for p in table}),
     )
+    gpu_annotations: tuple[str, ...] = ()
 
     def profile_for(self, pool: Pool, sku: str, memory_mib: int, compute_pct: int) -> Profile:
         """The profile serving one GPU of a slice; ConfigError when none can."""

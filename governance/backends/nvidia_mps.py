@@ -46,6 +46,7 @@ class NvidiaMpsBackend:
     gpu_resources: tuple[str, ...] = _common.resource_names(
         _common.USER_RESOURCES, (RESOURCE_SHARED,)
     )
+    gpu_annotations: tuple[str, ...] = ()
 
     def container(self, grant: SliceGrant, pool: Pool) -> ContainerChanges:
         options = _common.Options(pool, OPTIONS)

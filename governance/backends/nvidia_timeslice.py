@@ -51,6 +51,7 @@ class NvidiaTimesliceBackend:
     gpu_resources: tuple[str, ...] = _common.resource_names(
         _common.USER_RESOURCES, (RESOURCE_SHARED,)
     )
+    gpu_annotations: tuple[str, ...] = ()
 
     def container(self, grant: SliceGrant, pool: Pool) -> ContainerChanges:
         options = _common.Options(pool, OPTIONS)

@@ -22,6 +22,7 @@ class NvidiaWholeBackend:
     name = "nvidia-whole"
     vendor = "nvidia"
     gpu_resources: tuple[str, ...] = _common.USER_RESOURCES
+    gpu_annotations: tuple[str, ...] = ()
 
     def container(self, grant: SliceGrant, pool: Pool) -> ContainerChanges:
         if not _common.is_whole_card(grant.memory_mib, grant.compute_pct, pool):

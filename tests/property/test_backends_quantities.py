@@ -120,6 +120,7 @@ def test_an_accepted_sku_is_served_with_valid_kubernetes_values(
         check_quantity(value)
     assert all(isinstance(v, str) and v for v in changes.env.values())
     assert all(isinstance(v, str) for v in pod.annotations.values())
+    assert set(pod.annotations) <= set(backend.gpu_annotations), "it strips what it writes"
     assert all(isinstance(v, str) and v for v in pod.labels.values())
     assert dict(pod.node_selector) == dict(pool.node_selector)
     if not changes.resources:

@@ -76,6 +76,13 @@ def test_backend_satisfies_the_protocol(name: str) -> None:
     assert all(_common.is_resource_name(r) for r in backend.gpu_resources)
 
 
+def test_kai_strips_the_annotations_that_ask_for_gpus() -> None:
+    # A user-written gpu-memory would otherwise take more of a GPU than the ledger granted.
+    assert {"gpu-fraction", "gpu-memory", "gpu-fraction-num-devices"} <= set(
+        backends.get("kai").gpu_annotations
+    )
+
+
 @pytest.mark.parametrize("name", sorted(backends.BACKENDS))
 def test_every_backend_strips_what_users_write(name: str) -> None:
     for resource in (

@@ -1,4 +1,4 @@
-"""Non-NVIDIA backends, with the resource names HAMi uses: Huawei Ascend, Cambricon MLU."""
+"""Non-NVIDIA backends, with the resource names HAMi uses: Ascend, Cambricon MLU, Hygon DCU."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from governance.backends import ascend, cambricon
+from governance.backends import ascend, cambricon, hygon
 from governance.errors import ConfigError, PlacementError
 from governance.model import Pool
 from tests.support.backends import make_grant, make_pool, make_sku, whole_grant
@@ -215,3 +215,58 @@ def test_cambricon_whole_card_need_not_be_whole_units() -> None:
     assert dict(cambricon.BACKEND.container(whole_grant(pool), pool).resources) == {
         "cambricon.com/vmlu": "1"
     }
+
+
+# --------------------------------------------------------------------------------------
+# hygon
+# --------------------------------------------------------------------------------------
+
+
+def dcu_pool(**options: Any) -> Pool:
+    return make_pool(
+        "hygon", vendor="hygon", model="Z100L", memory_mib_per_gpu=32768, backend_options=options
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "grant", "expected"),
+    [
+        pytest.param(
+            {},
+            {"memory_mib": 2000, "compute_pct": 60},
+            {"hygon.com/dcunum": "1", "hygon.com/dcumem": "2000", "hygon.com/dcucores": "60"},
+            id="fraction-in-mib",
+        ),
+        pytest.param(
+            {"memory_factor": 1024},
+            {"memory_mib": 8192, "compute_pct": 25, "count": 2},
+            {"hygon.com/dcunum": "2", "hygon.com/dcumem": "8", "hygon.com/dcucores": "25"},
+            id="memory-factor",
+        ),
+        pytest.param(
+            {},
+            {"memory_mib": 32768, "compute_pct": 100, "gpus_per_slice": 4},
+            {"hygon.com/dcunum": "4"},
+            id="whole-dcus",
+        ),
+    ],
+)
+def test_hygon_container(
+    options: dict[str, int], grant: dict[str, int], expected: dict[str, str]
+) -> None:
+    pool = dcu_pool(**options)
+    hygon.BACKEND.validate(pool, [])
+    assert dict(hygon.BACKEND.container(make_grant(pool, **grant), pool).resources) == expected
+
+
+def test_hygon_pod_pins_the_dcu_type() -> None:
+    pool = dcu_pool()
+    changes = hygon.BACKEND.pod({"main": make_grant(pool)}, pool, "q")
+    assert dict(changes.annotations) == {"hygon.com/use-dcutype": "Z100L"}
+    assert changes.scheduler_name == "hami-scheduler"
+
+
+def test_hygon_sku_memory_must_be_whole_memory_factor_units() -> None:
+    pool = dcu_pool(memory_factor=1024)
+    with pytest.raises(ConfigError, match="2000 MiB per DCU, is not a whole number"):
+        hygon.BACKEND.validate(pool, [make_sku("odd", memory_mib=2000)])
