@@ -314,11 +314,11 @@ class Authorizer:
 
     @classmethod
     def from_bindings(cls, bindings: Iterable[RoleBinding]) -> Authorizer:
-        return cls(_ListAdapter(policies_for(bindings)))
+        return cls(ListAdapter(policies_for(bindings)))
 
     @classmethod
     def from_policies(cls, policies: Iterable[Policy]) -> Authorizer:
-        return cls(_ListAdapter(list(policies)))
+        return cls(ListAdapter(list(policies)))
 
     @classmethod
     def from_store(cls, store: Store) -> Authorizer:
@@ -353,7 +353,7 @@ class Authorizer:
                     policies += [("p", *r) for r in state.p_rules.get(dom, ())]
                     policies += [("g", *r) for r in state.g_rules.get(dom, ())]
                 enforcer = casbin.Enforcer(
-                    casbin.Enforcer.new_model(text=_MODEL_TEXT), _ListAdapter(policies)
+                    casbin.Enforcer.new_model(text=_MODEL_TEXT), ListAdapter(policies)
                 )
                 enforcer.add_function("objectMatch", object_match)
                 state.enforcers[department] = enforcer
@@ -501,8 +501,8 @@ def _domain_words(dom: str) -> str:
     return "every department" if dom == EVERY_DEPARTMENT else f"department {dom}"
 
 
-class _ListAdapter(persist.Adapter):  # type: ignore[misc]
-    """Policies held in memory (``Authorizer.from_bindings``)."""
+class ListAdapter(persist.Adapter):  # type: ignore[misc]
+    """Policies held in memory (``Authorizer.from_bindings``), read again on each load."""
 
     def __init__(self, policies: list[Policy]) -> None:
         self.policies = policies
@@ -519,6 +519,7 @@ __all__ = [
     "Authorizer",
     "Decision",
     "Identity",
+    "ListAdapter",
     "StoreAdapter",
     "normalize_subject",
     "policies_for",
