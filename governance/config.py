@@ -1183,8 +1183,8 @@ class OrgSource:
             latest = self.store.latest_config()
             if latest is None:
                 raise ConfigError(
-                    "no configuration has been applied to the governance store "
-                    f"({self.store.safe_url}) yet: run `gpupool apply -f org.yaml` first",
+                    "no configuration has been applied to this governance store yet: "
+                    "run `gpupool apply -f org.yaml` first",
                     source=self.store.safe_url,
                 )
             self._org = build_org(

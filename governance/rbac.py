@@ -252,7 +252,11 @@ def write_policies(conn: Connection, policies: Iterable[Policy]) -> None:
     """Replace every stored policy with ``policies``, in the caller's transaction."""
     t = schema.casbin_rule
     conn.execute(t.delete())
-    rows = [{"ptype": rule[0], **{f"v{i}": v for i, v in enumerate(rule[1:])}} for rule in policies]
+    # Every row names every column: an executemany takes its columns from the first row.
+    rows = [
+        {"ptype": rule[0], **{f"v{i}": rule[i + 1] if i + 1 < len(rule) else "" for i in range(6)}}
+        for rule in policies
+    ]
     if rows:
         conn.execute(t.insert(), rows)
 

@@ -261,8 +261,18 @@ def test_subject_formats(text: str, canonical: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["ana", "user:", "group:", "role:x", "system:serviceaccount:ml", "system:serviceaccount:ML:x",
-     "system:serviceaccounts:", "user:a b", " user:a", "system:masters"],
+    [
+        "ana",
+        "user:",
+        "group:",
+        "role:x",
+        "system:serviceaccount:ml",
+        "system:serviceaccount:ML:x",
+        "system:serviceaccounts:",
+        "user:a b",
+        " user:a",
+        "system:masters",
+    ],
 )
 def test_bad_subject_formats(text: str) -> None:
     with pytest.raises(ValueError, match=r"subject|service"):
