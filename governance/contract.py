@@ -134,7 +134,7 @@ def load_slices(text: str) -> dict[str, SliceGrant]:
 # --------------------------------------------------------------------------------------
 
 
-class Reason(str, enum.Enum):
+class Reason(enum.StrEnum):
     """Machine-readable reason of an admission or quota decision."""
 
     ADMITTED = "Admitted"

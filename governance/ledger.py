@@ -1,0 +1,622 @@
+"""The allocation ledger: every admitted GPU pod, from reservation to release.
+
+States::
+
+    reserved --bind--> bound --release--> released
+        |                 (pod ended or deleted)
+        +--release--> released   (pod deleted before it was seen)
+        +--expire---> expired    (pod never appeared within the TTL)
+
+An entry is keyed by its allocation id and by the admission request's uid, so a
+reinvocation of the same admission request finds its reservation instead of charging
+twice. Entries are never deleted: they are the history that metering reads.
+
+:func:`reserve` is one transaction: it locks the usage rows of every scope on the
+request's path (department first, then the department's per-SKU/per-pool rows, the
+pool, the queue's rows; sorted, so transactions never deadlock), reads the usage of the
+department's queues (for borrowing), asks the pure :func:`governance.quotas.evaluate`,
+and either adds the demand to every row and records the allocation, or records the
+denial. On PostgreSQL the rows are locked with ``SELECT ... FOR UPDATE``; on SQLite the
+transaction starts with ``BEGIN IMMEDIATE``, which serialises writers.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from governance import quotas, schema
+from governance.contract import Reason, SliceGrant
+from governance.errors import StoreError
+from governance.model import Org
+from governance.quotas import Demand, QuotaDecision
+from governance.resources import RESOURCE_NAMES, ZERO, Resources
+from governance.store import Store, utcnow
+
+DEFAULT_TTL = timedelta(minutes=10)
+
+
+class State(enum.StrEnum):
+    RESERVED = "reserved"
+    BOUND = "bound"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+    @property
+    def live(self) -> bool:
+        return self in (State.RESERVED, State.BOUND)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Allocation:
+    id: str
+    request_uid: str
+    state: State
+    namespace: str
+    pod_name: str
+    pod_uid: str
+    department: str
+    queue: str
+    sku: str
+    pool: str
+    amount: Resources
+    borrowed: Resources
+    subject: str
+    grants: Mapping[str, SliceGrant]
+    created_at: datetime
+    expires_at: datetime
+    bound_at: datetime | None
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reservation:
+    """The answer of :func:`reserve`."""
+
+    decision: QuotaDecision
+    allocation: Allocation | None
+    """The recorded entry (None when denied or for a dry run)."""
+    replayed: bool = False
+    """True when this request uid had been reserved before: nothing new was charged."""
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision.allowed
+
+
+class LedgerError(StoreError):
+    """An operation on an allocation that does not exist or cannot take it."""
+
+
+def new_allocation_id() -> str:
+    return f"alloc-{uuid.uuid4().hex}"
+
+
+# -- reading ---------------------------------------------------------------------------
+
+
+def _row_to_allocation(row: Mapping[Any, Any]) -> Allocation:
+    grants_raw: dict[str, dict[str, Any]] = row["grants"] or {}
+    return Allocation(
+        id=row["id"],
+        request_uid=row["request_uid"],
+        state=State(row["state"]),
+        namespace=row["namespace"],
+        pod_name=row["pod_name"],
+        pod_uid=row["pod_uid"],
+        department=row["department"],
+        queue=row["queue"],
+        sku=row["sku"],
+        pool=row["pool"],
+        amount=Resources(
+            slices=row["slices"], memory_mib=row["memory_mib"], compute_pct=row["compute_pct"]
+        ),
+        borrowed=Resources(
+            slices=row["borrowed_slices"],
+            memory_mib=row["borrowed_memory_mib"],
+            compute_pct=row["borrowed_compute_pct"],
+        ),
+        subject=row["subject"],
+        grants={name: SliceGrant(**g) for name, g in grants_raw.items()},
+        created_at=_aware(row["created_at"]),
+        expires_at=_aware(row["expires_at"]),
+        bound_at=_aware(row["bound_at"]) if row["bound_at"] else None,
+        ended_at=_aware(row["ended_at"]) if row["ended_at"] else None,
+    )
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; everything in the ledger is UTC.
+    from datetime import UTC
+
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def get(store: Store, allocation_id: str) -> Allocation | None:
+    t = schema.allocations
+    with store.read() as conn:
+        row = conn.execute(sa.select(t).where(t.c.id == allocation_id)).mappings().first()
+    return _row_to_allocation(row) if row else None
+
+
+def by_request(store: Store, request_uid: str) -> Allocation | None:
+    t = schema.allocations
+    with store.read() as conn:
+        row = conn.execute(sa.select(t).where(t.c.request_uid == request_uid)).mappings().first()
+    return _row_to_allocation(row) if row else None
+
+
+def list_allocations(
+    store: Store,
+    *,
+    states: Iterable[State] | None = None,
+    department: str | None = None,
+    departments: Iterable[str] | None = None,
+    limit: int | None = None,
+) -> list[Allocation]:
+    """Allocations, newest first, filtered by state and department."""
+    t = schema.allocations
+    query = sa.select(t).order_by(t.c.created_at.desc(), t.c.id)
+    if states is not None:
+        query = query.where(t.c.state.in_([s.value for s in states]))
+    if department is not None:
+        query = query.where(t.c.department == department)
+    if departments is not None:
+        query = query.where(t.c.department.in_(list(departments)))
+    if limit is not None:
+        query = query.limit(limit)
+    with store.read() as conn:
+        return [_row_to_allocation(r) for r in conn.execute(query).mappings()]
+
+
+def usage(store: Store) -> dict[str, Resources]:
+    """Usage of every scope (keys as in :func:`governance.quotas.scope_keys`)."""
+    t = schema.usage
+    with store.read() as conn:
+        return {
+            r.scope: Resources(slices=r.slices, memory_mib=r.memory_mib, compute_pct=r.compute_pct)
+            for r in conn.execute(sa.select(t))
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Denial:
+    at: datetime
+    namespace: str
+    department: str
+    queue: str
+    sku: str
+    subject: str
+    reason: str
+    message: str
+
+
+def record_denial(store: Store, denial: Denial) -> None:
+    """Keep a denial for the console and audit (the webhook records RBAC and
+    placement denials; :func:`reserve` records quota denials itself)."""
+    with store.write() as conn:
+        _insert_denial(conn, denial)
+
+
+def _insert_denial(conn: Connection, denial: Denial) -> None:
+    conn.execute(
+        schema.denials.insert().values(
+            at=denial.at,
+            namespace=denial.namespace,
+            department=denial.department,
+            queue=denial.queue,
+            sku=denial.sku,
+            subject=denial.subject,
+            reason=denial.reason,
+            message=denial.message,
+        )
+    )
+
+
+def recent_denials(
+    store: Store, *, departments: Iterable[str] | None = None, limit: int = 100
+) -> list[Denial]:
+    t = schema.denials
+    query = sa.select(t).order_by(t.c.at.desc(), t.c.id.desc()).limit(limit)
+    if departments is not None:
+        query = query.where(t.c.department.in_(list(departments)))
+    with store.read() as conn:
+        return [
+            Denial(
+                at=_aware(r["at"]),
+                namespace=r["namespace"],
+                department=r["department"],
+                queue=r["queue"],
+                sku=r["sku"],
+                subject=r["subject"],
+                reason=r["reason"],
+                message=r["message"],
+            )
+            for r in conn.execute(query).mappings()
+        ]
+
+
+# -- locking and counting --------------------------------------------------------------
+# The statements of the hot path are built once: SQLAlchemy then reuses their compiled
+# form, and a reservation spends its time in the database rather than in building SQL.
+
+_U = schema.usage
+_A = schema.allocations
+_USAGE_COLUMNS = (_U.c.scope, _U.c.slices, _U.c.memory_mib, _U.c.compute_pct)
+_SELECT_USAGE = (
+    sa.select(*_USAGE_COLUMNS)
+    .where(_U.c.scope.in_(sa.bindparam("keys", expanding=True)))
+    .order_by(_U.c.scope)
+)
+_SELECT_USAGE_FOR_UPDATE = _SELECT_USAGE.with_for_update()
+_SELECT_USAGE_RANGE = sa.select(*_USAGE_COLUMNS).where(
+    _U.c.scope >= sa.bindparam("low"), _U.c.scope < sa.bindparam("high")
+)
+_ADD_USAGE = (
+    _U.update()
+    .where(_U.c.scope.in_(sa.bindparam("keys", expanding=True)))
+    .values(
+        slices=_U.c.slices + sa.bindparam("d_slices", type_=sa.BigInteger),
+        memory_mib=_U.c.memory_mib + sa.bindparam("d_memory_mib", type_=sa.BigInteger),
+        compute_pct=_U.c.compute_pct + sa.bindparam("d_compute_pct", type_=sa.BigInteger),
+    )
+)
+_SELECT_BY_REQUEST = sa.select(_A).where(_A.c.request_uid == sa.bindparam("uid"))
+_INSERT_ALLOCATION = _A.insert()
+
+
+def _rows_to_usage(rows: Iterable[Any]) -> dict[str, Resources]:
+    return {
+        r.scope: Resources(slices=r.slices, memory_mib=r.memory_mib, compute_pct=r.compute_pct)
+        for r in rows
+    }
+
+
+def _lock_usage(store: Store, conn: Connection, keys: Sequence[str]) -> dict[str, Resources]:
+    """Lock the usage rows of ``keys`` (creating missing ones) and return them."""
+    ordered = sorted(set(keys))
+    statement = _SELECT_USAGE if store.is_sqlite else _SELECT_USAGE_FOR_UPDATE
+    found = _rows_to_usage(conn.execute(statement, {"keys": ordered}))
+    missing = [k for k in ordered if k not in found]
+    if missing:
+        rows = [{"scope": k, "slices": 0, "memory_mib": 0, "compute_pct": 0} for k in missing]
+        if store.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            conn.execute(sqlite_insert(_U).on_conflict_do_nothing(), rows)
+        else:
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            conn.execute(pg_insert(_U).on_conflict_do_nothing(), rows)
+        found = _rows_to_usage(conn.execute(statement, {"keys": ordered}))
+    return found
+
+
+def _add_usage(conn: Connection, keys: Sequence[str], delta: Resources) -> None:
+    conn.execute(
+        _ADD_USAGE,
+        {
+            "keys": sorted(set(keys)),
+            "d_slices": delta.slices,
+            "d_memory_mib": delta.memory_mib,
+            "d_compute_pct": delta.compute_pct,
+        },
+    )
+
+
+def _queue_rows(conn: Connection, department: str) -> dict[str, Resources]:
+    """Usage of every queue of ``department`` (its ``queue/D/Q`` rows).
+
+    A key range rather than LIKE: SQLite's LIKE is case-insensitive and cannot use the
+    primary-key index, and this runs inside every borrowing-capable reservation."""
+    prefix = quotas.queue_scope(department, "")
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    rows = conn.execute(_SELECT_USAGE_RANGE, {"low": prefix, "high": upper})
+    # skip queue/D/Q/sku/S and queue/D/Q/pool/P
+    return _rows_to_usage(r for r in rows if "/" not in r.scope[len(prefix) :])
+
+
+def _needs_queue_rows(org: Org, demand: Demand) -> bool:
+    """Borrowing needs the department's other queues only if this request may borrow."""
+    queue = org.queues[(demand.department, demand.queue)]
+    return not queue.nominal.total.is_unlimited()
+
+
+# -- transitions -----------------------------------------------------------------------
+
+
+def reserve(
+    store: Store,
+    org: Org,
+    *,
+    demand: Demand,
+    request_uid: str,
+    namespace: str,
+    grants: Mapping[str, SliceGrant],
+    subject: str = "",
+    pod_name: str = "",
+    allocation_id: str | None = None,
+    ttl: timedelta = DEFAULT_TTL,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> Reservation:
+    """Check every limit on the demand's path and record a reservation, in one
+    transaction. A request uid seen before returns its reservation (``replayed``).
+    A dry run decides but records nothing (not even a denial)."""
+    now = now or utcnow()
+    keys = quotas.scope_keys(demand)
+    with store.write() as conn:
+        prior = conn.execute(_SELECT_BY_REQUEST, {"uid": request_uid}).mappings().first()
+        if prior is not None:
+            alloc = _row_to_allocation(prior)
+            return Reservation(
+                decision=QuotaDecision(
+                    allowed=True, reason=Reason.ADMITTED, borrowed=alloc.borrowed
+                ),
+                allocation=alloc,
+                replayed=True,
+            )
+        locked = _lock_usage(store, conn, keys)
+        view: dict[str, Resources] = dict(locked)
+        if _needs_queue_rows(org, demand):
+            for key, value in _queue_rows(conn, demand.department).items():
+                view.setdefault(key, value)
+        decision = quotas.evaluate(org, demand, view)
+        if dry_run:
+            conn.rollback()
+            return Reservation(decision=decision, allocation=None)
+        if not decision.allowed:
+            assert decision.violation is not None
+            _insert_denial(
+                conn,
+                Denial(
+                    at=now,
+                    namespace=namespace,
+                    department=demand.department,
+                    queue=demand.queue,
+                    sku=demand.sku,
+                    subject=subject,
+                    reason=decision.reason.value,
+                    message=decision.violation.message(),
+                ),
+            )
+            return Reservation(decision=decision, allocation=None)
+        _add_usage(conn, keys, demand.amount)
+        values = {
+            "id": allocation_id or new_allocation_id(),
+            "request_uid": request_uid,
+            "state": State.RESERVED.value,
+            "namespace": namespace,
+            "pod_name": pod_name,
+            "pod_uid": "",
+            "department": demand.department,
+            "queue": demand.queue,
+            "sku": demand.sku,
+            "pool": demand.pool,
+            "slices": demand.amount.slices,
+            "memory_mib": demand.amount.memory_mib,
+            "compute_pct": demand.amount.compute_pct,
+            "borrowed_slices": decision.borrowed.slices,
+            "borrowed_memory_mib": decision.borrowed.memory_mib,
+            "borrowed_compute_pct": decision.borrowed.compute_pct,
+            "subject": subject,
+            "grants": {name: _grant_dict(g) for name, g in grants.items()},
+            "created_at": now,
+            "expires_at": now + ttl,
+            "bound_at": None,
+            "ended_at": None,
+        }
+        conn.execute(_INSERT_ALLOCATION, values)
+    return Reservation(decision=decision, allocation=_row_to_allocation(values))
+
+
+def _grant_dict(g: SliceGrant) -> dict[str, Any]:
+    return {
+        "count": g.count,
+        "memory_mib": g.memory_mib,
+        "compute_pct": g.compute_pct,
+        "backend": g.backend,
+        "pool": g.pool,
+        "sku": g.sku,
+        "gpus_per_slice": g.gpus_per_slice,
+    }
+
+
+def _locked_allocation(store: Store, conn: Connection, allocation_id: str) -> Allocation:
+    t = schema.allocations
+    query = sa.select(t).where(t.c.id == allocation_id)
+    if not store.is_sqlite:
+        query = query.with_for_update()
+    row = conn.execute(query).mappings().first()
+    if row is None:
+        raise LedgerError(f"no allocation {allocation_id!r} in the ledger")
+    return _row_to_allocation(row)
+
+
+def _demand_of(alloc: Allocation) -> Demand:
+    return Demand(
+        department=alloc.department,
+        queue=alloc.queue,
+        sku=alloc.sku,
+        pool=alloc.pool,
+        amount=alloc.amount,
+    )
+
+
+def bind(
+    store: Store,
+    allocation_id: str,
+    *,
+    pod_uid: str,
+    pod_name: str = "",
+    now: datetime | None = None,
+) -> Allocation:
+    """The pod exists. Idempotent. An entry that had expired (the pod showed up late)
+    is charged again and bound: a running pod is always counted."""
+    now = now or utcnow()
+    t = schema.allocations
+    with store.write() as conn:
+        alloc = _locked_allocation(store, conn, allocation_id)
+        if alloc.state is State.BOUND:
+            return alloc
+        if alloc.state is State.RELEASED:
+            return alloc
+        if alloc.state is State.EXPIRED:
+            keys = quotas.scope_keys(_demand_of(alloc))
+            _lock_usage(store, conn, keys)
+            _add_usage(conn, keys, alloc.amount)
+        values = {
+            "state": State.BOUND.value,
+            "pod_uid": pod_uid,
+            "pod_name": pod_name or alloc.pod_name,
+            "bound_at": now,
+            "ended_at": None,
+        }
+        conn.execute(t.update().where(t.c.id == allocation_id).values(**values))
+    return _replace(alloc, values)
+
+
+def release(
+    store: Store,
+    allocation_id: str,
+    *,
+    now: datetime | None = None,
+    state: State = State.RELEASED,
+) -> Allocation:
+    """The pod is gone (or never came: ``state=EXPIRED``). Idempotent."""
+    if state.live:
+        raise ValueError(f"release to a live state {state.value!r}")
+    now = now or utcnow()
+    t = schema.allocations
+    with store.write() as conn:
+        alloc = _locked_allocation(store, conn, allocation_id)
+        if not alloc.state.live:
+            return alloc
+        keys = quotas.scope_keys(_demand_of(alloc))
+        _lock_usage(store, conn, keys)
+        _add_usage(conn, keys, ZERO - alloc.amount)
+        values = {"state": state.value, "ended_at": now}
+        conn.execute(t.update().where(t.c.id == allocation_id).values(**values))
+    return _replace(alloc, values)
+
+
+def expire(store: Store, *, now: datetime | None = None) -> list[Allocation]:
+    """Expire every reservation whose pod never appeared before its TTL ran out."""
+    now = now or utcnow()
+    t = schema.allocations
+    with store.read() as conn:
+        ids = list(
+            conn.execute(
+                sa.select(t.c.id).where(t.c.state == State.RESERVED.value, t.c.expires_at < now)
+            ).scalars()
+        )
+    expired = []
+    for allocation_id in ids:
+        alloc = release(store, allocation_id, now=now, state=State.EXPIRED)
+        if alloc.state is State.EXPIRED and alloc.ended_at == now:
+            expired.append(alloc)
+    return expired
+
+
+def _replace(alloc: Allocation, values: Mapping[str, Any]) -> Allocation:
+    import dataclasses
+
+    changes: dict[str, Any] = dict(values)
+    if "state" in changes:
+        changes["state"] = State(changes["state"])
+    return dataclasses.replace(alloc, **changes)
+
+
+# -- reports ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuotaLine:
+    """One row of ``gpupool get quotas``: a department (queue "") or a queue, one
+    resource."""
+
+    department: str
+    queue: str
+    resource: str
+    used: int
+    limit: int | None
+    """None: unlimited."""
+    borrowed: int
+    """For a queue: how far above its nominal quota it is now."""
+    ceiling: int | None = None
+    """For a queue: nominal + borrowing limit (None: unlimited)."""
+
+
+def quota_report(
+    store: Store, org: Org, *, departments: Iterable[str] | None = None
+) -> list[QuotaLine]:
+    current = usage(store)
+    wanted = set(departments) if departments is not None else None
+    lines: list[QuotaLine] = []
+    for dept in sorted(org.departments.values(), key=lambda d: d.name):
+        if wanted is not None and dept.name not in wanted:
+            continue
+        dused = current.get(quotas.department_scope(dept.name), ZERO)
+        for name in RESOURCE_NAMES:
+            lines.append(
+                QuotaLine(
+                    department=dept.name,
+                    queue="",
+                    resource=name,
+                    used=dused.get(name),
+                    limit=dept.quota.total.get(name).value,
+                    borrowed=0,
+                    ceiling=dept.quota.total.get(name).value,
+                )
+            )
+        for queue in sorted(org.queues_of(dept.name), key=lambda q: q.name):
+            qused = current.get(quotas.queue_scope(dept.name, queue.name), ZERO)
+            ceiling = quotas.borrowing_ceiling(queue)
+            for name in RESOURCE_NAMES:
+                nominal = queue.nominal.total.get(name).value
+                used_value = qused.get(name)
+                lines.append(
+                    QuotaLine(
+                        department=dept.name,
+                        queue=queue.name,
+                        resource=name,
+                        used=used_value,
+                        limit=nominal,
+                        borrowed=0 if nominal is None else max(0, used_value - nominal),
+                        ceiling=ceiling.get(name).value,
+                    )
+                )
+    return lines
+
+
+def rebuild_usage(store: Store) -> int:
+    """Recompute every usage row from the live allocations (repair after a bug or a
+    manual edit). Returns the number of live allocations counted."""
+    t, u = schema.allocations, schema.usage
+    with store.write() as conn:
+        rows = (
+            conn.execute(
+                sa.select(t).where(t.c.state.in_([State.RESERVED.value, State.BOUND.value]))
+            )
+            .mappings()
+            .all()
+        )
+        totals: dict[str, Resources] = {}
+        for row in rows:
+            alloc = _row_to_allocation(row)
+            for key in quotas.scope_keys(_demand_of(alloc)):
+                totals[key] = totals.get(key, ZERO) + alloc.amount
+        conn.execute(u.delete())
+        if totals:
+            conn.execute(
+                u.insert(),
+                [{"scope": k, **v.as_dict()} for k, v in sorted(totals.items())],
+            )
+    return len(rows)
