@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from sqlalchemy.engine import Connection
 
-from governance import backends, rbac, schema
+from governance import backends, ledger, rbac, schema
 from governance.contract import SKU_CUSTOM
 from governance.errors import ConfigError
 from governance.model import ROLES, Department, Org, Pool, Queue, Quota, RoleBinding, Sku
@@ -962,7 +962,12 @@ class ApplyResult:
 
 
 def _read_usage(conn: Connection) -> dict[str, Resources]:
-    # TODO(ledger): read through governance.ledger.usage once it lands on main.
+    """The ledger's usage rows, read in the caller's write transaction.
+
+    ``ledger.usage(store)`` reads on a connection of its own; apply must read inside
+    the transaction that records the revision, so that on SQLite (whose write lock it
+    holds) no reservation can slip in between the check and the commit.
+    """
     t = schema.usage
     rows = conn.execute(sa.select(t.c.scope, t.c.slices, t.c.memory_mib, t.c.compute_pct)).all()
     return {
@@ -1124,8 +1129,7 @@ def apply(
         lines = ["~ document changed without changing the organisation"]
     policies = rbac.policies_for(org.role_bindings)
     if dry_run:
-        with store.read() as conn:
-            check_usage(org, plain, _read_usage(conn), source=source)
+        check_usage(org, plain, ledger.usage(store), source=source)
         return ApplyResult(revision=None, diff=lines, org=org, changed=True)
     with store.write() as conn:
         t = schema.config_revisions

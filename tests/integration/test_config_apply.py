@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from governance import config, rbac, schema
+from governance import config, ledger, placement, quotas, rbac, schema
 from governance.errors import ConfigError
 from governance.quotas import department_scope, pool_scope, queue_scope
 from governance.store import Store
@@ -278,3 +278,29 @@ def test_org_source_rereads_only_new_revisions_and_at_most_every_refresh(store: 
     assert source.revision == 2
     clock.now += 5
     assert source.get() is second, "same revision: not rebuilt"
+
+
+def test_usage_recorded_by_the_ledger_blocks_a_lower_quota_until_released(store: Store) -> None:
+    org = config.apply(store, org_document(), source="org.yaml").org
+    target = placement.resolve_target(org, namespace="ml-dev", queue="train")
+    grant = placement.grant(org, target, placement.SliceRequest(count=4, sku="a100-half"))
+    demand = quotas.Demand(
+        department="ml",
+        queue="train",
+        sku="a100-half",
+        pool="a100",
+        amount=placement.grant_amount(grant),
+    )
+    reservation = ledger.reserve(
+        store, org, demand=demand, request_uid="req-1", namespace="ml-dev", grants={"c": grant}
+    )
+    assert reservation.allocation is not None
+    doc = with_change(org_document(), "departments[0].quota.slices", 3)
+
+    with pytest.raises(ConfigError) as err:
+        config.apply(store, doc, source="org.yaml")
+    assert err.value.path == "departments[0].quota.slices"
+    assert "would be 3 but 4 is in use" in err.value.reason
+
+    ledger.release(store, reservation.allocation.id)
+    assert config.apply(store, doc, source="org.yaml").revision == 2
