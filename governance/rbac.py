@@ -38,7 +38,7 @@ import re
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -293,6 +293,8 @@ class _State:
     g_rules: Mapping[str, list[list[str]]]
     enforcers: dict[str, Any]
     cache: dict[tuple[Any, ...], Decision]
+    revision: int = 0
+    """The store's configuration revision when the policies were read (0: not a store)."""
 
 
 class Authorizer:
@@ -329,6 +331,11 @@ class Authorizer:
         return cls(StoreAdapter(store))
 
     def _load(self) -> _State:
+        # The revision is read before the policies: if an apply lands in between, the
+        # state looks older than it is and the next refresh() merely reloads again.
+        revision = (
+            self._adapter.store.latest_revision() if isinstance(self._adapter, StoreAdapter) else 0
+        )
         model = casbin.Enforcer.new_model(text=_MODEL_TEXT)
         self._adapter.load_policy(model)
         p_rules: dict[str, list[list[str]]] = defaultdict(list)
@@ -337,13 +344,33 @@ class Authorizer:
             p_rules[rule[1]].append(rule)
         for rule in model["g"]["g"].policy:
             g_rules[rule[2]].append(rule)
-        return _State(p_rules=p_rules, g_rules=g_rules, enforcers={}, cache={})
+        return _State(p_rules=p_rules, g_rules=g_rules, enforcers={}, cache={}, revision=revision)
 
     def reload(self) -> None:
         """Re-read the policies (after ``config.apply``) and forget cached decisions."""
         state = self._load()
         with self._lock:
             self._state = state
+
+    @property
+    def revision(self) -> int:
+        """The configuration revision whose policies are loaded (from_store only)."""
+        return self._state.revision
+
+    def refresh(self, revision: int) -> bool:
+        """Reload unless the policies of ``revision`` are the ones loaded; True if it did.
+
+        Pairs with :class:`governance.config.OrgSource`, which re-reads the store at
+        most every few seconds: ``org = orgs.get(); authorizer.refresh(orgs.revision)``.
+        """
+        if revision == self._state.revision:
+            return False
+        state = self._load()
+        if not isinstance(self._adapter, StoreAdapter):
+            state = replace(state, revision=revision)
+        with self._lock:
+            self._state = state
+        return True
 
     def _enforcer(self, state: _State, department: str) -> Any:
         enforcer = state.enforcers.get(department)

@@ -127,3 +127,23 @@ def test_reload_picks_up_a_new_revision(store: Store) -> None:
     config.apply(store, org_document(), source="org.yaml")
     auth.reload()
     assert not auth.can_view(vic, "ml").allowed
+
+
+def test_refresh_follows_the_org_source_revision(store: Store) -> None:
+    config.apply(store, org_document(), source="org.yaml")
+    orgs = config.OrgSource(store, refresh_s=0.0)
+    auth = Authorizer.from_store(store)
+    orgs.get()
+    assert auth.revision == orgs.revision == 1
+    assert not auth.refresh(orgs.revision)
+
+    doc = with_change(
+        org_document(),
+        "role_bindings[2]",
+        {"role": "dept-admin", "department": "ml", "subjects": ["user:vic"]},
+    )
+    config.apply(store, doc, source="org.yaml")
+    orgs.get()
+    assert auth.refresh(orgs.revision)
+    assert auth.revision == 2
+    assert auth.can_edit_quota(Identity(user="vic"), "ml").allowed
