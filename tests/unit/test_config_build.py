@@ -583,3 +583,31 @@ def test_diff_names_changed_fields_added_and_removed_entities() -> None:
     assert "+ queue ml/batch" in lines
     assert "- sku a100-1g" in lines
     assert config.diff(old, old) == []
+
+
+def test_errors_in_a_loaded_document_name_the_line() -> None:
+    text = EXAMPLE.read_text().replace(
+        "quota: {slices: 32, memory: 384Gi}", "quota: {slices: 32, memory: 384GB}"
+    )
+    line = 1 + text.splitlines().index("        quota: {slices: 32, memory: 384GB}")
+    doc = config.load_document(text, source="org.yaml")
+    with pytest.raises(ConfigError) as err:
+        config.build_org(doc, source="org.yaml")
+    assert err.value.path == "departments[1].queues[2].quota.memory"
+    assert err.value.reason.endswith(f"(line {line})")
+
+
+def test_a_cross_reference_error_names_the_line_of_its_path() -> None:
+    text = EXAMPLE.read_text().replace("default_queue: npu-train", "default_queue: npu-tain")
+    line = 1 + text.splitlines().index("    default_queue: npu-tain")
+    with pytest.raises(ConfigError, match=rf"default queue 'npu-tain' .* \(line {line}\)$"):
+        config.build_org(config.load_document(text, source="org.yaml"), source="org.yaml")
+
+
+def test_line_of_falls_back_to_the_enclosing_path() -> None:
+    doc = config.load_document("pools:\n  - name: a\n    gpus: 1\n", source="x")
+    assert isinstance(doc, config.Document)
+    assert doc.line_of("pools[0].gpus") == 3
+    assert doc.line_of("pools[0].memory_per_gpu") == 2
+    assert doc.line_of("pools[0].backend_options.chip") == 2
+    assert doc.line_of("skus[0]") is None
