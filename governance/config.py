@@ -1177,10 +1177,21 @@ def apply(
     org = build_org(document, source=source)
     plain: dict[str, Any] = json.loads(json.dumps(dict(document)))
     latest = store.latest_config()
-    old = current_org(store) if latest is not None else None
-    lines = diff(old, org)
     if latest is not None and latest.checksum == checksum_of(plain):
         return ApplyResult(revision=latest.revision, diff=[], org=org, changed=False)
+    old: Org | None = None
+    lines: list[str] = []
+    if latest is not None:
+        try:
+            old = build_org(latest.document, source=f"store revision {latest.revision}")
+        except ConfigError as exc:
+            # The configuration in force may no longer validate (a stricter backend,
+            # say); that must not stop the fix from being applied.
+            lines.append(
+                f"! revision {latest.revision} in force no longer validates ({exc}); "
+                "the diff shows the whole new configuration"
+            )
+    lines += diff(old, org)
     if not lines:
         lines = ["~ document changed without changing the organisation"]
     policies = rbac.policies_for(org.role_bindings)

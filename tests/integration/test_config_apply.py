@@ -304,3 +304,12 @@ def test_usage_recorded_by_the_ledger_blocks_a_lower_quota_until_released(store:
 
     ledger.release(store, reservation.allocation.id)
     assert config.apply(store, doc, source="org.yaml").revision == 2
+
+
+def test_a_stored_revision_that_no_longer_validates_does_not_block_the_fix(store: Store) -> None:
+    with store.write() as conn:
+        store.save_config(conn, {"pools": "not a list"}, source="old.yaml")
+    result = config.apply(store, org_document(), source="org.yaml")
+    assert result.revision == 2
+    assert result.diff[0].startswith("! revision 1 in force no longer validates (")
+    assert "+ department ml" in result.diff
