@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from sqlalchemy.engine import Connection
 
-from governance import backends, rbac, schema
+from governance import backends, ledger, rbac, schema
 from governance.contract import SKU_CUSTOM
 from governance.errors import ConfigError
 from governance.model import ROLES, Department, Org, Pool, Queue, Quota, RoleBinding, Sku
@@ -298,10 +298,48 @@ def _timestamp_as_string(loader: yaml.SafeLoader, node: yaml.Node) -> str:
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_string)
 
 
+class Document(dict[str, Any]):
+    """A parsed configuration document that remembers the line of each path in it, so
+    that a validation error can name the line as well as the path."""
+
+    def __init__(self, data: Mapping[str, Any], lines: Mapping[str, int]) -> None:
+        super().__init__(data)
+        self.lines = dict(lines)
+
+    def line_of(self, path: str) -> int | None:
+        """The line of ``path``, or of the nearest enclosing path that has one."""
+        while path:
+            line = self.lines.get(path)
+            if line is not None:
+                return line
+            parent = re.sub(r"(\.[^.\[\]]*|\[\d+\])$", "", path)
+            path = "" if parent == path else parent
+        return None
+
+
+def _node_lines(node: yaml.Node, path: str, out: dict[str, int]) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = f"{path}.{key.value}" if path else str(key.value)
+            out[child] = key.start_mark.line + 1
+            _node_lines(value, child, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            child = f"{path}[{i}]"
+            out[child] = value.start_mark.line + 1
+            _node_lines(value, child, out)
+
+
 def load_document(text: str, *, source: str) -> dict[str, Any]:
-    """Parse one YAML document; a syntax error is a ConfigError naming file and line."""
+    """Parse one YAML document; a syntax error is a ConfigError naming file and line.
+
+    The result is a :class:`Document`: :func:`build_org` and :func:`apply` add the line
+    to the errors they raise about it.
+    """
+    loader = _Loader(text)
     try:
-        data = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -309,15 +347,30 @@ def load_document(text: str, *, source: str) -> dict[str, Any]:
         raise ConfigError(f"invalid YAML: {reason}", source=source, path=where) from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", source=source) from exc
+    finally:
+        loader.dispose()
     if data is None:
-        return {}
+        return Document({}, {})
     if not isinstance(data, dict):
         raise ConfigError(
             "the document must be a mapping with the keys pools, skus, departments, "
             f"role_bindings, not a {type(data).__name__}",
             source=source,
         )
-    return data
+    lines: dict[str, int] = {}
+    assert node is not None
+    _node_lines(node, "", lines)
+    return Document(data, lines)
+
+
+def _with_line(exc: ConfigError, document: Mapping[str, Any]) -> ConfigError:
+    """``exc`` with the line of its path appended, when the document knows it."""
+    if not isinstance(document, Document) or not exc.path:
+        return exc
+    line = document.line_of(exc.path)
+    if line is None:
+        return exc
+    return ConfigError(f"{exc.reason} (line {line})", source=exc.source, path=exc.path)
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
@@ -849,10 +902,13 @@ def build_org(document: Mapping[str, Any], *, source: str = "") -> Org:
     try:
         doc = OrgDoc.model_validate(dict(document))
     except ValidationError as exc:
-        raise _pydantic_error(exc, source) from None
+        raise _with_line(_pydantic_error(exc, source), document) from None
     builder = _Builder(doc, source)
-    org = builder.build()
-    builder.backends(org)
+    try:
+        org = builder.build()
+        builder.backends(org)
+    except ConfigError as exc:
+        raise _with_line(exc, document) from exc.__cause__
     return org
 
 
@@ -962,7 +1018,12 @@ class ApplyResult:
 
 
 def _read_usage(conn: Connection) -> dict[str, Resources]:
-    # TODO(ledger): read through governance.ledger.usage once it lands on main.
+    """The ledger's usage rows, read in the caller's write transaction.
+
+    ``ledger.usage(store)`` reads on a connection of its own; apply must read inside
+    the transaction that records the revision, so that on SQLite (whose write lock it
+    holds) no reservation can slip in between the check and the commit.
+    """
     t = schema.usage
     rows = conn.execute(sa.select(t.c.scope, t.c.slices, t.c.memory_mib, t.c.compute_pct)).all()
     return {
@@ -1116,16 +1177,29 @@ def apply(
     org = build_org(document, source=source)
     plain: dict[str, Any] = json.loads(json.dumps(dict(document)))
     latest = store.latest_config()
-    old = current_org(store) if latest is not None else None
-    lines = diff(old, org)
     if latest is not None and latest.checksum == checksum_of(plain):
         return ApplyResult(revision=latest.revision, diff=[], org=org, changed=False)
+    old: Org | None = None
+    lines: list[str] = []
+    if latest is not None:
+        try:
+            old = build_org(latest.document, source=f"store revision {latest.revision}")
+        except ConfigError as exc:
+            # The configuration in force may no longer validate (a stricter backend,
+            # say); that must not stop the fix from being applied.
+            lines.append(
+                f"! revision {latest.revision} in force no longer validates ({exc}); "
+                "the diff shows the whole new configuration"
+            )
+    lines += diff(old, org)
     if not lines:
         lines = ["~ document changed without changing the organisation"]
     policies = rbac.policies_for(org.role_bindings)
     if dry_run:
-        with store.read() as conn:
-            check_usage(org, plain, _read_usage(conn), source=source)
+        try:
+            check_usage(org, plain, ledger.usage(store), source=source)
+        except ConfigError as exc:
+            raise _with_line(exc, document) from None
         return ApplyResult(revision=None, diff=lines, org=org, changed=True)
     with store.write() as conn:
         t = schema.config_revisions
@@ -1136,7 +1210,10 @@ def apply(
                 "being checked: run apply again to see the new diff",
                 source=source,
             )
-        check_usage(org, plain, _read_usage(conn), source=source)
+        try:
+            check_usage(org, plain, _read_usage(conn), source=source)
+        except ConfigError as exc:
+            raise _with_line(exc, document) from None
         revision = store.save_config(conn, plain, source=source)
         rbac.write_policies(conn, policies)
     return ApplyResult(revision=revision, diff=lines, org=org, changed=True)
@@ -1183,8 +1260,8 @@ class OrgSource:
             latest = self.store.latest_config()
             if latest is None:
                 raise ConfigError(
-                    "no configuration has been applied to the governance store "
-                    f"({self.store.safe_url}) yet: run `gpupool apply -f org.yaml` first",
+                    "no configuration has been applied to this governance store yet: "
+                    "run `gpupool apply -f org.yaml` first",
                     source=self.store.safe_url,
                 )
             self._org = build_org(
@@ -1197,6 +1274,7 @@ class OrgSource:
 __all__ = [
     "KNOWN_BACKENDS",
     "ApplyResult",
+    "Document",
     "OrgSource",
     "apply",
     "build_org",

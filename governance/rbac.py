@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -52,6 +53,7 @@ from governance.model import ROLES, RoleBinding
 from governance.store import Store
 
 MODEL_PATH: Final = Path(__file__).with_name("rbac_model.conf")
+_MODEL_TEXT: Final = MODEL_PATH.read_text(encoding="utf-8")
 
 PLATFORM_ADMIN: Final = "platform-admin"
 DEPT_ADMIN: Final = "dept-admin"
@@ -250,7 +252,11 @@ def write_policies(conn: Connection, policies: Iterable[Policy]) -> None:
     """Replace every stored policy with ``policies``, in the caller's transaction."""
     t = schema.casbin_rule
     conn.execute(t.delete())
-    rows = [{"ptype": rule[0], **{f"v{i}": v for i, v in enumerate(rule[1:])}} for rule in policies]
+    # Every row names every column: an executemany takes its columns from the first row.
+    rows = [
+        {"ptype": rule[0], **{f"v{i}": rule[i + 1] if i + 1 < len(rule) else "" for i in range(6)}}
+        for rule in policies
+    ]
     if rows:
         conn.execute(t.insert(), rows)
 
@@ -279,11 +285,30 @@ class Decision:
         raise TypeError("use Decision.allowed: a Decision is not a bool")
 
 
-class Authorizer:
-    """A typed facade over one Casbin enforcer, with a decision cache.
+@dataclass(frozen=True, kw_only=True)
+class _State:
+    """One loaded policy set: rules by department, enforcers and decisions built lazily."""
 
-    Thread-safe for readers: :meth:`reload` builds a new enforcer and cache and swaps
-    them in at once.
+    p_rules: Mapping[str, list[list[str]]]
+    g_rules: Mapping[str, list[list[str]]]
+    enforcers: dict[str, Any]
+    cache: dict[tuple[Any, ...], Decision]
+    revision: int = 0
+    """The store's configuration revision when the policies were read (0: not a store)."""
+
+
+class Authorizer:
+    """A typed facade over Casbin, with a decision cache.
+
+    Casbin evaluates its matcher once per ``p`` rule and each evaluation costs tens of
+    microseconds in pycasbin, so one enforcer over a large organisation's narrowed
+    bindings would make each uncached decision cost milliseconds. The policies are
+    therefore split by department: each department gets its own small enforcer (built
+    on its first question) holding its own rules and those of every department
+    (``*``). The answer is the same as one enforcer over all rules, since a rule of
+    another department never matches.
+
+    Thread-safe for readers: :meth:`reload` loads a new state and swaps it in at once.
     """
 
     CACHE_LIMIT: Final = 100_000
@@ -291,30 +316,79 @@ class Authorizer:
     def __init__(self, adapter: Any) -> None:
         self._adapter = adapter
         self._lock = threading.Lock()
-        self._state = self._build()
+        self._state = self._load()
 
     @classmethod
     def from_bindings(cls, bindings: Iterable[RoleBinding]) -> Authorizer:
-        return cls(_ListAdapter(policies_for(bindings)))
+        return cls(ListAdapter(policies_for(bindings)))
 
     @classmethod
     def from_policies(cls, policies: Iterable[Policy]) -> Authorizer:
-        return cls(_ListAdapter(list(policies)))
+        return cls(ListAdapter(list(policies)))
 
     @classmethod
     def from_store(cls, store: Store) -> Authorizer:
         return cls(StoreAdapter(store))
 
-    def _build(self) -> tuple[Any, dict[tuple[Any, ...], Decision]]:
-        enforcer = casbin.Enforcer(str(MODEL_PATH), self._adapter)
-        enforcer.add_function("objectMatch", object_match)
-        return enforcer, {}
+    def _load(self) -> _State:
+        # The revision is read before the policies: if an apply lands in between, the
+        # state looks older than it is and the next refresh() merely reloads again.
+        revision = (
+            self._adapter.store.latest_revision() if isinstance(self._adapter, StoreAdapter) else 0
+        )
+        model = casbin.Enforcer.new_model(text=_MODEL_TEXT)
+        self._adapter.load_policy(model)
+        p_rules: dict[str, list[list[str]]] = defaultdict(list)
+        g_rules: dict[str, list[list[str]]] = defaultdict(list)
+        for rule in model["p"]["p"].policy:
+            p_rules[rule[1]].append(rule)
+        for rule in model["g"]["g"].policy:
+            g_rules[rule[2]].append(rule)
+        return _State(p_rules=p_rules, g_rules=g_rules, enforcers={}, cache={}, revision=revision)
 
     def reload(self) -> None:
         """Re-read the policies (after ``config.apply``) and forget cached decisions."""
-        state = self._build()
+        state = self._load()
         with self._lock:
             self._state = state
+
+    @property
+    def revision(self) -> int:
+        """The configuration revision whose policies are loaded (from_store only)."""
+        return self._state.revision
+
+    def refresh(self, revision: int) -> bool:
+        """Reload unless the policies of ``revision`` are the ones loaded; True if it did.
+
+        Pairs with :class:`governance.config.OrgSource`, which re-reads the store at
+        most every few seconds: ``org = orgs.get(); authorizer.refresh(orgs.revision)``.
+        """
+        if revision == self._state.revision:
+            return False
+        state = self._load()
+        if not isinstance(self._adapter, StoreAdapter):
+            state = replace(state, revision=revision)
+        with self._lock:
+            self._state = state
+        return True
+
+    def _enforcer(self, state: _State, department: str) -> Any:
+        enforcer = state.enforcers.get(department)
+        if enforcer is not None:
+            return enforcer
+        with self._lock:
+            enforcer = state.enforcers.get(department)
+            if enforcer is None:
+                policies: list[Policy] = []
+                for dom in {department, EVERY_DEPARTMENT}:
+                    policies += [("p", *r) for r in state.p_rules.get(dom, ())]
+                    policies += [("g", *r) for r in state.g_rules.get(dom, ())]
+                enforcer = casbin.Enforcer(
+                    casbin.Enforcer.new_model(text=_MODEL_TEXT), ListAdapter(policies)
+                )
+                enforcer.add_function("objectMatch", object_match)
+                state.enforcers[department] = enforcer
+        return enforcer
 
     # -- questions ---------------------------------------------------------------
 
@@ -361,12 +435,14 @@ class Authorizer:
         what: str,
         queue: str | None = None,
     ) -> Decision:
-        enforcer, cache = self._state
+        state = self._state
+        cache = state.cache
         subjects = identity.subjects()
         key = (subjects, dom, obj, act)
         found = cache.get(key)
         if found is not None:
             return found
+        enforcer = self._enforcer(state, dom)
         decision = self._enforce(enforcer, subjects, dom, obj, act, what, queue)
         if len(cache) >= self.CACHE_LIMIT:
             cache.clear()
@@ -458,8 +534,8 @@ def _domain_words(dom: str) -> str:
     return "every department" if dom == EVERY_DEPARTMENT else f"department {dom}"
 
 
-class _ListAdapter(persist.Adapter):  # type: ignore[misc]
-    """Policies held in memory (``Authorizer.from_bindings``)."""
+class ListAdapter(persist.Adapter):  # type: ignore[misc]
+    """Policies held in memory (``Authorizer.from_bindings``), read again on each load."""
 
     def __init__(self, policies: list[Policy]) -> None:
         self.policies = policies
@@ -476,6 +552,7 @@ __all__ = [
     "Authorizer",
     "Decision",
     "Identity",
+    "ListAdapter",
     "StoreAdapter",
     "normalize_subject",
     "policies_for",
