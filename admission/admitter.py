@@ -77,7 +77,10 @@ class Admitter:
         self.settings = settings or Settings()
         self.clock = clock
         self.backends = dict(backends.BACKENDS if backend_table is None else backend_table)
-        self.names = GpuNames.of(r for b in self.backends.values() for r in b.gpu_resources)
+        self.names = GpuNames.of(
+            (r for b in self.backends.values() for r in b.gpu_resources),
+            (a for b in self.backends.values() for a in b.gpu_annotations),
+        )
         self._authz: tuple[Org, rbac.Authorizer] | None = None
         self._authz_lock = threading.Lock()
 
@@ -91,7 +94,7 @@ class Admitter:
         if request.operation == "UPDATE":
             return self._update(request, pod), None
         if not demand_mod.is_gpu_pod(pod, self.names):
-            return _untouched(pod), None
+            return self._untouched(pod), None
         return None, pod
 
     def _update(self, request: Request, pod: Pod) -> Response:
@@ -99,8 +102,10 @@ class Admitter:
         changed = []
         if demand_mod.gpu_fields(old, self.names) != demand_mod.gpu_fields(pod, self.names):
             changed.append("GPU resources")
-        if demand_mod.gpupool_metadata(old) != demand_mod.gpupool_metadata(pod):
-            changed.append(f"{PREFIX} labels or annotations")
+        if demand_mod.gpupool_metadata(old, self.names) != demand_mod.gpupool_metadata(
+            pod, self.names
+        ):
+            changed.append(f"{PREFIX} labels or GPU annotations")
         if not changed:
             return Response(allowed=True, reason=Reason.NOT_GPU)
         return Response(
@@ -163,7 +168,7 @@ class Admitter:
             )
         except PlacementError as exc:
             if exc.code is Reason.NAMESPACE_NOT_OWNED and self.settings.allow_unowned_namespaces:
-                return _untouched(pod)
+                return self._untouched(pod)
             return self._deny(request, pod, who, exc.code, str(exc), org=org)
         dept, queue = target.department.name, target.queue.name
         try:
@@ -171,7 +176,7 @@ class Admitter:
         except InvalidDemand as exc:
             return self._deny(request, pod, who, exc.code, str(exc), dept=dept, queue=queue)
         if not wanted.containers:
-            return _untouched(pod)
+            return self._untouched(pod)
         warnings.extend(wanted.warnings)
         try:
             grants = {
@@ -265,6 +270,20 @@ class Admitter:
         )
         return Response(allowed=True, reason=Reason.ADMITTED, patch=ops, warnings=warnings)
 
+    def _untouched(self, pod: Pod) -> Response:
+        """Allowed and not governed. Only what users never write is removed: gpupool.io/
+        metadata (an allocation-id on an ungoverned pod must never reach the reconciler)
+        and the data planes' GPU annotations (KAI hands out GPUs by annotation)."""
+        ops = patch_mod.strip_metadata(pod, self.names)
+        warnings = []
+        if ops:
+            warnings.append(
+                f"removed {', '.join(patch_mod.stripped(pod, self.names))}: gpupool writes "
+                "these on GPU pods it admits; ask for GPUs with nvidia.com/gpu (and the "
+                "gpupool.io/sku label) instead."
+            )
+        return Response(allowed=True, reason=Reason.NOT_GPU, patch=ops, warnings=warnings)
+
     def _backend(self, name: str) -> Backend:
         backend = self.backends.get(name)
         if backend is None:
@@ -309,12 +328,6 @@ class Admitter:
             except StoreError as exc:  # the answer stands; the audit trail missed one
                 log.warning("could not record a denial: %s", exc)
         return Response(allowed=False, reason=reason, message=text)
-
-
-def _untouched(pod: Pod) -> Response:
-    """Allowed and not governed: only gpupool.io/ metadata a user wrote is removed (an
-    allocation-id on an ungoverned pod must never reach the reconciler)."""
-    return Response(allowed=True, reason=Reason.NOT_GPU, patch=patch_mod.strip_metadata(pod))
 
 
 def _store_down(pod: Pod, detail: str) -> Response:

@@ -55,10 +55,16 @@ class GpuNames:
 
     native: frozenset[str]
     """Every backend's own resource names (written by the webhook, not by users)."""
+    annotations: frozenset[str] = frozenset()
+    """Every backend's pod annotations that hand out or steer GPUs (KAI's
+    ``gpu-memory``...): written by the webhook only, removed from any pod that has them."""
 
     @classmethod
-    def of(cls, backend_resources: Iterable[str]) -> GpuNames:
-        return cls(native=frozenset(backend_resources) - USER_RESOURCES)
+    def of(cls, backend_resources: Iterable[str], annotations: Iterable[str] = ()) -> GpuNames:
+        return cls(
+            native=frozenset(backend_resources) - USER_RESOURCES,
+            annotations=frozenset(annotations),
+        )
 
     def is_gpu(self, name: str) -> bool:
         return name in USER_RESOURCES or name.startswith(SKU_RESOURCE_PREFIX) or name in self.native
@@ -271,8 +277,14 @@ def gpu_fields(pod: Pod, names: GpuNames) -> dict[str, dict[str, str]]:
     return out
 
 
-def gpupool_metadata(pod: Pod) -> dict[str, str]:
-    """The pod's gpupool.io/ labels and annotations."""
+def gpupool_metadata(pod: Pod, names: GpuNames) -> dict[str, str]:
+    """The pod's gpupool.io/ labels and annotations, and the data planes' GPU annotations."""
     found = {f"label:{k}": v for k, v in pod.labels.items() if k.startswith(PREFIX)}
-    found.update({f"annotation:{k}": v for k, v in pod.annotations.items() if k.startswith(PREFIX)})
+    found.update(
+        {
+            f"annotation:{k}": v
+            for k, v in pod.annotations.items()
+            if k.startswith(PREFIX) or k in names.annotations
+        }
+    )
     return found

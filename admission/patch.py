@@ -12,7 +12,7 @@ result against the Kubernetes schema.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from admission.demand import GpuNames
@@ -56,13 +56,29 @@ def _env(container: Container, env: Mapping[str, str]) -> list[Mapping[str, Any]
     return [*kept, *({"name": k, "value": v} for k, v in env.items())]
 
 
-def strip_metadata(pod: Pod) -> list[Operation]:
-    """Remove every gpupool.io/ label and annotation (users never write them)."""
+def _ours(key: str, names: GpuNames) -> bool:
+    """A key that only gpupool writes: its prefix, or a data plane's GPU annotation."""
+    return key.startswith(PREFIX) or key in names.annotations
+
+
+def stripped(pod: Pod, names: GpuNames) -> list[str]:
+    """The labels and annotations :func:`strip_metadata` removes."""
+    return sorted(
+        {k for k in pod.labels if k.startswith(PREFIX)}
+        | {k for k in pod.annotations if _ours(k, names)}
+    )
+
+
+def strip_metadata(pod: Pod, names: GpuNames) -> list[Operation]:
+    """Remove every gpupool.io/ label and annotation and every data plane's GPU
+    annotation (users never write them: they would take GPUs past the ledger)."""
     ops: list[Operation] = []
-    for member, values in (("labels", pod.labels), ("annotations", pod.annotations)):
-        for key in sorted(values):
-            if key.startswith(PREFIX):
-                ops.append({"op": "remove", "path": f"/metadata/{member}/{_pointer(key)}"})
+    for key in sorted(pod.labels):
+        if key.startswith(PREFIX):
+            ops.append({"op": "remove", "path": f"/metadata/labels/{_pointer(key)}"})
+    for key in sorted(pod.annotations):
+        if _ours(key, names):
+            ops.append({"op": "remove", "path": f"/metadata/annotations/{_pointer(key)}"})
     return ops
 
 
@@ -81,7 +97,8 @@ def build(
     """The patch for an admitted GPU pod.
 
     ``containers`` maps each GPU container's name to its backend changes; every other
-    container is left alone. gpupool.io/ metadata the user wrote is replaced.
+    container is left alone. gpupool.io/ metadata and data-plane GPU annotations the
+    user wrote are replaced.
     """
     ops: list[Operation] = []
     for container in pod.containers:
@@ -106,7 +123,7 @@ def build(
     labels = {k: v for k, v in pod.labels.items() if not k.startswith(PREFIX)}
     labels.update(pod_changes.labels)
     labels.update({LABEL_DEPARTMENT: department, LABEL_QUEUE: queue, LABEL_SKU: sku})
-    annotations = {k: v for k, v in pod.annotations.items() if not k.startswith(PREFIX)}
+    annotations = {k: v for k, v in pod.annotations.items() if not _ours(k, names)}
     annotations.update(pod_changes.annotations)
     annotations[ANNOTATION_SLICES] = dump_slices(dict(grants))
     if allocation_id is not None:
@@ -122,19 +139,3 @@ def build(
         selector.update(pod_changes.node_selector)
         ops.append({"op": "add", "path": "/spec/nodeSelector", "value": selector})
     return ops
-
-
-def merge_pod_changes(changes: Sequence[PodChanges]) -> PodChanges:
-    """One PodChanges from several (later ones win on a key both set)."""
-    annotations: dict[str, str] = {}
-    labels: dict[str, str] = {}
-    selector: dict[str, str] = {}
-    scheduler: str | None = None
-    for c in changes:
-        annotations.update(c.annotations)
-        labels.update(c.labels)
-        selector.update(c.node_selector)
-        scheduler = c.scheduler_name or scheduler
-    return PodChanges(
-        annotations=annotations, labels=labels, scheduler_name=scheduler, node_selector=selector
-    )

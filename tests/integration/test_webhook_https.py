@@ -534,3 +534,19 @@ def test_patch_is_base64_json_patch(hook: A.Served) -> None:
     response = hook.mutate(A.review(A.pod(A.container(limits=A.gpu(1)))))
     ops = json.loads(base64.b64decode(response["patch"]))
     assert {op["op"] for op in ops} == {"add"}
+
+
+def test_data_plane_gpu_annotations_are_never_taken_from_the_user(hook: A.Served) -> None:
+    # KAI hands out a GPU share by pod annotation alone: without the webhook removing
+    # it, a pod with no GPU resource would get GPU memory the ledger never granted.
+    body = A.review(A.pod(A.container(), annotations={"gpu-memory": "40000", "note": "n"}))
+    response = hook.mutate(body)
+    out = A.apply_patch(body["request"]["object"], response)
+    assert out["metadata"]["annotations"] == {"note": "n"}
+    assert any("removed gpu-memory" in w for w in response["warnings"])
+    steered = A.pod(A.container(limits=A.gpu(1)), annotations={"nvidia.com/use-gputype": "H100"})
+    _response, out = admitted(hook, A.review(steered))
+    assert out["metadata"]["annotations"]["nvidia.com/use-gputype"] == "A100-SXM4-80GB"
+    later = json.loads(json.dumps(out))
+    later["metadata"]["annotations"]["gpu-fraction"] = "0.5"
+    denied(hook, A.review(later, operation="UPDATE", old=out), Reason.IMMUTABLE_GPU_FIELDS)
