@@ -50,6 +50,8 @@ from governance.store import Store, utcnow
 
 log = logging.getLogger(__name__)
 
+POSTGRES_WRITE_SLOTS = 8
+
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
@@ -58,6 +60,14 @@ class Settings:
     default they are denied with NamespaceNotOwned)."""
     reservation_ttl: timedelta = ledger.DEFAULT_TTL
     """How long a reservation waits for its pod before the reconciler expires it."""
+    write_slots: int | None = None
+    """Ledger writes (reservations, denials) run at once. SQLite takes one writer at a
+    time and makes the others sleep in its busy handler, backing off up to 100 ms: there
+    it is 1 (the others wait here, in order). PostgreSQL locks only the rows on the
+    request's path: there it is the connection pool's size. None: chosen by the store."""
+    warm_rbac: bool = True
+    """Build the per-department policy enforcers in the background when a configuration
+    revision is loaded, so that the first pod of each department does not pay for it."""
 
 
 class Admitter:
@@ -83,6 +93,14 @@ class Admitter:
         )
         self._authz: tuple[Org, rbac.Authorizer] | None = None
         self._authz_lock = threading.Lock()
+        # Casbin evaluates matchers with simpleeval, which calls ast.parse; CPython 3.11's
+        # parser is not safe to enter from two threads at once ("AST constructor recursion
+        # depth mismatch", gh-106905), so policy questions are asked one at a time.
+        self._rbac_lock = threading.Lock()
+        slots = self.settings.write_slots
+        if slots is None:
+            slots = 1 if store.is_sqlite else POSTGRES_WRITE_SLOTS
+        self._writes = threading.BoundedSemaphore(slots)
 
     # -- the quick path: no store ------------------------------------------------------
 
@@ -146,6 +164,13 @@ class Admitter:
             if current is None or current[0] is not org:
                 current = (org, rbac.Authorizer.from_bindings(org.role_bindings))
                 self._authz = current
+                if self.settings.warm_rbac:
+                    threading.Thread(
+                        target=_warm,
+                        args=(current[1], sorted(org.departments), self._rbac_lock),
+                        name="rbac-warm",
+                        daemon=True,
+                    ).start()
             return current[1]
 
     def _create(self, request: Request, pod: Pod) -> Response:
@@ -188,7 +213,9 @@ class Admitter:
             pod_changes = backend.pod(grants, target.pool, queue)
         except PlacementError as exc:
             return self._deny(request, pod, who, exc.code, str(exc), dept=dept, queue=queue)
-        decision = self._authorizer(org).can_use(identity, dept, queue, sku)
+        authorizer = self._authorizer(org)
+        with self._rbac_lock:
+            decision = authorizer.can_use(identity, dept, queue, sku)
         if not decision.allowed:
             return self._deny(
                 request,
@@ -201,21 +228,22 @@ class Admitter:
                 sku=sku,
             )
         amount = _effective(wanted, grants)
-        reservation = ledger.reserve(
-            self.store,
-            org,
-            demand=quotas.Demand(
-                department=dept, queue=queue, sku=sku, pool=target.pool.name, amount=amount
-            ),
-            request_uid=request.uid,
-            namespace=request.namespace,
-            grants=grants,
-            subject=decision.subject or who,
-            pod_name=pod.name,
-            ttl=self.settings.reservation_ttl,
-            dry_run=request.dry_run,
-            now=self.clock(),
-        )
+        with self._writes:
+            reservation = ledger.reserve(
+                self.store,
+                org,
+                demand=quotas.Demand(
+                    department=dept, queue=queue, sku=sku, pool=target.pool.name, amount=amount
+                ),
+                request_uid=request.uid,
+                namespace=request.namespace,
+                grants=grants,
+                subject=decision.subject or who,
+                pod_name=pod.name,
+                ttl=self.settings.reservation_ttl,
+                dry_run=request.dry_run,
+                now=self.clock(),
+            )
         if not reservation.allowed:
             violation = reservation.decision.violation
             detail = violation.message() if violation is not None else "over quota."
@@ -312,19 +340,20 @@ class Admitter:
         text = f"pod {pod.display_name} (as {who}): {message}"
         if not request.dry_run:
             try:
-                ledger.record_denial(
-                    self.store,
-                    ledger.Denial(
-                        at=self.clock(),
-                        namespace=request.namespace,
-                        department=dept,
-                        queue=queue or pod.labels.get(LABEL_QUEUE, ""),
-                        sku=sku,
-                        subject=who,
-                        reason=reason.value,
-                        message=text,
-                    ),
-                )
+                with self._writes:
+                    ledger.record_denial(
+                        self.store,
+                        ledger.Denial(
+                            at=self.clock(),
+                            namespace=request.namespace,
+                            department=dept,
+                            queue=queue or pod.labels.get(LABEL_QUEUE, ""),
+                            sku=sku,
+                            subject=who,
+                            reason=reason.value,
+                            message=text,
+                        ),
+                    )
             except StoreError as exc:  # the answer stands; the audit trail missed one
                 log.warning("could not record a denial: %s", exc)
         return Response(allowed=False, reason=reason, message=text)
@@ -340,6 +369,14 @@ def _store_down(pod: Pod, detail: str) -> Response:
             "minute; if it persists, tell the platform admins that the gpupool store is down."
         ),
     )
+
+
+def _warm(authorizer: rbac.Authorizer, departments: list[str], lock: threading.Lock) -> None:
+    """Touch every department once (its enforcer is built on first use)."""
+    nobody = rbac.Identity(user="system:gpupool:rbac-warm-up")
+    for department in departments:
+        with lock:
+            authorizer.can_view(nobody, department)
 
 
 def _effective(wanted: PodDemand, grants: Mapping[str, SliceGrant]) -> Resources:

@@ -21,7 +21,6 @@ import json
 import logging
 import time
 
-import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
@@ -41,7 +40,6 @@ DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 1.5 MiB, so twice that and some room."""
 
 JSON = "application/json"
-DEFAULT_PG_CONCURRENCY = 8
 
 
 def _error(status: int, reason: Reason, message: str) -> Response:
@@ -59,16 +57,8 @@ def create_app(
     registry: CollectorRegistry,
     metrics: Metrics | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    admit_concurrency: int | None = None,
 ) -> FastAPI:
-    """``admit_concurrency``: GPU admissions run at once (worker threads). SQLite takes
-    one writer at a time and makes the others sleep in its busy handler (backing off up
-    to 100 ms), so there it is 1 and the others queue here instead; PostgreSQL locks
-    only the rows of the request's department, so there it is the pool's size."""
     metrics = metrics or Metrics(registry)
-    if admit_concurrency is None:
-        admit_concurrency = 1 if store.is_sqlite else DEFAULT_PG_CONCURRENCY
-    limiter: anyio.CapacityLimiter | None = None
     app = FastAPI(
         title="gpupool admission webhook", docs_url=None, redoc_url=None, openapi_url=None
     )
@@ -96,7 +86,6 @@ def create_app(
 
     @app.post("/mutate")
     async def mutate(request: Request) -> Response:
-        nonlocal limiter
         started = time.perf_counter()
         body = await read_body(request)
         if isinstance(body, Response):
@@ -106,11 +95,7 @@ def create_app(
             parsed = review.parse_review(body)
             answer, pod = admitter.quick(parsed)
             if answer is None:
-                if limiter is None:  # created here: it belongs to the server's event loop
-                    limiter = anyio.CapacityLimiter(admit_concurrency)
-                answer = await anyio.to_thread.run_sync(
-                    admitter.admit, parsed, pod, limiter=limiter
-                )
+                answer = await anyio.to_thread.run_sync(admitter.admit, parsed, pod)
         except review.MalformedReview as exc:
             metrics.observe(
                 "unknown", "denied", Reason.MALFORMED_REVIEW.value, time.perf_counter() - started
