@@ -219,7 +219,8 @@ def test_patch_replaces_gpu_resources_and_gpupool_metadata_and_is_idempotent() -
 def test_strip_metadata_escapes_json_pointer() -> None:
     pod = parse_pod({"metadata": {"labels": {"gpupool.io/x~y": "1", "a": "b"}}}, namespace="ml")
     out = jsonpatch.apply_patch(
-        {"metadata": {"labels": {"gpupool.io/x~y": "1", "a": "b"}}}, patch.strip_metadata(pod, NAMES)
+        {"metadata": {"labels": {"gpupool.io/x~y": "1", "a": "b"}}},
+        patch.strip_metadata(pod, NAMES),
     )
     assert out == {"metadata": {"labels": {"a": "b"}}}
 
