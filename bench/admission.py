@@ -206,6 +206,27 @@ def cpu_review(rng: random.Random, departments: int) -> dict[str, Any]:
     return A.review(pod, user=A.REPLICASET_CONTROLLER, groups=("system:serviceaccounts",))
 
 
+def reviews(
+    template: dict[str, Any], rng: random.Random, count: int, departments: int
+) -> list[dict[str, Any]]:
+    """``count`` distinct copies of ``template``: own uid, namespace, queue, GPU count."""
+    text = json.dumps(template)
+    out = []
+    for _ in range(count):
+        body = json.loads(text)
+        request = body["request"]
+        request["uid"] = str(uuid.uuid4())
+        ns = f"ns-{rng.randrange(departments):04d}"
+        request["namespace"] = request["object"]["metadata"]["namespace"] = ns
+        labels = request["object"]["metadata"]["labels"]
+        if "gpupool.io/queue" in labels:
+            labels["gpupool.io/queue"] = f"q{rng.randrange(5)}"
+            limits = request["object"]["spec"]["containers"][0]["resources"]["limits"]
+            limits["nvidia.com/gpu"] = str(rng.choice([1, 1, 2]))
+        out.append(body)
+    return out
+
+
 def write_bodies(path: Path, bodies: list[dict[str, Any]]) -> None:
     path.write_text("\n".join(json.dumps(b, separators=(",", ":")) for b in bodies) + "\n")
 
@@ -216,13 +237,19 @@ FLOOR_APP = """
 import sys, uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-size = int(sys.argv[1])
-payload = (b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"x":"'
-           + b"x" * max(0, size - 90) + b'"}}')
+size_file = sys.argv[1]
+payload = b""
 app = FastAPI()
 @app.post("/mutate")
 async def mutate(request: Request) -> Response:
+    global payload
     await request.body()
+    if not payload:  # the size of the webhook's answer, known once it is up
+        with open(size_file) as f:
+            size = int(f.read())
+        payload = (b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview",'
+                   b'"response":{"x":"' + b"x" * max(0, size - 90) + b'"}}')
+        payload = payload[:-3] + b"x" * (size - len(payload)) + payload[-3:]
     return Response(payload, media_type="application/json")
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), ssl_certfile=sys.argv[3],
             ssl_keyfile=sys.argv[4], log_level="warning", access_log=False,
@@ -254,10 +281,27 @@ def start_webhook(store_url: str, cert: Path, key: Path, port: int) -> subproces
     )
 
 
-def start_floor(size: int, cert: Path, key: Path, port: int) -> subprocess.Popen[bytes]:
+def start_floor(size_file: Path, cert: Path, key: Path, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-c", FLOOR_APP, str(size), str(port), str(cert), str(key)], cwd=ROOT
+        [sys.executable, "-c", FLOOR_APP, str(size_file), str(port), str(cert), str(key)],
+        cwd=ROOT,
     )
+
+
+def wait_idle(pid: int, timeout_s: float = 30.0) -> None:
+    """Until the process uses under a tenth of a core over 0.3 s (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        used = cpu()
+        time.sleep(0.3)
+        if cpu() - used < 0.03:
+            return
 
 
 def wait_up(url: str, proc: subprocess.Popen[bytes], body: dict[str, Any]) -> None:
@@ -367,47 +411,51 @@ def main() -> None:
     parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args()
     quick = args.quick
-    seconds = args.seconds or (4 if quick else 15)
+    seconds = args.seconds or (3 if quick else 15)
     work = Path(tempfile.mkdtemp(prefix="bench-admission-"))
     t0 = time.perf_counter()
     store_url = args.store or f"sqlite:///{work / 'gpupool.db'}"
     store = Store(store_url)
     doc = large_org()
     config.apply(store, doc, source="bench")
-    seed_allocations(store, doc, 30_000)
-    setup_s = time.perf_counter() - t0
+    t_apply = time.perf_counter() - t0
 
-    rng = random.Random(7)
-    n_gpu = 4000 if quick else 20000
-    gpu_bodies = [gpu_review(rng, 1000) for _ in range(n_gpu)]
-    cpu_bodies = [cpu_review(rng, 1000) for _ in range(2000)]
-    write_bodies(work / "gpu.jsonl", gpu_bodies)
-    write_bodies(work / "cpu.jsonl", cpu_bodies)
-    probe = gpu_review(rng, 1000)
     cert, key = A.self_signed(work)
     hook_port, floor_port = A.free_port(), A.free_port()
+    size_file = work / "floor-size"
+    # Both servers start while the allocations are seeded and the bodies are built.
     hook = start_webhook(store_url, cert, key, hook_port)
+    floor = start_floor(size_file, cert, key, floor_port)
     hook_url = f"https://127.0.0.1:{hook_port}/mutate"
+    floor_url = f"https://127.0.0.1:{floor_port}/mutate"
     try:
+        seed_allocations(store, doc, 30_000)
+        setup_s = time.perf_counter() - t0
+        print(f"[setup] apply {t_apply:.1f} s, seed {setup_s - t_apply:.1f} s", flush=True)
+        rng = random.Random(7)
+        n_gpu = 3000 if quick else 20000
+        gpu_bodies = reviews(gpu_review(rng, 1), rng, n_gpu, 1000)
+        cpu_bodies = reviews(cpu_review(rng, 1), rng, 1000, 1000)
+        write_bodies(work / "gpu.jsonl", gpu_bodies)
+        write_bodies(work / "cpu.jsonl", cpu_bodies)
+        probe = gpu_review(rng, 1000)
+        t1 = time.perf_counter()
         wait_up(hook_url, hook, probe)
         sample = httpx.post(hook_url, json=gpu_review(rng, 1000), verify=False).content
-        floor = start_floor(len(sample), cert, key, floor_port)
-        floor_url = f"https://127.0.0.1:{floor_port}/mutate"
-        try:
-            wait_up(floor_url, floor, probe)
-            before = len(ledger.list_allocations(store, states=[ledger.State.RESERVED]))
-            floor_r = run_wrk(
-                floor_url, work / "gpu.jsonl", seconds, args.connections, args.threads
-            )
-            gpu_r = run_wrk(hook_url, work / "gpu.jsonl", seconds, args.connections, args.threads)
-            cpu_r = run_wrk(hook_url, work / "cpu.jsonl", seconds, args.connections, args.threads)
-            after = len(ledger.list_allocations(store, states=[ledger.State.RESERVED]))
-        finally:
-            floor.terminate()
-            floor.wait()
+        size_file.write_text(str(len(sample)))
+        wait_up(floor_url, floor, probe)
+        wait_idle(hook.pid)  # the webhook warms its policy enforcers in the background
+        print(f"[setup] servers up and idle in {time.perf_counter() - t1:.1f} s", flush=True)
+        before = len(ledger.list_allocations(store, states=[ledger.State.RESERVED]))
+        floor_r = run_wrk(floor_url, work / "gpu.jsonl", seconds, args.connections, args.threads)
+        cpu_r = run_wrk(hook_url, work / "cpu.jsonl", seconds, args.connections, args.threads)
+        wait_idle(hook.pid)
+        gpu_r = run_wrk(hook_url, work / "gpu.jsonl", seconds, args.connections, args.threads)
+        after = len(ledger.list_allocations(store, states=[ledger.State.RESERVED]))
     finally:
-        hook.terminate()
-        hook.wait()
+        for proc in (hook, floor):
+            proc.terminate()
+            proc.wait()
 
     answer = json.loads(sample)["response"]
     assert answer["allowed"], answer
@@ -415,7 +463,7 @@ def main() -> None:
     profile_text = (
         ""
         if args.no_profile
-        else profile(store, [gpu_review(rng, 1000) for _ in range(300 if quick else 2000)])
+        else profile(store, reviews(gpu_review(rng, 1), rng, 150 if quick else 2000, 1000))
     )
     store.close()
     shutil.rmtree(work, ignore_errors=True)
@@ -458,5 +506,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    _ = uuid
     main()
