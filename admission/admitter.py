@@ -91,6 +91,7 @@ class Admitter:
             (r for b in self.backends.values() for r in b.gpu_resources),
             (a for b in self.backends.values() for a in b.gpu_annotations),
         )
+        self._tokens = _tokens(self.names)
         self._authz: tuple[Org, rbac.Authorizer] | None = None
         self._authz_lock = threading.Lock()
         # Casbin evaluates matchers with simpleeval, which calls ast.parse; CPython 3.11's
@@ -103,6 +104,15 @@ class Admitter:
         self._writes = threading.BoundedSemaphore(slots)
 
     # -- the quick path: no store ------------------------------------------------------
+
+    def plain(self, body: bytes) -> bool:
+        """True when ``body`` cannot ask for a GPU: none of the GPU resource domains
+        (``nvidia.com/``, ``gpupool.io/``, ``huawei.com/``...) nor any data plane's GPU
+        annotation occurs anywhere in it, so neither the pod nor its old version (for an
+        UPDATE) has GPU resources or gpupool metadata. The API server writes JSON
+        without escaping letters or ``/``, so a name cannot hide from this test; a body
+        that passes it is answered from its head alone (uid, kind, operation)."""
+        return not any(token in body for token in self._tokens)
 
     def quick(self, request: Request) -> tuple[Response | None, Pod | None]:
         """Answer without the store when possible; else (None, the pod to admit)."""
@@ -369,6 +379,19 @@ def _store_down(pod: Pod, detail: str) -> Response:
             "minute; if it persists, tell the platform admins that the gpupool store is down."
         ),
     )
+
+
+def _tokens(names: GpuNames) -> tuple[bytes, ...]:
+    """Byte strings of which one occurs in every body that could ask for a GPU."""
+    tokens = {PREFIX}
+    for name in (*names.native, *demand_mod.USER_RESOURCES):
+        domain, slash, _ = name.partition("/")
+        tokens.add(domain + slash if slash else name)
+    for annotation in names.annotations:
+        domain, slash, _ = annotation.partition("/")
+        # a key without a domain ("mps", "gpu-memory") is matched with its JSON quotes
+        tokens.add(domain + slash if slash else f'"{annotation}"')
+    return tuple(sorted(t.encode() for t in tokens))
 
 
 def _warm(authorizer: rbac.Authorizer, departments: list[str], lock: threading.Lock) -> None:

@@ -92,10 +92,15 @@ def create_app(
             metrics.observe("unknown", "denied", Reason.MALFORMED_REVIEW.value, 0.0)
             return body
         try:
-            parsed = review.parse_review(body)
-            answer, pod = admitter.quick(parsed)
-            if answer is None:
-                answer = await anyio.to_thread.run_sync(admitter.admit, parsed, pod)
+            if admitter.plain(body):  # asks for no GPU: the head is enough
+                parsed = review.parse_review(body, head_only=True)
+                answer = review.Response(allowed=True, reason=Reason.NOT_GPU)
+            else:
+                parsed = review.parse_review(body)
+                quick, pod = admitter.quick(parsed)
+                if quick is None:
+                    quick = await anyio.to_thread.run_sync(admitter.admit, parsed, pod)
+                answer = quick
         except review.MalformedReview as exc:
             metrics.observe(
                 "unknown", "denied", Reason.MALFORMED_REVIEW.value, time.perf_counter() - started

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -48,9 +49,20 @@ class Metrics:
             registry=registry,
         )
 
+        # labels() hashes and locks on every call: keep the children (a few dozen).
+        self._counters: dict[tuple[str, str, str], Any] = {}
+        self._histograms: dict[str, Any] = {}
+
     def observe(self, operation: str, decision: str, reason: str, seconds: float) -> None:
-        self.requests.labels(operation, decision, reason).inc()
-        self.duration.labels(operation).observe(seconds)
+        key = (operation, decision, reason)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.requests.labels(*key)
+        counter.inc()
+        histogram = self._histograms.get(operation)
+        if histogram is None:
+            histogram = self._histograms[operation] = self.duration.labels(operation)
+        histogram.observe(seconds)
 
 
 class QuotaCollector(Collector):

@@ -76,6 +76,30 @@ class _Review(_Model):
     request: _Request
 
 
+class _Present(_Model):
+    """Any JSON object, its content skipped."""
+
+
+class _HeadRequest(_Model):
+    """The request without its objects' content (for bodies known to ask for no GPU)."""
+
+    uid: str = Field(min_length=1, max_length=128)
+    kind: _Kind
+    subResource: str | None = None
+    namespace: str | None = None
+    operation: Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
+    userInfo: _UserInfo = Field(default_factory=_UserInfo)
+    object: _Present | None = None
+    oldObject: _Present | None = None
+    dryRun: bool | None = None
+
+
+class _HeadReview(_Model):
+    apiVersion: str
+    kind: str
+    request: _HeadRequest
+
+
 Quantity = str | int | float
 
 
@@ -205,10 +229,14 @@ def _errors(exc: ValidationError) -> str:
     return "; ".join(parts) + more
 
 
-def parse_review(body: bytes | str) -> Request:
-    """The admission request in ``body``; MalformedReview if it is not one."""
+def parse_review(body: bytes | str, *, head_only: bool = False) -> Request:
+    """The admission request in ``body``; MalformedReview if it is not one.
+
+    ``head_only``: skip the objects (``object`` and ``oldObject`` come back None), for a
+    body that the caller already knows asks for no GPU."""
+    model: type[_Review] | type[_HeadReview] = _HeadReview if head_only else _Review
     try:
-        review = _Review.model_validate_json(body)
+        review = model.model_validate_json(body)
     except ValidationError as exc:
         raise MalformedReview(f"not an {API_VERSION} {KIND}: {_errors(exc)}") from None
     except (ValueError, TypeError, RecursionError) as exc:  # pragma: no cover - pydantic wraps
@@ -218,6 +246,11 @@ def parse_review(body: bytes | str) -> Request:
     if review.apiVersion not in (API_VERSION, "admission.k8s.io/v1beta1"):
         raise MalformedReview(f"apiVersion is {review.apiVersion!r}, expected {API_VERSION!r}")
     r = review.request
+    if isinstance(r, _HeadRequest) and r.kind.kind == "Pod" and not r.subResource:
+        if r.operation in ("CREATE", "UPDATE") and r.object is None:
+            raise MalformedReview("request.object is missing: a Pod object is required")
+        if r.operation == "UPDATE" and r.oldObject is None:
+            raise MalformedReview("request.oldObject is missing: a Pod oldObject is required")
     return Request(
         uid=r.uid,
         kind=f"{r.kind.group}/{r.kind.version}/{r.kind.kind}",
@@ -227,8 +260,8 @@ def parse_review(body: bytes | str) -> Request:
         user=r.userInfo.username,
         groups=tuple(r.userInfo.groups or ()),
         dry_run=bool(r.dryRun),
-        object=r.object,
-        old_object=r.oldObject,
+        object=r.object if isinstance(r, _Request) else None,
+        old_object=r.oldObject if isinstance(r, _Request) else None,
         api_version=review.apiVersion,
     )
 

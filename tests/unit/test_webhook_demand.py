@@ -243,3 +243,24 @@ def test_render_carries_the_reason_code_and_http_code() -> None:
 def test_parse_review_rejects_non_reviews(body: bytes) -> None:
     with pytest.raises(MalformedReview):
         parse_review(body)
+
+
+@pytest.mark.parametrize(
+    ("pod", "plain"),
+    [
+        pytest.param(A.pod(A.container(limits={"cpu": "1"}), labels={"app": "x"}), True, id="cpu"),
+        pytest.param(A.pod(A.container(limits=A.gpu(1))), False, id="nvidia-gpu"),
+        pytest.param(A.pod(A.container(limits={"gpupool.io/small": "1"})), False, id="sku"),
+        pytest.param(A.pod(A.container(), labels={"gpupool.io/queue": "q"}), False, id="label"),
+        pytest.param(A.pod(A.container(), annotations={"gpu-memory": "1"}), False, id="kai"),
+        pytest.param(A.pod(A.container(limits={"huawei.com/Ascend910B": "1"})), False, id="npu"),
+        pytest.param(A.pod(A.container(env={"MODE": "mps"})), True, id="mps-as-a-value"),
+    ],
+)
+def test_plain_bodies_are_those_that_cannot_ask_for_a_gpu(pod: Any, plain: bool) -> None:
+    import json
+
+    from admission.admitter import Admitter
+
+    admitter = Admitter(store=type("S", (), {"is_sqlite": True})(), org=lambda: None)  # type: ignore[arg-type,return-value]
+    assert admitter.plain(json.dumps(A.review(pod)).encode()) is plain
