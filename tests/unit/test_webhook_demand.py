@@ -254,7 +254,7 @@ def test_parse_review_rejects_non_reviews(body: bytes) -> None:
         pytest.param(A.pod(A.container(), labels={"gpupool.io/queue": "q"}), False, id="label"),
         pytest.param(A.pod(A.container(), annotations={"gpu-memory": "1"}), False, id="kai"),
         pytest.param(A.pod(A.container(limits={"huawei.com/Ascend910B": "1"})), False, id="npu"),
-        pytest.param(A.pod(A.container(env={"MODE": "mps"})), True, id="mps-as-a-value"),
+        pytest.param(A.pod(A.container(env={"MODE": "mps"})), False, id="mps-value-full-path"),
     ],
 )
 def test_plain_bodies_are_those_that_cannot_ask_for_a_gpu(pod: Any, plain: bool) -> None:
