@@ -71,6 +71,8 @@ def create_app(
                 Reason.MALFORMED_REVIEW,
                 f"request body of {length} bytes is over the limit of {max_body_bytes} bytes",
             )
+        if length is not None:  # bounded by the header checked above
+            return await request.body()
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():

@@ -18,7 +18,7 @@ function setup(thread)
 end
 
 function init(args)
-  counter = id * math.floor(#bodies / 8)
+  counter = id * math.floor(#bodies / tonumber(os.getenv("THREADS") or "2"))
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
 end
