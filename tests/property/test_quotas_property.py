@@ -311,7 +311,7 @@ def _admitted(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> Deman
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios(), st.data())
-def test_a_smaller_demand_is_admitted_whenever_a_larger_one_is(
+def test_a_smaller_demand_or_usage_is_admitted_whenever_a_larger_one_is(
     scenario: tuple[Org, Demand, dict[str, Resources]], data: st.DataObject
 ) -> None:
     org, demand, usage = scenario
@@ -327,6 +327,12 @@ def test_a_smaller_demand_is_admitted_whenever_a_larger_one_is(
         amount=smaller,
     )
     assert quotas.evaluate(org, less, usage).allowed
+    # And at less usage anywhere (other queues using less reserve no more).
+    lighter = {
+        key: Resources(**{r: data.draw(st.integers(0, value.get(r))) for r in RESOURCE_NAMES})
+        for key, value in usage.items()
+    }
+    assert quotas.evaluate(org, demand, lighter).allowed
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
