@@ -1053,7 +1053,7 @@ def check_usage(
 ) -> None:
     """Refuse a configuration whose limits are below what the ledger has in use."""
 
-    def below(limits: Limits, used: Resources, what: str, path: str) -> None:
+    def below(limits: Limits, used: Resources, what: str, path: str, keyed: bool = True) -> None:
         for r in RESOURCE_NAMES:
             limit = limits.get(r)
             if limit.value is not None and used.get(r) > limit.value:
@@ -1063,7 +1063,7 @@ def check_usage(
                     f"in use. Set it to at least {format_amount(r, used.get(r))}, or apply "
                     "it once enough GPU pods there have finished.",
                     source=source,
-                    path=f"{path}.{YAML_KEYS[r]}",
+                    path=f"{path}.{YAML_KEYS[r]}" if keyed else path,
                 )
 
     def used(scope: str) -> Resources:
@@ -1120,6 +1120,7 @@ def check_usage(
             used(pool_scope(p)),
             f"pool {p} sellable capacity (gpus x memory_per_gpu x over-subscription)",
             f"pools[{i}]",
+            keyed=False,
         )
     # Whatever is removed must be idle.
     for scope, amount in sorted(usage.items()):

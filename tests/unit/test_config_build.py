@@ -611,3 +611,15 @@ def test_line_of_falls_back_to_the_enclosing_path() -> None:
     assert doc.line_of("pools[0].memory_per_gpu") == 2
     assert doc.line_of("pools[0].backend_options.chip") == 2
     assert doc.line_of("skus[0]") is None
+
+
+def test_test_builders_agree_with_the_document_builder() -> None:
+    from tests.support.org import make_org, make_pool, make_sku
+
+    built = build(org_document())
+    assert built.pools["a100"] == make_pool()
+    assert built.skus["a100-1g"] == make_sku()
+    org = make_org()
+    assert set(org.skus) == set(built.skus)
+    assert set(org.queues) == set(built.queues)
+    assert org.department_of("ml-x") is org.departments["ml"]
