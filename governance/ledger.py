@@ -178,12 +178,14 @@ def list_allocations(
 
 def usage(store: Store) -> dict[str, Resources]:
     """Usage of every scope (keys as in :func:`governance.quotas.scope_keys`)."""
-    t = schema.usage
     with store.read() as conn:
-        return {
-            r.scope: Resources(slices=r.slices, memory_mib=r.memory_mib, compute_pct=r.compute_pct)
-            for r in conn.execute(sa.select(t))
-        }
+        return read_usage(conn)
+
+
+def read_usage(conn: Connection) -> dict[str, Resources]:
+    """Usage of every scope, read in the caller's transaction (``config.apply`` checks
+    quotas against it inside the transaction that records the new revision)."""
+    return _rows_to_usage(conn.execute(sa.select(*_USAGE_COLUMNS)))
 
 
 @dataclass(frozen=True, kw_only=True)
