@@ -369,18 +369,8 @@ def test_a_late_pod_binding_an_expired_entry_is_charged_again(store: Store) -> N
     assert live_usage(store) == {}
 
 
-def test_timestamps_in_another_timezone_keep_their_instant(
-    store: Store, request: pytest.FixtureRequest
-) -> None:
-    if store.is_sqlite:
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="BUG (SQLite only): a timezone-aware now that is not UTC is stored as "
-                "its wall clock and read back as UTC, so created_at/expires_at shift by the "
-                "offset (PostgreSQL keeps the instant)",
-            )
-        )
+def test_timestamps_in_another_timezone_keep_their_instant(store: Store) -> None:
+    """Regression: SQLite stored a non-UTC instant's wall clock and read it back as UTC."""
     paris = timezone(timedelta(hours=2))
     now = datetime(2026, 3, 1, 11, 0, tzinfo=paris)
     a = reserve(store, "req-1", now=now).allocation
@@ -389,7 +379,9 @@ def test_timestamps_in_another_timezone_keep_their_instant(
     assert stored is not None
     assert stored.created_at == now
     assert stored.expires_at == now + TTL
+    assert stored.created_at.utcoffset() == timedelta(0), "read back in UTC"
     assert ledger.expire(store, now=now + TTL - timedelta(minutes=1)) == []
+    assert len(ledger.expire(store, now=now + TTL + timedelta(seconds=1))) == 1
 
 
 # -- history, usage, reports --------------------------------------------------------------------

@@ -230,11 +230,13 @@ def test_pool_physical_and_sellable_capacity(
     assert limits.slices.unlimited, "a pool caps memory and compute, not the slice count"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Pool.sellable truncates a float product: 100 * 1.15 = 114.99999999999999 "
-    "-> 114; should be 115 (round, or compute in Decimal/Fraction)",
-)
 def test_pool_sellable_capacity_is_not_lost_to_float_rounding() -> None:
+    """Regression: 100 x 1.15 is 114.99999999999999 in floats; sellable must be 115."""
     pool = make_pool(gpus=1, memory_mib_per_gpu=1000, compute_oversubscription=1.15)
     assert pool.sellable.compute_pct == 115
+    assert make_pool(gpus=3, memory_mib_per_gpu=100, memory_oversubscription=1.1).sellable == (
+        Resources(memory_mib=330, compute_pct=300)
+    )
+    assert make_pool(gpus=1, memory_mib_per_gpu=3, memory_oversubscription=1.5).sellable == (
+        Resources(memory_mib=4, compute_pct=100)
+    ), "a fraction of a MiB is not sold"
