@@ -253,6 +253,30 @@ def test_dry_run_sees_the_current_usage(store: Store) -> None:
     assert reserve(store, "dry", queue="serve", dry_run=True).allowed
 
 
+def test_recorded_denials_come_back_newest_first_by_department(store: Store) -> None:
+    def denial(at: datetime, department: str, reason: str) -> ledger.Denial:
+        return ledger.Denial(
+            at=at,
+            namespace=department,
+            department=department,
+            queue="",
+            sku="a100-1g",
+            subject="group:system:serviceaccounts:ml",
+            reason=reason,
+            message=f"{reason} in {department}",
+        )
+
+    first = denial(T0, "ml", "Forbidden")
+    second = denial(T0 + timedelta(seconds=1), "cv", "UnknownSKU")
+    third = denial(T0 + timedelta(seconds=2), "ml", "NamespaceNotOwned")
+    for d in (first, second, third):
+        ledger.record_denial(store, d)
+    assert ledger.recent_denials(store) == [third, second, first]
+    assert ledger.recent_denials(store, departments=["ml"]) == [third, first]
+    assert ledger.recent_denials(store, departments=[]) == []
+    assert ledger.recent_denials(store, limit=2) == [third, second]
+
+
 # -- bind, release, expire ----------------------------------------------------------------------
 
 
