@@ -677,13 +677,6 @@ def pg_linguistic_url() -> Iterator[str]:
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ledger._queue_rows reads the department's queue rows with a key range "
-    "['queue/D/', 'queue/D0'), which assumes byte order; under a collation that ignores "
-    "punctuation, 'queue/ml/0night' sorts after 'queue/ml0', so queue 0night's usage is "
-    "missed and another queue borrows the nominal quota it reserves for a third queue",
-)
 def test_borrowing_counts_every_queue_whatever_the_databases_collation(
     pg_linguistic_url: str,
 ) -> None:
