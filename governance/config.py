@@ -30,7 +30,6 @@ from typing import Annotated, Any, Final
 import sqlalchemy as sa
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
-from sqlalchemy.engine import Connection
 
 from governance import backends, ledger, rbac, schema
 from governance.contract import SKU_CUSTOM
@@ -1017,23 +1016,6 @@ class ApplyResult:
     changed: bool
 
 
-def _read_usage(conn: Connection) -> dict[str, Resources]:
-    """The ledger's usage rows, read in the caller's write transaction.
-
-    ``ledger.usage(store)`` reads on a connection of its own; apply must read inside
-    the transaction that records the revision, so that on SQLite (whose write lock it
-    holds) no reservation can slip in between the check and the commit.
-    """
-    t = schema.usage
-    rows = conn.execute(sa.select(t.c.scope, t.c.slices, t.c.memory_mib, t.c.compute_pct)).all()
-    return {
-        row.scope: Resources(
-            slices=int(row.slices), memory_mib=int(row.memory_mib), compute_pct=int(row.compute_pct)
-        )
-        for row in rows
-    }
-
-
 def _index(document: Mapping[str, Any], key: str, name: str) -> int | None:
     items = document.get(key) or []
     for i, item in enumerate(items):
@@ -1053,7 +1035,7 @@ def check_usage(
 ) -> None:
     """Refuse a configuration whose limits are below what the ledger has in use."""
 
-    def below(limits: Limits, used: Resources, what: str, path: str) -> None:
+    def below(limits: Limits, used: Resources, what: str, path: str, keyed: bool = True) -> None:
         for r in RESOURCE_NAMES:
             limit = limits.get(r)
             if limit.value is not None and used.get(r) > limit.value:
@@ -1063,7 +1045,7 @@ def check_usage(
                     f"in use. Set it to at least {format_amount(r, used.get(r))}, or apply "
                     "it once enough GPU pods there have finished.",
                     source=source,
-                    path=f"{path}.{YAML_KEYS[r]}",
+                    path=f"{path}.{YAML_KEYS[r]}" if keyed else path,
                 )
 
     def used(scope: str) -> Resources:
@@ -1120,6 +1102,7 @@ def check_usage(
             used(pool_scope(p)),
             f"pool {p} sellable capacity (gpus x memory_per_gpu x over-subscription)",
             f"pools[{i}]",
+            keyed=False,
         )
     # Whatever is removed must be idle.
     for scope, amount in sorted(usage.items()):
@@ -1211,7 +1194,7 @@ def apply(
                 source=source,
             )
         try:
-            check_usage(org, plain, _read_usage(conn), source=source)
+            check_usage(org, plain, ledger.read_usage(conn), source=source)
         except ConfigError as exc:
             raise _with_line(exc, document) from None
         revision = store.save_config(conn, plain, source=source)

@@ -8,10 +8,10 @@ Everything here is a frozen keyword-only dataclass built once from validated con
 from __future__ import annotations
 
 import fnmatch
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 from governance.resources import NO_LIMITS, Limits, Resources
@@ -165,37 +165,27 @@ class Org:
     """Keyed by (department, queue)."""
     role_bindings: tuple[RoleBinding, ...] = ()
 
-    # Indexes built on first use (the Org is immutable; cached_property writes to the
-    # instance __dict__, which a frozen dataclass allows). The webhook asks these on
-    # every admission, in organisations of thousands of departments and queues.
-
-    @functools.cached_property
-    def _namespace_index(self) -> dict[str, Department]:
-        index: dict[str, Department] = {}
-        for dept in self.departments.values():
-            for namespace in dept.namespaces:
-                index.setdefault(namespace, dept)
-        return index
-
-    @functools.cached_property
-    def _queue_index(self) -> dict[str, tuple[Queue, ...]]:
-        index: dict[str, list[Queue]] = {}
-        for (d, _), q in self.queues.items():
-            index.setdefault(d, []).append(q)
-        return {d: tuple(qs) for d, qs in index.items()}
-
     def department_of(self, namespace: str) -> Department | None:
         """The department that owns ``namespace``: exact names win over patterns."""
-        found = self._namespace_index.get(namespace)
-        if found is not None:
-            return found
+        for dept in self.departments.values():
+            if namespace in dept.namespaces:
+                return dept
         for dept in self.departments.values():
             if dept.owns(namespace):
                 return dept
         return None
 
     def queues_of(self, department: str) -> list[Queue]:
-        return list(self._queue_index.get(department, ()))
+        return list(self._queues_by_department.get(department, ()))
+
+    @cached_property
+    def _queues_by_department(self) -> dict[str, tuple[Queue, ...]]:
+        # Built once per Org: the ledger asks for a department's queues in every
+        # reservation, and an organisation can hold thousands of queues.
+        index: dict[str, list[Queue]] = {}
+        for (d, _), q in self.queues.items():
+            index.setdefault(d, []).append(q)
+        return {d: tuple(qs) for d, qs in index.items()}
 
     def skus_on(self, pool: str) -> list[Sku]:
         return [s for s in self.skus.values() if pool in s.pools]

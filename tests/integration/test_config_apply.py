@@ -167,7 +167,7 @@ BELOW_USAGE = [
         {"memory_mib": 500 * GIB},
         "pools[0].gpus",
         4,
-        "pools[0].memory",
+        "pools[0]",
         "pool a100 sellable capacity (gpus x memory_per_gpu x over-subscription) for memory "
         "would be 320Gi but 500Gi is in use",
         id="pool-capacity",
