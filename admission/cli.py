@@ -75,6 +75,8 @@ def webhook(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Casbin logs every policy of every enforcer it builds at INFO (one per department).
+    logging.getLogger("casbin").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         store = Store(store_url)
         hook = build(
