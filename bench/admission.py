@@ -372,10 +372,12 @@ def profile(store: Store, bodies: list[dict[str, Any]]) -> str:
     from pyinstrument import Profiler
 
     from admission import review
-    from admission.admitter import Admitter
+    from admission.admitter import Admitter, Settings
 
     source = config.OrgSource(store)
-    admitter = Admitter(store=store, org=source.get)
+    # No background warm-up here: it would hold the policy lock while the profile runs.
+    # Each department's enforcer is built on its first request instead (and shows).
+    admitter = Admitter(store=store, org=source.get, settings=Settings(warm_rbac=False))
     raw = [json.dumps(b).encode() for b in bodies]
     # warm the caches (Org, Authorizer) outside the profile
     req = review.parse_review(raw[0])
@@ -474,7 +476,7 @@ def main() -> None:
     profile_text = (
         ""
         if args.no_profile
-        else profile(store, reviews(gpu_review(rng, 1), rng, 150 if quick else 2000, 1000))
+        else profile(store, reviews(gpu_review(rng, 1), rng, 100 if quick else 2000, 1000))
     )
     store.close()
     shutil.rmtree(work, ignore_errors=True)
