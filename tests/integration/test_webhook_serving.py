@@ -85,7 +85,8 @@ def test_certificate_rotation_under_load_drops_no_request(sqlite_url: str, tmp_p
     store.close()
     assert failures == []
     assert counts["ok"] > 20
-    assert hook.tls.reloads == 1
+    # one reload, or two when a poll saw the key before the certificate landed mid-load
+    assert hook.tls.reloads in (1, 2)
 
 
 def _start_webhook(store_url: str, cert: Path, key: Path, port: int) -> subprocess.Popen[bytes]:
