@@ -166,14 +166,32 @@ class Org:
     role_bindings: tuple[RoleBinding, ...] = ()
 
     def department_of(self, namespace: str) -> Department | None:
-        """The department that owns ``namespace``: exact names win over patterns."""
+        """The department that owns ``namespace``: exact names win over patterns.
+
+        Answers are remembered per Org (the webhook asks on every GPU pod, and an
+        organisation can hold a thousand departments' patterns)."""
+        memo = self._department_memo
+        if namespace in memo:
+            return memo[namespace]
+        found = self._exact_namespaces.get(namespace)
+        if found is None:
+            found = next((d for d in self.departments.values() if d.owns(namespace)), None)
+        if len(memo) >= 100_000:
+            memo.clear()
+        memo[namespace] = found
+        return found
+
+    @cached_property
+    def _exact_namespaces(self) -> dict[str, Department]:
+        index: dict[str, Department] = {}
         for dept in self.departments.values():
-            if namespace in dept.namespaces:
-                return dept
-        for dept in self.departments.values():
-            if dept.owns(namespace):
-                return dept
-        return None
+            for namespace in dept.namespaces:
+                index.setdefault(namespace, dept)
+        return index
+
+    @cached_property
+    def _department_memo(self) -> dict[str, Department | None]:
+        return {}
 
     def queues_of(self, department: str) -> list[Queue]:
         return list(self._queues_by_department.get(department, ()))

@@ -316,6 +316,7 @@ class Authorizer:
     def __init__(self, adapter: Any) -> None:
         self._adapter = adapter
         self._lock = threading.Lock()
+        self._enforce_lock = threading.Lock()
         self._state = self._load()
 
     @classmethod
@@ -443,7 +444,11 @@ class Authorizer:
         if found is not None:
             return found
         enforcer = self._enforcer(state, dom)
-        decision = self._enforce(enforcer, subjects, dom, obj, act, what, queue)
+        # Casbin's matcher evaluation is not thread-safe on CPython 3.11 (simpleeval's
+        # ast.parse from two threads at once fails: gh-106905); cached answers above
+        # need no lock.
+        with self._enforce_lock:
+            decision = self._enforce(enforcer, subjects, dom, obj, act, what, queue)
         if len(cache) >= self.CACHE_LIMIT:
             cache.clear()
         cache[key] = decision
