@@ -95,10 +95,6 @@ class Admitter:
         self._tokens = _tokens(self.names)
         self._authz: tuple[Org, rbac.Authorizer] | None = None
         self._authz_lock = threading.Lock()
-        # Casbin evaluates matchers with simpleeval, which calls ast.parse; CPython 3.11's
-        # parser is not safe to enter from two threads at once ("AST constructor recursion
-        # depth mismatch", gh-106905), so policy questions are asked one at a time.
-        self._rbac_lock = threading.Lock()
         slots = self.settings.write_slots
         if slots is None:
             slots = 1 if store.is_sqlite else POSTGRES_WRITE_SLOTS
@@ -178,7 +174,7 @@ class Admitter:
                 if self.settings.warm_rbac:
                     threading.Thread(
                         target=_warm,
-                        args=(current[1], sorted(org.departments), self._rbac_lock),
+                        args=(current[1], sorted(org.departments)),
                         name="rbac-warm",
                         daemon=True,
                     ).start()
@@ -225,8 +221,8 @@ class Admitter:
         except PlacementError as exc:
             return self._deny(request, pod, who, exc.code, str(exc), dept=dept, queue=queue)
         authorizer = self._authorizer(org)
-        with self._rbac_lock:
-            decision = authorizer.can_use(identity, dept, queue, sku)
+        # the Authorizer serialises Casbin itself; cached decisions take no lock
+        decision = authorizer.can_use(identity, dept, queue, sku)
         if not decision.allowed:
             return self._deny(
                 request,
@@ -395,12 +391,11 @@ def _tokens(names: GpuNames) -> tuple[bytes, ...]:
     return tuple(sorted(t.encode() for t in tokens))
 
 
-def _warm(authorizer: rbac.Authorizer, departments: list[str], lock: threading.Lock) -> None:
+def _warm(authorizer: rbac.Authorizer, departments: list[str]) -> None:
     """Touch every department once (its enforcer is built on first use)."""
     nobody = rbac.Identity(user="system:gpupool:rbac-warm-up")
     for department in departments:
-        with lock:
-            authorizer.can_view(nobody, department)
+        authorizer.can_view(nobody, department)
     # The organisation and its enforcers live until the next revision: move them out of
     # the cyclic collector's sight, or every full collection walks them again (in a
     # large organisation that dominated the cost of a non-GPU admission).
