@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
+import subprocess
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from governance import contract, ledger
 from governance.model import Department, Org, Pool, Queue, Quota, RoleBinding, Sku
@@ -457,3 +461,101 @@ def _bulk_insert(
     with store.write() as conn:
         conn.execute(schema.allocations.insert(), values)
     ledger.rebuild_usage(store)
+
+
+# -- a real Prometheus loaded with known data -------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_prometheus(
+    workdir: Path,
+    openmetrics_text: str,
+    *,
+    rules: Path | None = None,
+    timeout_s: float = 30.0,
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """Backfill ``openmetrics_text`` with promtool into ``workdir`` and start Prometheus
+    on a free loopback port over it; returns (base URL, process). The caller stops it
+    with :func:`stop_prometheus`. Raises RuntimeError (with Prometheus's log) if it
+    does not become ready within ``timeout_s``."""
+    data = workdir / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    source = workdir / "series.om"
+    source.write_text(openmetrics_text)
+    subprocess.run(
+        [PROMTOOL, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
+        check=True,
+        capture_output=True,
+        timeout=timeout_s,
+    )
+    config = workdir / "prometheus.yml"
+    lines = ["global:", "  scrape_interval: 15s", "  evaluation_interval: 1s"]
+    if rules is not None:
+        lines += ["rule_files:", f"  - {rules}"]
+    config.write_text("\n".join(lines) + "\n")
+    port = free_port()
+    log = (workdir / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={data}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=30d",
+            "--log.level=warn",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    import httpx
+
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            if httpx.get(f"{url}/-/ready", timeout=1.0).status_code == 200:
+                return url, process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    stop_prometheus(process)
+    raise RuntimeError(
+        f"Prometheus did not become ready in {timeout_s}s: "
+        + (workdir / "prometheus.log").read_text()[-2000:]
+    )
+
+
+def stop_prometheus(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+PROMETHEUS = "/usr/bin/prometheus"
+PROMTOOL = "/usr/bin/promtool"
+
+
+def prometheus_missing() -> str | None:
+    """Why the Prometheus tests cannot run here, or None."""
+    for binary in (PROMETHEUS, PROMTOOL):
+        if not shutil.which(binary):
+            return f"{binary} is not installed (Debian package prometheus)"
+    return None
+
+
+def instants(now: datetime, count: int, step_s: float) -> list[datetime]:
+    """``count`` instants ``step_s`` apart, the last one ``step_s / 2`` before now."""
+    return [now - timedelta(seconds=step_s * (count - i) - step_s / 2) for i in range(count)]
