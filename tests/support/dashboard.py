@@ -35,7 +35,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from dashboard.access import ProxyHeaders, Trust
+from dashboard.direct import DirectSource
 from dashboard.model import SliceSample
+from dashboard.pages import Console
+from dashboard.sources import Source
 
 GIB = 1024**3
 MIB = 1024**2
@@ -559,3 +563,39 @@ def prometheus_missing() -> str | None:
 def instants(now: datetime, count: int, step_s: float) -> list[datetime]:
     """``count`` instants ``step_s`` apart, the last one ``step_s / 2`` before now."""
     return [now - timedelta(seconds=step_s * (count - i) - step_s / 2) for i in range(count)]
+
+
+# -- a console over a fleet -------------------------------------------------------------
+
+PLATFORM_ADMIN = {"X-Forwarded-User": "pat", "X-Forwarded-Groups": "platform"}
+
+
+def dept_admin(department: str) -> dict[str, str]:
+    return {"X-Forwarded-User": f"{department}-lead", "X-Forwarded-Groups": f"{department}-admins"}
+
+
+def make_console(
+    store: Store,
+    org: Org | None,
+    source: Source,
+    *,
+    trust: Trust | None = None,
+) -> Console:
+    from governance import rbac
+
+    bindings = org.role_bindings if org is not None else ()
+    authorizer = rbac.Authorizer.from_bindings(bindings)
+    return Console(
+        source=source,
+        store=store,
+        org=lambda: org,
+        authorizer=lambda: authorizer,
+        trust=trust or ProxyHeaders(),
+    )
+
+
+def direct_source(fleet: Fleet) -> DirectSource:
+    """A direct source whose one 'exporter' answers with the fleet's text (the HTTP
+    boundary replaced; the integration tests scrape over real HTTP)."""
+    text = exposition(fleet)
+    return DirectSource(["http://fleet.test:9400"], fetch=lambda _: text)
