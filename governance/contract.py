@@ -98,6 +98,17 @@ def dump_slices(grants: dict[str, SliceGrant]) -> str:
     )
 
 
+_GRANT_FIELDS: dict[str, type] = {
+    "count": int,
+    "memory_mib": int,
+    "compute_pct": int,
+    "backend": str,
+    "pool": str,
+    "sku": str,
+    "gpus_per_slice": int,
+}
+
+
 class SlicesAnnotationError(ValueError):
     """The ``gpupool.io/slices`` annotation is not what the webhook writes."""
 
@@ -114,18 +125,21 @@ def load_slices(text: str) -> dict[str, SliceGrant]:
     for name, value in raw.items():
         if not isinstance(value, dict):
             raise SlicesAnnotationError(f"container {name!r}: expected an object")
-        try:
-            grants[str(name)] = SliceGrant(
-                count=int(value["count"]),
-                memory_mib=int(value["memory_mib"]),
-                compute_pct=int(value["compute_pct"]),
-                backend=str(value["backend"]),
-                pool=str(value["pool"]),
-                sku=str(value["sku"]),
-                gpus_per_slice=int(value.get("gpus_per_slice", 1)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SlicesAnnotationError(f"container {name!r}: {exc!r}") from exc
+        fields: dict[str, Any] = {}
+        for key, kind in _GRANT_FIELDS.items():
+            if key not in value:
+                if key == "gpus_per_slice":
+                    continue
+                raise SlicesAnnotationError(f"container {name!r}: missing {key!r}")
+            item = value[key]
+            # exact types: bool is an int subclass, and a float or a numeric string is
+            # never what the webhook writes
+            if type(item) is not kind:
+                raise SlicesAnnotationError(
+                    f"container {name!r}: {key!r} must be {kind.__name__}, got {item!r}"
+                )
+            fields[key] = item
+        grants[str(name)] = SliceGrant(**fields)
     return grants
 
 
@@ -134,7 +148,7 @@ def load_slices(text: str) -> dict[str, SliceGrant]:
 # --------------------------------------------------------------------------------------
 
 
-class Reason(str, enum.Enum):
+class Reason(enum.StrEnum):
     """Machine-readable reason of an admission or quota decision."""
 
     ADMITTED = "Admitted"

@@ -43,7 +43,7 @@ from governance.store import Store, utcnow
 DEFAULT_TTL = timedelta(minutes=10)
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     RESERVED = "reserved"
     BOUND = "bound"
     RELEASED = "released"
@@ -102,7 +102,7 @@ def new_allocation_id() -> str:
 # -- reading ---------------------------------------------------------------------------
 
 
-def _row_to_allocation(row: Mapping[str, Any]) -> Allocation:
+def _row_to_allocation(row: Mapping[Any, Any]) -> Allocation:
     grants_raw: dict[str, dict[str, Any]] = row["grants"] or {}
     return Allocation(
         id=row["id"],
@@ -149,9 +149,7 @@ def get(store: Store, allocation_id: str) -> Allocation | None:
 def by_request(store: Store, request_uid: str) -> Allocation | None:
     t = schema.allocations
     with store.read() as conn:
-        row = (
-            conn.execute(sa.select(t).where(t.c.request_uid == request_uid)).mappings().first()
-        )
+        row = conn.execute(sa.select(t).where(t.c.request_uid == request_uid)).mappings().first()
     return _row_to_allocation(row) if row else None
 
 
@@ -246,68 +244,83 @@ def recent_denials(
 
 
 # -- locking and counting --------------------------------------------------------------
+# The statements of the hot path are built once: SQLAlchemy then reuses their compiled
+# form, and a reservation spends its time in the database rather than in building SQL.
+
+_U = schema.usage
+_A = schema.allocations
+_USAGE_COLUMNS = (_U.c.scope, _U.c.slices, _U.c.memory_mib, _U.c.compute_pct)
+_SELECT_USAGE = (
+    sa.select(*_USAGE_COLUMNS)
+    .where(_U.c.scope.in_(sa.bindparam("keys", expanding=True)))
+    .order_by(_U.c.scope)
+)
+_SELECT_USAGE_FOR_UPDATE = _SELECT_USAGE.with_for_update()
+_SELECT_USAGE_RANGE = sa.select(*_USAGE_COLUMNS).where(
+    _U.c.scope >= sa.bindparam("low"), _U.c.scope < sa.bindparam("high")
+)
+_ADD_USAGE = (
+    _U.update()
+    .where(_U.c.scope.in_(sa.bindparam("keys", expanding=True)))
+    .values(
+        slices=_U.c.slices + sa.bindparam("d_slices", type_=sa.BigInteger),
+        memory_mib=_U.c.memory_mib + sa.bindparam("d_memory_mib", type_=sa.BigInteger),
+        compute_pct=_U.c.compute_pct + sa.bindparam("d_compute_pct", type_=sa.BigInteger),
+    )
+)
+_SELECT_BY_REQUEST = sa.select(_A).where(_A.c.request_uid == sa.bindparam("uid"))
+_INSERT_ALLOCATION = _A.insert()
+
+
+def _rows_to_usage(rows: Iterable[Any]) -> dict[str, Resources]:
+    return {
+        r.scope: Resources(slices=r.slices, memory_mib=r.memory_mib, compute_pct=r.compute_pct)
+        for r in rows
+    }
 
 
 def _lock_usage(store: Store, conn: Connection, keys: Sequence[str]) -> dict[str, Resources]:
     """Lock the usage rows of ``keys`` (creating missing ones) and return them."""
-    t = schema.usage
     ordered = sorted(set(keys))
-
-    def select() -> dict[str, Resources]:
-        query = sa.select(t).where(t.c.scope.in_(ordered)).order_by(t.c.scope)
-        if not store.is_sqlite:
-            query = query.with_for_update()
-        return {
-            r.scope: Resources(slices=r.slices, memory_mib=r.memory_mib, compute_pct=r.compute_pct)
-            for r in conn.execute(query)
-        }
-
-    found = select()
+    statement = _SELECT_USAGE if store.is_sqlite else _SELECT_USAGE_FOR_UPDATE
+    found = _rows_to_usage(conn.execute(statement, {"keys": ordered}))
     missing = [k for k in ordered if k not in found]
     if missing:
         rows = [{"scope": k, "slices": 0, "memory_mib": 0, "compute_pct": 0} for k in missing]
         if store.is_sqlite:
             from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-            conn.execute(sqlite_insert(t).on_conflict_do_nothing(), rows)
+            conn.execute(sqlite_insert(_U).on_conflict_do_nothing(), rows)
         else:
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-            conn.execute(pg_insert(t).on_conflict_do_nothing(), rows)
-        found = select()
+            conn.execute(pg_insert(_U).on_conflict_do_nothing(), rows)
+        found = _rows_to_usage(conn.execute(statement, {"keys": ordered}))
     return found
 
 
 def _add_usage(conn: Connection, keys: Sequence[str], delta: Resources) -> None:
-    t = schema.usage
     conn.execute(
-        t.update()
-        .where(t.c.scope.in_(sorted(set(keys))))
-        .values(
-            slices=t.c.slices + delta.slices,
-            memory_mib=t.c.memory_mib + delta.memory_mib,
-            compute_pct=t.c.compute_pct + delta.compute_pct,
-        )
+        _ADD_USAGE,
+        {
+            "keys": sorted(set(keys)),
+            "d_slices": delta.slices,
+            "d_memory_mib": delta.memory_mib,
+            "d_compute_pct": delta.compute_pct,
+        },
     )
 
 
 def _queue_rows(conn: Connection, department: str) -> dict[str, Resources]:
-    t = schema.usage
+    """Usage of every queue of ``department`` (its ``queue/D/Q`` rows).
+
+    A key range rather than LIKE: SQLite's LIKE is case-insensitive and cannot use the
+    primary-key index, and this runs inside every borrowing-capable reservation."""
     prefix = quotas.queue_scope(department, "")
-    rows = conn.execute(sa.select(t).where(t.c.scope.like(_like_prefix(prefix), escape="\\")))
-    out: dict[str, Resources] = {}
-    for r in rows:
-        rest = r.scope[len(prefix) :]
-        if "/" in rest:  # queue/D/Q/sku/S etc.
-            continue
-        out[r.scope] = Resources(
-            slices=r.slices, memory_mib=r.memory_mib, compute_pct=r.compute_pct
-        )
-    return out
-
-
-def _like_prefix(prefix: str) -> str:
-    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    rows = conn.execute(_SELECT_USAGE_RANGE, {"low": prefix, "high": upper})
+    # skip queue/D/Q/sku/S and queue/D/Q/pool/P
+    return _rows_to_usage(r for r in rows if "/" not in r.scope[len(prefix) :])
 
 
 def _needs_queue_rows(org: Org, demand: Demand) -> bool:
@@ -338,10 +351,9 @@ def reserve(
     transaction. A request uid seen before returns its reservation (``replayed``).
     A dry run decides but records nothing (not even a denial)."""
     now = now or utcnow()
-    t = schema.allocations
     keys = quotas.scope_keys(demand)
     with store.write() as conn:
-        prior = conn.execute(sa.select(t).where(t.c.request_uid == request_uid)).mappings().first()
+        prior = conn.execute(_SELECT_BY_REQUEST, {"uid": request_uid}).mappings().first()
         if prior is not None:
             alloc = _row_to_allocation(prior)
             return Reservation(
@@ -401,7 +413,7 @@ def reserve(
             "bound_at": None,
             "ended_at": None,
         }
-        conn.execute(t.insert().values(**values))
+        conn.execute(_INSERT_ALLOCATION, values)
     return Reservation(decision=decision, allocation=_row_to_allocation(values))
 
 
@@ -589,9 +601,13 @@ def rebuild_usage(store: Store) -> int:
     manual edit). Returns the number of live allocations counted."""
     t, u = schema.allocations, schema.usage
     with store.write() as conn:
-        rows = conn.execute(
-            sa.select(t).where(t.c.state.in_([State.RESERVED.value, State.BOUND.value]))
-        ).mappings().all()
+        rows = (
+            conn.execute(
+                sa.select(t).where(t.c.state.in_([State.RESERVED.value, State.BOUND.value]))
+            )
+            .mappings()
+            .all()
+        )
         totals: dict[str, Resources] = {}
         for row in rows:
             alloc = _row_to_allocation(row)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from governance.resources import NO_LIMITS, Limits, Resources
@@ -77,14 +78,19 @@ class Pool:
         physical = self.physical
         return Resources(
             slices=0,
-            memory_mib=int(physical.memory_mib * self.memory_oversubscription),
-            compute_pct=int(physical.compute_pct * self.compute_oversubscription),
+            memory_mib=_scaled(physical.memory_mib, self.memory_oversubscription),
+            compute_pct=_scaled(physical.compute_pct, self.compute_oversubscription),
         )
 
     @property
     def capacity_limits(self) -> Limits:
         sellable = self.sellable
         return Limits.of(memory_mib=sellable.memory_mib, compute_pct=sellable.compute_pct)
+
+
+def _scaled(amount: int, factor: float) -> int:
+    """``amount x factor`` rounded down, in decimal: 100 x 1.15 is 115, not 114."""
+    return int(Decimal(amount) * Decimal(str(factor)))
 
 
 @dataclass(frozen=True, kw_only=True)

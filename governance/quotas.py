@@ -188,13 +188,25 @@ def evaluate(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> QuotaD
     # Queue: hard caps per SKU and per pool.
     if s in queue.nominal.per_sku:
         checks.append(
-            _check(Reason.SKU_QUOTA_EXCEEDED, f"queue {d}/{q}", f"quota for SKU {s}",
-                   queue.nominal.per_sku[s], used(f"queue/{d}/{q}/sku/{s}"), amount)
+            _check(
+                Reason.SKU_QUOTA_EXCEEDED,
+                f"queue {d}/{q}",
+                f"quota for SKU {s}",
+                queue.nominal.per_sku[s],
+                used(f"queue/{d}/{q}/sku/{s}"),
+                amount,
+            )
         )
     if p in queue.nominal.per_pool:
         checks.append(
-            _check(Reason.POOL_QUOTA_EXCEEDED, f"queue {d}/{q}", f"quota on pool {p}",
-                   queue.nominal.per_pool[p], used(f"queue/{d}/{q}/pool/{p}"), amount)
+            _check(
+                Reason.POOL_QUOTA_EXCEEDED,
+                f"queue {d}/{q}",
+                f"quota on pool {p}",
+                queue.nominal.per_pool[p],
+                used(f"queue/{d}/{q}/pool/{p}"),
+                amount,
+            )
         )
     # Queue: nominal quota, then borrowing.
     borrowed: dict[str, int] = {}
@@ -208,9 +220,13 @@ def evaluate(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> QuotaD
             continue
         ceiling = queue.borrowing_limit.get(name) + nominal
         if not ceiling.admits(new):
-            limit_name = "nominal quota" if queue.borrowing_limit.get(name).value == 0 else (
-                f"nominal quota + borrowing limit ({nominal} + "
-                f"{queue.borrowing_limit.get(name)})"
+            limit_name = (
+                "nominal quota"
+                if queue.borrowing_limit.get(name).value == 0
+                else (
+                    f"nominal quota + borrowing limit ({nominal} + "
+                    f"{queue.borrowing_limit.get(name)})"
+                )
             )
             assert ceiling.value is not None
             checks.append(
@@ -218,8 +234,12 @@ def evaluate(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> QuotaD
                     reason=Reason.QUEUE_QUOTA_EXCEEDED
                     if queue.borrowing_limit.get(name).value == 0
                     else Reason.BORROWING_LIMIT_EXCEEDED,
-                    scope=f"queue {d}/{q}", limit_name=limit_name, resource=name,
-                    in_use=queue_used.get(name), requested=want, limit=ceiling.value,
+                    scope=f"queue {d}/{q}",
+                    limit_name=limit_name,
+                    resource=name,
+                    in_use=queue_used.get(name),
+                    requested=want,
+                    limit=ceiling.value,
                     advice=ADVICE_WAIT,
                 )
             )
@@ -239,10 +259,11 @@ def evaluate(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> QuotaD
                             f"{dept_limit.value} - {others} reserved or used by its other "
                             "queues)"
                         ),
-                        resource=name, in_use=queue_used.get(name), requested=want,
+                        resource=name,
+                        in_use=queue_used.get(name),
+                        requested=want,
                         limit=available,
-                        advice="Other queues' nominal quotas are never lent out; "
-                        + ADVICE_WAIT,
+                        advice="Other queues' nominal quotas are never lent out; " + ADVICE_WAIT,
                     )
                 )
                 continue
@@ -250,24 +271,47 @@ def evaluate(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> QuotaD
     # Department: caps per SKU and per pool, then the total.
     if s in dept.quota.per_sku:
         checks.append(
-            _check(Reason.SKU_QUOTA_EXCEEDED, f"department {d}", f"quota for SKU {s}",
-                   dept.quota.per_sku[s], used(f"department/{d}/sku/{s}"), amount)
+            _check(
+                Reason.SKU_QUOTA_EXCEEDED,
+                f"department {d}",
+                f"quota for SKU {s}",
+                dept.quota.per_sku[s],
+                used(f"department/{d}/sku/{s}"),
+                amount,
+            )
         )
     if p in dept.quota.per_pool:
         checks.append(
-            _check(Reason.POOL_QUOTA_EXCEEDED, f"department {d}", f"cap on pool {p}",
-                   dept.quota.per_pool[p], used(f"department/{d}/pool/{p}"), amount)
+            _check(
+                Reason.POOL_QUOTA_EXCEEDED,
+                f"department {d}",
+                f"cap on pool {p}",
+                dept.quota.per_pool[p],
+                used(f"department/{d}/pool/{p}"),
+                amount,
+            )
         )
     checks.append(
-        _check(Reason.DEPARTMENT_QUOTA_EXCEEDED, f"department {d}", "quota",
-               dept.quota.total, dept_used, amount)
+        _check(
+            Reason.DEPARTMENT_QUOTA_EXCEEDED,
+            f"department {d}",
+            "quota",
+            dept.quota.total,
+            dept_used,
+            amount,
+        )
     )
     checks.append(
-        _check(Reason.POOL_CAPACITY_EXCEEDED, f"pool {p}",
-               "sellable capacity (physical x over-subscription)",
-               pool.capacity_limits, used(pool_scope(p)), amount,
-               advice="The pool is full for every department: try another pool's queue, "
-               "or ask the platform admins to add GPUs.")
+        _check(
+            Reason.POOL_CAPACITY_EXCEEDED,
+            f"pool {p}",
+            "sellable capacity (physical x over-subscription)",
+            pool.capacity_limits,
+            used(pool_scope(p)),
+            amount,
+            advice="The pool is full for every department: try another pool's queue, "
+            "or ask the platform admins to add GPUs.",
+        )
     )
     for violation in checks:
         if violation is not None:
@@ -279,9 +323,7 @@ def evaluate(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> QuotaD
     )
 
 
-def effective_demand(
-    init: Iterable[tuple[Resources, bool]], app: Iterable[Resources]
-) -> Resources:
+def effective_demand(init: Iterable[tuple[Resources, bool]], app: Iterable[Resources]) -> Resources:
     """The pod's demand as Kubernetes computes it.
 
     ``init`` lists the init containers in order with whether each is restartable (a

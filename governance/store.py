@@ -159,9 +159,9 @@ class Store:
     def latest_config(self) -> ConfigRevision | None:
         t = schema.config_revisions
         with self.read() as conn:
-            row = conn.execute(
-                sa.select(t).order_by(t.c.revision.desc()).limit(1)
-            ).mappings().first()
+            row = (
+                conn.execute(sa.select(t).order_by(t.c.revision.desc()).limit(1)).mappings().first()
+            )
         if row is None:
             return None
         return ConfigRevision(
@@ -178,9 +178,7 @@ class Store:
             value = conn.execute(sa.select(sa.func.max(t.c.revision))).scalar()
         return int(value or 0)
 
-    def save_config(
-        self, conn: Connection, document: dict[str, Any], *, source: str = ""
-    ) -> int:
+    def save_config(self, conn: Connection, document: dict[str, Any], *, source: str = "") -> int:
         """Record a new configuration revision in the caller's transaction."""
         checksum = checksum_of(document)
         result = conn.execute(

@@ -1,17 +1,26 @@
 """Alembic migrations of the governance store, run programmatically by Store.migrate.
 
-``alembic -c governance/migrations/alembic.ini revision -m "..."`` adds one.
+Several replicas may start at once against a fresh database, so an upgrade runs under a
+lock: a PostgreSQL advisory lock, or an exclusive file lock beside a SQLite database.
+``alembic -c governance/migrations/alembic.ini revision -m "..."`` adds a revision.
 """
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
 
 HERE = Path(__file__).parent
+_ADVISORY_LOCK_KEY = 0x67707570  # "gpup"
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -21,12 +30,42 @@ def alembic_config(engine: Engine) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    command.upgrade(alembic_config(engine), revision)
+def head(engine: Engine) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
 
 
 def current(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _ADVISORY_LOCK_KEY})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _ADVISORY_LOCK_KEY})
+                conn.commit()
+        return
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision``; cheap when it is already there."""
+    if revision == "head" and current(engine) == head(engine):
+        return
+    with _migration_lock(engine):
+        command.upgrade(alembic_config(engine), revision)

@@ -1,0 +1,51 @@
+"""The store opens, migrates once under concurrency, and resolves its URL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from governance import migrations
+from governance.store import ENV_STORE, Store, resolve_url
+
+pytestmark = pytest.mark.integration
+
+
+def test_replicas_starting_together_migrate_the_schema_once(store_url: str) -> None:
+    code = "import sys; from governance.store import Store; Store(sys.argv[1]).close()"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, store_url], stderr=subprocess.PIPE)
+        for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=120)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errors
+    store = Store(store_url, migrate=False)
+    try:
+        assert migrations.current(store.engine) == migrations.head(store.engine)
+        store.ping()
+    finally:
+        store.close()
+
+
+def test_store_url_comes_from_the_flag_then_the_environment_then_a_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv(ENV_STORE, raising=False)
+    assert resolve_url(None) == "sqlite:///gpupool.db"
+    monkeypatch.setenv(ENV_STORE, str(tmp_path / "env.db"))
+    assert resolve_url(None) == f"sqlite:///{tmp_path / 'env.db'}"
+    assert resolve_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert resolve_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_a_password_never_appears_in_store_messages(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    try:
+        pg = Store("postgresql://user:secret@127.0.0.1:1/db", migrate=False)
+        assert "secret" not in pg.safe_url
+        pg.close()
+    finally:
+        store.close()
