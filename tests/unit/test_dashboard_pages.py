@@ -169,6 +169,7 @@ def test_prometheus_down_is_an_error_state_not_a_traceback(world: Any) -> None:
     assert "Metrics unavailable" in [p.title for p in dept.problems] and dept.quota_rows
     gpus = console.gpus(console.scope(sup.PLATFORM_ADMIN), None, None)
     assert [p.title for p in gpus.problems] == ["Metrics unavailable"]
+    source.close()
 
 
 class EmptySource:
