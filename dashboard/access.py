@@ -52,13 +52,14 @@ class ProxyHeaders:
     groups_separator: str = ","
 
     def identify(self, headers: Mapping[str, str]) -> Identity:
-        user = (headers.get(self.user_header) or "").strip()
+        lowered = {k.lower(): v for k, v in headers.items()}
+        user = (lowered.get(self.user_header.lower()) or "").strip()
         if not user:
             raise AccessError(
                 f"no {self.user_header} header: the console only answers requests that "
                 "come through the authenticating proxy"
             )
-        raw = headers.get(self.groups_header) or ""
+        raw = lowered.get(self.groups_header.lower()) or ""
         groups = tuple(g.strip() for g in raw.split(self.groups_separator) if g.strip())
         return Identity(user=user, groups=groups)
 

@@ -23,7 +23,6 @@ import dash_bootstrap_components as dbc
 import flask
 import plotly.graph_objects as go
 from dash import ALL, Input, Output, State, dcc, html
-from governance.errors import StoreError
 
 from dashboard import views
 from dashboard.access import AccessError, Scope
@@ -37,13 +36,14 @@ from dashboard.pages import (
     refresh_options,
 )
 from dashboard.sources import SourceError
+from governance.errors import StoreError
 
 log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).with_name("assets")
 TITLE = "gpupool console"
 PAGES = (("/", "Overview"), ("/departments", "Departments"), ("/gpus", "GPUs"))
-GRAPH_CONFIG = {"displaylogo": False, "displayModeBar": False, "responsive": True}
+GRAPH_CONFIG: Any = {"displaylogo": False, "displayModeBar": False, "responsive": True}
 
 
 # -- small building blocks -------------------------------------------------------------
@@ -58,7 +58,7 @@ def graph(id_: str, height: int = 320) -> dcc.Graph:
     )
 
 
-def card(title: str, body: Any, *, actions: Any = None, class_name: str = "") -> dbc.Card:
+def card(title: Any, body: Any, *, actions: Any = None, class_name: str = "") -> dbc.Card:
     header = dbc.CardHeader(
         html.Div(
             [html.Span(title, className="fw-semibold"), html.Div(actions or [])],
@@ -66,7 +66,9 @@ def card(title: str, body: Any, *, actions: Any = None, class_name: str = "") ->
         ),
         className="bg-white",
     )
-    return dbc.Card([header, dbc.CardBody(body, className="p-2")], className=f"shadow-sm mb-3 {class_name}")
+    return dbc.Card(
+        [header, dbc.CardBody(body, className="p-2")], className=f"shadow-sm mb-3 {class_name}"
+    )
 
 
 def csv_button(page: str, table: str) -> dbc.Button:
@@ -119,7 +121,9 @@ def kpi_cards(kpis: list[Kpi]) -> list[Any]:
                 dbc.Card(
                     dbc.CardBody(
                         [
-                            html.Div(k.label, className="text-muted small text-uppercase kpi-label"),
+                            html.Div(
+                                k.label, className="text-muted small text-uppercase kpi-label"
+                            ),
                             html.Div(k.value, className="fs-4 fw-semibold kpi-value"),
                             html.Div(k.note, className="small text-muted"),
                         ],
@@ -213,7 +217,13 @@ def overview_page() -> Any:
             dbc.Row(id="ov-kpis", className="g-3"),
             dbc.Row(
                 [
-                    dbc.Col(card("Capacity: physical, sellable, allocated, used", graph("ov-capacity", 260)), lg=7),
+                    dbc.Col(
+                        card(
+                            "Capacity: physical, sellable, allocated, used",
+                            graph("ov-capacity", 260),
+                        ),
+                        lg=7,
+                    ),
                     dbc.Col(card("Admissions and denials", graph("ov-admissions", 260)), lg=5),
                 ],
                 className="g-3",
@@ -221,7 +231,13 @@ def overview_page() -> Any:
             card("Allocated vs used over time", graph("ov-history", 300)),
             dbc.Row(
                 [
-                    dbc.Col(card("Compute per department (top 20 by allocation)", graph("ov-departments", 320)), lg=5),
+                    dbc.Col(
+                        card(
+                            "Compute per department (top 20 by allocation)",
+                            graph("ov-departments", 320),
+                        ),
+                        lg=5,
+                    ),
                     dbc.Col(
                         card(
                             "Departments",
@@ -262,7 +278,9 @@ def department_page(scope: Scope) -> Any:
                         ),
                         md=4,
                     ),
-                    dbc.Col(html.Div(id="dept-borrowing", className="d-flex flex-wrap gap-2"), md=8),
+                    dbc.Col(
+                        html.Div(id="dept-borrowing", className="d-flex flex-wrap gap-2"), md=8
+                    ),
                 ],
                 className="mb-3 align-items-center",
             ),
@@ -271,7 +289,9 @@ def department_page(scope: Scope) -> Any:
             dbc.Row(id="dept-kpis", className="g-3"),
             dbc.Row(
                 [
-                    dbc.Col(card("Quota used per queue and resource", graph("dept-quota", 300)), lg=7),
+                    dbc.Col(
+                        card("Quota used per queue and resource", graph("dept-quota", 300)), lg=7
+                    ),
                     dbc.Col(card("SKU mix (slices)", graph("dept-sku", 300)), lg=5),
                 ],
                 className="g-3",
@@ -297,7 +317,9 @@ def department_page(scope: Scope) -> Any:
 
 
 def gpu_page(scope: Scope) -> Any:
-    options = [{"label": "All my departments" if not scope.whole_fleet else "Whole fleet", "value": "*"}]
+    options = [
+        {"label": "All my departments" if not scope.whole_fleet else "Whole fleet", "value": "*"}
+    ]
     options += [{"label": d, "value": d} for d in scope.departments]
     return html.Div(
         [
@@ -326,7 +348,11 @@ def gpu_page(scope: Scope) -> Any:
                 grid("gpu-slices-table", SLICE_COLUMNS, height=260),
                 actions=csv_button("gpu", "gpu-slices"),
             ),
-            card("GPUs", grid("gpu-table", GPU_COLUMNS, height=420), actions=csv_button("gpu", "gpus")),
+            card(
+                "GPUs",
+                grid("gpu-table", GPU_COLUMNS, height=420),
+                actions=csv_button("gpu", "gpus"),
+            ),
         ]
     )
 
@@ -341,11 +367,17 @@ def navbar(console: Console) -> Any:
         dbc.Container(
             [
                 dbc.NavbarBrand(
-                    [html.Span("gpupool", className="fw-bold"), html.Span(" console", className="fw-light")],
+                    [
+                        html.Span("gpupool", className="fw-bold"),
+                        html.Span(" console", className="fw-light"),
+                    ],
                     href="/",
                 ),
                 dbc.Nav(
-                    [dbc.NavItem(dbc.NavLink(name, href=path, active="exact")) for path, name in PAGES],
+                    [
+                        dbc.NavItem(dbc.NavLink(name, href=path, active="exact"))
+                        for path, name in PAGES
+                    ],
                     navbar=True,
                     className="me-auto",
                 ),
@@ -353,7 +385,9 @@ def navbar(console: Console) -> Any:
                     [
                         dbc.Select(
                             id="range",
-                            options=[{"label": label, "value": key} for key, (label, _) in RANGES.items()],
+                            options=[
+                                {"label": label, "value": key} for key, (label, _) in RANGES.items()
+                            ],
                             value=DEFAULT_RANGE,
                             size="sm",
                             className="me-2",
@@ -390,7 +424,7 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
         external_stylesheets=[],
         external_scripts=[],
         suppress_callback_exceptions=True,
-        update_title=None,
+        update_title="",
     )
     app.layout = html.Div(
         [
@@ -407,7 +441,7 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
         if flask.request.path in ("/healthz",):
             return None
         try:
-            console.trust.identify(flask.request.headers)
+            console.trust.identify(dict(flask.request.headers))
         except AccessError as exc:
             return flask.Response(f"401 Unauthorized: {exc}\n", status=401, mimetype="text/plain")
         return None
@@ -417,7 +451,7 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
         return flask.Response("ok\n", mimetype="text/plain")
 
     def viewer() -> Scope:
-        return console.scope(flask.request.headers)
+        return console.scope(dict(flask.request.headers))
 
     @app.callback(
         Output("page", "children"),
@@ -570,7 +604,7 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
         if found is None:
             return dash.no_update
         filename, text = found
-        return dcc.send_string(text, filename, type="text/csv")
+        return {"content": text, "filename": filename, "type": "text/csv", "base64": False}
 
     @app.callback(
         Output("ov-download", "data"),
@@ -588,7 +622,9 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
         State("dept-select", "value"),
         prevent_initial_call=True,
     )
-    def download_department(_clicks: list[int | None], range_key: str | None, dept: str | None) -> Any:
+    def download_department(
+        _clicks: list[int | None], range_key: str | None, dept: str | None
+    ) -> Any:
         return send_table("dept", {"range": range_key, "department": dept})
 
     @app.callback(

@@ -17,12 +17,18 @@ import threading
 from typing import Any
 
 import click
+
+from dashboard.access import (
+    DEFAULT_GROUPS_HEADER,
+    DEFAULT_USER_HEADER,
+    DevUser,
+    ProxyHeaders,
+    Trust,
+)
+from dashboard.sources import Source
 from governance import config, contract, rbac
 from governance.model import Org
 from governance.store import Store
-
-from dashboard.access import DEFAULT_GROUPS_HEADER, DEFAULT_USER_HEADER, DevUser, ProxyHeaders, Trust
-from dashboard.sources import Source
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +108,13 @@ def build_source(
 
 
 @click.command("dashboard")
-@click.option("--store", "store_url", envvar="GPUPOOL_STORE", help="Governance store URL (or GPUPOOL_STORE).")
+@click.option(
+    "--store", "store_url", envvar="GPUPOOL_STORE", help="Governance store URL (or GPUPOOL_STORE)."
+)
 @click.option("--prometheus", help="Prometheus base URL, e.g. http://prometheus:9090.")
-@click.option("--exporter", "exporters", multiple=True, help="Exporter URL to scrape directly (repeat).")
+@click.option(
+    "--exporter", "exporters", multiple=True, help="Exporter URL to scrape directly (repeat)."
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=contract.DEFAULT_DASHBOARD_PORT, show_default=True, type=int)
 @click.option(
@@ -120,7 +130,9 @@ def build_source(
     show_default=True,
     help="Query the series recorded by dashboard/recording-rules.yaml.",
 )
-@click.option("--trust-proxy-headers", is_flag=True, help="Take the viewer from the proxy's headers.")
+@click.option(
+    "--trust-proxy-headers", is_flag=True, help="Take the viewer from the proxy's headers."
+)
 @click.option("--user-header", default=DEFAULT_USER_HEADER, show_default=True)
 @click.option("--groups-header", default=DEFAULT_GROUPS_HEADER, show_default=True)
 @click.option("--dev-user", help="Local trial: every request is this user.")
@@ -147,7 +159,9 @@ def dashboard(
 
     store = Store(store_url)
     gov = Governance(store)
-    console = Console(source=source, store=store, org=gov.org, authorizer=gov.authorizer, trust=trust)
+    console = Console(
+        source=source, store=store, org=gov.org, authorizer=gov.authorizer, trust=trust
+    )
     app = create_app(console)
     mode = (
         f"trusting {trust.user_header}/{trust.groups_header} from the proxy"

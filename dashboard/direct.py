@@ -13,6 +13,7 @@ failed does a question raise :class:`~dashboard.sources.SourceUnavailable`.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -22,12 +23,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from governance import contract
 from prometheus_client.parser import text_string_to_metric_families
 
 from dashboard import model
 from dashboard.model import GpuRow, HistoryPoint, SliceSample, UsageRow
 from dashboard.sources import Departments, SourceError, SourceUnavailable
+from governance import contract
+
+log = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
 HISTORY_SECONDS = 7 * 24 * 3600
@@ -91,15 +94,28 @@ def parse_exposition(text: str) -> Exposition:
                     entry["model"] = labels.get(contract.DCGM_LABEL_MODEL_NAME, "")
                 else:
                     entry[what] = entry.get(what, 0.0) + float(sample.value)
-    slices = tuple(
-        SliceSample(**dict(zip(_SLICE_ATTRS, key, strict=True)), **values)
-        for key, values in sorted(slice_values.items())
-    )
+    slices = tuple(_slice(key, values) for key, values in sorted(slice_values.items()))
     gpus = tuple(_gpu_row(host, uuid, v) for (host, uuid), v in sorted(gpu_values.items()) if uuid)
     return Exposition(slices=slices, gpus=gpus)
 
 
-_SLICE_ATTRS = ("namespace", "pod", "container", "department", "queue", "sku", "uuid", "hostname")
+def _slice(key: tuple[str, ...], v: dict[str, Any]) -> SliceSample:
+    namespace, pod, container, department, queue, sku, uuid, hostname = key
+    return SliceSample(
+        namespace=namespace,
+        pod=pod,
+        container=container,
+        department=department,
+        queue=queue,
+        sku=sku,
+        uuid=uuid,
+        hostname=hostname,
+        memory_used_bytes=float(v.get("memory_used_bytes", 0.0)),
+        memory_limit_bytes=v.get("memory_limit_bytes"),
+        compute_used_ratio=float(v.get("compute_used_ratio", 0.0)),
+        compute_limit_ratio=v.get("compute_limit_ratio"),
+        processes=float(v.get("processes", 0.0)),
+    )
 
 
 def _gpu_row(host: str, uuid: str, v: dict[str, Any]) -> GpuRow:
@@ -263,8 +279,8 @@ class DirectSource:
             while not self._stop.is_set():
                 try:
                     self.refresh()
-                except Exception:  # noqa: BLE001 - a failed round must not stop the loop
-                    pass
+                except Exception:  # a failed round must not end the loop
+                    log.exception("direct scrape round failed")
                 self._stop.wait(self.scrape_interval_s)
 
         self._thread = threading.Thread(target=loop, name="gpupool-direct-scrape", daemon=True)

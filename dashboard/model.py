@@ -158,7 +158,5 @@ def history_point(at: datetime, rows: Iterable[UsageRow]) -> HistoryPoint:
 def top_waste(slices: Iterable[SliceSample], limit: int) -> list[SliceSample]:
     """The idle slices that hold the most memory (then compute), most wasteful first."""
     idle = [s for s in slices if s.idle]
-    idle.sort(
-        key=lambda s: (-s.wasted_memory_bytes, -s.wasted_compute_ratio, s.namespace, s.pod)
-    )
+    idle.sort(key=lambda s: (-s.wasted_memory_bytes, -s.wasted_compute_ratio, s.namespace, s.pod))
     return idle[:limit]

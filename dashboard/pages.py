@@ -19,16 +19,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import plotly.graph_objects as go
-from governance import ledger
-from governance.config import format_amount
-from governance.errors import StoreError
-from governance.model import Org
-from governance.resources import RESOURCE_NAMES
-from governance.store import Store
 
 from dashboard import access, views
 from dashboard.access import Authorizer, Scope, Trust
 from dashboard.sources import Source, SourceError
+from governance import ledger
+from governance.config import format_amount
+from governance.errors import StoreError
+from governance.model import Org
+from governance.resources import RESOURCE_NAMES, ResourceName
+from governance.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,12 @@ class Console:
     def _window(self, range_key: object) -> tuple[datetime, datetime, float, int]:
         seconds = range_seconds(range_key)
         end = self.clock()
-        return end - timedelta(seconds=seconds), end, step_for(seconds, self.source.scrape_interval_s), seconds
+        return (
+            end - timedelta(seconds=seconds),
+            end,
+            step_for(seconds, self.source.scrape_interval_s),
+            seconds,
+        )
 
     # -- overview ----------------------------------------------------------------------
 
@@ -270,7 +275,7 @@ class Console:
             Kpi(
                 label="Sellable",
                 value=views.fmt_bytes(cap.sellable_memory_bytes),
-                note=f"{views.fmt_gpus(cap.sellable_compute_ratio)} of compute with over-subscription",
+                note=f"{views.fmt_gpus(cap.sellable_compute_ratio)} compute, over-subscribed",
             ),
         ]
 
@@ -334,7 +339,9 @@ class Console:
 
     # -- department --------------------------------------------------------------------
 
-    def department(self, scope: Scope, department: str | None, range_key: object) -> DepartmentResult:
+    def department(
+        self, scope: Scope, department: str | None, range_key: object
+    ) -> DepartmentResult:
         if not department:
             department = scope.departments[0] if scope.departments else ""
         out = DepartmentResult(department=department)
@@ -362,7 +369,7 @@ class Console:
                 report = ledger.quota_report(self.store, org, departments=[department])
                 out.quota_rows = [_quota_row(line) for line in report]
                 out.borrowing = [
-                    f"{line.queue}: +{format_amount(line.resource, line.borrowed)} "
+                    f"{line.queue}: +{format_amount(_resource(line.resource), line.borrowed)} "
                     f"{_resource_word(line.resource)} borrowed"
                     for line in report
                     if line.queue and line.borrowed > 0
@@ -389,9 +396,7 @@ class Console:
             Kpi(label="Slices", value=f"{tot.slices:,}", note="placed on GPUs now"),
             *self._usage_kpis(scope_of(scope, department), tot, []),
         ]
-        out.history = views.history_figure(
-            points, empty=f"No history for {department} yet"
-        )
+        out.history = views.history_figure(points, empty=f"No history for {department} yet")
         out.sku_mix = views.sku_mix_figure(rows)
         out.waste_rows = views.slice_table(waste)
         return out
@@ -495,18 +500,24 @@ def _resource_word(resource: str) -> str:
     )
 
 
+def _resource(name: str) -> ResourceName:
+    for known in RESOURCE_NAMES:
+        if known == name:
+            return known
+    raise ValueError(f"unknown quota resource {name!r}")
+
+
 def _quota_row(line: ledger.QuotaLine) -> dict[str, Any]:
-    res = line.resource
-    assert res in RESOURCE_NAMES
+    res = _resource(line.resource)
     return {
         "queue": line.queue,
         "resource": res,
         "used": line.used,
         "limit": line.limit,
-        "used_text": format_amount(res, line.used),  # type: ignore[arg-type]
-        "limit_text": format_amount(res, line.limit),  # type: ignore[arg-type]
-        "borrowed": format_amount(res, line.borrowed) if line.borrowed else "",  # type: ignore[arg-type]
-        "ceiling": format_amount(res, line.ceiling),  # type: ignore[arg-type]
+        "used_text": format_amount(res, line.used),
+        "limit_text": format_amount(res, line.limit),
+        "borrowed": format_amount(res, line.borrowed) if line.borrowed else "",
+        "ceiling": format_amount(res, line.ceiling),
     }
 
 

@@ -248,9 +248,7 @@ class PrometheusSource:
         if departments is not None and not departments:
             return []
         matcher = queries.department_matcher(departments)
-        query = queries.tagged_union(
-            queries.history_parts(matcher, recorded=self.recording_rules)
-        )
+        query = queries.tagged_union(queries.history_parts(matcher, recorded=self.recording_rules))
         acc: dict[float, dict[str, float]] = {}
         for labels, values in self.range(query, start, end, step_s):
             for t, v in values:

@@ -17,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from governance import contract
-
 from dashboard.model import IDLE_FRACTION
+from governance import contract
 
 SLICE_KEY = "namespace, pod, container, UUID"
 """The labels that identify one slice on one GPU (for ``and on(...)``)."""

@@ -72,4 +72,3 @@ class Source(Protocol):
     ) -> list[HistoryPoint]:
         """Allocated vs used over time, summed over ``departments``."""
         ...
-

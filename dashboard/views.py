@@ -14,10 +14,10 @@ from datetime import datetime
 from typing import Any
 
 import plotly.graph_objects as go
-from governance.model import Org
 from plotly.subplots import make_subplots
 
 from dashboard.model import GpuRow, HistoryPoint, SliceSample, UsageRow
+from governance.model import Org
 
 GIB = 1024**3
 MIB = 1024**2
@@ -132,7 +132,10 @@ def totals(rows: Iterable[UsageRow]) -> Totals:
 def capacity_figure(cap: Capacity | None, tot: Totals) -> go.Figure:
     """Physical, sellable, allocated and used: memory (TiB) and compute (GPUs)."""
     fig = make_subplots(
-        rows=1, cols=2, subplot_titles=("GPU memory (GiB)", "Compute (GPUs)"), horizontal_spacing=0.12
+        rows=1,
+        cols=2,
+        subplot_titles=("GPU memory (GiB)", "Compute (GPUs)"),
+        horizontal_spacing=0.12,
     )
     names = ["Used", "Allocated", "Sellable", "Physical"]
     colors = [COLOR_USED, COLOR_ALLOCATED, COLOR_SELLABLE, COLOR_PHYSICAL]
@@ -174,7 +177,11 @@ def history_figure(points: Sequence[HistoryPoint], *, empty: str) -> go.Figure:
         horizontal_spacing=0.08,
     )
     series = (
-        (1, [p.memory_limit_bytes / GIB for p in points], [p.memory_used_bytes / GIB for p in points]),
+        (
+            1,
+            [p.memory_limit_bytes / GIB for p in points],
+            [p.memory_used_bytes / GIB for p in points],
+        ),
         (2, [p.compute_limit_ratio for p in points], [p.compute_used_ratio for p in points]),
     )
     for col, allocated, used in series:

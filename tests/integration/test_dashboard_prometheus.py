@@ -73,8 +73,12 @@ def latest(fleet: sup.Fleet) -> DirectSource:
 
 
 @pytest.mark.parametrize("scope", [None, frozenset([DEPT])], ids=["fleet", "department"])
-def test_usage_from_promql_equals_the_direct_aggregation(prom: Callable[..., PrometheusSource], loaded: tuple[str, sup.Fleet, datetime], scope: frozenset[str] | None) -> None:
-    url, fleet, _ = loaded
+def test_usage_from_promql_equals_the_direct_aggregation(
+    prom: Callable[..., PrometheusSource],
+    loaded: tuple[str, sup.Fleet, datetime],
+    scope: frozenset[str] | None,
+) -> None:
+    _, fleet, _ = loaded
     got = prom(recording_rules=False).usage(scope)
     want = latest(fleet).usage(scope)
     assert [(r.department, r.queue, r.sku, r.slices, r.idle_slices) for r in got] == [
@@ -90,36 +94,49 @@ def test_usage_from_promql_equals_the_direct_aggregation(prom: Callable[..., Pro
 
 
 @pytest.mark.parametrize("scope", [None, frozenset([DEPT])], ids=["fleet", "department"])
-def test_gpus_from_promql_equal_the_direct_source(prom: Callable[..., PrometheusSource], loaded: tuple[str, sup.Fleet, datetime], scope: frozenset[str] | None) -> None:
-    url, fleet, _ = loaded
+def test_gpus_from_promql_equal_the_direct_source(
+    prom: Callable[..., PrometheusSource],
+    loaded: tuple[str, sup.Fleet, datetime],
+    scope: frozenset[str] | None,
+) -> None:
+    _, fleet, _ = loaded
     got = prom(recording_rules=False).gpus(scope)
     want = latest(fleet).gpus(scope)
-    assert [(g.hostname, g.uuid, g.slices) for g in got] == [(g.hostname, g.uuid, g.slices) for g in want]
+    assert [(g.hostname, g.uuid, g.slices) for g in got] == [
+        (g.hostname, g.uuid, g.slices) for g in want
+    ]
     for g, w in zip(got, want, strict=True):
         assert g.compute_limit_ratio == pytest.approx(w.compute_limit_ratio)
         assert g.memory_used_bytes == pytest.approx(w.memory_used_bytes)
         assert g.util_pct == (pytest.approx(w.util_pct) if w.util_pct is not None else None)
 
 
-def test_waste_and_slices_on_a_gpu_match_and_stay_in_scope(prom: Callable[..., PrometheusSource], loaded: tuple[str, sup.Fleet, datetime]) -> None:
-    url, fleet, _ = loaded
+def test_waste_and_slices_on_a_gpu_match_and_stay_in_scope(
+    prom: Callable[..., PrometheusSource], loaded: tuple[str, sup.Fleet, datetime]
+) -> None:
+    _, fleet, _ = loaded
     prom = prom(recording_rules=False)
     direct = latest(fleet)
     mine = frozenset([DEPT])
-    assert [(s.pod, s.uuid) for s in prom.waste(mine, 5)] == [(s.pod, s.uuid) for s in direct.waste(mine, 5)]
+    assert [(s.pod, s.uuid) for s in prom.waste(mine, 5)] == [
+        (s.pod, s.uuid) for s in direct.waste(mine, 5)
+    ]
     assert all(s.department == DEPT for s in prom.waste(mine, 50))
     shared = next(
         s.uuid
         for s in fleet.slices
-        if s.department != DEPT and any(t.uuid == s.uuid and t.department == DEPT for t in fleet.slices)
+        if s.department != DEPT
+        and any(t.uuid == s.uuid and t.department == DEPT for t in fleet.slices)
     )
     on = prom.slices_on(shared, mine)
     assert on and {s.department for s in on} == {DEPT}
     assert len(prom.slices_on(shared, None)) > len(on)
 
 
-def test_history_has_one_point_per_step(prom: Callable[..., PrometheusSource], loaded: tuple[str, sup.Fleet, datetime]) -> None:
-    url, fleet, now = loaded
+def test_history_has_one_point_per_step(
+    prom: Callable[..., PrometheusSource], loaded: tuple[str, sup.Fleet, datetime]
+) -> None:
+    _, fleet, now = loaded
     points = prom(recording_rules=False).history(
         None, now - timedelta(seconds=POINTS * STEP_S), now, STEP_S
     )
@@ -129,8 +146,10 @@ def test_history_has_one_point_per_step(prom: Callable[..., PrometheusSource], l
     assert points[-1].compute_limit_ratio == pytest.approx(allocated)
 
 
-def test_recorded_series_give_the_same_answers(prom: Callable[..., PrometheusSource], loaded: tuple[str, sup.Fleet, datetime]) -> None:
-    url, _, _ = loaded
+def test_recorded_series_give_the_same_answers(
+    prom: Callable[..., PrometheusSource], loaded: tuple[str, sup.Fleet, datetime]
+) -> None:
+    _ = loaded
     raw = prom(recording_rules=False)
     recorded = prom(recording_rules=True)
     deadline = time.monotonic() + 20
@@ -165,7 +184,10 @@ def test_promtool_accepts_the_rules_file() -> None:
 
 
 def test_promtool_unit_tests_the_idle_and_usage_rules(tmp_path: Path) -> None:
-    labels = 'namespace="ml",pod="p{n}",container="main",department="ml",queue="train",sku="s",UUID="GPU-1",Hostname="h"'
+    labels = (
+        'namespace="ml",pod="p{n}",container="main",department="ml",queue="train",sku="s",'
+        'UUID="GPU-1",Hostname="h"'
+    )
     series = []
     for n, (util, limit, mem) in enumerate([(0.0, 0.5, 40), (0.3, 0.5, 40), (0.01, 0.25, 20)]):
         lab = labels.format(n=n)
@@ -176,6 +198,10 @@ def test_promtool_unit_tests_the_idle_and_usage_rules(tmp_path: Path) -> None:
             {"series": f"gpupool_slice_memory_used_bytes{{{lab}}}", "values": f"{mem // 4}x3"},
         ]
     group = '{department="ml", queue="train", sku="s"}'
+    per_gpu = '{department="ml", UUID="GPU-1", Hostname="h"}'
+    idle_mem = "department_queue_sku:gpupool_slice_idle_memory_limit_bytes:sum"
+    count = "department_queue_sku:gpupool_slice_memory_limit_bytes:count"
+    used = "department_uuid_hostname:gpupool_slice_memory_used_bytes:sum"
     tests = {
         "rule_files": [str(RULES)],
         "evaluation_interval": "30s",
@@ -187,28 +213,39 @@ def test_promtool_unit_tests_the_idle_and_usage_rules(tmp_path: Path) -> None:
                     {
                         "expr": f"department_queue_sku:gpupool_slice_idle:count{group}",
                         "eval_time": "1m",
-                        "exp_samples": [{"labels": "department_queue_sku:gpupool_slice_idle:count" + group, "value": 2}],
-                    },
-                    {
-                        "expr": "department_queue_sku:gpupool_slice_idle_memory_limit_bytes:sum",
-                        "eval_time": "1m",
                         "exp_samples": [
-                            {"labels": "department_queue_sku:gpupool_slice_idle_memory_limit_bytes:sum" + group, "value": 60}
+                            {
+                                "labels": "department_queue_sku:gpupool_slice_idle:count" + group,
+                                "value": 2,
+                            }
                         ],
                     },
                     {
-                        "expr": "department_queue_sku:gpupool_slice_memory_limit_bytes:count",
-                        "eval_time": "1m",
-                        "exp_samples": [
-                            {"labels": "department_queue_sku:gpupool_slice_memory_limit_bytes:count" + group, "value": 3}
-                        ],
-                    },
-                    {
-                        "expr": 'department_uuid_hostname:gpupool_slice_memory_used_bytes:sum',
+                        "expr": idle_mem,
                         "eval_time": "1m",
                         "exp_samples": [
                             {
-                                "labels": 'department_uuid_hostname:gpupool_slice_memory_used_bytes:sum{department="ml", UUID="GPU-1", Hostname="h"}',
+                                "labels": idle_mem + group,
+                                "value": 60,
+                            }
+                        ],
+                    },
+                    {
+                        "expr": count,
+                        "eval_time": "1m",
+                        "exp_samples": [
+                            {
+                                "labels": count + group,
+                                "value": 3,
+                            }
+                        ],
+                    },
+                    {
+                        "expr": used,
+                        "eval_time": "1m",
+                        "exp_samples": [
+                            {
+                                "labels": used + per_gpu,
                                 "value": 25,
                             }
                         ],

@@ -26,11 +26,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from governance import contract, ledger
-from governance.model import Department, Org, Pool, Queue, Quota, RoleBinding, Sku
-from governance.quotas import Demand
-from governance.resources import Limits
-from governance.store import Store
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -40,6 +35,11 @@ from dashboard.direct import DirectSource
 from dashboard.model import SliceSample
 from dashboard.pages import Console
 from dashboard.sources import Source
+from governance import contract, ledger
+from governance.model import Department, Org, Pool, Queue, Quota, RoleBinding, Sku
+from governance.quotas import Demand
+from governance.resources import Limits
+from governance.store import Store
 
 GIB = 1024**3
 MIB = 1024**2
@@ -104,7 +104,7 @@ def make_org(departments: int = 4, gpus: int = 64, *, quota_fraction: float = 0.
     """``departments`` departments sharing ``gpus`` GPUs across three pools."""
     pools = []
     for spec in POOLS:
-        n = max(8, int(round(gpus * spec.share / 8)) * 8)
+        n = max(8, round(gpus * spec.share / 8) * 8)
         pools.append(
             Pool(
                 name=spec.name,
@@ -272,19 +272,41 @@ class _FleetCollector(Collector):
 
 def families(fleet: Fleet) -> list[GaugeMetricFamily]:
     dcgm_labels = list(contract.DCGM_LABELS)
-    util = GaugeMetricFamily(contract.DCGM_FI_DEV_GPU_UTIL, "GPU utilization (in %).", labels=dcgm_labels)
-    fb_used = GaugeMetricFamily(contract.DCGM_FI_DEV_FB_USED, "Framebuffer memory used (in MiB).", labels=dcgm_labels)
-    fb_free = GaugeMetricFamily(contract.DCGM_FI_DEV_FB_FREE, "Framebuffer memory free (in MiB).", labels=dcgm_labels)
+    util = GaugeMetricFamily(
+        contract.DCGM_FI_DEV_GPU_UTIL, "GPU utilization (in %).", labels=dcgm_labels
+    )
+    fb_used = GaugeMetricFamily(
+        contract.DCGM_FI_DEV_FB_USED, "Framebuffer memory used (in MiB).", labels=dcgm_labels
+    )
+    fb_free = GaugeMetricFamily(
+        contract.DCGM_FI_DEV_FB_FREE, "Framebuffer memory free (in MiB).", labels=dcgm_labels
+    )
     alloc_labels = [contract.DCGM_LABEL_GPU, contract.DCGM_LABEL_UUID, contract.DCGM_LABEL_HOSTNAME]
-    a_mem = GaugeMetricFamily(contract.METRIC_GPU_ALLOCATED_MEMORY_BYTES, "Allocated memory.", labels=alloc_labels)
-    a_comp = GaugeMetricFamily(contract.METRIC_GPU_ALLOCATED_COMPUTE_RATIO, "Allocated compute.", labels=alloc_labels)
-    a_n = GaugeMetricFamily(contract.METRIC_GPU_ALLOCATED_SLICES, "Allocated slices.", labels=alloc_labels)
+    a_mem = GaugeMetricFamily(
+        contract.METRIC_GPU_ALLOCATED_MEMORY_BYTES, "Allocated memory.", labels=alloc_labels
+    )
+    a_comp = GaugeMetricFamily(
+        contract.METRIC_GPU_ALLOCATED_COMPUTE_RATIO, "Allocated compute.", labels=alloc_labels
+    )
+    a_n = GaugeMetricFamily(
+        contract.METRIC_GPU_ALLOCATED_SLICES, "Allocated slices.", labels=alloc_labels
+    )
     slice_labels = list(contract.SLICE_LABELS)
-    s_used = GaugeMetricFamily(contract.METRIC_SLICE_MEMORY_USED_BYTES, "Slice memory used.", labels=slice_labels)
-    s_limit = GaugeMetricFamily(contract.METRIC_SLICE_MEMORY_LIMIT_BYTES, "Slice memory limit.", labels=slice_labels)
-    s_util = GaugeMetricFamily(contract.METRIC_SLICE_COMPUTE_UTILIZATION_RATIO, "Slice utilisation.", labels=slice_labels)
-    s_climit = GaugeMetricFamily(contract.METRIC_SLICE_COMPUTE_LIMIT_RATIO, "Slice compute limit.", labels=slice_labels)
-    s_procs = GaugeMetricFamily(contract.METRIC_SLICE_PROCESSES, "Slice processes.", labels=slice_labels)
+    s_used = GaugeMetricFamily(
+        contract.METRIC_SLICE_MEMORY_USED_BYTES, "Slice memory used.", labels=slice_labels
+    )
+    s_limit = GaugeMetricFamily(
+        contract.METRIC_SLICE_MEMORY_LIMIT_BYTES, "Slice memory limit.", labels=slice_labels
+    )
+    s_util = GaugeMetricFamily(
+        contract.METRIC_SLICE_COMPUTE_UTILIZATION_RATIO, "Slice utilisation.", labels=slice_labels
+    )
+    s_climit = GaugeMetricFamily(
+        contract.METRIC_SLICE_COMPUTE_LIMIT_RATIO, "Slice compute limit.", labels=slice_labels
+    )
+    s_procs = GaugeMetricFamily(
+        contract.METRIC_SLICE_PROCESSES, "Slice processes.", labels=slice_labels
+    )
     by_gpu: dict[str, list[SliceSample]] = {}
     for s in fleet.slices:
         by_gpu.setdefault(s.uuid, []).append(s)

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from governance.model import Org
-from governance.store import Store
 
 from dashboard.access import DevUser
 from dashboard.app import create_app
 from dashboard.cli import dashboard as dashboard_command
+from governance.model import Org
+from governance.store import Store
 from tests.support import dashboard as sup
 
 pytestmark = pytest.mark.unit
@@ -41,10 +41,15 @@ def client(world: tuple[Store, Org, sup.Fleet]) -> Any:
 
 
 def callback(
-    client: Any, output: str, inputs: list[tuple[str, str, Any]], headers: dict[str, str],
+    client: Any,
+    output: str,
+    inputs: list[tuple[str, str, Any]],
+    headers: dict[str, str],
     state: list[tuple[Any, str, Any]] | None = None,
 ) -> Any:
-    outputs = [{"id": o.split(".")[0], "property": o.split(".")[1]} for o in output.strip(".").split("...")]
+    outputs = [
+        {"id": o.split(".")[0], "property": o.split(".")[1]} for o in output.strip(".").split("...")
+    ]
     body = {
         "output": output,
         "outputs": outputs if len(outputs) > 1 else outputs[0],
@@ -76,7 +81,12 @@ def no_other(text: str, org: Org) -> None:
 def test_requests_without_identity_get_401_and_health_is_open(client: Any) -> None:
     assert client.get("/").status_code == 401
     assert client.get("/_dash-layout").status_code == 401
-    assert callback(client, OVERVIEW, [("range", "value", "1h"), ("tick", "n_intervals", 0)], {}).status_code == 401
+    assert (
+        callback(
+            client, OVERVIEW, [("range", "value", "1h"), ("tick", "n_intervals", 0)], {}
+        ).status_code
+        == 401
+    )
     assert client.get("/healthz").status_code == 200
 
 
@@ -100,7 +110,12 @@ def test_layout_has_the_navigation_and_controls(client: Any) -> None:
 
 def test_router_names_the_viewer_and_offers_only_their_departments(client: Any, world: Any) -> None:
     _, org, _ = world
-    reply = callback(client, "..page.children...who.children..", [("url", "pathname", "/departments")], sup.dept_admin(MINE))
+    reply = callback(
+        client,
+        "..page.children...who.children..",
+        [("url", "pathname", "/departments")],
+        sup.dept_admin(MINE),
+    )
     assert reply.status_code == 200
     text = reply.get_data(as_text=True)
     assert f"{MINE}-lead" in text and '"options": [{"label": "vision"' in text.replace('":', '": ')
@@ -109,7 +124,12 @@ def test_router_names_the_viewer_and_offers_only_their_departments(client: Any, 
 
 def test_overview_callback_for_a_dept_admin_holds_only_their_data(client: Any, world: Any) -> None:
     _, org, _ = world
-    reply = callback(client, OVERVIEW, [("range", "value", "1h"), ("tick", "n_intervals", 0)], sup.dept_admin(MINE))
+    reply = callback(
+        client,
+        OVERVIEW,
+        [("range", "value", "1h"), ("tick", "n_intervals", 0)],
+        sup.dept_admin(MINE),
+    )
     assert reply.status_code == 200
     text = reply.get_data(as_text=True)
     assert f'"{MINE}"' in text
@@ -141,7 +161,11 @@ def test_forged_gpu_filter_gets_no_data(client: Any, world: Any) -> None:
     reply = callback(
         client,
         "..gpu-status.children...gpu-heatmap.figure...gpu-table.rowData...gpu-slices-table.rowData...gpu-slices-title.children..",
-        [("gpu-department", "value", "nlp"), ("gpu-selected", "data", other_gpu), ("tick", "n_intervals", 0)],
+        [
+            ("gpu-department", "value", "nlp"),
+            ("gpu-selected", "data", other_gpu),
+            ("tick", "n_intervals", 0),
+        ],
         sup.dept_admin(MINE),
     )
     assert "Not permitted" in reply.get_data(as_text=True)
@@ -153,7 +177,15 @@ def test_csv_download_callback_is_scoped_server_side(client: Any, world: Any) ->
     body = {
         "output": "dept-download.data",
         "outputs": {"id": "dept-download", "property": "data"},
-        "inputs": [[{"id": {"table": "department-denials", "type": "csv-dept"}, "property": "n_clicks", "value": 1}]],
+        "inputs": [
+            [
+                {
+                    "id": {"table": "department-denials", "type": "csv-dept"},
+                    "property": "n_clicks",
+                    "value": 1,
+                }
+            ]
+        ],
         "changedPropIds": ['{"table":"department-denials","type":"csv-dept"}.n_clicks'],
         "state": [
             {"id": "range", "property": "value", "value": "1h"},
@@ -172,7 +204,9 @@ def test_csv_download_callback_is_scoped_server_side(client: Any, world: Any) ->
 
 
 def test_refresh_callback_clamps_to_the_scrape_interval(client: Any) -> None:
-    reply = callback(client, "..tick.interval...tick.disabled..", [("refresh", "value", "1")], sup.PLATFORM_ADMIN)
+    reply = callback(
+        client, "..tick.interval...tick.disabled..", [("refresh", "value", "1")], sup.PLATFORM_ADMIN
+    )
     response = reply.get_json()["response"]["tick"]
     assert response == {"interval": 15_000, "disabled": False}
 
@@ -180,7 +214,9 @@ def test_refresh_callback_clamps_to_the_scrape_interval(client: Any) -> None:
 def test_dev_user_mode_needs_no_headers(world: Any) -> None:
     store, org, fleet = world
     app = create_app(
-        sup.make_console(store, org, sup.direct_source(fleet), trust=DevUser(user="pat", groups=("platform",)))
+        sup.make_console(
+            store, org, sup.direct_source(fleet), trust=DevUser(user="pat", groups=("platform",))
+        )
     )
     assert app.server.test_client().get("/").status_code == 200
 
@@ -203,7 +239,11 @@ def test_dev_user_mode_needs_no_headers(world: Any) -> None:
             "choose one source",
             id="two-sources",
         ),
-        pytest.param(["--exporter", "http://x", "--dev-group", "g"], "--dev-group needs --dev-user", id="group-alone"),
+        pytest.param(
+            ["--exporter", "http://x", "--dev-group", "g"],
+            "--dev-group needs --dev-user",
+            id="group-alone",
+        ),
     ],
 )
 def test_the_command_refuses_to_start_without_clear_settings(args: list[str], message: str) -> None:

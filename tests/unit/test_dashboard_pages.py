@@ -10,8 +10,6 @@ from typing import Any
 
 import plotly.io
 import pytest
-from governance.model import Org
-from governance.store import Store
 
 from dashboard import pages
 from dashboard.access import AccessError
@@ -19,6 +17,8 @@ from dashboard.model import GpuRow, HistoryPoint, SliceSample, UsageRow
 from dashboard.pages import Console
 from dashboard.prometheus import PrometheusSource
 from dashboard.sources import Departments
+from governance.model import Org
+from governance.store import Store
 from tests.support import dashboard as sup
 
 pytestmark = pytest.mark.unit
@@ -83,9 +83,11 @@ def test_a_request_without_proxy_identity_is_refused(console: Console) -> None:
 
 
 def test_overview_of_a_dept_admin_holds_no_other_department(console: Console, world: Any) -> None:
-    _, org, fleet = world
+    _, org, _ = world
     result = console.overview(console.scope(sup.dept_admin(VIEWER_DEPT)), "1h")
-    assert result.department_rows and {r["department"] for r in result.department_rows} == {VIEWER_DEPT}
+    assert result.department_rows and {r["department"] for r in result.department_rows} == {
+        VIEWER_DEPT
+    }
     assert all(r["department"] == VIEWER_DEPT for r in result.waste_rows)
     assert_no_other_department(dump(result), org)
     labels = [k.label for k in result.kpis]
@@ -134,9 +136,7 @@ def test_gpu_page_of_a_dept_admin_lists_only_their_slices_even_for_a_shared_gpu(
     _, org, fleet = world
     scope = console.scope(sup.dept_admin(VIEWER_DEPT))
     mine = {s.uuid for s in fleet.slices if s.department == VIEWER_DEPT}
-    shared = next(
-        s.uuid for s in fleet.slices if s.department != VIEWER_DEPT and s.uuid in mine
-    )
+    shared = next(s.uuid for s in fleet.slices if s.department != VIEWER_DEPT and s.uuid in mine)
     result = console.gpus(scope, None, shared)
     assert {r["uuid"] for r in result.gpu_rows} == mine
     assert result.slice_rows and {r["department"] for r in result.slice_rows} == {VIEWER_DEPT}

@@ -171,7 +171,9 @@ def test_every_exporter_down_is_source_unavailable() -> None:
 
 
 def test_garbage_instead_of_metrics_is_reported_not_raised() -> None:
-    source = DirectSource(["http://a", "http://b"], fetch=lambda u: "{not metrics" if "a" in u else "")
+    source = DirectSource(
+        ["http://a", "http://b"], fetch=lambda u: "{not metrics" if "a" in u else ""
+    )
     snap = source.snapshot()
     assert "not Prometheus exposition" in snap.errors["http://a/metrics"]
 
