@@ -97,7 +97,7 @@ def grid(id_: str, columns: list[tuple[str, str]], *, height: int = 320) -> dag.
             "sortable": True,
             "filter": True,
             "resizable": True,
-            "minWidth": 90,
+            "minWidth": 100,
             "wrapHeaderText": True,
             "autoHeaderHeight": True,
         },
@@ -160,21 +160,21 @@ SLICE_COLUMNS = [
     ("queue", "Queue"),
     ("sku", "SKU"),
     ("node", "Node"),
-    ("memory_allocated_gib", "Mem alloc (GiB)"),
-    ("memory_used_gib", "Mem used (GiB)"),
-    ("compute_allocated_pct", "Compute alloc (%)"),
-    ("compute_used_pct", "Compute used (%)"),
+    ("memory_allocated_gib", "Mem alloc GiB"),
+    ("memory_used_gib", "Mem used GiB"),
+    ("compute_allocated_pct", "Compute alloc %"),
+    ("compute_used_pct", "Compute used %"),
 ]
 DEPARTMENT_COLUMNS = [
     ("department", "Department"),
     ("slices", "Slices"),
-    ("memory_allocated_gib", "Mem alloc (GiB)"),
-    ("memory_used_gib", "Mem used (GiB)"),
-    ("compute_allocated_gpus", "Compute alloc (GPUs)"),
-    ("compute_used_gpus", "Compute used (GPUs)"),
-    ("compute_efficiency_pct", "Efficiency (%)"),
+    ("memory_allocated_gib", "Mem alloc GiB"),
+    ("memory_used_gib", "Mem used GiB"),
+    ("compute_allocated_gpus", "GPUs alloc"),
+    ("compute_used_gpus", "GPUs used"),
+    ("compute_efficiency_pct", "Efficiency %"),
     ("idle_slices", "Idle slices"),
-    ("idle_memory_gib", "Idle mem (GiB)"),
+    ("idle_memory_gib", "Idle mem GiB"),
 ]
 QUOTA_COLUMNS = [
     ("queue", "Queue"),
@@ -199,10 +199,10 @@ GPU_COLUMNS = [
     ("uuid", "UUID"),
     ("model", "Model"),
     ("slices", "Slices"),
-    ("memory_allocated_gib", "Mem alloc (GiB)"),
-    ("memory_used_gib", "Mem used (GiB)"),
-    ("compute_allocated_pct", "Compute alloc (%)"),
-    ("compute_used_pct", "Compute used (%)"),
+    ("memory_allocated_gib", "Mem alloc GiB"),
+    ("memory_used_gib", "Mem used GiB"),
+    ("compute_allocated_pct", "Compute alloc %"),
+    ("compute_used_pct", "Compute used %"),
 ]
 
 
@@ -340,7 +340,7 @@ def gpu_page(scope: Scope) -> Any:
             html.Div(id="gpu-status"),
             card(
                 "Allocation and use per GPU (click a GPU to list its slices)",
-                graph("gpu-heatmap", 420),
+                graph("gpu-heatmap", 260),
             ),
             dcc.Store(id="gpu-selected", data=""),
             card(

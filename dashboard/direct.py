@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -320,8 +320,10 @@ class DirectSource:
         self, departments: Departments, start: datetime, end: datetime, step_s: float
     ) -> list[HistoryPoint]:
         self.snapshot()  # at least one point, and the error state if all are down
+        # The scrape this very request triggered is a little newer than ``end``.
+        until = end + timedelta(seconds=self.scrape_interval_s)
         with self._lock:
-            points = [(t, d) for t, d in self._history if start <= t <= end]
+            points = [(t, d) for t, d in self._history if start <= t <= until]
         out: list[HistoryPoint] = []
         last: datetime | None = None
         for at, per_dept in points:
