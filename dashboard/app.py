@@ -21,7 +21,6 @@ import dash
 import dash_ag_grid as dag
 import dash_bootstrap_components as dbc
 import flask
-import plotly.graph_objects as go
 from dash import ALL, Input, Output, State, dcc, html
 
 from dashboard import views
@@ -642,5 +641,5 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
     return app
 
 
-def _blank() -> go.Figure:
+def _blank() -> views.Figure:
     return views.message_figure("")

@@ -73,7 +73,7 @@ def parse_exposition(text: str) -> Exposition:
     """Slices and GPUs of one exporter's ``/metrics`` text (pure)."""
     slice_values: dict[tuple[str, ...], dict[str, Any]] = {}
     gpu_values: dict[tuple[str, str], dict[str, Any]] = {}
-    for family in text_string_to_metric_families(text):
+    for family in text_string_to_metric_families(_wanted_lines(text)):
         for sample in family.samples:
             name = sample.name
             labels = sample.labels
@@ -97,6 +97,24 @@ def parse_exposition(text: str) -> Exposition:
     slices = tuple(_slice(key, values) for key, values in sorted(slice_values.items()))
     gpus = tuple(_gpu_row(host, uuid, v) for (host, uuid), v in sorted(gpu_values.items()) if uuid)
     return Exposition(slices=slices, gpus=gpus)
+
+
+_WANTED = frozenset(_SLICE_FIELDS) | frozenset(_GPU_FIELDS)
+
+
+def _wanted_lines(text: str) -> str:
+    """Only the families the console reads: an exporter also writes clocks,
+    temperatures, power, ECC... and parsing costs per sample."""
+    kept = []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            parts = line.split(" ", 3)
+            if len(parts) >= 3 and parts[2] in _WANTED:
+                kept.append(line)
+        elif line.split("{", 1)[0].split(" ", 1)[0] in _WANTED:
+            kept.append(line)
+    kept.append("")
+    return "\n".join(kept)
 
 
 def _slice(key: tuple[str, ...], v: dict[str, Any]) -> SliceSample:
@@ -256,12 +274,16 @@ class DirectSource:
         return snap
 
     def snapshot(self) -> Snapshot:
-        """The newest scrape; scrapes now if there is none or it is older than the
-        scrape interval. Raises SourceUnavailable when every exporter failed."""
+        """The newest scrape; scrapes now if there is none, or if it is older than the
+        scrape interval and no background scraper runs (:meth:`start`). Raises
+        SourceUnavailable when every exporter failed."""
         with self._lock:
             snap = self._snapshot
         now = self._clock()
-        if snap is None or (now - snap.taken_at).total_seconds() >= self.scrape_interval_s:
+        stale = snap is None or (now - snap.taken_at).total_seconds() >= self.scrape_interval_s
+        # With the background scraper running, a request never waits for a scrape
+        # (parsing a large fleet's text takes seconds): it reads the newest one.
+        if snap is None or (stale and self._thread is None):
             snap = self.refresh()
         if snap.errors and len(snap.errors) == len(self.exporters):
             first = next(iter(snap.errors.items()))

@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import plotly.graph_objects as go
-
-from dashboard import access, views
+from dashboard import access, admissions, views
 from dashboard.access import Authorizer, Scope, Trust
 from dashboard.sources import Source, SourceError
 from governance import ledger
@@ -44,8 +42,6 @@ REFRESH_CHOICES = (0, 15, 30, 60, 300)
 """Auto-refresh periods offered, in seconds (0: off); only those >= the scrape
 interval are offered, and the server clamps any other value."""
 MAX_POINTS = 240
-ADMISSION_SCAN_LIMIT = 5000
-DENIAL_SCAN_LIMIT = 500
 
 
 def step_for(range_s: int, scrape_interval_s: float) -> float:
@@ -103,10 +99,10 @@ class Kpi:
 class OverviewResult:
     problems: list[Problem] = field(default_factory=list)
     kpis: list[Kpi] = field(default_factory=list)
-    capacity: go.Figure | None = None
-    history: go.Figure | None = None
-    departments: go.Figure | None = None
-    admissions: go.Figure | None = None
+    capacity: views.Figure | None = None
+    history: views.Figure | None = None
+    departments: views.Figure | None = None
+    admissions: views.Figure | None = None
     department_rows: list[dict[str, Any]] = field(default_factory=list)
     waste_rows: list[dict[str, Any]] = field(default_factory=list)
 
@@ -117,9 +113,9 @@ class DepartmentResult:
     problems: list[Problem] = field(default_factory=list)
     kpis: list[Kpi] = field(default_factory=list)
     borrowing: list[str] = field(default_factory=list)
-    quota: go.Figure | None = None
-    history: go.Figure | None = None
-    sku_mix: go.Figure | None = None
+    quota: views.Figure | None = None
+    history: views.Figure | None = None
+    sku_mix: views.Figure | None = None
     quota_rows: list[dict[str, Any]] = field(default_factory=list)
     waste_rows: list[dict[str, Any]] = field(default_factory=list)
     denial_rows: list[dict[str, Any]] = field(default_factory=list)
@@ -128,7 +124,7 @@ class DepartmentResult:
 @dataclass(kw_only=True)
 class GpuResult:
     problems: list[Problem] = field(default_factory=list)
-    heatmap: go.Figure | None = None
+    heatmap: views.Figure | None = None
     gpu_rows: list[dict[str, Any]] = field(default_factory=list)
     slice_rows: list[dict[str, Any]] = field(default_factory=list)
     selected: str = ""
@@ -228,8 +224,8 @@ class Console:
             rows, gpus, points, waste = [], [], [], []
             if cap is not None:
                 out.capacity = views.capacity_figure(cap, views.totals([]))
-            out.admissions = self._admissions_figure(out, scope, start)
             out.kpis = self._capacity_kpis(cap)
+            self._admissions(out, scope, start, range_key)
             return out
         tot = views.totals(rows)
         if not rows and not gpus:
@@ -251,16 +247,7 @@ class Console:
         out.departments = views.department_bars(lines)
         out.department_rows = views.department_table(lines)
         out.waste_rows = views.slice_table(waste)
-        out.admissions = self._admissions_figure(out, scope, start)
-        admitted, denied = self._admission_counts(scope, start)
-        out.kpis.append(
-            Kpi(
-                label="Admissions / denials",
-                value=f"{admitted} / {sum(n for _, n in denied)}",
-                note=f"in the {RANGES.get(str(range_key), RANGES[DEFAULT_RANGE])[0].lower()}",
-                tone="danger" if denied else "",
-            )
-        )
+        self._admissions(out, scope, start, range_key)
         return out
 
     def _capacity_kpis(self, cap: views.Capacity | None) -> list[Kpi]:
@@ -318,24 +305,27 @@ class Console:
 
     def _admission_counts(self, scope: Scope, start: datetime) -> tuple[int, list[tuple[str, int]]]:
         depts = None if scope.whole_fleet else list(scope.departments)
-        allocations = ledger.list_allocations(
-            self.store, departments=depts, limit=ADMISSION_SCAN_LIMIT
-        )
-        admitted = sum(1 for a in allocations if a.created_at >= start)
-        denials = ledger.recent_denials(self.store, departments=depts, limit=DENIAL_SCAN_LIMIT)
-        counts: dict[str, int] = {}
-        for d in denials:
-            if d.at >= start:
-                counts[d.reason] = counts.get(d.reason, 0) + 1
-        return admitted, sorted(counts.items(), key=lambda x: (-x[1], x[0]))
+        return admissions.counts(self.store, since=start, departments=depts)
 
-    def _admissions_figure(self, out: OverviewResult, scope: Scope, start: datetime) -> go.Figure:
+    def _admissions(
+        self, out: OverviewResult, scope: Scope, start: datetime, range_key: object
+    ) -> None:
+        """The admissions figure and KPI (a store failure is shown, not raised)."""
         try:
             admitted, denied = self._admission_counts(scope, start)
         except StoreError as exc:
             out.problems.append(self.store_problem(exc))
-            return views.message_figure("Governance store unavailable", tone="error")
-        return views.admissions_figure(admitted, denied)
+            out.admissions = views.message_figure("Governance store unavailable", tone="error")
+            return
+        out.admissions = views.admissions_figure(admitted, denied)
+        out.kpis.append(
+            Kpi(
+                label="Admissions / denials",
+                value=f"{admitted:,} / {sum(n for _, n in denied):,}",
+                note=f"in the {RANGES.get(str(range_key), RANGES[DEFAULT_RANGE])[0].lower()}",
+                tone="danger" if denied else "",
+            )
+        )
 
     # -- department --------------------------------------------------------------------
 

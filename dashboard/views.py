@@ -13,9 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
-
 from dashboard.model import GpuRow, HistoryPoint, SliceSample, UsageRow
 from governance.model import Org
 
@@ -30,6 +27,18 @@ COLOR_IDLE = "#e76f51"
 COLOR_DENIED = "#d62828"
 COLOR_ADMITTED = "#2a9d8f"
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
+COLORWAY = [
+    "#4c78a8",
+    "#2a9d8f",
+    "#e76f51",
+    "#f4a261",
+    "#8e6c8a",
+    "#e9c46a",
+    "#264653",
+    "#a8dadc",
+    "#6d597a",
+    "#b56576",
+]
 HEAT_SCALE = [[0.0, "#f7fbff"], [0.35, "#9ecae1"], [0.7, "#3182bd"], [1.0, "#08306b"]]
 
 
@@ -49,35 +58,85 @@ def fmt_pct(part: float, whole: float) -> str:
     return f"{100.0 * part / whole:.0f}%" if whole > 0 else "-"
 
 
-def base_layout(fig: go.Figure, *, height: int = 320, title: str | None = None) -> go.Figure:
-    fig.update_layout(
-        template="plotly_white",
-        height=height,
-        margin={"l": 50, "r": 20, "t": 40 if title else 16, "b": 40},
-        font={"family": FONT, "size": 12, "color": "#343a40"},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
-        hoverlabel={"font": {"family": FONT}},
-        title={"text": title, "font": {"size": 14}} if title else None,
-    )
-    return fig
+GRID = "#e9ecef"
+AXIS: dict[str, Any] = {
+    "gridcolor": GRID,
+    "zerolinecolor": GRID,
+    "linecolor": GRID,
+    "automargin": True,
+}
+
+Figure = dict[str, Any]
+"""A Plotly figure as plain JSON-able data. Built as dicts rather than
+``plotly.graph_objects`` because validating graph objects cost most of a callback's
+time (tens of ms per figure, ~0.5 s for a 3,000-GPU heat map)."""
 
 
-def message_figure(message: str, *, height: int = 320, tone: str = "muted") -> go.Figure:
+def figure(
+    data: list[dict[str, Any]],
+    *,
+    height: int = 320,
+    margin: dict[str, int] | None = None,
+    **layout: Any,
+) -> Figure:
+    base: dict[str, Any] = {
+        "height": height,
+        "margin": {"l": 50, "r": 20, "t": 16, "b": 40, **(margin or {})},
+        "font": {"family": FONT, "size": 12, "color": "#343a40"},
+        "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.02, "x": 0},
+        "hoverlabel": {"font": {"family": FONT}},
+        "paper_bgcolor": "white",
+        "plot_bgcolor": "white",
+        "xaxis": dict(AXIS),
+        "yaxis": dict(AXIS),
+    }
+    for key, value in layout.items():
+        if key.startswith(("xaxis", "yaxis")) and isinstance(value, dict):
+            base[key] = {**AXIS, **value}
+        else:
+            base[key] = value
+    return {"data": data, "layout": base}
+
+
+def subplot_titles(
+    titles: Sequence[str], domains: Sequence[tuple[float, float]]
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "text": title,
+            "x": (a + b) / 2,
+            "y": 1.0,
+            "xref": "paper",
+            "yref": "paper",
+            "xanchor": "center",
+            "yanchor": "bottom",
+            "showarrow": False,
+            "font": {"size": 13},
+        }
+        for title, (a, b) in zip(titles, domains, strict=True)
+    ]
+
+
+def message_figure(message: str, *, height: int = 320, tone: str = "muted") -> Figure:
     """An empty plot that says why it is empty (no data yet, source down)."""
     color = {"muted": "#6c757d", "error": COLOR_DENIED}.get(tone, "#6c757d")
-    fig = go.Figure()
-    fig.add_annotation(
-        text=message,
-        showarrow=False,
-        x=0.5,
-        y=0.5,
-        xref="paper",
-        yref="paper",
-        font={"size": 14, "color": color},
+    return figure(
+        [],
+        height=height,
+        xaxis={"visible": False},
+        yaxis={"visible": False},
+        annotations=[
+            {
+                "text": message,
+                "showarrow": False,
+                "x": 0.5,
+                "y": 0.5,
+                "xref": "paper",
+                "yref": "paper",
+                "font": {"size": 14, "color": color},
+            }
+        ],
     )
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    return base_layout(fig, height=height)
 
 
 # -- capacity --------------------------------------------------------------------------
@@ -129,14 +188,8 @@ def totals(rows: Iterable[UsageRow]) -> Totals:
     )
 
 
-def capacity_figure(cap: Capacity | None, tot: Totals) -> go.Figure:
-    """Physical, sellable, allocated and used: memory (TiB) and compute (GPUs)."""
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        subplot_titles=("GPU memory (GiB)", "Compute (GPUs)"),
-        horizontal_spacing=0.12,
-    )
+def capacity_figure(cap: Capacity | None, tot: Totals) -> Figure:
+    """Physical, sellable, allocated and used: memory (GiB) and compute (GPUs)."""
     names = ["Used", "Allocated", "Sellable", "Physical"]
     colors = [COLOR_USED, COLOR_ALLOCATED, COLOR_SELLABLE, COLOR_PHYSICAL]
     mem = [tot.memory_used_bytes / GIB, tot.memory_limit_bytes / GIB]
@@ -145,78 +198,91 @@ def capacity_figure(cap: Capacity | None, tot: Totals) -> go.Figure:
         mem += [cap.sellable_memory_bytes / GIB, cap.physical_memory_bytes / GIB]
         comp += [cap.sellable_compute_ratio, cap.physical_compute_ratio]
     n = len(mem)
-    for col, values, unit in ((1, mem, "GiB"), (2, comp, "GPUs")):
-        fig.add_trace(
-            go.Bar(
-                x=values,
-                y=names[:n],
-                orientation="h",
-                marker_color=colors[:n],
-                text=[f"{v:,.0f}" if v >= 100 else f"{v:,.1f}" for v in values],
-                textposition="auto",
-                hovertemplate="%{y}: %{x:,.1f} " + unit + "<extra></extra>",
-                showlegend=False,
-            ),
-            row=1,
-            col=col,
+    domains = [(0.0, 0.44), (0.56, 1.0)]
+    data = []
+    for i, (values, unit) in enumerate(((mem, "GiB"), (comp, "GPUs"))):
+        data.append(
+            {
+                "type": "bar",
+                "orientation": "h",
+                "x": [round(v, 2) for v in values],
+                "y": names[:n],
+                "marker": {"color": colors[:n]},
+                "text": [f"{v:,.0f}" if v >= 100 else f"{v:,.1f}" for v in values],
+                "textposition": "auto",
+                "hovertemplate": "%{y}: %{x:,.1f} " + unit + "<extra></extra>",
+                "showlegend": False,
+                "xaxis": "x" if i == 0 else "x2",
+                "yaxis": "y" if i == 0 else "y2",
+            }
         )
-    base_layout(fig, height=260)
-    fig.update_layout(margin={"l": 80, "r": 20, "t": 36, "b": 30}, bargap=0.25)
-    return fig
+    return figure(
+        data,
+        height=260,
+        margin={"l": 80, "t": 36, "b": 30},
+        bargap=0.25,
+        xaxis={"domain": domains[0], "anchor": "y"},
+        xaxis2={"domain": domains[1], "anchor": "y2"},
+        yaxis={"anchor": "x"},
+        yaxis2={"anchor": "x2", "showticklabels": True},
+        annotations=subplot_titles(("GPU memory (GiB)", "Compute (GPUs)"), domains),
+    )
 
 
-def history_figure(points: Sequence[HistoryPoint], *, empty: str) -> go.Figure:
+def history_figure(points: Sequence[HistoryPoint], *, empty: str) -> Figure:
     """Allocated vs used over time: memory (left) and compute (right)."""
     if not points:
         return message_figure(empty)
-    times = [p.at for p in points]
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        subplot_titles=("GPU memory (GiB)", "Compute (GPUs)"),
-        horizontal_spacing=0.08,
-    )
+    times = [p.at.isoformat() for p in points]
+    mode = "lines+markers" if len(points) < 3 else "lines"
+    domains = [(0.0, 0.46), (0.54, 1.0)]
     series = (
-        (
-            1,
-            [p.memory_limit_bytes / GIB for p in points],
-            [p.memory_used_bytes / GIB for p in points],
-        ),
-        (2, [p.compute_limit_ratio for p in points], [p.compute_used_ratio for p in points]),
+        ([p.memory_limit_bytes / GIB for p in points], [p.memory_used_bytes / GIB for p in points]),
+        ([p.compute_limit_ratio for p in points], [p.compute_used_ratio for p in points]),
     )
-    for col, allocated, used in series:
-        fig.add_trace(
-            go.Scatter(
-                x=times,
-                y=allocated,
-                name="Allocated",
-                mode="lines+markers" if len(points) < 3 else "lines",
-                line={"color": COLOR_ALLOCATED, "width": 2, "dash": "dot"},
-                showlegend=col == 1,
-                legendgroup="allocated",
-                hovertemplate="Allocated %{y:,.1f}<extra></extra>",
-            ),
-            row=1,
-            col=col,
+    data = []
+    for i, (allocated, used) in enumerate(series):
+        axes = {"xaxis": "x" if i == 0 else "x2", "yaxis": "y" if i == 0 else "y2"}
+        data.append(
+            {
+                "type": "scatter",
+                "x": times,
+                "y": [round(v, 3) for v in allocated],
+                "name": "Allocated",
+                "mode": mode,
+                "line": {"color": COLOR_ALLOCATED, "width": 2, "dash": "dot"},
+                "showlegend": i == 0,
+                "legendgroup": "allocated",
+                "hovertemplate": "Allocated %{y:,.1f}<extra></extra>",
+                **axes,
+            }
         )
-        fig.add_trace(
-            go.Scatter(
-                x=times,
-                y=used,
-                name="Used",
-                mode="lines+markers" if len(points) < 3 else "lines",
-                fill="tozeroy",
-                line={"color": COLOR_USED, "width": 2},
-                showlegend=col == 1,
-                legendgroup="used",
-                hovertemplate="Used %{y:,.1f}<extra></extra>",
-            ),
-            row=1,
-            col=col,
+        data.append(
+            {
+                "type": "scatter",
+                "x": times,
+                "y": [round(v, 3) for v in used],
+                "name": "Used",
+                "mode": mode,
+                "fill": "tozeroy",
+                "line": {"color": COLOR_USED, "width": 2},
+                "showlegend": i == 0,
+                "legendgroup": "used",
+                "hovertemplate": "Used %{y:,.1f}<extra></extra>",
+                **axes,
+            }
         )
-    base_layout(fig, height=300)
-    fig.update_layout(hovermode="x unified", margin={"l": 50, "r": 20, "t": 50, "b": 30})
-    return fig
+    return figure(
+        data,
+        height=300,
+        margin={"t": 50, "b": 30},
+        hovermode="x unified",
+        xaxis={"domain": domains[0], "anchor": "y", "type": "date"},
+        xaxis2={"domain": domains[1], "anchor": "y2", "type": "date"},
+        yaxis={"anchor": "x", "rangemode": "tozero"},
+        yaxis2={"anchor": "x2", "rangemode": "tozero"},
+        annotations=subplot_titles(("GPU memory (GiB)", "Compute (GPUs)"), domains),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -253,87 +319,97 @@ def by_department(rows: Iterable[UsageRow]) -> list[DepartmentLine]:
     return out
 
 
-def department_bars(lines: Sequence[DepartmentLine], *, top: int = 20) -> go.Figure:
+def department_bars(lines: Sequence[DepartmentLine], *, top: int = 20) -> Figure:
     """Compute allocated per department, split into used and unused; the top ``top``."""
     if not lines:
         return message_figure("No slices allocated yet")
     chosen = sorted(lines, key=lambda d: (-d.compute_limit_ratio, d.department))[:top]
     chosen.reverse()
     names = [d.department for d in chosen]
-    used = [min(d.compute_used_ratio, d.compute_limit_ratio) for d in chosen]
-    unused = [max(0.0, d.compute_limit_ratio - d.compute_used_ratio) for d in chosen]
-    fig = go.Figure(
+    used = [round(min(d.compute_used_ratio, d.compute_limit_ratio), 3) for d in chosen]
+    unused = [round(max(0.0, d.compute_limit_ratio - d.compute_used_ratio), 3) for d in chosen]
+    return figure(
         [
-            go.Bar(
-                y=names,
-                x=used,
-                name="Used",
-                orientation="h",
-                marker_color=COLOR_USED,
-                hovertemplate="%{y}: %{x:.2f} GPUs used<extra></extra>",
-            ),
-            go.Bar(
-                y=names,
-                x=unused,
-                name="Allocated, unused",
-                orientation="h",
-                marker_color=COLOR_IDLE,
-                opacity=0.75,
-                hovertemplate="%{y}: %{x:.2f} GPUs allocated but unused<extra></extra>",
-            ),
-        ]
+            {
+                "type": "bar",
+                "orientation": "h",
+                "y": names,
+                "x": used,
+                "name": "Used",
+                "marker": {"color": COLOR_USED},
+                "hovertemplate": "%{y}: %{x:.2f} GPUs used<extra></extra>",
+            },
+            {
+                "type": "bar",
+                "orientation": "h",
+                "y": names,
+                "x": unused,
+                "name": "Allocated, unused",
+                "marker": {"color": COLOR_IDLE},
+                "opacity": 0.75,
+                "hovertemplate": "%{y}: %{x:.2f} GPUs allocated but unused<extra></extra>",
+            },
+        ],
+        height=max(260, 22 * len(names) + 80),
+        margin={"l": 110},
+        barmode="stack",
+        xaxis={"title": {"text": "Compute (GPUs)"}},
     )
-    base_layout(fig, height=max(260, 22 * len(names) + 80))
-    fig.update_layout(barmode="stack", xaxis_title="Compute (GPUs)", margin={"l": 110})
-    return fig
 
 
-def admissions_figure(admitted: int, denials: Sequence[tuple[str, int]]) -> go.Figure:
+def admissions_figure(admitted: int, denials: Sequence[tuple[str, int]]) -> Figure:
     """Admissions and denials (by reason) in the time range."""
     if admitted == 0 and not denials:
-        return message_figure("No admissions or denials in this time range")
+        return message_figure("No admissions or denials in this time range", height=260)
     labels = ["Admitted", *[reason for reason, _ in denials]]
     values = [admitted, *[n for _, n in denials]]
     colors = [COLOR_ADMITTED, *[COLOR_DENIED] * len(denials)]
-    fig = go.Figure(
-        go.Bar(
-            x=labels,
-            y=values,
-            marker_color=colors,
-            text=values,
-            textposition="outside",
-            cliponaxis=False,
-            hovertemplate="%{x}: %{y}<extra></extra>",
-        )
+    return figure(
+        [
+            {
+                "type": "bar",
+                "x": labels,
+                "y": values,
+                "marker": {"color": colors},
+                "text": values,
+                "textposition": "outside",
+                "cliponaxis": False,
+                "hovertemplate": "%{x}: %{y}<extra></extra>",
+            }
+        ],
+        height=260,
+        margin={"t": 24},
+        yaxis={"title": {"text": "Pods"}},
     )
-    base_layout(fig, height=260)
-    fig.update_layout(yaxis_title="Pods", margin={"t": 24})
-    return fig
 
 
-def sku_mix_figure(rows: Iterable[UsageRow]) -> go.Figure:
+def sku_mix_figure(rows: Iterable[UsageRow]) -> Figure:
     acc: dict[str, int] = {}
     for r in rows:
         acc[r.sku or "(none)"] = acc.get(r.sku or "(none)", 0) + r.slices
     acc = {k: v for k, v in acc.items() if v > 0}
     if not acc:
         return message_figure("No slices allocated yet")
-    fig = go.Figure(
-        go.Pie(
-            labels=list(acc),
-            values=list(acc.values()),
-            hole=0.55,
-            sort=True,
-            textinfo="label+percent",
-            hovertemplate="%{label}: %{value} slices<extra></extra>",
-        )
+    return figure(
+        [
+            {
+                "type": "pie",
+                "labels": list(acc),
+                "values": list(acc.values()),
+                "hole": 0.55,
+                "sort": True,
+                "textinfo": "label+percent",
+                "hovertemplate": "%{label}: %{value} slices<extra></extra>",
+                "marker": {"colors": COLORWAY[: len(acc)]},
+            }
+        ],
+        height=300,
+        margin={"l": 20, "r": 20, "t": 20, "b": 20},
+        showlegend=False,
     )
-    base_layout(fig, height=300)
-    fig.update_layout(showlegend=False, margin={"l": 20, "r": 20, "t": 20, "b": 20})
-    return fig
 
 
-def quota_figure(lines: Sequence[dict[str, Any]]) -> go.Figure:
+def quota_figure(lines: Sequence[dict[str, Any]]) -> Figure:
     """Used as a percent of the limit, per queue and resource (limited ones only)."""
     limited = [x for x in lines if isinstance(x.get("limit"), int | float) and x["limit"]]
     if not limited:
@@ -341,30 +417,43 @@ def quota_figure(lines: Sequence[dict[str, Any]]) -> go.Figure:
     labels = [f"{x['queue'] or '(department)'} · {x['resource']}" for x in limited]
     pct = [100.0 * float(x["used"]) / float(x["limit"]) for x in limited]
     colors = [COLOR_DENIED if p > 100 else COLOR_IDLE if p >= 90 else COLOR_ALLOCATED for p in pct]
-    fig = go.Figure(
-        go.Bar(
-            y=labels[::-1],
-            x=pct[::-1],
-            orientation="h",
-            marker_color=colors[::-1],
-            text=[f"{x['used_text']} / {x['limit_text']}" for x in limited][::-1],
-            textposition="auto",
-            hovertemplate="%{y}: %{x:.0f}% of the limit<extra></extra>",
-        )
+    return figure(
+        [
+            {
+                "type": "bar",
+                "orientation": "h",
+                "y": labels[::-1],
+                "x": [round(p, 1) for p in pct[::-1]],
+                "marker": {"color": colors[::-1]},
+                "text": [f"{x['used_text']} / {x['limit_text']}" for x in limited][::-1],
+                "textposition": "auto",
+                "hovertemplate": "%{y}: %{x:.0f}% of the limit<extra></extra>",
+            }
+        ],
+        height=max(220, 24 * len(labels) + 70),
+        margin={"l": 170},
+        xaxis={"title": {"text": "% of limit used"}},
+        shapes=[
+            {
+                "type": "line",
+                "x0": 100,
+                "x1": 100,
+                "y0": 0,
+                "y1": 1,
+                "yref": "paper",
+                "line": {"dash": "dash", "color": "#495057"},
+            }
+        ],
     )
-    fig.add_vline(x=100, line_dash="dash", line_color="#495057")
-    base_layout(fig, height=max(220, 24 * len(labels) + 70))
-    fig.update_layout(xaxis_title="% of limit used", margin={"l": 170})
-    return fig
 
 
 # -- GPUs ------------------------------------------------------------------------------
 
 
-def heatmap_figure(gpus: Sequence[GpuRow], *, whole_cards: bool) -> go.Figure:
+def heatmap_figure(gpus: Sequence[GpuRow], *, whole_cards: bool) -> Figure:
     """Allocation and use per physical GPU: one row per node, one column per GPU."""
     if not gpus:
-        return message_figure("No GPUs reported yet")
+        return message_figure("No GPUs reported yet", height=260)
     hosts = sorted({g.hostname for g in gpus})
     row_of = {h: i for i, h in enumerate(hosts)}
     per_host: dict[str, list[GpuRow]] = {}
@@ -376,8 +465,8 @@ def heatmap_figure(gpus: Sequence[GpuRow], *, whole_cards: bool) -> go.Figure:
     custom: list[list[str]] = [[""] * width for _ in hosts]
     for host, items in per_host.items():
         items.sort(key=lambda g: (_index(g.gpu), g.uuid))
+        r = row_of[host]
         for col, g in enumerate(items):
-            r = row_of[host]
             alloc[r][col] = round(100.0 * g.compute_limit_ratio, 1)
             used[r][col] = round(100.0 * g.compute_used_ratio, 1)
             custom[r][col] = g.uuid
@@ -386,35 +475,40 @@ def heatmap_figure(gpus: Sequence[GpuRow], *, whole_cards: bool) -> go.Figure:
         if whole_cards
         else ("Your allocated compute (% of card)", "Your slices' utilisation (% of card)")
     )
-    fig = make_subplots(
-        rows=1, cols=2, subplot_titles=titles, shared_yaxes=True, horizontal_spacing=0.04
-    )
-    for col, z in ((1, alloc), (2, used)):
-        fig.add_trace(
-            go.Heatmap(
-                z=z,
-                x=[f"GPU {i}" for i in range(width)],
-                y=hosts,
-                customdata=custom,
-                zmin=0,
-                zmax=100,
-                colorscale=HEAT_SCALE,
-                xgap=1,
-                ygap=1,
-                showscale=col == 2,
-                colorbar={"title": {"text": "%"}, "thickness": 12},
-                hovertemplate="%{y} %{x}<br>%{z:.0f}%<br>%{customdata}<extra></extra>",
-            ),
-            row=1,
-            col=col,
+    domains = [(0.0, 0.47), (0.51, 0.98)]
+    columns = [f"GPU {i}" for i in range(width)]
+    data = []
+    for i, z in enumerate((alloc, used)):
+        data.append(
+            {
+                "type": "heatmap",
+                "z": z,
+                "x": columns,
+                "y": hosts,
+                "customdata": custom,
+                "zmin": 0,
+                "zmax": 100,
+                "colorscale": HEAT_SCALE,
+                "xgap": 1,
+                "ygap": 1,
+                "showscale": i == 1,
+                "colorbar": {"title": {"text": "%"}, "thickness": 12},
+                "hovertemplate": "%{y} %{x}<br>%{z:.0f}%<br>%{customdata}<extra></extra>",
+                "xaxis": "x" if i == 0 else "x2",
+                "yaxis": "y" if i == 0 else "y2",
+            }
         )
-    height = min(1400, max(260, 16 * len(hosts) + 90))
-    base_layout(fig, height=height)
-    fig.update_yaxes(autorange="reversed")
-    fig.update_yaxes(showticklabels=len(hosts) <= 80, row=1, col=1)
-    fig.update_yaxes(showticklabels=False, row=1, col=2)
-    fig.update_layout(margin={"l": 120 if len(hosts) <= 80 else 30, "t": 40})
-    return fig
+    labels = len(hosts) <= 80
+    return figure(
+        data,
+        height=min(1400, max(260, 16 * len(hosts) + 90)),
+        margin={"l": 120 if labels else 30, "t": 40},
+        xaxis={"domain": domains[0], "anchor": "y"},
+        xaxis2={"domain": domains[1], "anchor": "y2"},
+        yaxis={"anchor": "x", "autorange": "reversed", "showticklabels": labels},
+        yaxis2={"anchor": "x2", "autorange": "reversed", "showticklabels": False, "matches": "y"},
+        annotations=subplot_titles(titles, domains),
+    )
 
 
 def _index(gpu: str) -> int:

@@ -17,11 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-from governance.model import Org
-from governance.store import Store
 
 from dashboard.app import create_app
 from dashboard.direct import DirectSource
+from governance.model import Org
+from governance.store import Store
 from tests.support import dashboard as sup
 
 CHROMIUM = "/usr/bin/chromium"
@@ -32,7 +32,7 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(
         not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-        reason="needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver)",
+        reason="needs Debian's chromium and chromium-driver (/usr/bin/chromium, chromedriver)",
     ),
 ]
 
@@ -43,7 +43,7 @@ WAIT_S = 20.0
 class Exporter(BaseHTTPRequestHandler):
     text = ""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         body = self.text.encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4")
@@ -143,7 +143,9 @@ def text_of(browser: Any, css: str) -> str:
 def grid_cells(browser: Any, grid_id: str, col: str) -> list[str]:
     from selenium.webdriver.common.by import By
 
-    cells = browser.find_elements(By.CSS_SELECTOR, f"#{grid_id} .ag-center-cols-container [col-id='{col}']")
+    cells = browser.find_elements(
+        By.CSS_SELECTOR, f"#{grid_id} .ag-center-cols-container [col-id='{col}']"
+    )
     return [c.text for c in cells]
 
 
@@ -151,7 +153,11 @@ def page_loaded(browser: Any) -> bool:
     from selenium.webdriver.common.by import By
 
     loading = browser.find_elements(By.CSS_SELECTOR, "[data-dash-is-loading='true']")
-    placeholders = [e for e in browser.find_elements(By.CSS_SELECTOR, ".annotation-text") if e.text == "Loading…"]
+    placeholders = [
+        e
+        for e in browser.find_elements(By.CSS_SELECTOR, ".annotation-text")
+        if e.text == "Loading…"
+    ]
     return not loading and not placeholders
 
 
@@ -171,7 +177,7 @@ def screenshot(browser: Any, name: str) -> None:
 
 
 def test_overview_renders_with_data_for_the_platform_admin(browser: Any, console_url: Any) -> None:
-    url, org, fleet = console_url
+    url, org, _ = console_url
     as_user(browser, sup.PLATFORM_ADMIN)
     browser.get(url + "/")
     wait_for(lambda: "pool capacity" in text_of(browser, "#ov-kpis").lower(), "the KPI cards")
@@ -179,7 +185,9 @@ def test_overview_renders_with_data_for_the_platform_admin(browser: Any, console
     kpis = text_of(browser, "#ov-kpis")
     assert f"{sum(p.gpus for p in org.pools.values())} GPUs" in kpis
     assert "idle but allocated" in kpis.lower()
-    assert wait_for(lambda: grid_cells(browser, "ov-department-table", "department"), "department rows")
+    assert wait_for(
+        lambda: grid_cells(browser, "ov-department-table", "department"), "department rows"
+    )
     assert set(grid_cells(browser, "ov-department-table", "department")) <= set(org.departments)
     from selenium.webdriver.common.by import By
 
@@ -202,8 +210,10 @@ def test_department_filter_switches_every_panel(browser: Any, console_url: Any) 
     for dept in ("nlp", MINE):
         Select(browser.find_element(By.ID, "dept-select")).select_by_value(dept)
         wait_for(
-            lambda d=dept: grid_cells(browser, "dept-denials-table", "namespace")
-            and set(grid_cells(browser, "dept-denials-table", "namespace")) == {d},
+            lambda d=dept: (
+                grid_cells(browser, "dept-denials-table", "namespace")
+                and set(grid_cells(browser, "dept-denials-table", "namespace")) == {d}
+            ),
             f"denials of {dept}",
         )
         wait_for(lambda: page_loaded(browser), "every figure")
@@ -221,7 +231,9 @@ def test_a_dept_admin_sees_only_their_department(browser: Any, console_url: Any)
     as_user(browser, sup.dept_admin(MINE))
     browser.get(url + "/departments")
     select = wait_for(lambda: browser.find_element(By.ID, "dept-select"), "the department select")
-    assert [o.get_attribute("value") for o in Select(select).options if o.get_attribute("value")] == [MINE]
+    assert [
+        o.get_attribute("value") for o in Select(select).options if o.get_attribute("value")
+    ] == [MINE]
     wait_for(lambda: grid_cells(browser, "dept-denials-table", "namespace"), "denials")
     for path in ("/", "/gpus"):
         browser.get(url + path)
@@ -241,7 +253,12 @@ def test_gpu_heat_map_lists_the_slices_of_a_clicked_gpu(browser: Any, console_ur
     url, _, fleet = console_url
     as_user(browser, sup.PLATFORM_ADMIN)
     browser.get(url + "/gpus")
-    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#gpu-heatmap .heatmaplayer image, #gpu-heatmap .hm image"), "the heat map")
+    wait_for(
+        lambda: browser.find_elements(
+            By.CSS_SELECTOR, "#gpu-heatmap .heatmaplayer image, #gpu-heatmap .hm image"
+        ),
+        "the heat map",
+    )
     wait_for(lambda: grid_cells(browser, "gpu-table", "uuid"), "GPU rows")
     target = fleet.gpus[0].uuid
     browser.execute_script(
@@ -255,13 +272,15 @@ def test_gpu_heat_map_lists_the_slices_of_a_clicked_gpu(browser: Any, console_ur
     )
     wait_for(lambda: target in text_of(browser, "#gpu-slices-title"), "the selected GPU")
     expected = sorted(s.pod for s in fleet.slices if s.uuid == target)
-    wait_for(lambda: sorted(grid_cells(browser, "gpu-slices-table", "pod")) == expected, "its slices")
+    wait_for(
+        lambda: sorted(grid_cells(browser, "gpu-slices-table", "pod")) == expected, "its slices"
+    )
     screenshot(browser, "gpus")
     assert severe_logs(browser) == []
 
 
 def test_forged_callback_over_http_gets_no_other_department(console_url: Any) -> None:
-    url, org, _ = console_url
+    url, _, _ = console_url
     body = {
         "output": "..dept-status.children...dept-kpis.children...dept-borrowing.children..."
         "dept-quota.figure...dept-sku.figure...dept-history.figure...dept-quota-table.rowData..."

@@ -170,10 +170,9 @@ def test_every_exporter_down_is_source_unavailable() -> None:
         source.usage(None)
 
 
-def test_garbage_instead_of_metrics_is_reported_not_raised() -> None:
-    source = DirectSource(
-        ["http://a", "http://b"], fetch=lambda u: "{not metrics" if "a" in u else ""
-    )
+def test_a_malformed_series_is_reported_not_raised() -> None:
+    broken = 'gpupool_slice_processes{namespace="a" 1\n'
+    source = DirectSource(["http://a", "http://b"], fetch=lambda u: broken if "a" in u else "")
     snap = source.snapshot()
     assert "not Prometheus exposition" in snap.errors["http://a/metrics"]
 
