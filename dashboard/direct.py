@@ -332,6 +332,10 @@ class DirectSource:
             return list(self.snapshot().gpus)
         return scoped_gpus(self._slices(departments))
 
+    def fleet_utilisation(self) -> tuple[int, float | None]:
+        utils = [g.util_pct for g in self.snapshot().gpus if g.util_pct is not None]
+        return len(utils), (sum(utils) / len(utils) if utils else None)
+
     def waste(self, departments: Departments, limit: int) -> list[SliceSample]:
         return model.top_waste(self._slices(departments), limit)
 

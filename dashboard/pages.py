@@ -14,6 +14,7 @@ import csv
 import io
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -213,22 +214,30 @@ class Console:
             return out
         start, end, step, _ = self._window(range_key)
         cap = views.capacity(org) if org is not None and scope.whole_fleet else None
+        src, only = self.source, scope.filter
         try:
-            rows = self.source.usage(scope.filter)
-            gpus = self.source.gpus(scope.filter)
-            points = self.source.history(scope.filter, start, end, step)
-            waste = self.source.waste(scope.filter, self.waste_limit)
+            # Independent questions, asked at once: with Prometheus each is a few
+            # HTTP round trips that Prometheus evaluates in parallel.
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                f_rows = pool.submit(src.usage, only)
+                f_fleet = pool.submit(src.fleet_utilisation) if scope.whole_fleet else None
+                f_points = pool.submit(src.history, only, start, end, step)
+                f_waste = pool.submit(src.waste, only, self.waste_limit)
+                rows = f_rows.result()
+                fleet = f_fleet.result() if f_fleet is not None else None
+                points = f_points.result()
+                waste = f_waste.result()
         except SourceError as exc:
             out.problems.append(self.source_problem(exc))
             _empty_overview(out, f"{exc.source} is not answering", tone="error")
-            rows, gpus, points, waste = [], [], [], []
+            rows, points, waste = [], [], []
             if cap is not None:
                 out.capacity = views.capacity_figure(cap, views.totals([]))
             out.kpis = self._capacity_kpis(cap)
             self._admissions(out, scope, start, range_key)
             return out
         tot = views.totals(rows)
-        if not rows and not gpus:
+        if not rows and (fleet is None or fleet[0] == 0):
             out.problems.append(
                 Problem(
                     title="No data yet",
@@ -238,7 +247,7 @@ class Console:
                     ),
                 )
             )
-        out.kpis = [*self._capacity_kpis(cap), *self._usage_kpis(scope, tot, gpus)]
+        out.kpis = [*self._capacity_kpis(cap), *self._usage_kpis(scope, tot, fleet)]
         out.capacity = views.capacity_figure(cap, tot)
         out.history = views.history_figure(
             points, empty="No history yet: points appear after the first scrapes"
@@ -266,13 +275,14 @@ class Console:
             ),
         ]
 
-    def _usage_kpis(self, scope: Scope, tot: views.Totals, gpus: Sequence[Any]) -> list[Kpi]:
-        utils = [g.util_pct for g in gpus if g.util_pct is not None]
-        if scope.whole_fleet and utils:
+    def _usage_kpis(
+        self, scope: Scope, tot: views.Totals, fleet: tuple[int, float | None] | None
+    ) -> list[Kpi]:
+        if scope.whole_fleet and fleet is not None and fleet[1] is not None:
             avg = Kpi(
                 label="Average GPU utilisation",
-                value=f"{sum(utils) / len(utils):.0f}%",
-                note=f"over {len(utils):,} GPUs",
+                value=f"{fleet[1]:.0f}%",
+                note=f"over {fleet[0]:,} GPUs",
             )
         else:
             avg = Kpi(
@@ -372,9 +382,11 @@ class Console:
             out.problems.append(self.store_problem(exc))
         out.quota = views.quota_figure(out.quota_rows)
         try:
-            rows = self.source.usage(only)
-            points = self.source.history(only, start, end, step)
-            waste = self.source.waste(only, self.waste_limit)
+            with ThreadPoolExecutor(max_workers=3) as pool:
+                f_rows = pool.submit(self.source.usage, only)
+                f_points = pool.submit(self.source.history, only, start, end, step)
+                f_waste = pool.submit(self.source.waste, only, self.waste_limit)
+                rows, points, waste = f_rows.result(), f_points.result(), f_waste.result()
         except SourceError as exc:
             out.problems.append(self.source_problem(exc))
             message = f"{exc.source} is not answering"
@@ -384,7 +396,7 @@ class Console:
         tot = views.totals(rows)
         out.kpis = [
             Kpi(label="Slices", value=f"{tot.slices:,}", note="placed on GPUs now"),
-            *self._usage_kpis(scope_of(scope, department), tot, []),
+            *self._usage_kpis(scope_of(scope, department), tot, None),
         ]
         out.history = views.history_figure(points, empty=f"No history for {department} yet")
         out.sku_mix = views.sku_mix_figure(rows)

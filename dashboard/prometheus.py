@@ -1,14 +1,15 @@
 """The production source: PromQL over Prometheus's HTTP API (``/api/v1/query``,
 ``/api/v1/query_range``).
 
-Each page question is one or two HTTP round trips: the aggregations are tagged and
-joined with ``or`` (:func:`dashboard.queries.tagged_union`), and read the recorded
-series of ``recording-rules.yaml`` unless ``recording_rules=False``.
+Each page question is a few concurrent instant or range queries (one per
+aggregation), reading the recorded series of ``recording-rules.yaml`` unless
+``recording_rules=False``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ import httpx
 from dashboard import queries
 from dashboard.model import GpuRow, HistoryPoint, SliceSample, UsageRow
 from dashboard.sources import Departments, SourceError, SourceUnavailable
+from governance import contract
 
 MIB = 1024 * 1024
 Sample = tuple[dict[str, str], float]
@@ -87,18 +89,46 @@ class PrometheusSource:
             for r in data.get("result", [])
         ]
 
+    def instant_parts(self, parts: Iterable[tuple[str, str]]) -> list[Sample]:
+        """Several instant queries at once, each result tagged ``gpupool_q=key``.
+
+        Concurrent requests rather than one ``or`` of all parts: Prometheus evaluates
+        them in parallel, and a union of large vectors is slower than its parts."""
+        items = list(parts)
+
+        def one(item: tuple[str, str]) -> list[Sample]:
+            key, query = item
+            return [({**labels, "gpupool_q": key}, v) for labels, v in self.instant(query)]
+
+        with ThreadPoolExecutor(max_workers=min(8, len(items) or 1)) as pool:
+            return [s for chunk in pool.map(one, items) for s in chunk]
+
+    def range_parts(
+        self, parts: Iterable[tuple[str, str]], start: datetime, end: datetime, step_s: float
+    ) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+        items = list(parts)
+
+        def one(item: tuple[str, str]) -> list[tuple[dict[str, str], list[tuple[float, float]]]]:
+            key, query = item
+            return [
+                ({**lab, "gpupool_q": key}, v) for lab, v in self.range(query, start, end, step_s)
+            ]
+
+        with ThreadPoolExecutor(max_workers=min(8, len(items) or 1)) as pool:
+            return [s for chunk in pool.map(one, items) for s in chunk]
+
     # -- questions -------------------------------------------------------------------
 
     def usage(self, departments: Departments) -> list[UsageRow]:
         if departments is not None and not departments:
             return []
         matcher = queries.department_matcher(departments)
-        query = queries.tagged_union(
+        parts = [
             (r.key, queries.rule_query(r, matcher, recorded=self.recording_rules))
             for r in queries.QUEUE_RULES
-        )
+        ]
         acc: dict[tuple[str, str, str], dict[str, float]] = {}
-        for labels, value in self.instant(query):
+        for labels, value in self.instant_parts(parts):
             key = (labels.get("department", ""), labels.get("queue", ""), labels.get("sku", ""))
             acc.setdefault(key, {})[labels["gpupool_q"]] = value
         return [
@@ -125,7 +155,7 @@ class PrometheusSource:
         if not departments:
             return []
         matcher = queries.department_matcher(departments)
-        query = queries.tagged_union(
+        parts = [
             (
                 r.key,
                 "sum by (UUID, Hostname) ("
@@ -133,9 +163,9 @@ class PrometheusSource:
                 + ")",
             )
             for r in queries.GPU_RULES
-        )
+        ]
         acc: dict[tuple[str, str], dict[str, float]] = {}
-        for labels, value in self.instant(query):
+        for labels, value in self.instant_parts(parts):
             key = (labels.get("Hostname", ""), labels.get("UUID", ""))
             acc.setdefault(key, {})[labels["gpupool_q"]] = value
         return [
@@ -155,10 +185,9 @@ class PrometheusSource:
         ]
 
     def _fleet_gpus(self) -> list[GpuRow]:
-        query = queries.tagged_union(queries.gpu_fleet_parts())
         acc: dict[tuple[str, str], dict[str, float]] = {}
         ident: dict[tuple[str, str], tuple[str, str]] = {}
-        for labels, value in self.instant(query):
+        for labels, value in self.instant_parts(queries.gpu_fleet_parts()):
             key = (labels.get("Hostname", ""), labels.get("UUID", ""))
             what = labels["gpupool_q"]
             acc.setdefault(key, {})[what] = value
@@ -189,6 +218,17 @@ class PrometheusSource:
                 )
             )
         return rows
+
+    def fleet_utilisation(self) -> tuple[int, float | None]:
+        per_gpu = f"max by (UUID, Hostname) ({contract.DCGM_FI_DEV_GPU_UTIL})"
+        found = dict(
+            (labels["gpupool_q"], value)
+            for labels, value in self.instant_parts(
+                [("n", f"count({per_gpu})"), ("avg", f"avg({per_gpu})")]
+            )
+        )
+        n = int(found.get("n", 0))
+        return n, (found["avg"] if n and "avg" in found else None)
 
     def waste(self, departments: Departments, limit: int) -> list[SliceSample]:
         if departments is not None and not departments:
@@ -248,9 +288,9 @@ class PrometheusSource:
         if departments is not None and not departments:
             return []
         matcher = queries.department_matcher(departments)
-        query = queries.tagged_union(queries.history_parts(matcher, recorded=self.recording_rules))
+        parts = queries.history_parts(matcher, recorded=self.recording_rules)
         acc: dict[float, dict[str, float]] = {}
-        for labels, values in self.range(query, start, end, step_s):
+        for labels, values in self.range_parts(parts, start, end, step_s):
             for t, v in values:
                 acc.setdefault(t, {})[labels["gpupool_q"]] = v
         return [

@@ -181,11 +181,22 @@ def gpu_fleet_parts() -> list[tuple[str, str]]:
 
 
 def history_parts(matcher: str, *, recorded: bool) -> list[tuple[str, str]]:
-    wanted = ("memory_limit", "memory_used", "compute_limit", "compute_used")
+    """Allocated and used summed over the viewer's departments, for a range query."""
+    raw = {
+        "memory_limit": contract.METRIC_SLICE_MEMORY_LIMIT_BYTES,
+        "memory_used": contract.METRIC_SLICE_MEMORY_USED_BYTES,
+        "compute_limit": contract.METRIC_SLICE_COMPUTE_LIMIT_RATIO,
+        "compute_used": contract.METRIC_SLICE_COMPUTE_UTILIZATION_RATIO,
+    }
     return [
-        (r.key, f"sum({rule_query(r, matcher, recorded=recorded)})")
+        (
+            r.key,
+            f"sum({rule_query(r, matcher, recorded=True)})"
+            if recorded
+            else f"sum({selector(raw[r.key], matcher)})",
+        )
         for r in QUEUE_RULES
-        if r.key in wanted
+        if r.key in raw
     ]
 
 

@@ -59,6 +59,11 @@ class Source(Protocol):
         their slices, with figures summed over those slices only (no whole-card data)."""
         ...
 
+    def fleet_utilisation(self) -> tuple[int, float | None]:
+        """(GPUs reporting, their average DCGM_FI_DEV_GPU_UTIL in percent or None):
+        the figure a GPU cloud is judged by. Whole fleet only (platform admins)."""
+        ...
+
     def waste(self, departments: Departments, limit: int) -> list[SliceSample]:
         """The idle slices holding the most memory, most wasteful first."""
         ...

@@ -260,3 +260,13 @@ def test_promtool_unit_tests_the_idle_and_usage_rules(tmp_path: Path) -> None:
         [sup.PROMTOOL, "test", "rules", str(test_file)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_fleet_utilisation_is_the_average_over_gpus(
+    prom: Callable[..., PrometheusSource], loaded: tuple[str, sup.Fleet, datetime]
+) -> None:
+    _, fleet, _ = loaded
+    n, avg = prom(recording_rules=False).fleet_utilisation()
+    want_n, want_avg = latest(fleet).fleet_utilisation()
+    assert n == want_n == len(fleet.gpus)
+    assert avg == pytest.approx(want_avg)

@@ -183,6 +183,9 @@ class EmptySource:
     def waste(self, departments: Departments, limit: int) -> list[SliceSample]:
         return []
 
+    def fleet_utilisation(self) -> tuple[int, float | None]:
+        return 0, None
+
     def slices_on(self, uuid: str, departments: Departments) -> list[SliceSample]:
         return []
 
