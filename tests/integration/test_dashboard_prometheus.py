@@ -270,3 +270,26 @@ def test_fleet_utilisation_is_the_average_over_gpus(
     want_n, want_avg = latest(fleet).fleet_utilisation()
     assert n == want_n == len(fleet.gpus)
     assert avg == pytest.approx(want_avg)
+
+
+def test_backfilled_recorded_series_equal_what_the_rules_record(
+    prom: Callable[..., PrometheusSource], loaded: tuple[str, sup.Fleet, datetime]
+) -> None:
+    """The benchmark backfills recorded series computed in Python
+    (sup.recorded_families); they must be what the rules record."""
+    _, fleet, _ = loaded
+    recorded = prom(recording_rules=True)
+    want_rows = len(prom(recording_rules=False).usage(None))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(recorded.usage(None)) < want_rows:
+        time.sleep(0.5)
+    now_fleet = fleet.at(0.75 + 0.25 * math.sin((POINTS - 1) / 3.0))
+    for family in sup.recorded_families(now_fleet):
+        computed = {tuple(sorted(s.labels.items())): s.value for s in family.samples}
+        got = {
+            tuple(sorted((k, v) for k, v in labels.items() if k != "__name__")): value
+            for labels, value in recorded.instant(family.name)
+        }
+        assert set(got) == set(computed), family.name
+        for key, value in computed.items():
+            assert got[key] == pytest.approx(value), (family.name, key)

@@ -340,15 +340,63 @@ def exposition(fleet: Fleet) -> str:
     return generate_latest(registry).decode()
 
 
-def openmetrics(fleet: Fleet, instants: Sequence[datetime]) -> str:
+def recorded_families(fleet: Fleet) -> list[GaugeMetricFamily]:
+    """The series ``dashboard/recording-rules.yaml`` would record for the fleet,
+    computed with the direct source's aggregation (the integration tests check that
+    the rules and this aggregation agree)."""
+    from dashboard import model, queries
+    from dashboard.direct import scoped_gpus
+
+    rows = model.usage_rows(fleet.slices)
+    out = []
+    value_of = {
+        "slices": lambda r: r.slices,
+        "memory_limit": lambda r: r.memory_limit_bytes,
+        "memory_used": lambda r: r.memory_used_bytes,
+        "compute_limit": lambda r: r.compute_limit_ratio,
+        "compute_used": lambda r: r.compute_used_ratio,
+        "idle_slices": lambda r: r.idle_slices,
+        "idle_memory": lambda r: r.idle_memory_bytes,
+        "idle_compute": lambda r: r.idle_compute_ratio,
+    }
+    for rule in queries.QUEUE_RULES:
+        fam = GaugeMetricFamily(rule.record, "recorded", labels=["department", "queue", "sku"])
+        for r in rows:
+            if rule.key.startswith("idle") and r.idle_slices == 0:
+                continue  # count/sum over an empty filter records nothing
+            fam.add_metric([r.department, r.queue, r.sku], value_of[rule.key](r))
+        out.append(fam)
+    per_dept: dict[str, list[SliceSample]] = {}
+    for s in fleet.slices:
+        per_dept.setdefault(s.department, []).append(s)
+    gpu_value = {
+        "slices": lambda g: g.slices,
+        "memory_limit": lambda g: g.memory_limit_bytes,
+        "memory_used": lambda g: g.memory_used_bytes,
+        "compute_limit": lambda g: g.compute_limit_ratio,
+        "compute_used": lambda g: g.compute_used_ratio,
+    }
+    for rule in queries.GPU_RULES:
+        fam = GaugeMetricFamily(rule.record, "recorded", labels=["department", "UUID", "Hostname"])
+        for dept, items in sorted(per_dept.items()):
+            for g in scoped_gpus(items):
+                fam.add_metric([dept, g.uuid, g.hostname], gpu_value[rule.key](g))
+        out.append(fam)
+    return out
+
+
+def openmetrics(fleet: Fleet, instants: Sequence[datetime], *, recorded: bool = False) -> str:
     """OpenMetrics text of the fleet at each instant (use varies with a slow wave),
-    for ``promtool tsdb create-blocks-from openmetrics``."""
+    for ``promtool tsdb create-blocks-from openmetrics``; with ``recorded``, also the
+    series the recording rules would have recorded."""
     lines: list[str] = []
     per_family: dict[str, list[str]] = {}
     for i, at in enumerate(instants):
         factor = 0.75 + 0.25 * math.sin(i / 3.0)
         ts = f"{at.timestamp():.3f}"
-        for fam in families(fleet.at(factor)):
+        now_fleet = fleet.at(factor)
+        extra = recorded_families(now_fleet) if recorded else []
+        for fam in [*families(now_fleet), *extra]:
             out = per_family.setdefault(fam.name, [])
             for sample in fam.samples:
                 labels = ",".join(
