@@ -324,8 +324,9 @@ class DirectSource:
             return list(slices)
         return [s for s in slices if s.department in departments]
 
-    def usage(self, departments: Departments) -> list[UsageRow]:
-        return model.usage_rows(self._slices(departments))
+    def usage(self, departments: Departments, *, per_queue: bool = True) -> list[UsageRow]:
+        rows = model.usage_rows(self._slices(departments))
+        return rows if per_queue else model.per_department(rows)
 
     def gpus(self, departments: Departments) -> list[GpuRow]:
         if departments is None:

@@ -139,6 +139,42 @@ def usage_rows(slices: Iterable[SliceSample]) -> list[UsageRow]:
     ]
 
 
+def per_department(rows: Iterable[UsageRow]) -> list[UsageRow]:
+    """Rows summed per department (queue and sku "")."""
+    acc: dict[str, list[float]] = {}
+    for r in rows:
+        v = acc.setdefault(r.department, [0.0] * 8)
+        for i, x in enumerate(
+            (
+                r.slices,
+                r.memory_limit_bytes,
+                r.memory_used_bytes,
+                r.compute_limit_ratio,
+                r.compute_used_ratio,
+                r.idle_slices,
+                r.idle_memory_bytes,
+                r.idle_compute_ratio,
+            )
+        ):
+            v[i] += x
+    return [
+        UsageRow(
+            department=d,
+            queue="",
+            sku="",
+            slices=int(v[0]),
+            memory_limit_bytes=v[1],
+            memory_used_bytes=v[2],
+            compute_limit_ratio=v[3],
+            compute_used_ratio=v[4],
+            idle_slices=int(v[5]),
+            idle_memory_bytes=v[6],
+            idle_compute_ratio=v[7],
+        )
+        for d, v in sorted(acc.items())
+    ]
+
+
 def history_point(at: datetime, rows: Iterable[UsageRow]) -> HistoryPoint:
     mem_limit = mem_used = comp_limit = comp_used = 0.0
     for r in rows:

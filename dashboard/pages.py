@@ -219,7 +219,7 @@ class Console:
             # Independent questions, asked at once: with Prometheus each is a few
             # HTTP round trips that Prometheus evaluates in parallel.
             with ThreadPoolExecutor(max_workers=4) as pool:
-                f_rows = pool.submit(src.usage, only)
+                f_rows = pool.submit(src.usage, only, per_queue=False)
                 f_fleet = pool.submit(src.fleet_utilisation) if scope.whole_fleet else None
                 f_points = pool.submit(src.history, only, start, end, step)
                 f_waste = pool.submit(src.waste, only, self.waste_limit)

@@ -119,7 +119,7 @@ class PrometheusSource:
 
     # -- questions -------------------------------------------------------------------
 
-    def usage(self, departments: Departments) -> list[UsageRow]:
+    def usage(self, departments: Departments, *, per_queue: bool = True) -> list[UsageRow]:
         if departments is not None and not departments:
             return []
         matcher = queries.department_matcher(departments)
@@ -127,6 +127,8 @@ class PrometheusSource:
             (r.key, queries.rule_query(r, matcher, recorded=self.recording_rules))
             for r in queries.QUEUE_RULES
         ]
+        if not per_queue:  # let Prometheus sum, and send 1/N of the series
+            parts = [(key, f"sum by (department) ({expr})") for key, expr in parts]
         acc: dict[tuple[str, str, str], dict[str, float]] = {}
         for labels, value in self.instant_parts(parts):
             key = (labels.get("department", ""), labels.get("queue", ""), labels.get("sku", ""))

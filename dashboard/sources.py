@@ -50,8 +50,9 @@ class Source(Protocol):
         """A short name for empty and error states, e.g. ``Prometheus at http://...``."""
         ...
 
-    def usage(self, departments: Departments) -> list[UsageRow]:
-        """Allocated, used and idle per (department, queue, SKU), now."""
+    def usage(self, departments: Departments, *, per_queue: bool = True) -> list[UsageRow]:
+        """Allocated, used and idle per (department, queue, SKU), now; with
+        ``per_queue=False`` per department only (queue and sku "")."""
         ...
 
     def gpus(self, departments: Departments) -> list[GpuRow]:

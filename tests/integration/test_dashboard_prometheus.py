@@ -293,3 +293,17 @@ def test_backfilled_recorded_series_equal_what_the_rules_record(
         assert set(got) == set(computed), family.name
         for key, value in computed.items():
             assert got[key] == pytest.approx(value), (family.name, key)
+
+
+def test_usage_per_department_sums_the_queues(
+    prom: Callable[..., PrometheusSource], loaded: tuple[str, sup.Fleet, datetime]
+) -> None:
+    _, fleet, _ = loaded
+    got = prom(recording_rules=False).usage(None, per_queue=False)
+    want = latest(fleet).usage(None, per_queue=False)
+    assert [(r.department, r.queue, r.slices, r.idle_slices) for r in got] == [
+        (r.department, r.queue, r.slices, r.idle_slices) for r in want
+    ]
+    assert [r.memory_limit_bytes for r in got] == pytest.approx(
+        [r.memory_limit_bytes for r in want]
+    )

@@ -174,7 +174,7 @@ class EmptySource:
     def describe(self) -> str:
         return "an empty source"
 
-    def usage(self, departments: Departments) -> list[UsageRow]:
+    def usage(self, departments: Departments, *, per_queue: bool = True) -> list[UsageRow]:
         return []
 
     def gpus(self, departments: Departments) -> list[GpuRow]:
