@@ -87,6 +87,10 @@ def grid(id_: str, columns: list[tuple[str, str]], *, height: int = 320) -> dag.
         col: dict[str, Any] = {"field": field, "headerName": name}
         if field in ("message",):
             col.update({"flex": 3, "wrapText": True, "autoHeight": True, "minWidth": 300})
+        elif field in TEXT_FIELDS:
+            col.update({"minWidth": 140, "tooltipField": field})
+        else:
+            col.update({"minWidth": 118, "type": "numericColumn"})
         defs.append(col)
     return dag.AgGrid(
         id=id_,
@@ -123,7 +127,7 @@ def kpi_cards(kpis: list[Kpi]) -> list[Any]:
                             html.Div(
                                 k.label, className="text-muted small text-uppercase kpi-label"
                             ),
-                            html.Div(k.value, className="fs-4 fw-semibold kpi-value"),
+                            html.Div(k.value, className="fs-5 fw-semibold kpi-value text-nowrap"),
                             html.Div(k.note, className="small text-muted"),
                         ],
                         className="py-2",
@@ -151,6 +155,7 @@ def problem_alerts(problems: list[Problem]) -> list[Any]:
     ]
 
 
+TEXT_FIELDS = {"department", "namespace", "pod", "node", "uuid", "model", "gpu_uuid", "who", "at"}
 SLICE_COLUMNS = [
     ("namespace", "Namespace"),
     ("pod", "Pod"),

@@ -498,14 +498,14 @@ def heatmap_figure(gpus: Sequence[GpuRow], *, whole_cards: bool) -> Figure:
                 "yaxis": "y" if i == 0 else "y2",
             }
         )
-    labels = len(hosts) <= 80
     return figure(
         data,
-        height=min(1400, max(260, 16 * len(hosts) + 90)),
-        margin={"l": 120 if labels else 30, "t": 40},
+        height=min(1000, max(260, 16 * len(hosts) + 90)),
+        margin={"l": 120, "t": 40},
         xaxis={"domain": domains[0], "anchor": "y"},
         xaxis2={"domain": domains[1], "anchor": "y2"},
-        yaxis={"anchor": "x", "autorange": "reversed", "showticklabels": labels},
+        # Plotly thins crowded category labels itself; every node is in the hover.
+        yaxis={"anchor": "x", "autorange": "reversed", "nticks": 40},
         yaxis2={"anchor": "x2", "autorange": "reversed", "showticklabels": False, "matches": "y"},
         annotations=subplot_titles(titles, domains),
     )

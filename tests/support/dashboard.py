@@ -100,7 +100,7 @@ POOLS = (
 )
 
 
-def make_org(departments: int = 4, gpus: int = 64, *, quota_fraction: float = 0.4) -> Org:
+def make_org(departments: int = 4, gpus: int = 64, *, quota_fraction: float = 1.0) -> Org:
     """``departments`` departments sharing ``gpus`` GPUs across three pools."""
     pools = []
     for spec in POOLS:
