@@ -88,8 +88,8 @@ def grid(id_: str, columns: list[tuple[str, str]], *, height: int = 320) -> dag.
         if field in ("message",):
             col.update({"flex": 3, "wrapText": True, "autoHeight": True, "minWidth": 300})
         elif field in TEXT_FIELDS:
-            col.update({"minWidth": 140, "tooltipField": field})
-        else:
+            col.update({"minWidth": 140})
+        elif field in NUMERIC_FIELDS:
             col.update({"minWidth": 118, "type": "numericColumn"})
         defs.append(col)
     return dag.AgGrid(
@@ -155,6 +155,19 @@ def problem_alerts(problems: list[Problem]) -> list[Any]:
     ]
 
 
+NUMERIC_FIELDS = {
+    "slices",
+    "memory_allocated_gib",
+    "memory_used_gib",
+    "compute_allocated_pct",
+    "compute_used_pct",
+    "compute_allocated_gpus",
+    "compute_used_gpus",
+    "compute_efficiency_pct",
+    "idle_slices",
+    "idle_memory_gib",
+    "processes",
+}
 TEXT_FIELDS = {"department", "namespace", "pod", "node", "uuid", "model", "gpu_uuid", "who", "at"}
 SLICE_COLUMNS = [
     ("namespace", "Namespace"),

@@ -520,6 +520,7 @@ def _quota_row(line: ledger.QuotaLine) -> dict[str, Any]:
         "limit_text": format_amount(res, line.limit),
         "borrowed": format_amount(res, line.borrowed) if line.borrowed else "",
         "ceiling": format_amount(res, line.ceiling),
+        "ceiling_value": line.ceiling,
     }
 
 

@@ -25,6 +25,7 @@ COLOR_ALLOCATED = "#4c78a8"
 COLOR_USED = "#2a9d8f"
 COLOR_IDLE = "#e76f51"
 COLOR_DENIED = "#d62828"
+COLOR_BORROWING = "#f4a261"
 COLOR_ADMITTED = "#2a9d8f"
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 COLORWAY = [
@@ -416,7 +417,16 @@ def quota_figure(lines: Sequence[dict[str, Any]]) -> Figure:
         return message_figure("No quota limits set for this department (unlimited)")
     labels = [f"{x['queue'] or '(department)'} · {x['resource']}" for x in limited]
     pct = [100.0 * float(x["used"]) / float(x["limit"]) for x in limited]
-    colors = [COLOR_DENIED if p > 100 else COLOR_IDLE if p >= 90 else COLOR_ALLOCATED for p in pct]
+
+    def color(x: dict[str, Any], p: float) -> str:
+        ceiling = x.get("ceiling_value")
+        if p > 100 and ceiling is not None and x["used"] > ceiling:
+            return COLOR_DENIED  # above even what borrowing allows
+        if p > 100:
+            return COLOR_BORROWING  # borrowing the department's unused quota
+        return COLOR_IDLE if p >= 90 else COLOR_ALLOCATED
+
+    colors = [color(x, p) for x, p in zip(limited, pct, strict=True)]
     return figure(
         [
             {
