@@ -208,13 +208,11 @@ def fmt_limit(value: int | None) -> str:
 
 
 def fmt_amount(resource: str, value: int | None) -> str:
-    if value is None:
-        return "unlimited"
-    if resource == "memory_mib":
-        return f"{value / 1024:g}Gi" if value % 1024 == 0 else f"{value}Mi"
-    if resource == "compute_pct":
-        return f"{value}%"
-    return str(value)
+    from governance.config import format_amount
+    from governance.resources import RESOURCE_NAMES
+
+    name = next(n for n in RESOURCE_NAMES if n == resource)
+    return format_amount(name, value)
 
 
 # -- apply -------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ def check(
     if user is not None:
         from governance import rbac
 
+        user = user.removeprefix("user:")  # Kubernetes user names carry no prefix
         authorizer = rbac.Authorizer.from_store(store)
         decision = authorizer.can_use(
             rbac.Identity(user=user, groups=tuple(groups)),
@@ -69,8 +70,7 @@ def check(
             return CheckDecision(
                 allowed=False,
                 reason=Reason.FORBIDDEN,
-                message=f"{user} may not use {what} in queue "
-                f"{target.department.name}/{target.queue.name}: {decision.explanation}",
+                message=f"{decision.explanation} Requested: {what}.",
                 requested=amount,
                 **where,
             )

@@ -125,18 +125,11 @@ def _row_to_allocation(row: Mapping[Any, Any]) -> Allocation:
         ),
         subject=row["subject"],
         grants={name: SliceGrant(**g) for name, g in grants_raw.items()},
-        created_at=_aware(row["created_at"]),
-        expires_at=_aware(row["expires_at"]),
-        bound_at=_aware(row["bound_at"]) if row["bound_at"] else None,
-        ended_at=_aware(row["ended_at"]) if row["ended_at"] else None,
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        bound_at=row["bound_at"],
+        ended_at=row["ended_at"],
     )
-
-
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything in the ledger is UTC.
-    from datetime import UTC
-
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def get(store: Store, allocation_id: str) -> Allocation | None:
@@ -178,12 +171,14 @@ def list_allocations(
 
 def usage(store: Store) -> dict[str, Resources]:
     """Usage of every scope (keys as in :func:`governance.quotas.scope_keys`)."""
-    t = schema.usage
     with store.read() as conn:
-        return {
-            r.scope: Resources(slices=r.slices, memory_mib=r.memory_mib, compute_pct=r.compute_pct)
-            for r in conn.execute(sa.select(t))
-        }
+        return read_usage(conn)
+
+
+def read_usage(conn: Connection) -> dict[str, Resources]:
+    """Usage of every scope, read in the caller's transaction (``config.apply`` checks
+    quotas against it inside the transaction that records the new revision)."""
+    return _rows_to_usage(conn.execute(sa.select(*_USAGE_COLUMNS)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,7 +225,7 @@ def recent_denials(
     with store.read() as conn:
         return [
             Denial(
-                at=_aware(r["at"]),
+                at=r["at"],
                 namespace=r["namespace"],
                 department=r["department"],
                 queue=r["queue"],

@@ -3,6 +3,8 @@ them; this module is the single description the code reads and writes through.""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -14,7 +16,33 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
 )
+from sqlalchemy.engine import Dialect
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC and read back timezone-aware, on every database.
+
+    SQLite keeps no offset: an aware value in another zone would be stored as its wall
+    clock and read back as if it were UTC. Converting on the way in and tagging on the
+    way out keeps the instant on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the store keeps aware UTC instants")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
 
 metadata = MetaData()
 
@@ -22,7 +50,7 @@ config_revisions = Table(
     "config_revisions",
     metadata,
     Column("revision", Integer, primary_key=True, autoincrement=True),
-    Column("applied_at", DateTime(timezone=True), nullable=False),
+    Column("applied_at", UTCDateTime(), nullable=False),
     Column("checksum", String(64), nullable=False),
     Column("source", Text, nullable=False, default=""),
     Column("document", JSON, nullable=False),
@@ -58,10 +86,10 @@ allocations = Table(
     Column("borrowed_compute_pct", BigInteger, nullable=False, default=0),
     Column("subject", String(512), nullable=False, default=""),
     Column("grants", JSON, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
-    Column("bound_at", DateTime(timezone=True), nullable=True),
-    Column("ended_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("bound_at", UTCDateTime(), nullable=True),
+    Column("ended_at", UTCDateTime(), nullable=True),
     Index("ix_allocations_state", "state"),
     Index("ix_allocations_department", "department", "state"),
     Index("ix_allocations_pod_uid", "pod_uid"),
@@ -71,7 +99,7 @@ denials = Table(
     "denials",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("at", DateTime(timezone=True), nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
     Column("namespace", String(253), nullable=False),
     Column("department", String(253), nullable=False, default=""),
     Column("queue", String(253), nullable=False, default=""),

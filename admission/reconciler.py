@@ -1,0 +1,584 @@
+"""The pod reconciler: keeps the allocation ledger in step with the pods that exist.
+
+The webhook *reserves* a ledger entry when it admits a GPU pod and writes the entry's
+id on the pod (annotation ``gpupool.io/allocation-id``). The reconciler watches pods
+and moves the entry along (see :mod:`governance.ledger`)::
+
+    pod seen (Pending/Running)        reserved|expired -> bound
+    pod Succeeded/Failed or deleted   bound -> released  (reserved -> bound -> released)
+    no pod within the TTL             reserved -> expired   (periodic)
+    start-up / re-list after 410      bind the pods listed, release bound entries
+                                      whose pod is not in the list
+
+The core is a state machine fed with :class:`WatchEvent` values: :func:`decide` is
+pure (a pod and its ledger entry in, ledger steps out), :class:`Reconciler` applies the
+steps to the ledger and keeps what a watch needs between events (the resourceVersion
+to resume from, and per pod the newest version seen, so that replayed, duplicate or
+out-of-order events cannot move an entry backwards). The ledger's transitions are
+idempotent and a released entry never binds again, so correctness does not rest on
+event order; the version bookkeeping only saves work and keeps the metrics honest.
+
+The annotation is never trusted blindly: a pod whose allocation id the ledger does
+not hold, whose namespace differs from the entry's, or that is another pod than the
+one the entry is bound to, is logged as suspicious and changes nothing.
+
+:func:`run_watch` drives one reconciler against a :class:`PodSource` (the Kubernetes
+adapter, :mod:`admission.kube`): list, watch from the list's resourceVersion, re-list
+on :class:`Gone`, exponential backoff with full jitter on any other error.
+
+Exceptions: :class:`Gone` (the watch's resourceVersion is too old: re-list) and
+:class:`WatchFailed` (the API server ended the watch with another error) are both
+:class:`PodSourceError`; store failures surface as
+:class:`governance.errors.StoreError` from the ledger.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from admission.leader import LeaderElector
+from governance import ledger
+from governance.errors import StoreError
+from governance.ledger import Allocation, State
+from governance.store import Store, utcnow
+
+log = logging.getLogger("gpupool.reconciler")
+
+Clock = Callable[[], datetime]
+
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+
+# -- values ------------------------------------------------------------------------------
+
+
+class EventType(enum.StrEnum):
+    ADDED = "ADDED"
+    MODIFIED = "MODIFIED"
+    DELETED = "DELETED"
+    BOOKMARK = "BOOKMARK"
+    ERROR = "ERROR"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodView:
+    """What the reconciler needs of a pod."""
+
+    uid: str
+    namespace: str
+    name: str
+    phase: str
+    resource_version: str
+    allocation_id: str | None
+    """The ``gpupool.io/allocation-id`` annotation; None on pods gpupool never saw."""
+
+    @property
+    def terminal(self) -> bool:
+        return self.phase in TERMINAL_PHASES
+
+
+@dataclass(frozen=True, kw_only=True)
+class WatchEvent:
+    type: EventType
+    pod: PodView | None = None
+    """Set for ADDED, MODIFIED and DELETED."""
+    resource_version: str = ""
+    """The version to resume the watch from after this event ("" for ERROR)."""
+    code: int | None = None
+    """ERROR: the HTTP status code of the Status object (410: Gone)."""
+    message: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Snapshot:
+    """A full list of pods, consistent at ``resource_version``."""
+
+    pods: tuple[PodView, ...]
+    resource_version: str
+
+
+class PodSourceError(Exception):
+    """The pod source could not list or watch."""
+
+
+class Gone(PodSourceError):
+    """HTTP 410: the resourceVersion is too old to watch from; list again."""
+
+
+class WatchFailed(PodSourceError):
+    """The API server ended the watch with an error other than 410."""
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class PodSource(Protocol):
+    """The Kubernetes side, as the reconciler sees it (:class:`admission.kube.KubePods`)."""
+
+    def list_pods(self) -> Snapshot: ...
+
+    def watch_pods(self, resource_version: str) -> Iterable[WatchEvent]:
+        """Events after ``resource_version`` until the server ends the watch; raise
+        :class:`Gone` when the version is too old."""
+        ...
+
+
+# -- the pure decision -------------------------------------------------------------------
+
+
+class Step(enum.StrEnum):
+    BIND = "bind"
+    RELEASE = "release"
+
+
+class Suspicion(enum.StrEnum):
+    """Why a pod's allocation-id annotation was not trusted (metrics label)."""
+
+    UNKNOWN_ALLOCATION = "UnknownAllocation"
+    NAMESPACE_MISMATCH = "NamespaceMismatch"
+    POD_MISMATCH = "PodMismatch"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    steps: tuple[Step, ...] = ()
+    suspicion: Suspicion | None = None
+    message: str = ""
+
+
+def decide(pod: PodView, entry: Allocation | None, *, gone: bool) -> Decision:
+    """The ledger steps that make ``entry`` agree with ``pod`` (``gone``: deleted)."""
+    ref = f"pod {pod.namespace}/{pod.name} (uid {pod.uid})"
+    if entry is None:
+        return Decision(
+            suspicion=Suspicion.UNKNOWN_ALLOCATION,
+            message=f"{ref} carries allocation id {pod.allocation_id!r}, which the ledger "
+            "does not hold; ignored",
+        )
+    if entry.namespace != pod.namespace:
+        return Decision(
+            suspicion=Suspicion.NAMESPACE_MISMATCH,
+            message=f"{ref} carries allocation id {entry.id!r} of namespace "
+            f"{entry.namespace!r}; ignored",
+        )
+    if (entry.pod_uid and entry.pod_uid != pod.uid) or (
+        entry.pod_name and pod.name and entry.pod_name != pod.name
+    ):
+        return Decision(
+            suspicion=Suspicion.POD_MISMATCH,
+            message=f"{ref} carries allocation id {entry.id!r}, which belongs to pod "
+            f"{entry.pod_name or '?'} (uid {entry.pod_uid or '?'}); ignored",
+        )
+    ended = gone or pod.terminal
+    if not ended:
+        # A released entry never binds again: the event is older than the end we saw.
+        if entry.state in (State.RESERVED, State.EXPIRED):
+            return Decision(steps=(Step.BIND,))
+        return Decision()
+    if entry.state is State.RESERVED:
+        # Seen for the first time already over: bind first so that the history
+        # records which pod held the entry.
+        return Decision(steps=(Step.BIND, Step.RELEASE))
+    if entry.state is State.BOUND:
+        return Decision(steps=(Step.RELEASE,))
+    return Decision()
+
+
+# -- metrics -----------------------------------------------------------------------------
+
+
+class Metrics:
+    """The reconciler's series, on the registry passed in."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter(
+            "gpupool_reconciler_watch_events",
+            "Pod watch events received, by type (ADDED, MODIFIED, DELETED, BOOKMARK, ERROR).",
+            ["type"],
+            registry=registry,
+        )
+        self.skipped = Counter(
+            "gpupool_reconciler_events_skipped",
+            "Pod events not acted on: duplicate, stale (older than a version already "
+            "seen) or unannotated (a pod gpupool did not admit).",
+            ["reason"],
+            registry=registry,
+        )
+        self.actions = Counter(
+            "gpupool_reconciler_ledger_actions",
+            "Ledger transitions made by the reconciler (bind, release, expire).",
+            ["action"],
+            registry=registry,
+        )
+        self.suspicious = Counter(
+            "gpupool_reconciler_suspicious_pods",
+            "Pods whose allocation-id annotation was not trusted, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.relists = Counter(
+            "gpupool_reconciler_relists",
+            "Full lists of pods (start-up, 410 Gone, after an error).",
+            ["reason"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "gpupool_reconciler_errors",
+            "Errors of the watch loop, by kind (watch, store, other).",
+            ["kind"],
+            registry=registry,
+        )
+        self.leader = Gauge(
+            "gpupool_reconciler_leader",
+            "1 while this replica holds the reconciler Lease and acts, else 0.",
+            registry=registry,
+        )
+        self.last_resync = Gauge(
+            "gpupool_reconciler_last_resync_timestamp_seconds",
+            "Unix time of the last completed full resync.",
+            registry=registry,
+        )
+        self.last_expire = Gauge(
+            "gpupool_reconciler_last_expire_timestamp_seconds",
+            "Unix time of the last completed expiry pass.",
+            registry=registry,
+        )
+
+
+# -- the state machine -------------------------------------------------------------------
+
+
+def _newer(candidate: str, seen: str) -> bool | None:
+    """Whether ``candidate`` is newer than ``seen``; None if they cannot be compared.
+
+    Kubernetes calls resourceVersions opaque; the API server's are etcd revisions
+    (decimal integers), so they are compared only when both are integers, and only to
+    skip work: the ledger's transitions are safe in any order.
+    """
+    if candidate.isdigit() and seen.isdigit():
+        return int(candidate) > int(seen)
+    return None
+
+
+class Reconciler:
+    """Applies pod events to the ledger. Not thread-safe: one watch loop drives it."""
+
+    TOMBSTONES = 10_000
+    """How many deleted pod uids are remembered, to drop events that arrive late."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        metrics: Metrics,
+        namespace: str | None = None,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.namespace = namespace
+        """Only entries of this namespace are released at resync (None: every one)."""
+        self.clock = clock
+        self.resource_version: str | None = None
+        """Where the next watch resumes; None: a full list is needed first."""
+        self._versions: dict[str, str] = {}
+        self._tombstones: OrderedDict[str, None] = OrderedDict()
+
+    # The watch protocol.
+
+    def resync(self, snapshot: Snapshot) -> None:
+        """Make the ledger agree with a full list of pods."""
+        self._versions = {p.uid: p.resource_version for p in snapshot.pods}
+        self._tombstones.clear()
+        present: set[str] = set()
+        for pod in snapshot.pods:
+            present.add(pod.uid)
+            if pod.allocation_id is not None:
+                self._apply(pod, gone=False)
+        for entry in ledger.list_allocations(self.store, states=[State.BOUND]):
+            if self.namespace is not None and entry.namespace != self.namespace:
+                continue
+            if entry.pod_uid not in present:
+                log.info(
+                    "allocation %s: pod %s/%s (uid %s) is gone; releasing",
+                    entry.id,
+                    entry.namespace,
+                    entry.pod_name,
+                    entry.pod_uid,
+                )
+                self._release(entry.id)
+        self.resource_version = snapshot.resource_version
+        self.metrics.last_resync.set(self.clock().timestamp())
+
+    def handle(self, event: WatchEvent) -> None:
+        """Apply one watch event. Raises :class:`Gone` or :class:`WatchFailed` for an
+        ERROR event; ``resource_version`` advances only once the event is applied, so
+        an event that failed (store down) is seen again after the re-watch."""
+        self.metrics.events.labels(event.type.value).inc()
+        if event.type is EventType.ERROR:
+            if event.code == 410:
+                self.resource_version = None
+                raise Gone(event.message or "resourceVersion too old")
+            raise WatchFailed(event.message or "watch error", code=event.code)
+        if event.type is not EventType.BOOKMARK:
+            assert event.pod is not None
+            self._on_pod(event.type, event.pod)
+        if event.resource_version:
+            self.resource_version = event.resource_version
+
+    def expire(self) -> list[Allocation]:
+        """Expire reservations whose pod never appeared within their TTL."""
+        now = self.clock()
+        expired = ledger.expire(self.store, now=now)
+        for entry in expired:
+            log.info(
+                "allocation %s (%s/%s) expired: no pod appeared before %s",
+                entry.id,
+                entry.namespace,
+                entry.queue,
+                entry.expires_at.isoformat(),
+            )
+        self.metrics.actions.labels("expire").inc(len(expired))
+        self.metrics.last_expire.set(now.timestamp())
+        return expired
+
+    # Internals.
+
+    def _on_pod(self, kind: EventType, pod: PodView) -> None:
+        gone = kind is EventType.DELETED
+        if pod.uid in self._tombstones:
+            self.metrics.skipped.labels("stale").inc()
+            return
+        seen = self._versions.get(pod.uid)
+        if seen is not None and not gone:
+            if seen == pod.resource_version:
+                self.metrics.skipped.labels("duplicate").inc()
+                return
+            if _newer(pod.resource_version, seen) is False:
+                self.metrics.skipped.labels("stale").inc()
+                return
+        if pod.allocation_id is None:
+            self.metrics.skipped.labels("unannotated").inc()
+        else:
+            self._apply(pod, gone=gone)
+        # Recorded only once applied: an event that failed is not a duplicate later.
+        if gone:
+            self._versions.pop(pod.uid, None)
+            self._tombstones[pod.uid] = None
+            while len(self._tombstones) > self.TOMBSTONES:
+                self._tombstones.popitem(last=False)
+        else:
+            self._versions[pod.uid] = pod.resource_version
+
+    def _apply(self, pod: PodView, *, gone: bool) -> None:
+        assert pod.allocation_id is not None
+        entry = ledger.get(self.store, pod.allocation_id)
+        decision = decide(pod, entry, gone=gone)
+        if decision.suspicion is not None:
+            log.warning("suspicious pod: %s", decision.message)
+            self.metrics.suspicious.labels(decision.suspicion.value).inc()
+            return
+        assert entry is not None
+        for step in decision.steps:
+            if step is Step.BIND:
+                ledger.bind(
+                    self.store, entry.id, pod_uid=pod.uid, pod_name=pod.name, now=self.clock()
+                )
+                log.info("allocation %s bound to pod %s/%s", entry.id, pod.namespace, pod.name)
+                self.metrics.actions.labels("bind").inc()
+            else:
+                self._release(entry.id)
+                log.info(
+                    "allocation %s released: pod %s/%s %s",
+                    entry.id,
+                    pod.namespace,
+                    pod.name,
+                    "deleted" if gone else pod.phase,
+                )
+
+    def _release(self, allocation_id: str) -> None:
+        ledger.release(self.store, allocation_id, now=self.clock())
+        self.metrics.actions.labels("release").inc()
+
+
+# -- the loop ----------------------------------------------------------------------------
+
+
+class Backoff:
+    """Exponential backoff with full jitter: attempt n waits uniform(0, min(cap, base*2**n))."""
+
+    def __init__(
+        self, *, base_s: float = 0.5, cap_s: float = 30.0, rng: random.Random | None = None
+    ) -> None:
+        self.base_s = base_s
+        self.cap_s = cap_s
+        self.rng = rng or random.Random()
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap_s, self.base_s * 2**self.attempt)
+        self.attempt = min(self.attempt + 1, 32)
+        return self.rng.uniform(0, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def run_watch(
+    reconciler: Reconciler,
+    source: PodSource,
+    stop: threading.Event,
+    *,
+    backoff: Backoff | None = None,
+    max_rounds: int | None = None,
+    rewatch_pause_s: float = 1.0,
+) -> None:
+    """List, then watch from the list's version, until ``stop`` is set.
+
+    A round is one list-or-watch request. The server ends a watch after its timeout
+    (the loop resumes from the last version), with 410 Gone (the loop lists again at
+    once) or with an error (the loop waits with backoff and resumes from the last
+    version it applied). After a watch that ended normally the loop pauses
+    ``rewatch_pause_s``, so a server that closes watches at once is not hammered.
+    ``max_rounds`` bounds the loop for tests.
+    """
+    backoff = backoff or Backoff()
+    rounds = 0
+    relist_reason = "startup"
+    while not stop.is_set() and (max_rounds is None or rounds < max_rounds):
+        rounds += 1
+        try:
+            if reconciler.resource_version is None:
+                reconciler.metrics.relists.labels(relist_reason).inc()
+                reconciler.resync(source.list_pods())
+            assert reconciler.resource_version is not None
+            for event in source.watch_pods(reconciler.resource_version):
+                if stop.is_set():
+                    # Leadership may be gone: apply nothing more.
+                    return
+                reconciler.handle(event)
+            backoff.reset()
+            stop.wait(rewatch_pause_s)
+        except Gone as exc:
+            log.info("watch expired (%s); listing pods again", exc)
+            reconciler.resource_version = None
+            relist_reason = "gone"
+        except Exception as exc:
+            kind = (
+                "watch"
+                if isinstance(exc, PodSourceError)
+                else "store"
+                if isinstance(exc, StoreError)
+                else "other"
+            )
+            reconciler.metrics.errors.labels(kind).inc()
+            delay = backoff.next_delay()
+            log.warning("reconciler %s error: %s; retrying in %.1fs", kind, exc, delay)
+            if reconciler.resource_version is None:
+                relist_reason = "error"
+            stop.wait(delay)
+
+
+# -- the service -------------------------------------------------------------------------
+
+
+class Service:
+    """One reconciler replica: elects, and while it leads, watches and expires.
+
+    The main loop ticks the leader election every retry period. On winning it starts
+    a watch thread with a fresh :class:`Reconciler` (which begins with a full resync);
+    on losing it tells that thread to stop applying events. Reservations are expired
+    from the main loop every ``expire_interval_s``, once the first resync is done (a
+    reservation whose pod exists must be bound before it can be judged).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        source: PodSource,
+        elector: LeaderElector,
+        metrics: Metrics,
+        namespace: str | None = None,
+        clock: Clock = utcnow,
+        expire_interval_s: float = 30.0,
+        backoff: Callable[[], Backoff] = Backoff,
+        rewatch_pause_s: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.source = source
+        self.elector = elector
+        self.metrics = metrics
+        self.namespace = namespace
+        self.clock = clock
+        self.expire_interval_s = expire_interval_s
+        self.backoff = backoff
+        self.rewatch_pause_s = rewatch_pause_s
+        self.reconciler: Reconciler | None = None
+        self._worker: threading.Thread | None = None
+        self._worker_stop = threading.Event()
+        self._next_expire: datetime | None = None
+
+    def run(self, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                self.step()
+                stop.wait(self.elector.retry_period_s)
+        finally:
+            self._stop_worker()
+            self.elector.release()
+            self.metrics.leader.set(0)
+
+    def step(self) -> None:
+        """One tick: election, then start/stop the watch, then expire if due."""
+        leading = self.elector.tick()
+        self.metrics.leader.set(1 if leading else 0)
+        if not leading:
+            self._stop_worker()
+            return
+        if self._worker is None or not self._worker.is_alive():
+            self._start_worker()
+        reconciler = self.reconciler
+        if reconciler is None or reconciler.resource_version is None:
+            return
+        now = self.clock()
+        if self._next_expire is None or now >= self._next_expire:
+            try:
+                reconciler.expire()
+            except StoreError as exc:
+                self.metrics.errors.labels("store").inc()
+                log.warning("expiry pass failed: %s", exc)
+            self._next_expire = now + timedelta(seconds=self.expire_interval_s)
+
+    def _start_worker(self) -> None:
+        self._worker_stop = threading.Event()
+        self.reconciler = Reconciler(
+            self.store, metrics=self.metrics, namespace=self.namespace, clock=self.clock
+        )
+        self._next_expire = None
+        self._worker = threading.Thread(
+            target=run_watch,
+            args=(self.reconciler, self.source, self._worker_stop),
+            kwargs={"backoff": self.backoff(), "rewatch_pause_s": self.rewatch_pause_s},
+            name="gpupool-reconciler-watch",
+            daemon=True,
+        )
+        self._worker.start()
+
+    def _stop_worker(self) -> None:
+        # The thread may sit in a blocking watch read; it applies nothing once told to
+        # stop and ends when the read returns (at the latest, the watch timeout).
+        self._worker_stop.set()
+        self._worker = None
+        self.reconciler = None

@@ -1,0 +1,155 @@
+"""How fast the RBAC facade answers with a large organisation's policies.
+
+Builds role bindings for N departments (default 1,000, about 20,000 Casbin rules:
+a dept-admin, 14 members, a group, two viewers per department, a narrowed
+service-account binding in every fifth one, platform admins and global viewers), then
+times, per decision:
+
+* ``first``: the first question in a department (builds its enforcer);
+* ``allow`` / ``deny``: uncached questions in a department already asked once;
+* ``cached``: the same question again;
+
+and, as the baseline in the same run, one plain Casbin enforcer over all rules (what
+``casbin.Enforcer(model, adapter).enforce_ex`` costs without the per-department split).
+Prints a table, then one JSON object as the last line. ``--quick`` ends within 30 s.
+
+    python bench/rbac.py [--quick] [--departments N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import casbin
+
+from governance import rbac
+from governance.model import RoleBinding
+
+
+def bindings(departments: int) -> list[RoleBinding]:
+    out = [
+        RoleBinding(role="platform-admin", department="*", subjects=("group:platform",)),
+        RoleBinding(role="viewer", department="*", subjects=("group:finance",)),
+    ]
+    for d in range(departments):
+        dept = f"dept-{d}"
+        out += [
+            RoleBinding(role="dept-admin", department=dept, subjects=(f"user:admin-{d}",)),
+            RoleBinding(
+                role="member",
+                department=dept,
+                subjects=(*(f"user:u{d}-{i}" for i in range(14)), f"group:team-{d}"),
+            ),
+            RoleBinding(role="viewer", department=dept, subjects=(f"user:v{d}", f"user:w{d}")),
+        ]
+        if d % 5 == 0:
+            out.append(
+                RoleBinding(
+                    role="member",
+                    department=dept,
+                    subjects=(f"system:serviceaccount:ns-{d}:ci",),
+                    queues=("q0", "q1"),
+                    skus=("s1",),
+                )
+            )
+    return out
+
+
+def per_call_us(fn: Callable[[int], object], n: int) -> tuple[float, float]:
+    """Median and p99 of ``fn(i)`` for i in range(n), in microseconds."""
+    samples = []
+    for i in range(n):
+        t = time.perf_counter()
+        fn(i)
+        samples.append((time.perf_counter() - t) * 1e6)
+    samples.sort()
+    return statistics.median(samples), samples[min(n - 1, int(n * 0.99))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--departments", type=int, default=1000)
+    args = parser.parse_args()
+    n = 200 if args.quick else 1000
+    depts = args.departments
+
+    policies = rbac.policies_for(bindings(depts))
+    t = time.perf_counter()
+    auth = rbac.Authorizer.from_policies(policies)
+    load_s = time.perf_counter() - t
+
+    def who(d: int) -> rbac.Identity:
+        return rbac.Identity(user=f"u{d}-3", groups=("system:authenticated",))
+
+    step = max(1, depts // n)
+    picks = [(i * step) % depts for i in range(n)]
+    first = per_call_us(lambda i: auth.can_use(who(picks[i]), f"dept-{picks[i]}", "q0", "s0"), n)
+    allow = per_call_us(lambda i: auth.can_use(who(picks[i]), f"dept-{picks[i]}", "q1", "s1"), n)
+    # A user of the next department asks in this one (already warm): denied.
+    deny = per_call_us(
+        lambda i: auth.can_use(who((picks[i] + 1) % depts), f"dept-{picks[i]}", "q2", "s2"), n
+    )
+    cached = per_call_us(lambda i: auth.can_use(who(picks[i]), f"dept-{picks[i]}", "q1", "s1"), n)
+
+    # Baseline: one enforcer over every rule, asked the same uncached questions.
+    enforcer = casbin.Enforcer(str(rbac.MODEL_PATH), rbac.ListAdapter(policies))
+    enforcer.add_function("objectMatch", rbac.object_match)
+    for d in picks:  # build the per-domain role managers first, as the facade does
+        enforcer.enforce_ex(f"user:u{d}-3", f"dept-{d}", "queue/q0/sku/s0", "use")
+    m = max(20, n // 10)
+
+    def base_allow(i: int) -> None:
+        d = picks[i]
+        for subject in (f"user:u{d}-3", "group:system:authenticated"):
+            if enforcer.enforce_ex(subject, f"dept-{d}", "queue/q1/sku/s1", "use")[0]:
+                return
+
+    def base_deny(i: int) -> None:
+        d = picks[i]
+        for subject in (f"user:u{(d + 1) % depts}-3", "group:system:authenticated"):
+            enforcer.enforce_ex(subject, f"dept-{d}", "queue/q2/sku/s2", "use")
+
+    b_allow = per_call_us(base_allow, m)
+    b_deny = per_call_us(base_deny, m)
+
+    rows = [
+        ("first question in a department", *first),
+        ("uncached allow", *allow),
+        ("uncached deny (with explanation)", *deny),
+        ("cached", *cached),
+        ("baseline: one enforcer, allow", *b_allow),
+        ("baseline: one enforcer, deny (no explanation)", *b_deny),
+    ]
+    print(f"{len(policies)} policies, {depts} departments, load {load_s * 1000:.0f} ms")
+    print(f"{'decision':48} {'p50 us':>10} {'p99 us':>10}")
+    for name, p50, p99 in rows:
+        print(f"{name:48} {p50:10.1f} {p99:10.1f}")
+    result = {
+        "policies": len(policies),
+        "departments": depts,
+        "load_ms": round(load_s * 1000, 1),
+        "first_p50_us": round(first[0], 1),
+        "uncached_allow_p50_us": round(allow[0], 1),
+        "uncached_allow_p99_us": round(allow[1], 1),
+        "uncached_deny_p50_us": round(deny[0], 1),
+        "cached_p50_us": round(cached[0], 2),
+        "cached_p99_us": round(cached[1], 2),
+        "baseline_allow_p50_us": round(b_allow[0], 1),
+        "baseline_deny_p50_us": round(b_deny[0], 1),
+        "allow_speedup_vs_baseline": round(b_allow[0] / allow[0], 1),
+        "deny_speedup_vs_baseline": round(b_deny[0] / deny[0], 1),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""``gpupool exporter``: wire the backend, the attribution edges, sampler and server."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from exporter.backends import BACKENDS
+from governance import contract
+
+log = logging.getLogger("gpupool.exporter")
+
+
+@click.command("exporter")
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="nvml",
+    show_default=True,
+    help="Where GPU readings come from.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=contract.DEFAULT_EXPORTER_PORT,
+    show_default=True,
+    help="Port of the /metrics endpoint (0: pick a free one).",
+)
+@click.option("--address", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option(
+    "--interval",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds between two samples (at least 1).",
+)
+@click.option(
+    "--simulate",
+    "simulate",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Simulation YAML for --backend simulated (default: the bundled one).",
+)
+@click.option(
+    "--hostname",
+    default=None,
+    help="The Hostname label (default: $NODE_NAME, else this host's name).",
+)
+@click.option(
+    "--node-name",
+    envvar="NODE_NAME",
+    default=None,
+    help="Node whose pods to watch for attribution ($NODE_NAME).",
+)
+@click.option(
+    "--kubernetes/--no-kubernetes",
+    "use_kubernetes",
+    default=None,
+    help="Watch the node's pods (default: when --node-name is set).",
+)
+@click.option(
+    "--pod-resources-socket",
+    type=click.Path(path_type=Path),
+    default=Path("/var/lib/kubelet/pod-resources/kubelet.sock"),
+    show_default=True,
+    help="Kubelet PodResources socket; used when present and grpcio is installed.",
+)
+@click.option(
+    "--proc-root",
+    type=click.Path(path_type=Path),
+    default=Path("/proc"),
+    show_default=True,
+    help="The host's /proc (run with hostPID or mount it).",
+)
+@click.option("--log-level", default="INFO", show_default=True)
+def exporter(
+    backend: str,
+    port: int,
+    address: str,
+    interval: float,
+    simulate: Path | None,
+    hostname: str | None,
+    node_name: str | None,
+    use_kubernetes: bool | None,
+    pod_resources_socket: Path,
+    proc_root: Path,
+    log_level: str,
+) -> None:
+    """DCGM-compatible GPU metrics and per-slice usage attributed to pods, for Prometheus."""
+    from prometheus_client import CollectorRegistry
+
+    from exporter.collector import SnapshotCollector
+    from exporter.sampler import MIN_INTERVAL_S, Sampler
+    from exporter.server import MetricsServer, timed_metrics_app
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if interval < MIN_INTERVAL_S:
+        raise click.BadParameter(
+            f"{interval:g} s is below the {MIN_INTERVAL_S:g} s floor", param_hint="--interval"
+        )
+    if simulate is not None and backend != "simulated":
+        raise click.BadParameter("--simulate needs --backend simulated", param_hint="--simulate")
+    host = hostname or node_name or socket.gethostname()
+    parts: dict[str, Any]
+    if backend == "simulated":
+        parts = _simulated(simulate, hostname)
+        host = hostname or parts.pop("hostname")
+    else:
+        parts = _nvml(node_name, use_kubernetes, pod_resources_socket, proc_root)
+    sampler = Sampler(hostname=host, interval_s=interval, **parts)
+    registry = CollectorRegistry()
+    registry.register(SnapshotCollector(lambda: sampler.snapshot))
+    server = MetricsServer(timed_metrics_app(registry), address=address, port=port)
+    sampler.start()
+    server.start()
+    click.echo(
+        f"gpupool exporter ({backend}) serving http://{address}:{server.port}/metrics "
+        f"every {interval:g} s as Hostname={host}",
+        err=True,
+    )
+    done = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: done.set())
+    done.wait()
+    server.stop()
+    sampler.stop()
+
+
+def _simulated(path: Path | None, hostname: str | None) -> dict[str, Any]:
+    from exporter.backends import simulated
+
+    try:
+        simulation = simulated.load_simulation(path or simulated.DEFAULT_SIMULATION)
+    except simulated.SimulationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--simulate") from exc
+    node = simulated.SimulatedNode(simulation)
+    return {
+        "backend": node,
+        "resolve": node.resolve,
+        "pods": node,
+        "podresources": node,
+        "hostname": simulation.hostname,
+    }
+
+
+def _nvml(
+    node_name: str | None, use_kubernetes: bool | None, socket_path: Path, proc_root: Path
+) -> dict[str, Any]:
+    from exporter.backends.nvml import NvmlBackend
+    from exporter.cgroups import ProcCgroupResolver
+    from exporter.pods import KubernetesPodWatch, PodIndex
+
+    parts: dict[str, Any] = {
+        "backend": NvmlBackend(),
+        "resolve": ProcCgroupResolver(proc_root).resolve,
+    }
+    if use_kubernetes is None:
+        use_kubernetes = bool(node_name)
+    if use_kubernetes:
+        if not node_name:
+            raise click.BadParameter(
+                "--kubernetes needs --node-name (or $NODE_NAME)", param_hint="--node-name"
+            )
+        index = PodIndex()
+        try:
+            watch = KubernetesPodWatch.in_cluster(index=index, node_name=node_name)
+        except ImportError as exc:
+            raise click.ClickException(
+                f"the pod watch needs the kubernetes client ({exc}); install "
+                "gpupool[exporter], or run with --no-kubernetes (no attribution to pods)"
+            ) from exc
+        except Exception as exc:  # kubernetes.config.ConfigException and friends
+            raise click.ClickException(
+                f"cannot configure the Kubernetes client ({exc}); run in a pod with a "
+                "service account, set KUBECONFIG, or use --no-kubernetes"
+            ) from exc
+        watch.start()
+        parts["pods"] = index
+    if socket_path.exists():
+        try:
+            from exporter.podresources import GrpcPodResources
+
+            parts["podresources"] = GrpcPodResources(socket_path)
+        except ImportError:
+            log.warning(
+                "grpcio is not installed: slices are placed on the GPUs their "
+                "processes run on (install grpcio to use %s)",
+                socket_path,
+            )
+    else:
+        log.info("no PodResources socket at %s; placing slices by their processes", socket_path)
+    return parts
+
+
+def main() -> None:  # pragma: no cover - python -m exporter
+    exporter(prog_name="gpupool exporter", auto_envvar_prefix="GPUPOOL_EXPORTER")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,559 @@
+"""Who may use which queue and SKU, view a department, change its quotas (Casbin).
+
+The model (``rbac_model.conf``, in this package) is RBAC with domains, a domain being a
+department. Four roles:
+
+======================  =========================  ===============  ============
+role                    use queues/SKUs            view department  edit quotas
+======================  =========================  ===============  ============
+platform-admin          every department           every one        every one
+dept-admin              its department             its department   its department
+member                  its department [#]_        its department   no
+viewer                  no                         its department   no
+======================  =========================  ===============  ============
+
+.. [#] optionally narrowed by the binding to some queues and/or SKUs.
+
+Subjects, as written in role bindings (:func:`normalize_subject` gives the canonical
+form kept in policies): ``user:NAME``, ``group:NAME``, Kubernetes service accounts
+``system:serviceaccount:NS:NAME``, and the groups ``system:serviceaccounts:NS``,
+``system:serviceaccounts`` and ``system:authenticated`` (kept as ``group:...``).
+
+Policies are derived from the organisation's role bindings (:func:`policies_for`) and
+stored in the store's ``casbin_rule`` table by ``governance.config.apply``, so that
+every replica sees the same ones; :class:`Authorizer` loads them through
+:class:`StoreAdapter`. Casbin answers through a typed facade: every answer is a
+:class:`Decision` that names the subject and the rule that matched, or, when denied,
+which subjects were tried and what to do.
+
+Speed: Casbin evaluates its matcher once per ``p`` rule, so the ``p`` rules stay few
+(one set per role, plus one per narrowed member binding shape); bindings are ``g``
+rules, which are hash lookups. Decisions are cached per (subjects, department,
+object, action) until :meth:`Authorizer.reload`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Final
+
+import casbin
+import sqlalchemy as sa
+from casbin import persist
+from sqlalchemy.engine import Connection
+
+from governance import schema
+from governance.contract import Reason
+from governance.model import ROLES, RoleBinding
+from governance.store import Store
+
+MODEL_PATH: Final = Path(__file__).with_name("rbac_model.conf")
+_MODEL_TEXT: Final = MODEL_PATH.read_text(encoding="utf-8")
+
+PLATFORM_ADMIN: Final = "platform-admin"
+DEPT_ADMIN: Final = "dept-admin"
+MEMBER: Final = "member"
+VIEWER: Final = "viewer"
+EVERY_DEPARTMENT: Final = "*"
+
+ACTION_USE: Final = "use"
+ACTION_VIEW: Final = "view"
+ACTION_EDIT: Final = "edit"
+OBJECT_DEPARTMENT: Final = "department"
+OBJECT_QUOTA: Final = "quota"
+
+Policy = tuple[str, ...]
+"""One casbin_rule row: (ptype, v0, v1, ...), e.g. ("g", "user:ana", "member", "ml")."""
+
+ROLE_POLICIES: Final[tuple[Policy, ...]] = (
+    ("p", PLATFORM_ADMIN, "*", "*", "*"),
+    ("p", DEPT_ADMIN, "*", "queue/*/sku/*", ACTION_USE),
+    ("p", DEPT_ADMIN, "*", OBJECT_DEPARTMENT, ACTION_VIEW),
+    ("p", DEPT_ADMIN, "*", OBJECT_QUOTA, ACTION_EDIT),
+    ("p", MEMBER, "*", "queue/*/sku/*", ACTION_USE),
+    ("p", MEMBER, "*", OBJECT_DEPARTMENT, ACTION_VIEW),
+    ("p", VIEWER, "*", OBJECT_DEPARTMENT, ACTION_VIEW),
+)
+"""What each role may do, in any department where it is bound."""
+
+# -- subjects ------------------------------------------------------------------------
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+SA_PREFIX: Final = "system:serviceaccount:"
+SA_GROUP: Final = "system:serviceaccounts"
+AUTHENTICATED: Final = "system:authenticated"
+
+SUBJECT_FORMATS: Final = (
+    "user:NAME, group:NAME, system:serviceaccount:NAMESPACE:NAME, "
+    "system:serviceaccounts:NAMESPACE, system:serviceaccounts, system:authenticated"
+)
+
+
+def normalize_subject(text: str) -> str:
+    """The canonical form of a subject written in a role binding; ValueError if invalid.
+
+    Users are ``user:NAME``, service accounts ``system:serviceaccount:NS:NAME``, and
+    every group (including the Kubernetes service-account groups) ``group:NAME``.
+    """
+    if not isinstance(text, str) or not text or text != text.strip() or " " in text:
+        raise ValueError(f"subject {text!r} is not one of: {SUBJECT_FORMATS}")
+    kind, _, name = text.partition(":")
+    if kind == "user" and name:
+        if name.startswith(SA_PREFIX):
+            return _service_account(name)
+        return text
+    if kind == "group" and name:
+        if name.startswith(SA_GROUP):
+            return "group:" + _service_account_group(name)
+        return text
+    if text.startswith(SA_PREFIX):
+        return _service_account(text)
+    if text.startswith(SA_GROUP):
+        return "group:" + _service_account_group(text)
+    if text == AUTHENTICATED:
+        return "group:" + AUTHENTICATED
+    raise ValueError(f"subject {text!r} is not one of: {SUBJECT_FORMATS}")
+
+
+def _service_account(text: str) -> str:
+    parts = text[len(SA_PREFIX) :].split(":")
+    if len(parts) != 2 or not _DNS_LABEL.match(parts[0]) or not _DNS_SUBDOMAIN.match(parts[1]):
+        raise ValueError(
+            f"service account {text!r} must be system:serviceaccount:NAMESPACE:NAME with a "
+            "valid namespace and name (lowercase letters, digits, '-')"
+        )
+    return text
+
+
+def _service_account_group(text: str) -> str:
+    if text == SA_GROUP:
+        return text
+    ns = text[len(SA_GROUP) + 1 :] if text.startswith(SA_GROUP + ":") else ""
+    if not _DNS_LABEL.match(ns):
+        raise ValueError(
+            f"service-account group {text!r} must be system:serviceaccounts or "
+            "system:serviceaccounts:NAMESPACE with a valid namespace"
+        )
+    return text
+
+
+@dataclass(frozen=True, kw_only=True)
+class Identity:
+    """Who asks: the Kubernetes user name and groups (AdmissionReview userInfo)."""
+
+    user: str
+    groups: tuple[str, ...] = ()
+
+    def subjects(self) -> tuple[str, ...]:
+        """The policy subjects this identity acts as, the user first.
+
+        A service account also acts as its service-account groups, even when the
+        caller did not list them (``--as system:serviceaccount:ci:bot`` in the CLI).
+        """
+        found: list[str] = []
+        if self.user.startswith(SA_PREFIX):
+            found.append(self.user)
+            ns = self.user[len(SA_PREFIX) :].split(":", 1)[0]
+            groups = (*self.groups, SA_GROUP, f"{SA_GROUP}:{ns}")
+        else:
+            found.append(f"user:{self.user}")
+            groups = self.groups
+        for group in groups:
+            subject = f"group:{group}"
+            if subject not in found:
+                found.append(subject)
+        return tuple(found)
+
+
+# -- policies ------------------------------------------------------------------------
+
+
+def narrowed_role(queues: Sequence[str], skus: Sequence[str]) -> str:
+    """The role name of a member binding narrowed to some queues and/or SKUs."""
+    q = "|".join(sorted(queues)) or "*"
+    s = "|".join(sorted(skus)) or "*"
+    return f"{MEMBER}[queues={q};skus={s}]"
+
+
+def policies_for(bindings: Iterable[RoleBinding]) -> list[Policy]:
+    """Every casbin rule for ``bindings`` (subjects already canonical), sorted, unique."""
+    rules: set[Policy] = set(ROLE_POLICIES)
+    for binding in bindings:
+        role = binding.role
+        dom = binding.department
+        if role == MEMBER and (binding.queues or binding.skus):
+            role = narrowed_role(binding.queues, binding.skus)
+            for q in sorted(binding.queues) or ["*"]:
+                for s in sorted(binding.skus) or ["*"]:
+                    rules.add(("p", role, dom, use_object(q, s), ACTION_USE))
+            rules.add(("p", role, dom, OBJECT_DEPARTMENT, ACTION_VIEW))
+        for subject in binding.subjects:
+            rules.add(("g", subject, role, dom))
+    return sorted(rules)
+
+
+def use_object(queue: str, sku: str) -> str:
+    return f"queue/{queue}/sku/{sku}"
+
+
+def object_match(request: str, pattern: str) -> bool:
+    """``pattern`` matches ``request`` segment by segment; a ``*`` segment matches any."""
+    if pattern == "*" or pattern == request:
+        return True
+    want = pattern.split("/")
+    got = request.split("/")
+    return len(want) == len(got) and all(w in ("*", g) for w, g in zip(want, got, strict=True))
+
+
+# -- the store adapter ---------------------------------------------------------------
+
+
+class StoreAdapter(persist.Adapter):  # type: ignore[misc]
+    """Casbin policies in the store's ``casbin_rule`` table (load only; writes go
+    through :func:`write_policies` inside ``config.apply``'s transaction)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def load_policy(self, model: Any) -> None:
+        for rule in read_policies(self.store):
+            sec = rule[0][0]
+            assertion = model.model.get(sec, {}).get(rule[0])
+            if assertion is not None:
+                assertion.policy.append(list(rule[1:]))
+
+    def save_policy(self, model: Any) -> bool:
+        rules: list[Policy] = []
+        for sec in ("p", "g"):
+            for ptype, assertion in model.model.get(sec, {}).items():
+                rules.extend((ptype, *rule) for rule in assertion.policy)
+        with self.store.write() as conn:
+            write_policies(conn, rules)
+        return True
+
+
+def read_policies(store: Store) -> list[Policy]:
+    t = schema.casbin_rule
+    with store.read() as conn:
+        rows = conn.execute(
+            sa.select(t.c.ptype, t.c.v0, t.c.v1, t.c.v2, t.c.v3, t.c.v4, t.c.v5).order_by(t.c.id)
+        ).all()
+    width = {"p": 4, "g": 3}
+    return [tuple(row[: 1 + width.get(row[0][0], 6)]) for row in rows]
+
+
+def write_policies(conn: Connection, policies: Iterable[Policy]) -> None:
+    """Replace every stored policy with ``policies``, in the caller's transaction."""
+    t = schema.casbin_rule
+    conn.execute(t.delete())
+    # Every row names every column: an executemany takes its columns from the first row.
+    rows = [
+        {"ptype": rule[0], **{f"v{i}": rule[i + 1] if i + 1 < len(rule) else "" for i in range(6)}}
+        for rule in policies
+    ]
+    if rows:
+        conn.execute(t.insert(), rows)
+
+
+# -- decisions -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    """An answer from the policy: never a bare bool.
+
+    ``subject`` is the subject the rule matched for (None when denied) and ``rule`` the
+    Casbin ``p`` rule that allowed it, as (role, department, object, action).
+    """
+
+    allowed: bool
+    subject: str | None
+    rule: tuple[str, ...] | None
+    explanation: str
+
+    @property
+    def reason(self) -> Reason:
+        return Reason.ADMITTED if self.allowed else Reason.FORBIDDEN
+
+    def __bool__(self) -> bool:
+        raise TypeError("use Decision.allowed: a Decision is not a bool")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _State:
+    """One loaded policy set: rules by department, enforcers and decisions built lazily."""
+
+    p_rules: Mapping[str, list[list[str]]]
+    g_rules: Mapping[str, list[list[str]]]
+    enforcers: dict[str, Any]
+    cache: dict[tuple[Any, ...], Decision]
+    revision: int = 0
+    """The store's configuration revision when the policies were read (0: not a store)."""
+
+
+class Authorizer:
+    """A typed facade over Casbin, with a decision cache.
+
+    Casbin evaluates its matcher once per ``p`` rule and each evaluation costs tens of
+    microseconds in pycasbin, so one enforcer over a large organisation's narrowed
+    bindings would make each uncached decision cost milliseconds. The policies are
+    therefore split by department: each department gets its own small enforcer (built
+    on its first question) holding its own rules and those of every department
+    (``*``). The answer is the same as one enforcer over all rules, since a rule of
+    another department never matches.
+
+    Thread-safe for readers: :meth:`reload` loads a new state and swaps it in at once.
+    """
+
+    CACHE_LIMIT: Final = 100_000
+
+    def __init__(self, adapter: Any) -> None:
+        self._adapter = adapter
+        self._lock = threading.Lock()
+        self._state = self._load()
+
+    @classmethod
+    def from_bindings(cls, bindings: Iterable[RoleBinding]) -> Authorizer:
+        return cls(ListAdapter(policies_for(bindings)))
+
+    @classmethod
+    def from_policies(cls, policies: Iterable[Policy]) -> Authorizer:
+        return cls(ListAdapter(list(policies)))
+
+    @classmethod
+    def from_store(cls, store: Store) -> Authorizer:
+        return cls(StoreAdapter(store))
+
+    def _load(self) -> _State:
+        # The revision is read before the policies: if an apply lands in between, the
+        # state looks older than it is and the next refresh() merely reloads again.
+        revision = (
+            self._adapter.store.latest_revision() if isinstance(self._adapter, StoreAdapter) else 0
+        )
+        model = casbin.Enforcer.new_model(text=_MODEL_TEXT)
+        self._adapter.load_policy(model)
+        p_rules: dict[str, list[list[str]]] = defaultdict(list)
+        g_rules: dict[str, list[list[str]]] = defaultdict(list)
+        for rule in model["p"]["p"].policy:
+            p_rules[rule[1]].append(rule)
+        for rule in model["g"]["g"].policy:
+            g_rules[rule[2]].append(rule)
+        return _State(p_rules=p_rules, g_rules=g_rules, enforcers={}, cache={}, revision=revision)
+
+    def reload(self) -> None:
+        """Re-read the policies (after ``config.apply``) and forget cached decisions."""
+        state = self._load()
+        with self._lock:
+            self._state = state
+
+    @property
+    def revision(self) -> int:
+        """The configuration revision whose policies are loaded (from_store only)."""
+        return self._state.revision
+
+    def refresh(self, revision: int) -> bool:
+        """Reload unless the policies of ``revision`` are the ones loaded; True if it did.
+
+        Pairs with :class:`governance.config.OrgSource`, which re-reads the store at
+        most every few seconds: ``org = orgs.get(); authorizer.refresh(orgs.revision)``.
+        """
+        if revision == self._state.revision:
+            return False
+        state = self._load()
+        if not isinstance(self._adapter, StoreAdapter):
+            state = replace(state, revision=revision)
+        with self._lock:
+            self._state = state
+        return True
+
+    def _enforcer(self, state: _State, department: str) -> Any:
+        enforcer = state.enforcers.get(department)
+        if enforcer is not None:
+            return enforcer
+        with self._lock:
+            enforcer = state.enforcers.get(department)
+            if enforcer is None:
+                policies: list[Policy] = []
+                for dom in {department, EVERY_DEPARTMENT}:
+                    policies += [("p", *r) for r in state.p_rules.get(dom, ())]
+                    policies += [("g", *r) for r in state.g_rules.get(dom, ())]
+                enforcer = casbin.Enforcer(
+                    casbin.Enforcer.new_model(text=_MODEL_TEXT), ListAdapter(policies)
+                )
+                enforcer.add_function("objectMatch", object_match)
+                state.enforcers[department] = enforcer
+        return enforcer
+
+    # -- questions ---------------------------------------------------------------
+
+    def can_use(self, identity: Identity, department: str, queue: str, sku: str) -> Decision:
+        return self._decide(
+            identity,
+            department,
+            use_object(queue, sku),
+            ACTION_USE,
+            what=f"use queue {department}/{queue} with SKU {sku}",
+            queue=queue,
+        )
+
+    def can_view(self, identity: Identity, department: str) -> Decision:
+        return self._decide(
+            identity,
+            department,
+            OBJECT_DEPARTMENT,
+            ACTION_VIEW,
+            what=f"view department {department}",
+        )
+
+    def can_edit_quota(self, identity: Identity, department: str) -> Decision:
+        return self._decide(
+            identity,
+            department,
+            OBJECT_QUOTA,
+            ACTION_EDIT,
+            what=f"change the quotas of department {department}",
+        )
+
+    def visible_departments(self, identity: Identity, departments: Iterable[str]) -> list[str]:
+        return [d for d in departments if self.can_view(identity, d).allowed]
+
+    # -- internals ---------------------------------------------------------------
+
+    def _decide(
+        self,
+        identity: Identity,
+        dom: str,
+        obj: str,
+        act: str,
+        *,
+        what: str,
+        queue: str | None = None,
+    ) -> Decision:
+        state = self._state
+        cache = state.cache
+        subjects = identity.subjects()
+        key = (subjects, dom, obj, act)
+        found = cache.get(key)
+        if found is not None:
+            return found
+        enforcer = self._enforcer(state, dom)
+        decision = self._enforce(enforcer, subjects, dom, obj, act, what, queue)
+        if len(cache) >= self.CACHE_LIMIT:
+            cache.clear()
+        cache[key] = decision
+        return decision
+
+    def _enforce(
+        self,
+        enforcer: Any,
+        subjects: tuple[str, ...],
+        dom: str,
+        obj: str,
+        act: str,
+        what: str,
+        queue: str | None,
+    ) -> Decision:
+        for subject in subjects:
+            allowed, rule = enforcer.enforce_ex(subject, dom, obj, act)
+            if allowed:
+                rule_t = tuple(str(v) for v in rule)
+                where = (
+                    "every department"
+                    if enforcer.has_grouping_policy(subject, rule_t[0], EVERY_DEPARTMENT)
+                    else f"department {dom}"
+                )
+                return Decision(
+                    allowed=True,
+                    subject=subject,
+                    rule=rule_t,
+                    explanation=(
+                        f"{subject} may {what}: bound as {rule_t[0]} in {where} "
+                        f"(rule p, {', '.join(rule_t)})."
+                    ),
+                )
+        return Decision(
+            allowed=False,
+            subject=None,
+            rule=None,
+            explanation=self._denial(enforcer, subjects, dom, act, what, queue),
+        )
+
+    def _denial(
+        self,
+        enforcer: Any,
+        subjects: tuple[str, ...],
+        dom: str,
+        act: str,
+        what: str,
+        queue: str | None,
+    ) -> str:
+        held: list[str] = []
+        usable: list[str] = []
+        for subject in subjects:
+            for where in (dom, EVERY_DEPARTMENT):
+                for role in enforcer.get_roles_for_user_in_domain(subject, where):
+                    held.append(f"{subject} is {role} in {_domain_words(where)}")
+                    if where == dom and role.startswith(MEMBER + "["):
+                        for rule in enforcer.get_filtered_policy(0, role, dom):
+                            if rule[3] == ACTION_USE:
+                                _, q, _, s = rule[2].split("/")
+                                usable.append(
+                                    f"{dom}/{q if q != '*' else '(any queue)'} with "
+                                    f"{'any SKU' if s == '*' else 'SKU ' + s}"
+                                )
+        admins = sorted(enforcer.get_users_for_role_in_domain(DEPT_ADMIN, dom))
+        ask = f"a dept-admin of {dom}" + (f" ({', '.join(admins)})" if admins else "")
+        tried = ", ".join(subjects)
+        holds = "; ".join(held) if held else "none of them holds a role there"
+        if act == ACTION_USE:
+            advice = f"Ask {ask} to bind you as member"
+            if queue is not None:
+                advice += f" (of queue {queue})"
+            if usable:
+                advice += f", or use a queue you may use: {', '.join(sorted(set(usable)))}"
+            advice += "."
+        elif act == ACTION_VIEW:
+            advice = f"Ask {ask} to bind you as viewer or member of {dom}."
+        else:
+            advice = (
+                f"Only dept-admins of {dom} and platform-admins change its quotas: ask a "
+                f"platform-admin to bind you as dept-admin of {dom}, or ask {ask}."
+            )
+        return f"denied: {tried} may not {what} ({holds}). {advice}"
+
+
+def _domain_words(dom: str) -> str:
+    return "every department" if dom == EVERY_DEPARTMENT else f"department {dom}"
+
+
+class ListAdapter(persist.Adapter):  # type: ignore[misc]
+    """Policies held in memory (``Authorizer.from_bindings``), read again on each load."""
+
+    def __init__(self, policies: list[Policy]) -> None:
+        self.policies = policies
+
+    def load_policy(self, model: Any) -> None:
+        for rule in self.policies:
+            assertion = model.model.get(rule[0][0], {}).get(rule[0])
+            if assertion is not None:
+                assertion.policy.append(list(rule[1:]))
+
+
+__all__ = [
+    "ROLES",
+    "Authorizer",
+    "Decision",
+    "Identity",
+    "ListAdapter",
+    "StoreAdapter",
+    "normalize_subject",
+    "policies_for",
+    "read_policies",
+    "write_policies",
+]
