@@ -109,11 +109,21 @@ def build_source(
 
 @click.command("dashboard")
 @click.option(
-    "--store", "store_url", envvar="GPUPOOL_STORE", help="Governance store URL (or GPUPOOL_STORE)."
+    "--store",
+    "store_url",
+    envvar="GPUPOOL_STORE",
+    metavar="URL",
+    help="Governance store URL (or GPUPOOL_STORE).",
 )
-@click.option("--prometheus", help="Prometheus base URL, e.g. http://prometheus:9090.")
 @click.option(
-    "--exporter", "exporters", multiple=True, help="Exporter URL to scrape directly (repeat)."
+    "--prometheus", metavar="URL", help="Prometheus base URL, e.g. http://prometheus:9090."
+)
+@click.option(
+    "--exporter",
+    "exporters",
+    multiple=True,
+    metavar="URL",
+    help="Exporter URL to scrape directly (repeat).",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=contract.DEFAULT_DASHBOARD_PORT, show_default=True, type=int)
@@ -133,10 +143,23 @@ def build_source(
 @click.option(
     "--trust-proxy-headers", is_flag=True, help="Take the viewer from the proxy's headers."
 )
-@click.option("--user-header", default=DEFAULT_USER_HEADER, show_default=True)
-@click.option("--groups-header", default=DEFAULT_GROUPS_HEADER, show_default=True)
-@click.option("--dev-user", help="Local trial: every request is this user.")
-@click.option("--dev-group", "dev_groups", multiple=True, help="Groups of --dev-user (repeat).")
+@click.option(
+    "--user-header", default=DEFAULT_USER_HEADER, show_default=True, help="The proxy's user header."
+)
+@click.option(
+    "--groups-header",
+    default=DEFAULT_GROUPS_HEADER,
+    show_default=True,
+    help="The proxy's groups header (comma-separated groups).",
+)
+@click.option("--dev-user", metavar="NAME", help="Local trial: every request is this user.")
+@click.option(
+    "--dev-group",
+    "dev_groups",
+    multiple=True,
+    metavar="GROUP",
+    help="Groups of --dev-user (repeat).",
+)
 def dashboard(
     store_url: str | None,
     prometheus: str | None,
