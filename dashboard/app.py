@@ -470,6 +470,22 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
     def viewer() -> Scope:
         return console.scope(dict(flask.request.headers))
 
+    def failure(exc: Exception, what: str) -> tuple[list[Any], views.Figure]:
+        """The error state of a page whose callback failed."""
+        if isinstance(exc, StoreError):
+            problem = console.store_problem(exc)
+            message = "Governance store unavailable"
+        else:
+            log.exception("the %s failed", what)
+            problem = Problem(
+                title="Something went wrong",
+                detail=f"The {what} could not be built ({type(exc).__name__}); the "
+                "console's log has the details.",
+                tone="danger",
+            )
+            message = "Could not build this figure"
+        return problem_alerts([problem]), views.message_figure(message, tone="error")
+
     @app.callback(
         Output("page", "children"),
         Output("who", "children"),
@@ -516,9 +532,9 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
     def overview(range_key: str | None, _tick: int | None) -> tuple[Any, ...]:
         try:
             result = console.overview(viewer(), range_key)
-        except StoreError as exc:
-            err = views.message_figure("Governance store unavailable", tone="error")
-            return problem_alerts([console.store_problem(exc)]), [], err, err, err, err, [], []
+        except Exception as exc:  # never a traceback in the page; the log has it
+            alert, err = failure(exc, "overview")
+            return alert, [], err, err, err, err, [], []
         return (
             problem_alerts(result.problems),
             kpi_cards(result.kpis),
@@ -547,9 +563,9 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
     def department(dept: str | None, range_key: str | None, _tick: int | None) -> tuple[Any, ...]:
         try:
             result = console.department(viewer(), dept, range_key)
-        except StoreError as exc:
-            err = views.message_figure("Governance store unavailable", tone="error")
-            return problem_alerts([console.store_problem(exc)]), [], [], err, err, err, [], [], []
+        except Exception as exc:
+            alert, err = failure(exc, "department page")
+            return alert, [], [], err, err, err, [], [], []
         badges = [
             dbc.Badge(text, color="warning", text_color="dark", className="borrowing")
             for text in result.borrowing
@@ -591,9 +607,9 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
     def gpus(dept: str | None, selected: str | None, _tick: int | None) -> tuple[Any, ...]:
         try:
             result = console.gpus(viewer(), dept, selected)
-        except StoreError as exc:
-            err = views.message_figure("Governance store unavailable", tone="error")
-            return problem_alerts([console.store_problem(exc)]), err, [], [], ""
+        except Exception as exc:
+            alert, err = failure(exc, "GPU page")
+            return alert, err, [], [], ""
         title = (
             f"Slices on GPU {result.selected}"
             if result.selected

@@ -250,3 +250,33 @@ def test_the_command_refuses_to_start_without_clear_settings(args: list[str], me
     result = CliRunner().invoke(dashboard_command, ["--store", "sqlite://", *args])
     assert result.exit_code == 2
     assert message in result.output
+
+
+class BrokenSource:
+    """A source with a bug: every question raises."""
+
+    scrape_interval_s = 15.0
+
+    def describe(self) -> str:
+        return "a broken source"
+
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("bug")
+
+        return fail
+
+
+def test_a_failing_callback_shows_an_error_state_not_a_traceback(world: Any) -> None:
+    store, org, _ = world
+    app = create_app(sup.make_console(store, org, BrokenSource()))  # type: ignore[arg-type]
+    reply = callback(
+        app.server.test_client(),
+        OVERVIEW,
+        [("range", "value", "1h"), ("tick", "n_intervals", 0)],
+        sup.PLATFORM_ADMIN,
+    )
+    assert reply.status_code == 200
+    text = reply.get_data(as_text=True)
+    assert "Something went wrong" in text and "RuntimeError" in text
+    assert "Traceback" not in text
