@@ -355,7 +355,7 @@ def main() -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     reps = 2 if args.quick else 30
     renders = 1 if args.quick else 5
-    history_points = 3 if args.quick and not args.screenshots else 30
+    history_points = 2 if args.quick and not args.screenshots else 30
     warm = not args.quick  # --quick: the first render is a cold one (every run alike)
     t_start = time.perf_counter()
     browser_ok = not args.no_browser and os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)
