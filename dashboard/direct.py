@@ -318,6 +318,17 @@ class DirectSource:
 
     # -- questions -------------------------------------------------------------------
 
+    def degraded(self) -> list[str]:
+        with self._lock:
+            snap = self._snapshot
+        if snap is None or not snap.errors or len(snap.errors) == len(self.exporters):
+            return []  # all well, or all down (SourceUnavailable says so)
+        failed = "; ".join(f"{url}: {why}" for url, why in sorted(snap.errors.items()))
+        return [
+            f"{len(snap.errors)} of {len(self.exporters)} exporters did not answer the last "
+            f"scrape; their GPUs are missing from the figures ({failed})."
+        ]
+
     def _slices(self, departments: Departments) -> list[SliceSample]:
         slices = self.snapshot().slices
         if departments is None:

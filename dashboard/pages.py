@@ -191,6 +191,10 @@ class Console:
             tone="danger",
         )
 
+    def _degraded(self, out: Any) -> None:
+        for text in self.source.degraded():
+            out.problems.append(Problem(title="Partial data", detail=text))
+
     def _window(self, range_key: object) -> tuple[datetime, datetime, float, int]:
         seconds = range_seconds(range_key)
         end = self.clock()
@@ -236,6 +240,7 @@ class Console:
             out.kpis = self._capacity_kpis(cap)
             self._admissions(out, scope, start, range_key)
             return out
+        self._degraded(out)
         tot = views.totals(rows)
         if not rows and (fleet is None or fleet[0] == 0):
             out.problems.append(
@@ -393,6 +398,7 @@ class Console:
             out.history = views.message_figure(message, tone="error")
             out.sku_mix = views.message_figure(message, tone="error")
             return out
+        self._degraded(out)
         tot = views.totals(rows)
         out.kpis = [
             Kpi(label="Slices", value=f"{tot.slices:,}", note="placed on GPUs now"),
@@ -434,6 +440,7 @@ class Console:
             out.problems.append(self.source_problem(exc))
             out.heatmap = views.message_figure(f"{exc.source} is not answering", tone="error")
             return out
+        self._degraded(out)
         if not gpus:
             out.problems.append(
                 Problem(title="No data yet", detail="No GPU has reported a slice or a reading yet.")

@@ -44,6 +44,9 @@ class PrometheusSource:
     def describe(self) -> str:
         return f"Prometheus at {self.url}"
 
+    def degraded(self) -> list[str]:
+        return []  # Prometheus answers whole or raises SourceError
+
     def close(self) -> None:
         self._client.close()
 

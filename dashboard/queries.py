@@ -151,13 +151,6 @@ def rule_query(rule: Rule, matcher: str, *, recorded: bool) -> str:
     return rule.expr(matcher)
 
 
-def tagged_union(parts: Iterable[tuple[str, str]]) -> str:
-    """One query returning several expressions, each tagged with ``gpupool_q="key"``:
-    one round trip instead of one per expression."""
-    terms = [f'label_replace({expr}, "gpupool_q", "{key}", "", "")' for key, expr in parts]
-    return " or ".join(terms)
-
-
 def gpu_fleet_parts() -> list[tuple[str, str]]:
     """Whole-card figures per GPU (platform admins only), with few labels each."""
     keep = "UUID, Hostname"

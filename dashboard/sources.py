@@ -50,6 +50,11 @@ class Source(Protocol):
         """A short name for empty and error states, e.g. ``Prometheus at http://...``."""
         ...
 
+    def degraded(self) -> list[str]:
+        """What is partly wrong now (an exporter that did not answer), for a warning
+        above the figures; [] when all is well."""
+        ...
+
     def usage(self, departments: Departments, *, per_queue: bool = True) -> list[UsageRow]:
         """Allocated, used and idle per (department, queue, SKU), now; with
         ``per_queue=False`` per department only (queue and sku "")."""

@@ -12,6 +12,7 @@ import pytest
 
 from dashboard import pages
 from dashboard.access import AccessError
+from dashboard.direct import DirectSource
 from dashboard.model import GpuRow, HistoryPoint, SliceSample, UsageRow
 from dashboard.pages import Console
 from dashboard.prometheus import PrometheusSource
@@ -186,6 +187,9 @@ class EmptySource:
     def fleet_utilisation(self) -> tuple[int, float | None]:
         return 0, None
 
+    def degraded(self) -> list[str]:
+        return []
+
     def slices_on(self, uuid: str, departments: Departments) -> list[SliceSample]:
         return []
 
@@ -241,3 +245,25 @@ def test_refresh_options_start_at_the_scrape_interval() -> None:
 def test_history_resolution_is_bounded() -> None:
     assert pages.step_for(3600, 15) == 15
     assert pages.step_for(7 * 86400, 15) == 7 * 86400 / pages.MAX_POINTS
+
+
+def test_an_exporter_down_is_a_partial_data_warning(world: Any) -> None:
+    import httpx
+
+    store, org, fleet = world
+    text = sup.exposition(fleet.on_hosts(fleet.hostnames[:1]))
+
+    def fetch(url: str) -> str:
+        if "down" in url:
+            raise httpx.ConnectError("connection refused")
+        return text
+
+    source = DirectSource(["http://up:9400", "http://down:9400"], fetch=fetch)
+    console = sup.make_console(store, org, source)
+    result = console.overview(console.scope(sup.PLATFORM_ADMIN), "1h")
+    partial = [p for p in result.problems if p.title == "Partial data"]
+    assert len(partial) == 1
+    assert (
+        "1 of 2 exporters" in partial[0].detail and "http://down:9400/metrics" in partial[0].detail
+    )
+    assert result.department_rows  # the reachable exporter's data is still there

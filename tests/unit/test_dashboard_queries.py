@@ -61,13 +61,6 @@ def test_department_names_are_regex_literals(name: str, escaped: str) -> None:
     assert queries.regex_escape(name) == escaped
 
 
-def test_tagged_union_labels_each_part() -> None:
-    query = queries.tagged_union([("a", "x"), ("b", "y")])
-    assert query == (
-        'label_replace(x, "gpupool_q", "a", "", "") or label_replace(y, "gpupool_q", "b", "", "")'
-    )
-
-
 def test_idle_threshold_in_promql_is_the_model_threshold() -> None:
     from dashboard.model import IDLE_FRACTION
 
