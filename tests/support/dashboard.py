@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -525,7 +525,7 @@ def _bulk_insert(
                 "borrowed_memory_mib": 0,
                 "borrowed_compute_pct": 0,
                 "subject": "",
-                "grants": {"main": ledger._grant_dict(grant)},
+                "grants": {"main": asdict(grant)},
                 "created_at": created,
                 "expires_at": created + timedelta(minutes=10),
                 "bound_at": created,
