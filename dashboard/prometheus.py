@@ -239,7 +239,7 @@ class PrometheusSource:
         if departments is not None and not departments:
             return []
         matcher = queries.department_matcher(departments)
-        top = self.instant(queries.waste_query(matcher, limit))
+        top = self.instant(queries.waste_query(matcher, limit, recorded=self.recording_rules))
         if not top:
             return []
         pods = "|".join(sorted({queries.regex_escape(lab.get("pod", "")) for lab, _ in top}))

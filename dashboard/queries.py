@@ -140,7 +140,29 @@ GPU_RULES: tuple[Rule, ...] = tuple(
 )
 """Per (department, GPU): the GPU page of a viewer scoped to some departments."""
 
-RULES: tuple[Rule, ...] = QUEUE_RULES + GPU_RULES
+DEPARTMENT_RULES: tuple[Rule, ...] = tuple(
+    Rule(
+        key=key,
+        record=f"department:{metric}:sum",
+        template=f"sum by (department) ({metric}{{m}})",
+    )
+    for key, metric in (
+        ("memory_limit", contract.METRIC_SLICE_MEMORY_LIMIT_BYTES),
+        ("memory_used", contract.METRIC_SLICE_MEMORY_USED_BYTES),
+        ("compute_limit", contract.METRIC_SLICE_COMPUTE_LIMIT_RATIO),
+        ("compute_used", contract.METRIC_SLICE_COMPUTE_UTILIZATION_RATIO),
+    )
+)
+"""Per department: the "over time" plots sum ~100 series instead of every queue/SKU."""
+
+IDLE_SLICE_RULE = Rule(
+    key="idle_memory",
+    record=f"slice:{contract.METRIC_SLICE_MEMORY_LIMIT_BYTES}:idle",
+    template=(f"{contract.METRIC_SLICE_MEMORY_LIMIT_BYTES}{{m}} and on ({SLICE_KEY}) {_idle()}"),
+)
+"""Per idle slice (all its labels), the memory it holds: the waste tables' topk."""
+
+RULES: tuple[Rule, ...] = QUEUE_RULES + GPU_RULES + DEPARTMENT_RULES + (IDLE_SLICE_RULE,)
 
 
 def rule_query(rule: Rule, matcher: str, *, recorded: bool) -> str:
@@ -188,12 +210,14 @@ def history_parts(matcher: str, *, recorded: bool) -> list[tuple[str, str]]:
             if recorded
             else f"sum({selector(raw[r.key], matcher)})",
         )
-        for r in QUEUE_RULES
-        if r.key in raw
+        for r in DEPARTMENT_RULES
     ]
 
 
-def waste_query(matcher: str, limit: int) -> str:
+def waste_query(matcher: str, limit: int, *, recorded: bool = False) -> str:
+    """The ``limit`` idle slices holding the most memory."""
+    if recorded:
+        return f"topk({int(limit)}, {selector(IDLE_SLICE_RULE.record, matcher)})"
     mem_limit = selector(contract.METRIC_SLICE_MEMORY_LIMIT_BYTES, matcher)
     return f"topk({int(limit)}, {mem_limit} and on ({SLICE_KEY}) {idle_filter(matcher)})"
 

@@ -164,6 +164,10 @@ def test_recorded_series_give_the_same_answers(
         for g, w in zip(got, want, strict=True):
             assert g.memory_used_bytes == pytest.approx(w.memory_used_bytes, rel=0.3)
     assert [g.uuid for g in recorded.gpus(mine)] == [g.uuid for g in raw.gpus(mine)]
+    for scope in (None, mine):
+        got_waste = [s.wasted_memory_bytes for s in recorded.waste(scope, 10)]
+        assert got_waste == [s.wasted_memory_bytes for s in raw.waste(scope, 10)]
+        assert all(s.department == DEPT for s in recorded.waste(mine, 50))
 
 
 def test_prometheus_down_is_source_unavailable() -> None:

@@ -382,6 +382,21 @@ def recorded_families(fleet: Fleet) -> list[GaugeMetricFamily]:
             for g in scoped_gpus(items):
                 fam.add_metric([dept, g.uuid, g.hostname], gpu_value[rule.key](g))
         out.append(fam)
+    for rule in queries.DEPARTMENT_RULES:
+        fam = GaugeMetricFamily(rule.record, "recorded", labels=["department"])
+        for r in model.per_department(rows):
+            fam.add_metric([r.department], value_of[rule.key](r))
+        out.append(fam)
+    idle = GaugeMetricFamily(
+        queries.IDLE_SLICE_RULE.record, "recorded", labels=list(contract.SLICE_LABELS)
+    )
+    for s in fleet.slices:
+        if s.idle and s.memory_limit_bytes is not None:
+            idle.add_metric(
+                [s.namespace, s.pod, s.container, s.department, s.queue, s.sku, s.uuid, s.hostname],
+                s.memory_limit_bytes,
+            )
+    out.append(idle)
     return out
 
 

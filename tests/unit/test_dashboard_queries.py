@@ -24,9 +24,9 @@ def test_rules_file_records_exactly_the_module_rules() -> None:
 def test_recorded_names_follow_the_level_metric_operation_convention() -> None:
     for rule in queries.RULES:
         level, metric, operation = rule.record.split(":")
-        assert level in ("department_queue_sku", "department_uuid_hostname")
+        assert level in ("department_queue_sku", "department_uuid_hostname", "department", "slice")
         assert metric.startswith("gpupool_slice_")
-        assert operation in ("sum", "count")
+        assert operation in ("sum", "count", "idle")
 
 
 @pytest.mark.parametrize("rule", queries.RULES, ids=lambda r: r.record)
