@@ -171,6 +171,7 @@ class Reason(enum.StrEnum):
     IMMUTABLE_GPU_FIELDS = "ImmutableGPUFields"
     # 500-ish: the platform
     STORE_UNAVAILABLE = "StoreUnavailable"
+    INTERNAL_ERROR = "InternalError"
     MALFORMED_REVIEW = "MalformedAdmissionReview"
 
     @property
@@ -188,6 +189,7 @@ _HTTP_CODES = {
     Reason.QUEUE_OF_OTHER_DEPARTMENT: 422,
     Reason.IMMUTABLE_GPU_FIELDS: 422,
     Reason.STORE_UNAVAILABLE: 503,
+    Reason.INTERNAL_ERROR: 500,
     Reason.MALFORMED_REVIEW: 400,
 }
 

@@ -251,9 +251,6 @@ _SELECT_USAGE = (
     .order_by(_U.c.scope)
 )
 _SELECT_USAGE_FOR_UPDATE = _SELECT_USAGE.with_for_update()
-_SELECT_USAGE_RANGE = sa.select(*_USAGE_COLUMNS).where(
-    _U.c.scope >= sa.bindparam("low"), _U.c.scope < sa.bindparam("high")
-)
 _ADD_USAGE = (
     _U.update()
     .where(_U.c.scope.in_(sa.bindparam("keys", expanding=True)))
@@ -306,16 +303,14 @@ def _add_usage(conn: Connection, keys: Sequence[str], delta: Resources) -> None:
     )
 
 
-def _queue_rows(conn: Connection, department: str) -> dict[str, Resources]:
-    """Usage of every queue of ``department`` (its ``queue/D/Q`` rows).
+def _queue_rows(conn: Connection, org: Org, department: str) -> dict[str, Resources]:
+    """Usage of every queue of ``department``, read by exact key.
 
-    A key range rather than LIKE: SQLite's LIKE is case-insensitive and cannot use the
-    primary-key index, and this runs inside every borrowing-capable reservation."""
-    prefix = quotas.queue_scope(department, "")
-    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    rows = conn.execute(_SELECT_USAGE_RANGE, {"low": prefix, "high": upper})
-    # skip queue/D/Q/sku/S and queue/D/Q/pool/P
-    return _rows_to_usage(r for r in rows if "/" not in r.scope[len(prefix) :])
+    Exact keys rather than a key range: a range depends on the database's collation
+    (an ICU collation that ignores punctuation sorts ``queue/ml/0a`` outside
+    ``['queue/ml/', 'queue/ml0')``), and the primary-key index serves both."""
+    keys = [quotas.queue_scope(department, q.name) for q in org.queues_of(department)]
+    return _rows_to_usage(conn.execute(_SELECT_USAGE, {"keys": keys}))
 
 
 def _needs_queue_rows(org: Org, demand: Demand) -> bool:
@@ -361,7 +356,7 @@ def reserve(
         locked = _lock_usage(store, conn, keys)
         view: dict[str, Resources] = dict(locked)
         if _needs_queue_rows(org, demand):
-            for key, value in _queue_rows(conn, demand.department).items():
+            for key, value in _queue_rows(conn, org, demand.department).items():
                 view.setdefault(key, value)
         decision = quotas.evaluate(org, demand, view)
         if dry_run:

@@ -11,6 +11,7 @@ import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from typing import Any
 
 from governance.resources import NO_LIMITS, Limits, Resources
@@ -175,7 +176,16 @@ class Org:
         return None
 
     def queues_of(self, department: str) -> list[Queue]:
-        return [q for (d, _), q in self.queues.items() if d == department]
+        return list(self._queues_by_department.get(department, ()))
+
+    @cached_property
+    def _queues_by_department(self) -> dict[str, tuple[Queue, ...]]:
+        # Built once per Org: the ledger asks for a department's queues in every
+        # reservation, and an organisation can hold thousands of queues.
+        index: dict[str, list[Queue]] = {}
+        for (d, _), q in self.queues.items():
+            index.setdefault(d, []).append(q)
+        return {d: tuple(qs) for d, qs in index.items()}
 
     def skus_on(self, pool: str) -> list[Sku]:
         return [s for s in self.skus.values() if pool in s.pools]

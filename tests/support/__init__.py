@@ -1,0 +1,1 @@
+"""Shared test builders, one module per component."""

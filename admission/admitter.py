@@ -1,0 +1,441 @@
+"""The admission decision: one parsed request in, one :class:`~admission.review.Response` out.
+
+Synchronous and free of HTTP: the FastAPI edge (:mod:`admission.app`) parses the body,
+calls :meth:`Admitter.quick` on the event loop (everything that needs no store: other
+kinds and operations, non-GPU pods, UPDATEs) and, only for a GPU pod CREATE,
+:meth:`Admitter.admit` in a worker thread (it talks to the store).
+
+For a GPU pod CREATE, in order: a reinvocation (the pod carries an allocation-id that
+the ledger holds for this very request uid) is answered from the ledger; the namespace's
+department, the queue (label ``gpupool.io/queue``, else the department's default) and
+each container's grant are resolved; the identity is authorised; the ledger reserves the
+Kubernetes effective demand in one transaction (a request uid it has seen is not charged
+again); the answer is a JSONPatch from the pool's backend plus the contract's metadata.
+
+Identity. Most pods are created by controllers (ReplicaSet, Job, StatefulSet), whose
+userInfo is the controller's service account, which says nothing about who the pod
+works for. So a pod with a controller ownerReference is authorised as its own service
+account, ``system:serviceaccount:NS:SA`` (``default`` when unset); a pod created
+directly (no controller owner) is authorised as the requesting user and groups. Both
+are meaningful: whoever may create pods in a namespace may run them as any of its
+service accounts (Kubernetes' own rule), and a role binding names the service account
+that a team's workloads run as.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from admission import demand as demand_mod
+from admission import patch as patch_mod
+from admission.demand import GpuNames, InvalidDemand, PodDemand
+from admission.review import MalformedReview, Pod, Request, Response, parse_pod
+from governance import backends, ledger, placement, quotas, rbac
+from governance.backends.base import Backend, ContainerChanges
+from governance.contract import (
+    ANNOTATION_ALLOCATION_ID,
+    LABEL_QUEUE,
+    PREFIX,
+    Reason,
+    SliceGrant,
+)
+from governance.errors import ConfigError, PlacementError, StoreError, StoreUnavailable
+from governance.model import Org
+from governance.resources import Resources
+from governance.store import Store, utcnow
+
+log = logging.getLogger(__name__)
+
+POSTGRES_WRITE_SLOTS = 8
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    allow_unowned_namespaces: bool = False
+    """Let GPU pods in a namespace that no department owns through untouched (by
+    default they are denied with NamespaceNotOwned)."""
+    reservation_ttl: timedelta = ledger.DEFAULT_TTL
+    """How long a reservation waits for its pod before the reconciler expires it."""
+    write_slots: int | None = None
+    """Ledger writes (reservations, denials) run at once. SQLite takes one writer at a
+    time and makes the others sleep in its busy handler, backing off up to 100 ms: there
+    it is 1 (the others wait here, in order). PostgreSQL locks only the rows on the
+    request's path: there it is the connection pool's size. None: chosen by the store."""
+    warm_rbac: bool = True
+    """Build the per-department policy enforcers in the background when a configuration
+    revision is loaded, so that the first pod of each department does not pay for it."""
+
+
+class Admitter:
+    """Decides admission requests; thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        org: Callable[[], Org],
+        settings: Settings | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        backend_table: Mapping[str, Backend] | None = None,
+    ) -> None:
+        self.store = store
+        self.org = org
+        self.settings = settings or Settings()
+        self.clock = clock
+        self.backends = dict(backends.BACKENDS if backend_table is None else backend_table)
+        self.names = GpuNames.of(
+            (r for b in self.backends.values() for r in b.gpu_resources),
+            (a for b in self.backends.values() for a in b.gpu_annotations),
+        )
+        self._tokens = _tokens(self.names)
+        self._authz: tuple[Org, rbac.Authorizer] | None = None
+        self._authz_lock = threading.Lock()
+        # Casbin evaluates matchers with simpleeval, which calls ast.parse; CPython 3.11's
+        # parser is not safe to enter from two threads at once ("AST constructor recursion
+        # depth mismatch", gh-106905), so policy questions are asked one at a time.
+        self._rbac_lock = threading.Lock()
+        slots = self.settings.write_slots
+        if slots is None:
+            slots = 1 if store.is_sqlite else POSTGRES_WRITE_SLOTS
+        self._writes = threading.BoundedSemaphore(slots)
+
+    # -- the quick path: no store ------------------------------------------------------
+
+    def plain(self, body: bytes) -> bool:
+        """True when ``body`` cannot ask for a GPU: none of the GPU resource domains
+        (``nvidia.com/``, ``gpupool.io/``, ``huawei.com/``...) nor any data plane's GPU
+        annotation occurs anywhere in it, so neither the pod nor its old version (for an
+        UPDATE) has GPU resources or gpupool metadata. The API server writes JSON
+        without escaping letters or ``/``, so a name cannot hide from this test; a body
+        that passes it is answered from its head alone (uid, kind, operation)."""
+        return not any(token in body for token in self._tokens)
+
+    def quick(self, request: Request) -> tuple[Response | None, Pod | None]:
+        """Answer without the store when possible; else (None, the pod to admit)."""
+        if not request.is_pod or request.operation not in ("CREATE", "UPDATE"):
+            return Response(allowed=True, reason=Reason.NOT_GPU), None
+        pod = parse_pod(request.object, namespace=request.namespace)
+        if request.operation == "UPDATE":
+            return self._update(request, pod), None
+        if not demand_mod.is_gpu_pod(pod, self.names):
+            return self._untouched(pod), None
+        return None, pod
+
+    def _update(self, request: Request, pod: Pod) -> Response:
+        old = parse_pod(request.old_object, namespace=request.namespace, what="oldObject")
+        changed = []
+        if demand_mod.gpu_fields(old, self.names) != demand_mod.gpu_fields(pod, self.names):
+            changed.append("GPU resources")
+        if demand_mod.gpupool_metadata(old, self.names) != demand_mod.gpupool_metadata(
+            pod, self.names
+        ):
+            changed.append(f"{PREFIX} labels or GPU annotations")
+        if not changed:
+            return Response(allowed=True, reason=Reason.NOT_GPU)
+        return Response(
+            allowed=False,
+            reason=Reason.IMMUTABLE_GPU_FIELDS,
+            message=(
+                f"{request.user or 'this request'} may not change the "
+                f"{' or '.join(changed)} of pod {pod.display_name}: they were fixed when "
+                "the pod was admitted and its slices reserved. Delete the pod and create "
+                "it again with the new GPU request."
+            ),
+        )
+
+    # -- the full path: GPU pod CREATE -------------------------------------------------
+
+    def admit(self, request: Request, pod: Pod | None = None) -> Response:
+        """Decide any request; the store is used only for a GPU pod CREATE."""
+        if pod is None:
+            quick, pod = self.quick(request)
+            if quick is not None:
+                return quick
+            assert pod is not None
+        try:
+            return self._create(request, pod)
+        except StoreUnavailable as exc:
+            return _store_down(pod, str(exc))
+        except ConfigError as exc:
+            return _store_down(pod, str(exc))
+        except StoreError as exc:
+            return _store_down(pod, str(exc))
+
+    def _authorizer(self, org: Org) -> rbac.Authorizer:
+        current = self._authz
+        if current is not None and current[0] is org:
+            return current[1]
+        with self._authz_lock:
+            current = self._authz
+            if current is None or current[0] is not org:
+                current = (org, rbac.Authorizer.from_bindings(org.role_bindings))
+                self._authz = current
+                if self.settings.warm_rbac:
+                    threading.Thread(
+                        target=_warm,
+                        args=(current[1], sorted(org.departments), self._rbac_lock),
+                        name="rbac-warm",
+                        daemon=True,
+                    ).start()
+            return current[1]
+
+    def _create(self, request: Request, pod: Pod) -> Response:
+        org = self.org()
+        warnings: list[str] = []
+        claimed = pod.annotations.get(ANNOTATION_ALLOCATION_ID)
+        if claimed:
+            alloc = ledger.get(self.store, claimed)
+            if alloc is not None and alloc.request_uid == request.uid and alloc.state.live:
+                return self._replay(org, pod, alloc, warnings)
+            warnings.append(
+                f"annotation {ANNOTATION_ALLOCATION_ID}={claimed!r} was not issued for this "
+                "request and was replaced: gpupool.io/ metadata is written by gpupool only."
+            )
+        identity = self._identity(request, pod)
+        who = identity.user
+        try:
+            target = placement.resolve_target(
+                org, namespace=request.namespace, queue=pod.labels.get(LABEL_QUEUE) or None
+            )
+        except PlacementError as exc:
+            if exc.code is Reason.NAMESPACE_NOT_OWNED and self.settings.allow_unowned_namespaces:
+                return self._untouched(pod)
+            return self._deny(request, pod, who, exc.code, str(exc), org=org)
+        dept, queue = target.department.name, target.queue.name
+        try:
+            wanted: PodDemand = demand_mod.pod_demand(pod, self.names)
+        except InvalidDemand as exc:
+            return self._deny(request, pod, who, exc.code, str(exc), dept=dept, queue=queue)
+        if not wanted.containers:
+            return self._untouched(pod)
+        warnings.extend(wanted.warnings)
+        try:
+            grants = {
+                c.container.name: placement.grant(org, target, c.request) for c in wanted.containers
+            }
+            sku = placement.pod_sku(grants)
+            backend = self._backend(target.pool.backend)
+            changes = {name: backend.container(g, target.pool) for name, g in grants.items()}
+            pod_changes = backend.pod(grants, target.pool, queue)
+        except PlacementError as exc:
+            return self._deny(request, pod, who, exc.code, str(exc), dept=dept, queue=queue)
+        authorizer = self._authorizer(org)
+        with self._rbac_lock:
+            decision = authorizer.can_use(identity, dept, queue, sku)
+        if not decision.allowed:
+            return self._deny(
+                request,
+                pod,
+                who,
+                Reason.FORBIDDEN,
+                f"{decision.explanation}{_identity_note(pod, identity)}",
+                dept=dept,
+                queue=queue,
+                sku=sku,
+            )
+        amount = _effective(wanted, grants)
+        with self._writes:
+            reservation = ledger.reserve(
+                self.store,
+                org,
+                demand=quotas.Demand(
+                    department=dept, queue=queue, sku=sku, pool=target.pool.name, amount=amount
+                ),
+                request_uid=request.uid,
+                namespace=request.namespace,
+                grants=grants,
+                subject=decision.subject or who,
+                pod_name=pod.name,
+                ttl=self.settings.reservation_ttl,
+                dry_run=request.dry_run,
+                now=self.clock(),
+            )
+        if not reservation.allowed:
+            violation = reservation.decision.violation
+            detail = violation.message() if violation is not None else "over quota."
+            return Response(
+                allowed=False,
+                reason=reservation.decision.reason,
+                message=(
+                    f"{who} asked for {_what(amount, sku)} for pod {pod.display_name} in queue "
+                    f"{dept}/{queue}: {detail}"
+                ),
+            )
+        alloc = reservation.allocation
+        if reservation.replayed and alloc is not None:
+            return self._replay(org, pod, alloc, warnings)
+        ops = patch_mod.build(
+            pod,
+            grants=grants,
+            containers=changes,
+            pod_changes=pod_changes,
+            department=dept,
+            queue=queue,
+            sku=sku,
+            allocation_id=alloc.id if alloc is not None else None,
+            names=self.names,
+        )
+        return Response(allowed=True, reason=Reason.ADMITTED, patch=ops, warnings=warnings)
+
+    def _replay(
+        self, org: Org, pod: Pod, alloc: ledger.Allocation, warnings: list[str]
+    ) -> Response:
+        """The answer already given to this request uid, rebuilt from the ledger."""
+        pool = org.pools.get(alloc.pool)
+        if pool is None:
+            raise ConfigError(
+                f"pool {alloc.pool!r} of allocation {alloc.id} is no longer configured"
+            )
+        backend = self._backend(pool.backend)
+        grants: dict[str, SliceGrant] = dict(alloc.grants)
+        changes: dict[str, ContainerChanges] = {
+            name: backend.container(g, pool) for name, g in grants.items()
+        }
+        ops = patch_mod.build(
+            pod,
+            grants=grants,
+            containers=changes,
+            pod_changes=backend.pod(grants, pool, alloc.queue),
+            department=alloc.department,
+            queue=alloc.queue,
+            sku=alloc.sku,
+            allocation_id=alloc.id,
+            names=self.names,
+        )
+        return Response(allowed=True, reason=Reason.ADMITTED, patch=ops, warnings=warnings)
+
+    def _untouched(self, pod: Pod) -> Response:
+        """Allowed and not governed. Only what users never write is removed: gpupool.io/
+        metadata (an allocation-id on an ungoverned pod must never reach the reconciler)
+        and the data planes' GPU annotations (KAI hands out GPUs by annotation)."""
+        ops = patch_mod.strip_metadata(pod, self.names)
+        warnings = []
+        if ops:
+            warnings.append(
+                f"removed {', '.join(patch_mod.stripped(pod, self.names))}: gpupool writes "
+                "these on GPU pods it admits; ask for GPUs with nvidia.com/gpu (and the "
+                "gpupool.io/sku label) instead."
+            )
+        return Response(allowed=True, reason=Reason.NOT_GPU, patch=ops, warnings=warnings)
+
+    def _backend(self, name: str) -> Backend:
+        backend = self.backends.get(name)
+        if backend is None:
+            raise ConfigError(f"backend {name!r} is not installed in this webhook")
+        return backend
+
+    @staticmethod
+    def _identity(request: Request, pod: Pod) -> rbac.Identity:
+        if pod.controlled:
+            return rbac.Identity(user=f"{rbac.SA_PREFIX}{request.namespace}:{pod.service_account}")
+        return rbac.Identity(user=request.user, groups=request.groups)
+
+    def _deny(
+        self,
+        request: Request,
+        pod: Pod,
+        who: str,
+        reason: Reason,
+        message: str,
+        *,
+        org: Org | None = None,
+        dept: str = "",
+        queue: str = "",
+        sku: str = "",
+    ) -> Response:
+        text = f"pod {pod.display_name} (as {who}): {message}"
+        if not request.dry_run:
+            try:
+                with self._writes:
+                    ledger.record_denial(
+                        self.store,
+                        ledger.Denial(
+                            at=self.clock(),
+                            namespace=request.namespace,
+                            department=dept,
+                            queue=queue or pod.labels.get(LABEL_QUEUE, ""),
+                            sku=sku,
+                            subject=who,
+                            reason=reason.value,
+                            message=text,
+                        ),
+                    )
+            except StoreError as exc:  # the answer stands; the audit trail missed one
+                log.warning("could not record a denial: %s", exc)
+        return Response(allowed=False, reason=reason, message=text)
+
+
+def _store_down(pod: Pod, detail: str) -> Response:
+    return Response(
+        allowed=False,
+        reason=Reason.STORE_UNAVAILABLE,
+        message=(
+            f"GPU pod {pod.display_name} was not admitted because gpupool cannot check its "
+            f"quota right now ({detail}). GPU pods are never admitted unchecked: retry in a "
+            "minute; if it persists, tell the platform admins that the gpupool store is down."
+        ),
+    )
+
+
+def _tokens(names: GpuNames) -> tuple[bytes, ...]:
+    """Byte strings of which one occurs in every body that could ask for a GPU."""
+    tokens = {PREFIX}
+    for name in (*names.native, *demand_mod.USER_RESOURCES):
+        domain, slash, _ = name.partition("/")
+        tokens.add(domain + slash if slash else name)
+    for annotation in names.annotations:
+        domain, slash, _ = annotation.partition("/")
+        # a key without a domain ("mps", "gpu-memory") is matched with its JSON quotes
+        tokens.add(domain + slash if slash else f'"{annotation}"')
+    return tuple(sorted(t.encode() for t in tokens))
+
+
+def _warm(authorizer: rbac.Authorizer, departments: list[str], lock: threading.Lock) -> None:
+    """Touch every department once (its enforcer is built on first use)."""
+    nobody = rbac.Identity(user="system:gpupool:rbac-warm-up")
+    for department in departments:
+        with lock:
+            authorizer.can_view(nobody, department)
+    # The organisation and its enforcers live until the next revision: move them out of
+    # the cyclic collector's sight, or every full collection walks them again (in a
+    # large organisation that dominated the cost of a non-GPU admission).
+    gc.freeze()
+
+
+def _effective(wanted: PodDemand, grants: Mapping[str, SliceGrant]) -> Resources:
+    init = [
+        (placement.grant_amount(grants[c.container.name]), c.container.restartable)
+        for c in wanted.containers
+        if c.container.init
+    ]
+    app = [
+        placement.grant_amount(grants[c.container.name])
+        for c in wanted.containers
+        if not c.container.init
+    ]
+    return quotas.effective_demand(init=init, app=app)
+
+
+def _what(amount: Resources, sku: str) -> str:
+    return (
+        f"{amount.slices} slice(s) of SKU {sku} ({amount.memory_mib} MiB GPU memory, "
+        f"{amount.compute_pct}% of a GPU in compute)"
+    )
+
+
+def _identity_note(pod: Pod, identity: rbac.Identity) -> str:
+    if pod.controlled:
+        return (
+            f" (a pod created by a controller is authorised as its service account "
+            f"{identity.user}: bind that service account, or set the workload's "
+            "serviceAccountName to one that is bound)"
+        )
+    return ""
+
+
+__all__ = ["Admitter", "MalformedReview", "Settings"]

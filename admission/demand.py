@@ -1,0 +1,290 @@
+"""What a pod asks for: each container's GPU request, in the three forms users write. Pure.
+
+DESIGN.md, "What a user writes" (first match wins, per container):
+
+1. the pod label ``gpupool.io/sku: S`` with ``nvidia.com/gpu: N``, or the SKU's own
+   extended resource ``gpupool.io/S: N``: N slices of S;
+2. the HAMi form: ``nvidia.com/gpu: N`` with ``nvidia.com/gpumem`` (MiB per GPU),
+   ``nvidia.com/gpumem-percentage`` and/or ``nvidia.com/gpucores`` (percent per GPU);
+3. plain ``nvidia.com/gpu: N``: N slices of the queue's default SKU.
+
+A container that asks for GPU memory or cores without a GPU count asks for one GPU (as
+HAMi does): it is a GPU request, never a way around the checks. A container that names
+a data plane's own resource (``nvidia.com/mig-1g.10gb``, ``huawei.com/Ascend910B`` ...)
+is refused: the webhook writes those names, users ask in one of the forms above.
+
+Quantities are read from ``limits``, else ``requests`` (Kubernetes requires them equal
+for extended resources).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from admission.review import Container, Pod, Quantity
+from governance.contract import (
+    LABEL_SKU,
+    PREFIX,
+    RESOURCE_HAMI_GPUCORES,
+    RESOURCE_HAMI_GPUMEM,
+    RESOURCE_HAMI_GPUMEM_PERCENTAGE,
+    RESOURCE_NVIDIA_GPU,
+    SKU_CUSTOM,
+    SKU_RESOURCE_PREFIX,
+    Reason,
+)
+from governance.placement import SliceRequest
+
+HAMI_EXTRAS = (RESOURCE_HAMI_GPUMEM, RESOURCE_HAMI_GPUMEM_PERCENTAGE, RESOURCE_HAMI_GPUCORES)
+USER_RESOURCES = frozenset((RESOURCE_NVIDIA_GPU, *HAMI_EXTRAS))
+
+
+class InvalidDemand(ValueError):
+    """A GPU request the webhook cannot read (422), with the reason code."""
+
+    def __init__(self, message: str, *, reason: Reason = Reason.INVALID_REQUEST) -> None:
+        self.code = reason
+        super().__init__(message)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuNames:
+    """Which resource names mean "a GPU": the user's names and every data plane's."""
+
+    native: frozenset[str]
+    """Every backend's own resource names (written by the webhook, not by users)."""
+    annotations: frozenset[str] = frozenset()
+    """Every backend's pod annotations that hand out or steer GPUs (KAI's
+    ``gpu-memory``...): written by the webhook only, removed from any pod that has them."""
+
+    @classmethod
+    def of(cls, backend_resources: Iterable[str], annotations: Iterable[str] = ()) -> GpuNames:
+        return cls(
+            native=frozenset(backend_resources) - USER_RESOURCES,
+            annotations=frozenset(annotations),
+        )
+
+    def is_gpu(self, name: str) -> bool:
+        return name in USER_RESOURCES or name.startswith(SKU_RESOURCE_PREFIX) or name in self.native
+
+
+def is_gpu_container(container: Container, names: GpuNames) -> bool:
+    return any(names.is_gpu(n) for n in container.limits) or any(
+        names.is_gpu(n) for n in container.requests
+    )
+
+
+def is_gpu_pod(pod: Pod, names: GpuNames) -> bool:
+    """Whether any container asks for anything GPU-like (cheap: no store, no Org)."""
+    return any(is_gpu_container(c, names) for c in pod.containers)
+
+
+_INT = re.compile(r"^\+?[0-9]+$")
+_BINARY = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024**2}
+_DECIMAL = {"k": 1000 / 1048576, "M": 1e6 / 1048576, "G": 1e9 / 1048576, "T": 1e12 / 1048576}
+_QUANTITY = re.compile(r"^\+?([0-9]+(?:\.[0-9]*)?)(Ki|Mi|Gi|Ti|k|M|G|T|m)?$")
+
+
+def _integer(container: Container, name: str, value: Quantity) -> int:
+    """A count: a non-negative whole number (Kubernetes' rule for extended resources)."""
+    if isinstance(value, bool):
+        raise _bad(container, name, value, "a whole number")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float):
+        if not value.is_integer():
+            raise _bad(container, name, value, "a whole number")
+        number = int(value)
+    else:
+        text = value.strip()
+        if not _INT.match(text):
+            raise _bad(container, name, value, "a whole number")
+        number = int(text)
+    if number < 0:
+        raise _bad(container, name, value, "a whole number, 0 or more")
+    return number
+
+
+def _memory_mib(container: Container, name: str, value: Quantity) -> int:
+    """HAMi's gpumem: MiB as a plain number, or a quantity with a unit (8Gi, 8000M)."""
+    if isinstance(value, bool):
+        raise _bad(container, name, value, "MiB as a whole number (or 8Gi)")
+    text = str(value) if isinstance(value, int | float) else value.strip()
+    match = _QUANTITY.match(text)
+    if not match or match.group(2) == "m":
+        raise _bad(container, name, value, "MiB as a whole number (or 8Gi)")
+    number = float(match.group(1))
+    unit = match.group(2)
+    mib = number * (_BINARY.get(unit, 0) or _DECIMAL.get(unit, 0)) if unit else number
+    if mib != int(mib):
+        raise _bad(container, name, value, "a whole number of MiB")
+    return int(mib)
+
+
+def _bad(container: Container, name: str, value: object, expected: str) -> InvalidDemand:
+    return InvalidDemand(
+        f"container {container.name!r} asks for {name}: {value!r}, which is not {expected}. "
+        f"Write it as {expected} in resources.limits."
+    )
+
+
+def _quantity(container: Container, name: str) -> Quantity | None:
+    limit = container.limits.get(name)
+    request = container.requests.get(name)
+    if limit is not None and request is not None and str(limit) != str(request):
+        raise InvalidDemand(
+            f"container {container.name!r} asks for {name} with requests {request!r} and "
+            f"limits {limit!r}: GPU resources cannot be overcommitted, so set them equal "
+            "(or set only limits)."
+        )
+    return limit if limit is not None else request
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerDemand:
+    container: Container
+    request: SliceRequest
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodDemand:
+    """Every GPU container's request (init containers first) and what to tell the user."""
+
+    containers: tuple[ContainerDemand, ...]
+    warnings: tuple[str, ...] = ()
+
+
+def pod_demand(pod: Pod, names: GpuNames) -> PodDemand:
+    """Each GPU container's :class:`SliceRequest`; InvalidDemand when one cannot be read."""
+    label_sku = pod.labels.get(LABEL_SKU) or None
+    found: list[ContainerDemand] = []
+    warnings: list[str] = []
+    for container in pod.containers:
+        if not is_gpu_container(container, names):
+            continue
+        request = _container_request(container, label_sku, names, warnings)
+        if request is not None:
+            found.append(ContainerDemand(container=container, request=request))
+    return PodDemand(containers=tuple(found), warnings=tuple(warnings))
+
+
+def _container_request(
+    container: Container, label_sku: str | None, names: GpuNames, warnings: list[str]
+) -> SliceRequest | None:
+    resource_names = sorted(container.resource_names())
+    native = [n for n in resource_names if n in names.native]
+    if native:
+        raise InvalidDemand(
+            f"container {container.name!r} asks for {', '.join(native)} directly: these are "
+            "the data plane's own resources, which gpupool writes. Ask for nvidia.com/gpu: N "
+            f"with the pod label {LABEL_SKU}: <sku> (or gpupool.io/<sku>: N) instead."
+        )
+    sku_resources = [n for n in resource_names if n.startswith(SKU_RESOURCE_PREFIX)]
+    gpu_value = _quantity(container, RESOURCE_NVIDIA_GPU)
+    extras: dict[str, Quantity] = {}
+    for extra in HAMI_EXTRAS:
+        value = _quantity(container, extra)
+        if value is not None:
+            extras[extra] = value
+    if sku_resources:
+        if len(sku_resources) > 1 or gpu_value is not None or extras:
+            asked = {*sku_resources, *extras}
+            if gpu_value is not None:
+                asked.add(RESOURCE_NVIDIA_GPU)
+            raise InvalidDemand(
+                f"container {container.name!r} asks for {', '.join(sorted(asked))}: "
+                "ask for one SKU per container, either as gpupool.io/<sku>: N or as "
+                f"nvidia.com/gpu: N with the pod label {LABEL_SKU}, not both."
+            )
+        name = sku_resources[0]
+        sku_value = _quantity(container, name)
+        assert sku_value is not None
+        count = _integer(container, name, sku_value)
+        if count == 0:
+            return None
+        return SliceRequest(count=count, sku=name[len(SKU_RESOURCE_PREFIX) :])
+    count = 0 if gpu_value is None else _integer(container, RESOURCE_NVIDIA_GPU, gpu_value)
+    if label_sku is not None and label_sku != SKU_CUSTOM:
+        if count == 0:
+            if extras:
+                raise InvalidDemand(
+                    f"container {container.name!r} asks for {', '.join(sorted(extras))} "
+                    f"without nvidia.com/gpu, but the pod is labelled {LABEL_SKU}: "
+                    f"{label_sku}: ask for nvidia.com/gpu: N slices of {label_sku}."
+                )
+            return None
+        if extras:
+            warnings.append(
+                f"container {container.name!r}: {', '.join(sorted(extras))} ignored: SKU "
+                f"{label_sku} (pod label {LABEL_SKU}) fixes the memory and compute of a slice."
+            )
+        return SliceRequest(count=count, sku=label_sku)
+    if extras or label_sku == SKU_CUSTOM:
+        if gpu_value is None:
+            count = 1
+            warnings.append(
+                f"container {container.name!r} asks for {', '.join(sorted(extras))} "
+                "without nvidia.com/gpu: counted as 1 GPU."
+            )
+        elif count == 0:
+            raise InvalidDemand(
+                f"container {container.name!r} asks for {', '.join(sorted(extras))} with "
+                "nvidia.com/gpu: 0: ask for at least 1 GPU, or remove the GPU memory and "
+                "cores."
+            )
+        memory_mib = memory_pct = compute_pct = None
+        if RESOURCE_HAMI_GPUMEM in extras:
+            memory_mib = _memory_mib(container, RESOURCE_HAMI_GPUMEM, extras[RESOURCE_HAMI_GPUMEM])
+        if RESOURCE_HAMI_GPUMEM_PERCENTAGE in extras:
+            if memory_mib is not None:
+                raise InvalidDemand(
+                    f"container {container.name!r} asks for both {RESOURCE_HAMI_GPUMEM} and "
+                    f"{RESOURCE_HAMI_GPUMEM_PERCENTAGE}: write one of them."
+                )
+            memory_pct = _integer(
+                container, RESOURCE_HAMI_GPUMEM_PERCENTAGE, extras[RESOURCE_HAMI_GPUMEM_PERCENTAGE]
+            )
+        if RESOURCE_HAMI_GPUCORES in extras:
+            compute_pct = _integer(
+                container, RESOURCE_HAMI_GPUCORES, extras[RESOURCE_HAMI_GPUCORES]
+            )
+        return SliceRequest(
+            count=count,
+            custom=True,
+            memory_mib=memory_mib,
+            memory_pct=memory_pct,
+            compute_pct=compute_pct,
+        )
+    if count == 0:
+        return None
+    return SliceRequest(count=count)
+
+
+def gpu_fields(pod: Pod, names: GpuNames) -> dict[str, dict[str, str]]:
+    """The GPU resources of each container (for comparing an UPDATE with the old pod)."""
+    out: dict[str, dict[str, str]] = {}
+    for c in pod.containers:
+        fields = {
+            f"{kind}:{n}": str(v)
+            for kind, values in (("limits", c.limits), ("requests", c.requests))
+            for n, v in values.items()
+            if names.is_gpu(n)
+        }
+        if fields:
+            out[c.name] = fields
+    return out
+
+
+def gpupool_metadata(pod: Pod, names: GpuNames) -> dict[str, str]:
+    """The pod's gpupool.io/ labels and annotations, and the data planes' GPU annotations."""
+    found = {f"label:{k}": v for k, v in pod.labels.items() if k.startswith(PREFIX)}
+    found.update(
+        {
+            f"annotation:{k}": v
+            for k, v in pod.annotations.items()
+            if k.startswith(PREFIX) or k in names.annotations
+        }
+    )
+    return found

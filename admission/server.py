@@ -1,0 +1,82 @@
+"""Wiring: store, configuration, admitter, app, TLS and uvicorn (the CLI and the tests
+call :func:`build` and :func:`serve`)."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from admission.admitter import Admitter, Settings
+from admission.app import DEFAULT_MAX_BODY_BYTES, create_app
+from admission.metrics import Metrics, QuotaCollector
+from admission.tls import ReloadingContext
+from governance import config
+from governance.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Webhook:
+    app: FastAPI
+    store: Store
+    admitter: Admitter
+    registry: CollectorRegistry
+    org_source: config.OrgSource
+
+
+def build(
+    store: Store,
+    *,
+    config_file: str | Path | None = None,
+    settings: Settings | None = None,
+    refresh_s: float = 2.0,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    registry: CollectorRegistry | None = None,
+) -> Webhook:
+    """The webhook app over ``store``; ``config_file`` is applied first when given."""
+    if config_file is not None:
+        result = config.apply(store, config.load_file(config_file), source=str(config_file))
+        if result.changed:
+            log.info("applied %s as configuration revision %s", config_file, result.revision)
+    source = config.OrgSource(store, refresh_s=refresh_s)
+    registry = registry or CollectorRegistry()
+    admitter = Admitter(store=store, org=source.get, settings=settings)
+    registry.register(QuotaCollector(store, source.get))
+    app = create_app(
+        admitter,
+        store=store,
+        registry=registry,
+        metrics=Metrics(registry),
+        max_body_bytes=max_body_bytes,
+    )
+    return Webhook(app=app, store=store, admitter=admitter, registry=registry, org_source=source)
+
+
+def uvicorn_config(
+    app: FastAPI, tls: ReloadingContext, *, host: str, port: int, log_level: str = "warning"
+) -> uvicorn.Config:
+    """One uvicorn worker (uvloop and httptools when installed) serving ``tls``'s
+    reloading context."""
+
+    def factory(_config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        return tls.server
+
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="auto",
+        http="auto",
+        log_level=log_level,
+        access_log=False,
+        ssl_context_factory=factory,
+        timeout_graceful_shutdown=10,
+    )

@@ -1,0 +1,416 @@
+"""quotas.evaluate against a naive reference written from the documented rules.
+
+The reference reads the rules as a *headroom* per resource instead of a sequence of
+checks: every hard cap (queue and department per SKU and per pool, department total,
+pool sellable capacity) bounds ``used + requested``; a queue with a nominal quota N
+and a borrowing limit B may reach
+
+    max(N, min(N + B, department limit - sum over other queues of max(used_i, N_i)))
+
+(within N the department total alone applies; above it the borrowing rules do). A
+resource that is not requested is not checked. Unlimited is infinity, 0 admits nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from governance import quotas
+from governance.contract import Reason
+from governance.model import Org
+from governance.quotas import Demand
+from governance.resources import RESOURCE_NAMES, ZERO, Limit, Limits, Resources
+from tests.support.core import make_department, make_org, make_pool, make_queue, make_sku
+
+pytestmark = pytest.mark.property
+
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+DEPT = "d"
+POOL = "p"
+SKUS = ("s1", "s2")
+
+
+# -- the reference ---------------------------------------------------------------------------
+
+
+def _value(limit: Limit) -> float:
+    return math.inf if limit.value is None else limit.value
+
+
+def reference_allows(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> bool:
+    dept = org.departments[demand.department]
+    queue = org.queues[(demand.department, demand.queue)]
+    pool = org.pools[demand.pool]
+    d, q, s, p = demand.department, demand.queue, demand.sku, demand.pool
+
+    def used(key: str, resource: str) -> int:
+        return usage.get(key, ZERO).get(resource)  # type: ignore[arg-type]
+
+    for r in RESOURCE_NAMES:
+        want = demand.amount.get(r)
+        if want == 0:
+            continue
+        hard_caps: list[tuple[int, float]] = [
+            (used(quotas.department_scope(d), r), _value(dept.quota.total.get(r))),
+            (used(quotas.pool_scope(p), r), _value(pool.capacity_limits.get(r))),
+        ]
+        if s in queue.nominal.per_sku:
+            hard_caps.append(
+                (used(f"queue/{d}/{q}/sku/{s}", r), _value(queue.nominal.per_sku[s].get(r)))
+            )
+        if p in queue.nominal.per_pool:
+            hard_caps.append(
+                (used(f"queue/{d}/{q}/pool/{p}", r), _value(queue.nominal.per_pool[p].get(r)))
+            )
+        if s in dept.quota.per_sku:
+            hard_caps.append(
+                (used(f"department/{d}/sku/{s}", r), _value(dept.quota.per_sku[s].get(r)))
+            )
+        if p in dept.quota.per_pool:
+            hard_caps.append(
+                (used(f"department/{d}/pool/{p}", r), _value(dept.quota.per_pool[p].get(r)))
+            )
+        if any(in_use + want > cap for in_use, cap in hard_caps):
+            return False
+        nominal = _value(queue.nominal.total.get(r))
+        if nominal == math.inf:
+            continue
+        reserved = sum(
+            max(used(quotas.queue_scope(d, other.name), r), _value(other.nominal.total.get(r)))
+            if not other.nominal.total.get(r).unlimited
+            else used(quotas.queue_scope(d, other.name), r)
+            for other in org.queues_of(d)
+            if other.name != q
+        )
+        reach = max(
+            nominal,
+            min(
+                nominal + _value(queue.borrowing_limit.get(r)),
+                _value(dept.quota.total.get(r)) - reserved,
+            ),
+        )
+        if used(quotas.queue_scope(d, q), r) + want > reach:
+            return False
+    return True
+
+
+# -- strategies --------------------------------------------------------------------------------
+
+SMALL = 12
+# Mostly finite limits: unlimited and 0 are edge cases, not the common case.
+limit_values = st.one_of(
+    st.integers(1, SMALL), st.integers(1, SMALL), st.integers(1, SMALL), st.none(), st.just(0)
+)
+
+
+@st.composite
+def limits(draw: st.DrawFn, values: st.SearchStrategy[int | None] = limit_values) -> Limits:
+    return Limits.of(slices=draw(values), memory_mib=draw(values), compute_pct=draw(values))
+
+
+def maybe_caps(keys: tuple[str, ...]) -> st.SearchStrategy[dict[str, Limits]]:
+    """Usually no cap: a hard cap denies first and hides the borrowing rules."""
+    return st.one_of(
+        st.just({}),
+        st.just({}),
+        st.dictionaries(st.sampled_from(keys), limits(), max_size=len(keys)),
+    )
+
+
+@st.composite
+def orgs(draw: st.DrawFn, *, caps: bool = True, guaranteed: bool = False) -> Org:
+    """Department d with 1-3 queues on pool p. ``caps``: per-SKU/per-pool caps and a
+    small pool; ``guaranteed``: the department quota covers the sum of the nominal
+    quotas (every resource finite), as the borrowing guarantee assumes."""
+    n = draw(st.integers(1, 3))
+    finite = st.integers(0, SMALL)
+    nominals = [draw(limits(finite if guaranteed else limit_values)) for _ in range(n)]
+    queues = [
+        make_queue(
+            f"q{i}",
+            department=DEPT,
+            pool=POOL,
+            nominal=nominals[i],
+            borrowing_limit=draw(limits()),
+            per_sku=draw(maybe_caps(SKUS)) if caps else None,
+            per_pool=draw(maybe_caps((POOL,))) if caps else None,
+        )
+        for i in range(n)
+    ]
+    if guaranteed:
+        dept_quota = Limits.of(
+            **{
+                r: sum(q.get(r).value or 0 for q in nominals) + draw(st.integers(0, 4))
+                for r in RESOURCE_NAMES
+            }
+        )
+    else:
+        dept_quota = draw(limits(st.one_of(st.integers(0, 3 * SMALL), st.none())))
+    return make_org(
+        pools=[
+            make_pool(
+                POOL,
+                gpus=draw(st.sampled_from([0, 1, 1, 2, 2, 2])) if caps else 100,
+                memory_mib_per_gpu=draw(st.integers(1, 3 * SMALL)) if caps else 100,
+                memory_oversubscription=draw(st.sampled_from([1.0, 1.5, 2.0])),
+                compute_oversubscription=draw(st.sampled_from([1.0, 2.0])),
+            )
+        ],
+        skus=[make_sku(s, pools=(POOL,)) for s in SKUS],
+        departments=[
+            make_department(
+                DEPT,
+                default_queue="q0",
+                quota=dept_quota,
+                per_sku=draw(maybe_caps(SKUS)) if caps else None,
+                per_pool=draw(maybe_caps((POOL,))) if caps else None,
+            )
+        ],
+        queues=queues,
+    )
+
+
+# Compute on the same small scale as the others (pool capacity is gpus x 100 x factor:
+# with 0-2 GPUs it binds sometimes).
+amounts = st.builds(
+    Resources,
+    slices=st.integers(0, SMALL),
+    memory_mib=st.integers(0, SMALL),
+    compute_pct=st.integers(0, SMALL),
+)
+
+
+# A demand in one resource only is common (and lets the others' limits stay out of
+# the way of the rule under test).
+single_amounts = st.one_of(
+    st.builds(Resources, slices=st.integers(0, SMALL)),
+    st.builds(Resources, memory_mib=st.integers(0, SMALL)),
+    st.builds(Resources, compute_pct=st.integers(0, SMALL)),
+)
+
+
+@st.composite
+def demands(draw: st.DrawFn, org: Org) -> Demand:
+    queue = draw(st.sampled_from(sorted(q for _, q in org.queues)))
+    return Demand(
+        department=DEPT,
+        queue=queue,
+        sku=draw(st.sampled_from(SKUS)),
+        pool=POOL,
+        amount=draw(st.one_of(amounts, single_amounts)),
+    )
+
+
+@st.composite
+def usages(draw: st.DrawFn, org: Org) -> dict[str, Resources]:
+    """Usage shaped like a history: each queue's rows, the department's the sum of
+    its queues' (sometimes plus or minus a stray amount), the pool's at least the
+    department's; per-SKU and per-pool rows within their totals. evaluate is pure, so
+    the figures need not be exactly consistent."""
+    small = amounts
+    usage: dict[str, Resources] = {}
+    dept_total = ZERO
+    for _, q in sorted(org.queues):
+        if not draw(st.booleans()):
+            continue
+        total = draw(small)
+        dept_total = dept_total + total
+        usage[quotas.queue_scope(DEPT, q)] = total
+        for key in (f"queue/{DEPT}/{q}/sku/{SKUS[0]}", f"queue/{DEPT}/{q}/pool/{POOL}"):
+            if draw(st.booleans()):
+                usage[key] = total
+    usage[quotas.department_scope(DEPT)] = dept_total + draw(st.one_of(st.just(ZERO), small))
+    usage[quotas.pool_scope(POOL)] = dept_total + draw(
+        st.one_of(small, st.just(Resources(compute_pct=190)))
+    )
+    for key in (f"department/{DEPT}/sku/{SKUS[0]}", f"department/{DEPT}/pool/{POOL}"):
+        if draw(st.booleans()):
+            usage[key] = draw(small)
+    return usage
+
+
+@st.composite
+def scenarios(draw: st.DrawFn, *, caps: bool = True) -> tuple[Org, Demand, dict[str, Resources]]:
+    org = draw(orgs(caps=caps))
+    return org, draw(demands(org)), draw(usages(org))
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+
+def _borrowing_example() -> tuple[Org, Demand, dict[str, Resources]]:
+    """q0 (nominal 2, borrowing 10) at its nominal asks 5 more; idle q1 reserves 5 of
+    the department's 10: q0 may reach only 5."""
+    org = make_org(
+        pools=[make_pool(POOL, gpus=100)],
+        skus=[make_sku(s, pools=(POOL,)) for s in SKUS],
+        departments=[make_department(DEPT, default_queue="q0", quota=Limits.of(slices=10))],
+        queues=[
+            make_queue(
+                "q0",
+                department=DEPT,
+                pool=POOL,
+                nominal=Limits.of(slices=2),
+                borrowing_limit=Limits.of(slices=10),
+            ),
+            make_queue("q1", department=DEPT, pool=POOL, nominal=Limits.of(slices=5)),
+            make_queue("q2", department=DEPT, pool=POOL, nominal=Limits.of(slices=1)),
+        ],
+    )
+    usage = {
+        quotas.queue_scope(DEPT, "q0"): Resources(slices=2),
+        quotas.queue_scope(DEPT, "q2"): Resources(slices=2),
+        quotas.department_scope(DEPT): Resources(slices=4),
+    }
+    demand = Demand(department=DEPT, queue="q0", sku="s1", pool=POOL, amount=Resources(slices=2))
+    return org, demand, usage
+
+
+@SETTINGS
+@given(st.one_of(scenarios(), scenarios(caps=False)))
+@example(_borrowing_example())
+def test_evaluate_agrees_with_the_reference(
+    scenario: tuple[Org, Demand, dict[str, Resources]],
+) -> None:
+    org, demand, usage = scenario
+    decision = quotas.evaluate(org, demand, usage)
+    assert decision.allowed is reference_allows(org, demand, usage)
+    if decision.allowed:
+        assert decision.reason is Reason.ADMITTED
+        assert decision.violation is None
+    else:
+        v = decision.violation
+        assert v is not None and v.reason is decision.reason
+        # The violation it reports is real: its own figures break its own limit.
+        assert v.requested == demand.amount.get(v.resource) > 0
+        assert v.in_use + v.requested > v.limit
+        assert str(v.limit) in v.message() and v.advice in v.message()
+
+
+def _admitted(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> Demand:
+    """The demand, halved until it is admitted (an empty demand always is): filtering
+    with assume() would throw most examples away."""
+    while not quotas.evaluate(org, demand, usage).allowed:
+        assert not demand.amount.is_zero()
+        halved = Resources(**{r: demand.amount.get(r) // 2 for r in RESOURCE_NAMES})
+        demand = Demand(
+            department=demand.department,
+            queue=demand.queue,
+            sku=demand.sku,
+            pool=demand.pool,
+            amount=halved,
+        )
+    return demand
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(), st.data())
+def test_a_smaller_demand_or_usage_is_admitted_whenever_a_larger_one_is(
+    scenario: tuple[Org, Demand, dict[str, Resources]], data: st.DataObject
+) -> None:
+    org, demand, usage = scenario
+    demand = _admitted(org, demand, usage)
+    smaller = Resources(
+        **{r: data.draw(st.integers(0, demand.amount.get(r)), label=r) for r in RESOURCE_NAMES}
+    )
+    less = Demand(
+        department=demand.department,
+        queue=demand.queue,
+        sku=demand.sku,
+        pool=demand.pool,
+        amount=smaller,
+    )
+    assert quotas.evaluate(org, less, usage).allowed
+    # And at less usage anywhere (other queues using less reserve no more).
+    lighter = {
+        key: Resources(**{r: data.draw(st.integers(0, value.get(r))) for r in RESOURCE_NAMES})
+        for key, value in usage.items()
+    }
+    assert quotas.evaluate(org, demand, lighter).allowed
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_admitted_demand_never_takes_a_department_past_its_limits(
+    scenario: tuple[Org, Demand, dict[str, Resources]],
+) -> None:
+    org, demand, usage = scenario
+    demand = _admitted(org, demand, usage)
+    decision = quotas.evaluate(org, demand, usage)
+    dept = org.departments[DEPT]
+    queue = org.queues[(DEPT, demand.queue)]
+    ceiling = quotas.borrowing_ceiling(queue)
+    for r in RESOURCE_NAMES:
+        want = demand.amount.get(r)
+        if want == 0:
+            continue
+        after = usage.get(quotas.department_scope(DEPT), ZERO).get(r) + want
+        assert dept.quota.total.get(r).admits(after)
+        queue_after = usage.get(quotas.queue_scope(DEPT, demand.queue), ZERO).get(r) + want
+        assert ceiling.get(r).admits(queue_after)
+        pool_after = usage.get(quotas.pool_scope(POOL), ZERO).get(r) + want
+        assert org.pools[POOL].capacity_limits.get(r).admits(pool_after)
+        # borrowed is exactly how far the request takes the queue above its nominal.
+        nominal = queue.nominal.total.get(r)
+        if nominal.value is None:
+            assert decision.borrowed.get(r) == 0
+        else:
+            before = queue_after - want
+            assert decision.borrowed.get(r) == max(0, queue_after - max(nominal.value, before))
+
+
+def _apply(usage: dict[str, Resources], demand: Demand, sign: int) -> None:
+    delta = demand.amount if sign > 0 else ZERO - demand.amount
+    for key in quotas.scope_keys(demand):
+        usage[key] = usage.get(key, ZERO) + delta
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_history_keeps_every_limit_and_every_queue_can_reach_its_nominal_quota(
+    data: st.DataObject,
+) -> None:
+    """Admit a random sequence of demands (with releases) from zero usage: no limit is
+    ever passed, and a queue below its nominal quota can always be admitted up to it
+    when the department quota covers the sum of the nominal quotas."""
+    org = data.draw(orgs(caps=False, guaranteed=True), label="org")
+    dept = org.departments[DEPT]
+    usage: dict[str, Resources] = {}
+    live: list[Demand] = []
+    for _ in range(data.draw(st.integers(1, 25), label="steps")):
+        if live and data.draw(st.booleans(), label="release?"):
+            _apply(usage, live.pop(data.draw(st.integers(0, len(live) - 1))), -1)
+            continue
+        demand = data.draw(demands(org), label="demand")
+        if quotas.evaluate(org, demand, usage).allowed:
+            _apply(usage, demand, +1)
+            live.append(demand)
+        for r in RESOURCE_NAMES:
+            dept_used = usage.get(quotas.department_scope(DEPT), ZERO).get(r)
+            assert dept.quota.total.get(r).admits(dept_used)
+            for (_, name), queue in org.queues.items():
+                queue_used = usage.get(quotas.queue_scope(DEPT, name), ZERO).get(r)
+                assert quotas.borrowing_ceiling(queue).get(r).admits(queue_used)
+    # The guarantee: each queue can still reach its nominal quota.
+    for (_, name), queue in org.queues.items():
+        for r in RESOURCE_NAMES:
+            nominal = queue.nominal.total.get(r).value
+            assert nominal is not None
+            queue_used = usage.get(quotas.queue_scope(DEPT, name), ZERO).get(r)
+            if queue_used >= nominal:
+                continue
+            top_up = Demand(
+                department=DEPT,
+                queue=name,
+                sku=SKUS[0],
+                pool=POOL,
+                amount=Resources(**{r: nominal - queue_used}),
+            )
+            decision = quotas.evaluate(org, top_up, usage)
+            assert decision.allowed, decision.violation and decision.violation.message()
