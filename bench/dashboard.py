@@ -1,0 +1,524 @@
+"""Benchmark of the console: an organisation of 100 departments and 3,000 GPUs.
+
+Measures, from the direct source (exporters scraped over loopback HTTP) and from a
+real Prometheus (backfilled with promtool):
+
+* first render: headless Chromium opens the overview as a platform admin; the time
+  from navigation until every figure is drawn and every table filled;
+* per-callback server latency (p50/p95) of the overview, department and GPU callbacks,
+  for a platform admin and for a department admin, through Flask's test client;
+* a baseline in the same run: a trivial Dash callback (returns a string) served the
+  same way, so that the ratio survives a noisy, shared machine;
+* what a page sends: figure JSON bytes per page and WebGL traces per page.
+
+Targets (issue 6): first render <= 1.5 s, callbacks <= 300 ms p95, <= 4 WebGL figures
+and <= 1 MB of figure data per page.
+
+    python bench/dashboard.py [--quick] [--screenshots docs/img]
+
+Prints a table, then one JSON object as the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import dash  # noqa: E402
+from dash import Input, Output, html  # noqa: E402
+
+from dashboard.app import create_app  # noqa: E402
+from dashboard.direct import DirectSource  # noqa: E402
+from dashboard.prometheus import PrometheusSource  # noqa: E402
+from governance.store import Store  # noqa: E402
+from tests.support import dashboard as sup  # noqa: E402
+
+DEPARTMENTS = 100
+GPUS = 3000
+EXPORTERS = 8
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+OVERVIEW = [
+    ("ov-status", "children"),
+    ("ov-kpis", "children"),
+    ("ov-capacity", "figure"),
+    ("ov-history", "figure"),
+    ("ov-departments", "figure"),
+    ("ov-admissions", "figure"),
+    ("ov-department-table", "rowData"),
+    ("ov-waste-table", "rowData"),
+]
+DEPARTMENT = [
+    ("dept-status", "children"),
+    ("dept-kpis", "children"),
+    ("dept-borrowing", "children"),
+    ("dept-quota", "figure"),
+    ("dept-sku", "figure"),
+    ("dept-history", "figure"),
+    ("dept-quota-table", "rowData"),
+    ("dept-waste-table", "rowData"),
+    ("dept-denials-table", "rowData"),
+]
+GPUS_PAGE = [
+    ("gpu-status", "children"),
+    ("gpu-heatmap", "figure"),
+    ("gpu-table", "rowData"),
+    ("gpu-slices-table", "rowData"),
+    ("gpu-slices-title", "children"),
+]
+
+
+def body(outputs: list[tuple[str, str]], inputs: list[tuple[str, str, Any]]) -> dict[str, Any]:
+    return {
+        "output": (
+            f"{outputs[0][0]}.{outputs[0][1]}"
+            if len(outputs) == 1
+            else ".." + "...".join(f"{i}.{p}" for i, p in outputs) + ".."
+        ),
+        "outputs": (
+            {"id": outputs[0][0], "property": outputs[0][1]}
+            if len(outputs) == 1
+            else [{"id": i, "property": p} for i, p in outputs]
+        ),
+        "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs],
+        "changedPropIds": [f"{inputs[0][0]}.{inputs[0][1]}"],
+        "state": [],
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))
+    return ordered[k]
+
+
+def time_calls(call: Callable[[], Any], reps: int) -> list[float]:
+    call()  # warm
+    out = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        call()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def baseline_app() -> dash.Dash:
+    """A trivial Dash app: one callback filling a div and one small graph."""
+    from dash import dcc
+
+    app = dash.Dash(__name__, serve_locally=True)
+    app.layout = html.Div(
+        [
+            html.Div(id="in"),
+            html.Div(id="out"),
+            dcc.Graph(id="g", figure={"data": [{"type": "bar", "x": [1, 2], "y": [3, 4]}]}),
+        ]
+    )
+
+    @app.callback(Output("out", "children"), Input("in", "children"))
+    def echo(value: Any) -> str:
+        return f"got {value}"
+
+    return app
+
+
+def figure_stats(payload: dict[str, Any]) -> tuple[int, int]:
+    """(figure JSON bytes, WebGL traces) in one callback response."""
+    size = 0
+    webgl = 0
+    for props in payload.get("response", {}).values():
+        fig = props.get("figure") if isinstance(props, dict) else None
+        if fig is None:
+            continue
+        size += len(json.dumps(fig, separators=(",", ":")))
+        webgl += sum(1 for t in fig.get("data", []) if str(t.get("type", "")).endswith("gl"))
+    return size, webgl
+
+
+class Exporter(BaseHTTPRequestHandler):
+    text = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(self.text)))
+        self.end_headers()
+        self.wfile.write(self.text)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def exporters(fleet: sup.Fleet, n: int) -> Iterator[list[str]]:
+    hosts = fleet.hostnames
+    servers = []
+    for i in range(n):
+        part = hosts[i::n]
+        text = sup.exposition(fleet.on_hosts(part)).encode()
+        handler = type("BenchExporter", (Exporter,), {"text": text})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    try:
+        yield [f"http://127.0.0.1:{s.server_address[1]}" for s in servers]
+    finally:
+        for s in servers:
+            s.shutdown()
+            s.server_close()
+
+
+@contextmanager
+def serving(app: dash.Dash) -> Iterator[str]:
+    from werkzeug.serving import make_server
+
+    web = make_server("127.0.0.1", 0, app.server, threaded=True)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{web.server_port}"
+    finally:
+        web.shutdown()
+        web.server_close()
+
+
+def chromium() -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1440,1800",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": sup.PLATFORM_ADMIN})
+    return driver
+
+
+READY_JS = """
+const graphs = document.querySelectorAll('.js-plotly-plot');
+const loading = document.querySelectorAll('[data-dash-is-loading="true"]').length;
+const placeholders = [...document.querySelectorAll('.annotation-text')]
+    .filter(e => e.textContent === 'Loading…').length;
+const rows = document.querySelectorAll('#ov-department-table .ag-row').length;
+const baseline = document.getElementById('out');
+if (baseline) { return graphs.length >= 1 && baseline.textContent.startsWith('got'); }
+return graphs.length >= 4 && loading === 0 && placeholders === 0 && rows > 0;
+"""
+
+
+def first_render(driver: Any, url: str, path: str = "/", timeout: float = 30.0) -> float:
+    driver.get("about:blank")
+    t0 = time.perf_counter()
+    driver.get(url + path)
+    while time.perf_counter() - t0 < timeout:
+        if driver.execute_script(READY_JS):
+            return time.perf_counter() - t0
+        time.sleep(0.02)
+    raise RuntimeError(f"{url}{path} did not finish rendering in {timeout}s")
+
+
+def screenshots(driver: Any, url: str, folder: Path, user: dict[str, str]) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = []
+    pages = [("/", "overview"), ("/departments", "department"), ("/gpus", "gpus")]
+    for path, name in pages:
+        driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": user})
+        driver.get(url + path)
+        time.sleep(4)
+        if name == "gpus":
+            cells = driver.find_elements(By.CSS_SELECTOR, "#gpu-heatmap .js-plotly-plot")
+            if cells:
+                driver.execute_script(
+                    "arguments[0].emit('plotly_click', {points: [{customdata: arguments[1]}]});",
+                    cells[0],
+                    "GPU-a100-001-3",
+                )
+                time.sleep(2)
+        height = driver.execute_script("return document.body.scrollHeight")
+        driver.set_window_size(1440, min(int(height) + 40, 3200))
+        time.sleep(1)
+        target = folder / f"{name}.png"
+        driver.save_screenshot(str(target))
+        saved.append(str(target))
+        driver.set_window_size(1440, 1800)
+    driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": sup.PLATFORM_ADMIN})
+    return saved
+
+
+def measure_callbacks(app: dash.Dash, reps: int, dept: str) -> dict[str, Any]:
+    client = app.server.test_client()
+    calls = {
+        "overview/platform-admin": (
+            body(OVERVIEW, [("range", "value", "1h"), ("tick", "n_intervals", 0)]),
+            sup.PLATFORM_ADMIN,
+        ),
+        "overview/dept-admin": (
+            body(OVERVIEW, [("range", "value", "1h"), ("tick", "n_intervals", 0)]),
+            sup.dept_admin(dept),
+        ),
+        "department/platform-admin": (
+            body(
+                DEPARTMENT,
+                [
+                    ("dept-select", "value", dept),
+                    ("range", "value", "1h"),
+                    ("tick", "n_intervals", 0),
+                ],
+            ),
+            sup.PLATFORM_ADMIN,
+        ),
+        "gpus/platform-admin": (
+            body(
+                GPUS_PAGE,
+                [
+                    ("gpu-department", "value", "*"),
+                    ("gpu-selected", "data", ""),
+                    ("tick", "n_intervals", 0),
+                ],
+            ),
+            sup.PLATFORM_ADMIN,
+        ),
+        "gpus/dept-admin": (
+            body(
+                GPUS_PAGE,
+                [
+                    ("gpu-department", "value", "*"),
+                    ("gpu-selected", "data", ""),
+                    ("tick", "n_intervals", 0),
+                ],
+            ),
+            sup.dept_admin(dept),
+        ),
+    }
+    out: dict[str, Any] = {}
+    for name, (payload, headers) in calls.items():
+        last: dict[str, Any] = {}
+
+        def call(
+            p: dict[str, Any] = payload, h: dict[str, str] = headers, last: dict[str, Any] = last
+        ) -> None:
+            reply = client.post("/_dash-update-component", json=p, headers=h)
+            assert reply.status_code == 200, reply.status_code
+            last["json"] = reply.get_json()
+
+        samples = time_calls(call, reps)
+        size, webgl = figure_stats(last["json"])
+        out[name] = {
+            "p50_ms": round(statistics.median(samples), 1),
+            "p95_ms": round(percentile(samples, 0.95), 1),
+            "figure_bytes": size,
+            "webgl_traces": webgl,
+        }
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions; ends within 30 s")
+    parser.add_argument(
+        "--screenshots", type=Path, help="save page screenshots (Prometheus source) here"
+    )
+    parser.add_argument("--no-browser", action="store_true", help="skip the Chromium render")
+    args = parser.parse_args()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    reps = 2 if args.quick else 30
+    renders = 1 if args.quick else 5
+    history_points = 2 if args.quick and not args.screenshots else 30
+    warm = not args.quick  # --quick: the first render is a cold one (every run alike)
+    t_start = time.perf_counter()
+    browser_ok = not args.no_browser and os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)
+    prom_missing = sup.prometheus_missing()
+
+    t0 = time.perf_counter()
+    org = sup.make_org(DEPARTMENTS, GPUS)
+    fleet = sup.make_fleet(org)
+    tmp = Path(tempfile.mkdtemp(prefix="gpupool-bench-dashboard-"))
+    store = Store(f"sqlite:///{tmp / 'gpupool.db'}")
+    allocations = sup.seed_ledger(store, org, fleet, bulk=True, denials_per_department=1)
+    dept = sorted(org.departments)[0]
+    setup_s = time.perf_counter() - t0
+
+    baseline = baseline_app()
+    bclient = baseline.server.test_client()
+    bpayload = body([("out", "children")], [("in", "children", "x")])
+    base = time_calls(lambda: bclient.post("/_dash-update-component", json=bpayload), 20)
+    base_p95 = percentile(base, 0.95)
+
+    def load_prometheus() -> tuple[str, Any, float]:
+        # As in production, the console reads the series of recording-rules.yaml; they
+        # are backfilled with the raw series (computed as the rules compute them; the
+        # integration tests check that rules and computation agree), since rules only
+        # record from Prometheus's start.
+        t0 = time.perf_counter()
+        text = sup.openmetrics(
+            fleet, sup.instants(datetime.now(UTC), history_points, 120.0), recorded=True
+        )
+        url, process = sup.start_prometheus(tmp / "prometheus", text, timeout_s=120)
+        return url, process, time.perf_counter() - t0
+
+    # --quick backfills Prometheus while the direct source is measured (to end within
+    # 30 s; it costs the direct figures some CPU); the full run loads it afterwards.
+    loader = ThreadPoolExecutor(max_workers=1)
+    prom_future = loader.submit(load_prometheus) if prom_missing is None and args.quick else None
+    results: dict[str, Any] = {}
+    driver = chromium() if browser_ok else None
+    base_render: float | None = None
+    if driver is not None:
+        with serving(baseline) as url:
+            if warm:
+                first_render(driver, url)
+            base_render = statistics.median(first_render(driver, url) for _ in range(renders))
+    try:
+        with exporters(fleet, EXPORTERS) as urls:
+            # One scrape up front; measured requests read it (in production the
+            # background scraper refreshes it; its cost is reported as scrape_s).
+            source = DirectSource(urls, scrape_interval_s=3600)
+            t0 = time.perf_counter()
+            source.refresh()
+            scrape_s = time.perf_counter() - t0
+            app = create_app(sup.make_console(store, org, source))
+            entry: dict[str, Any] = {"scrape_s": round(scrape_s, 3)}
+            entry["callbacks"] = measure_callbacks(app, reps, dept)
+            if driver is not None:
+                with serving(app) as url:
+                    if warm:
+                        first_render(driver, url)  # warm the browser cache
+                    entry["first_render_s"] = round(
+                        statistics.median(first_render(driver, url) for _ in range(renders)), 3
+                    )
+            results["direct"] = entry
+            source.stop()
+
+        if prom_future is None and prom_missing is None:
+            prom_future = loader.submit(load_prometheus)
+        if prom_future is not None:
+            prom_url, process, load_s = prom_future.result()
+            try:
+                prom = PrometheusSource(prom_url, scrape_interval_s=30, recording_rules=True)
+                app = create_app(sup.make_console(store, org, prom))
+                entry = {"backfill_s": round(load_s, 3)}
+                entry["callbacks"] = measure_callbacks(app, reps, dept)
+                if driver is not None:
+                    with serving(app) as url:
+                        if warm:
+                            first_render(driver, url)
+                        entry["first_render_s"] = round(
+                            statistics.median(first_render(driver, url) for _ in range(renders)), 3
+                        )
+                        if args.screenshots:
+                            entry["screenshots"] = screenshots(
+                                driver, url, args.screenshots, sup.PLATFORM_ADMIN
+                            )
+                results["prometheus"] = entry
+                prom.close()
+            finally:
+                sup.stop_prometheus(process)
+    finally:
+        if driver is not None:
+            driver.quit()
+        store.close()
+
+    print(
+        f"organisation: {len(org.departments)} departments, {len(fleet.gpus)} GPUs, "
+        f"{len(fleet.slices)} slices, {allocations} allocations (setup {setup_s:.1f} s)"
+    )
+    print(
+        f"baseline trivial Dash callback: p50 {statistics.median(base):.1f} ms, "
+        f"p95 {base_p95:.1f} ms"
+    )
+    print(
+        f"{'source':<11} {'callback':<28} {'p50 ms':>8} {'p95 ms':>8} {'x base':>7} "
+        f"{'fig KB':>7} {'webgl':>5}"
+    )
+    worst_p95 = 0.0
+    worst_fig = 0
+    worst_webgl = 0
+    for name, entry in results.items():
+        for cb, m in entry["callbacks"].items():
+            worst_p95 = max(worst_p95, m["p95_ms"])
+            worst_fig = max(worst_fig, m["figure_bytes"])
+            worst_webgl = max(worst_webgl, m["webgl_traces"])
+            print(
+                f"{name:<11} {cb:<28} {m['p50_ms']:>8.1f} {m['p95_ms']:>8.1f} "
+                f"{m['p95_ms'] / base_p95:>7.1f} {m['figure_bytes'] / 1024:>7.0f} "
+                f"{m['webgl_traces']:>5}"
+            )
+        if "first_render_s" in entry:
+            print(f"{name:<11} first render (Chromium)      {entry['first_render_s']:>8.3f} s")
+    renders_s = [e["first_render_s"] for e in results.values() if "first_render_s" in e]
+    if base_render is not None:
+        print(f"baseline    first render (trivial Dash app) {base_render:>8.3f} s")
+    summary = {
+        "bench": "dashboard",
+        "quick": args.quick,
+        "departments": len(org.departments),
+        "gpus": len(fleet.gpus),
+        "slices": len(fleet.slices),
+        "first_render_s": max(renders_s) if renders_s else None,
+        "first_render_s_by_source": {k: e.get("first_render_s") for k, e in results.items()},
+        "baseline_first_render_s": round(base_render, 3) if base_render else None,
+        "first_render_ratio": round(max(renders_s) / base_render, 1)
+        if renders_s and base_render
+        else None,
+        "callback_p95_ms": worst_p95,
+        "baseline_callback_p95_ms": round(base_p95, 2),
+        "callback_p95_ratio": round(worst_p95 / base_p95, 1) if base_p95 else None,
+        "figure_bytes_max_per_page": worst_fig,
+        "webgl_figures_max_per_page": worst_webgl,
+        "direct_scrape_s": results.get("direct", {}).get("scrape_s"),
+        "prometheus_backfill_s": results.get("prometheus", {}).get("backfill_s"),
+        "skipped": [
+            s
+            for s, missing in (
+                ("browser", not browser_ok),
+                ("prometheus", prom_missing is not None),
+            )
+            if missing
+        ],
+        "targets": {
+            "first_render_s": 1.5,
+            "callback_p95_ms": 300,
+            "figure_bytes": 1_000_000,
+            "webgl": 4,
+        },
+        "wall_s": round(time.perf_counter() - t_start, 1),
+        "detail": results,
+    }
+    print(json.dumps(summary, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,282 @@
+"""The Dash app over HTTP (Flask's test client): layout, callbacks, access control,
+forged callback requests, CSV downloads, local assets only."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from dashboard.access import DevUser
+from dashboard.app import create_app
+from dashboard.cli import dashboard as dashboard_command
+from governance.model import Org
+from governance.store import Store
+from tests.support import dashboard as sup
+
+pytestmark = pytest.mark.unit
+
+MINE = "vision"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, Org, sup.Fleet]]:
+    org = sup.make_org(4, 32)
+    fleet = sup.make_fleet(org)
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('store') / 'gpupool.db'}")
+    sup.seed_ledger(store, org, fleet)
+    yield store, org, fleet
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def client(world: tuple[Store, Org, sup.Fleet]) -> Any:
+    store, org, fleet = world
+    app = create_app(sup.make_console(store, org, sup.direct_source(fleet)))
+    return app.server.test_client()
+
+
+def callback(
+    client: Any,
+    output: str,
+    inputs: list[tuple[str, str, Any]],
+    headers: dict[str, str],
+    state: list[tuple[Any, str, Any]] | None = None,
+) -> Any:
+    outputs = [
+        {"id": o.split(".")[0], "property": o.split(".")[1]} for o in output.strip(".").split("...")
+    ]
+    body = {
+        "output": output,
+        "outputs": outputs if len(outputs) > 1 else outputs[0],
+        "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs],
+        "changedPropIds": [f"{inputs[0][0]}.{inputs[0][1]}"],
+        "state": [{"id": i, "property": p, "value": v} for i, p, v in (state or [])],
+    }
+    return client.post("/_dash-update-component", json=body, headers=headers)
+
+
+OVERVIEW = (
+    "..ov-status.children...ov-kpis.children...ov-capacity.figure...ov-history.figure..."
+    "ov-departments.figure...ov-admissions.figure...ov-department-table.rowData..."
+    "ov-waste-table.rowData.."
+)
+DEPARTMENT = (
+    "..dept-status.children...dept-kpis.children...dept-borrowing.children...dept-quota.figure..."
+    "dept-sku.figure...dept-history.figure...dept-quota-table.rowData..."
+    "dept-waste-table.rowData...dept-denials-table.rowData.."
+)
+
+
+def no_other(text: str, org: Org) -> None:
+    for other in org.departments:
+        if other != MINE:
+            assert f'"{other}"' not in text and f"{other}-" not in text, other
+
+
+def test_requests_without_identity_get_401_and_health_is_open(client: Any) -> None:
+    assert client.get("/").status_code == 401
+    assert client.get("/_dash-layout").status_code == 401
+    assert (
+        callback(
+            client, OVERVIEW, [("range", "value", "1h"), ("tick", "n_intervals", 0)], {}
+        ).status_code
+        == 401
+    )
+    assert client.get("/healthz").status_code == 200
+
+
+def test_index_loads_only_local_assets(client: Any) -> None:
+    html = client.get("/", headers=sup.PLATFORM_ADMIN).get_data(as_text=True)
+    refs = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert refs and all(r.startswith("/") for r in refs), refs
+    assert "/assets/bootstrap.min.css" in html
+    css = client.get("/assets/bootstrap.min.css", headers=sup.PLATFORM_ADMIN)
+    try:
+        assert css.status_code == 200 and b"Bootstrap" in css.get_data()[:200]
+    finally:
+        css.close()
+
+
+def test_layout_has_the_navigation_and_controls(client: Any) -> None:
+    layout = json.dumps(client.get("/_dash-layout", headers=sup.PLATFORM_ADMIN).get_json())
+    for needle in ('"range"', '"refresh"', '"Overview"', '"Departments"', '"GPUs"', '"page"'):
+        assert needle in layout
+
+
+def test_router_names_the_viewer_and_offers_only_their_departments(client: Any, world: Any) -> None:
+    _, org, _ = world
+    reply = callback(
+        client,
+        "..page.children...who.children..",
+        [("url", "pathname", "/departments")],
+        sup.dept_admin(MINE),
+    )
+    assert reply.status_code == 200
+    text = reply.get_data(as_text=True)
+    assert f"{MINE}-lead" in text and '"options": [{"label": "vision"' in text.replace('":', '": ')
+    no_other(text, org)
+
+
+def test_overview_callback_for_a_dept_admin_holds_only_their_data(client: Any, world: Any) -> None:
+    _, org, _ = world
+    reply = callback(
+        client,
+        OVERVIEW,
+        [("range", "value", "1h"), ("tick", "n_intervals", 0)],
+        sup.dept_admin(MINE),
+    )
+    assert reply.status_code == 200
+    text = reply.get_data(as_text=True)
+    assert f'"{MINE}"' in text
+    no_other(text, org)
+
+
+@pytest.mark.parametrize("forged", ["nlp", "speech", "recsys", "*", ""])
+def test_forged_department_in_a_callback_gets_no_data(client: Any, world: Any, forged: str) -> None:
+    _, org, _ = world
+    reply = callback(
+        client,
+        DEPARTMENT,
+        [("dept-select", "value", forged), ("range", "value", "1h"), ("tick", "n_intervals", 0)],
+        sup.dept_admin(MINE),
+    )
+    assert reply.status_code == 200
+    text = reply.get_data(as_text=True)
+    if forged:
+        assert "Not permitted" in text
+        no_other(text, org)
+    else:  # no choice: their own department
+        assert f'"{MINE}"' in text
+        no_other(text, org)
+
+
+def test_forged_gpu_filter_gets_no_data(client: Any, world: Any) -> None:
+    _, org, fleet = world
+    other_gpu = next(s.uuid for s in fleet.slices if s.department != MINE)
+    reply = callback(
+        client,
+        "..gpu-status.children...gpu-heatmap.figure...gpu-table.rowData...gpu-slices-table.rowData...gpu-slices-title.children..",
+        [
+            ("gpu-department", "value", "nlp"),
+            ("gpu-selected", "data", other_gpu),
+            ("tick", "n_intervals", 0),
+        ],
+        sup.dept_admin(MINE),
+    )
+    assert "Not permitted" in reply.get_data(as_text=True)
+    no_other(reply.get_data(as_text=True), org)
+
+
+def test_csv_download_callback_is_scoped_server_side(client: Any, world: Any) -> None:
+    _, org, _ = world
+    body = {
+        "output": "dept-download.data",
+        "outputs": {"id": "dept-download", "property": "data"},
+        "inputs": [
+            [
+                {
+                    "id": {"table": "department-denials", "type": "csv-dept"},
+                    "property": "n_clicks",
+                    "value": 1,
+                }
+            ]
+        ],
+        "changedPropIds": ['{"table":"department-denials","type":"csv-dept"}.n_clicks'],
+        "state": [
+            {"id": "range", "property": "value", "value": "1h"},
+            {"id": "dept-select", "property": "value", "value": "nlp"},
+        ],
+    }
+    forged = client.post("/_dash-update-component", json=body, headers=sup.dept_admin(MINE))
+    assert forged.status_code in (200, 204)
+    no_other(forged.get_data(as_text=True), org)
+    body["state"][1]["value"] = MINE  # type: ignore[index]
+    mine = client.post("/_dash-update-component", json=body, headers=sup.dept_admin(MINE))
+    data = mine.get_json()["response"]["dept-download"]["data"]
+    assert data["filename"] == f"gpupool-department-denials-{MINE}.csv"
+    assert data["content"].startswith("at,department,queue")
+    no_other(data["content"], org)
+
+
+def test_refresh_callback_clamps_to_the_scrape_interval(client: Any) -> None:
+    reply = callback(
+        client, "..tick.interval...tick.disabled..", [("refresh", "value", "1")], sup.PLATFORM_ADMIN
+    )
+    response = reply.get_json()["response"]["tick"]
+    assert response == {"interval": 15_000, "disabled": False}
+
+
+def test_dev_user_mode_needs_no_headers(world: Any) -> None:
+    store, org, fleet = world
+    app = create_app(
+        sup.make_console(
+            store, org, sup.direct_source(fleet), trust=DevUser(user="pat", groups=("platform",))
+        )
+    )
+    assert app.server.test_client().get("/").status_code == 200
+
+
+# -- the command -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["--exporter", "http://x"], "say whom the console trusts", id="no-trust"),
+        pytest.param(
+            ["--exporter", "http://x", "--trust-proxy-headers", "--dev-user", "a"],
+            "not both",
+            id="both-trusts",
+        ),
+        pytest.param(["--dev-user", "a"], "name a metrics source", id="no-source"),
+        pytest.param(
+            ["--dev-user", "a", "--prometheus", "http://p", "--exporter", "http://x"],
+            "choose one source",
+            id="two-sources",
+        ),
+        pytest.param(
+            ["--exporter", "http://x", "--dev-group", "g"],
+            "--dev-group needs --dev-user",
+            id="group-alone",
+        ),
+    ],
+)
+def test_the_command_refuses_to_start_without_clear_settings(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(dashboard_command, ["--store", "sqlite://", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+class BrokenSource:
+    """A source with a bug: every question raises."""
+
+    scrape_interval_s = 15.0
+
+    def describe(self) -> str:
+        return "a broken source"
+
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("bug")
+
+        return fail
+
+
+def test_a_failing_callback_shows_an_error_state_not_a_traceback(world: Any) -> None:
+    store, org, _ = world
+    app = create_app(sup.make_console(store, org, BrokenSource()))  # type: ignore[arg-type]
+    reply = callback(
+        app.server.test_client(),
+        OVERVIEW,
+        [("range", "value", "1h"), ("tick", "n_intervals", 0)],
+        sup.PLATFORM_ADMIN,
+    )
+    assert reply.status_code == 200
+    text = reply.get_data(as_text=True)
+    assert "Something went wrong" in text and "RuntimeError" in text
+    assert "Traceback" not in text

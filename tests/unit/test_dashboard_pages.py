@@ -1,0 +1,269 @@
+"""Page logic per viewer: what each page shows, scoping, empty and error states."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dashboard import pages
+from dashboard.access import AccessError
+from dashboard.direct import DirectSource
+from dashboard.model import GpuRow, HistoryPoint, SliceSample, UsageRow
+from dashboard.pages import Console
+from dashboard.prometheus import PrometheusSource
+from dashboard.sources import Departments
+from governance.model import Org
+from governance.store import Store
+from tests.support import dashboard as sup
+
+pytestmark = pytest.mark.unit
+
+VIEWER_DEPT = "vision"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, Org, sup.Fleet]]:
+    org = sup.make_org(4, 32)
+    fleet = sup.make_fleet(org)
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('store') / 'gpupool.db'}")
+    sup.seed_ledger(store, org, fleet)
+    yield store, org, fleet
+    store.close()
+
+
+@pytest.fixture
+def console(world: tuple[Store, Org, sup.Fleet]) -> Console:
+    store, org, fleet = world
+    return sup.make_console(store, org, sup.direct_source(fleet))
+
+
+def others(org: Org) -> list[str]:
+    return [d for d in org.departments if d != VIEWER_DEPT]
+
+
+def dump(result: Any) -> str:
+    """Everything a page result would send to the browser, as text."""
+    parts = []
+    for value in vars(result).values():
+        parts.append(json.dumps(value, default=str))
+    return "\n".join(parts)
+
+
+def assert_no_other_department(text: str, org: Org) -> None:
+    for other in others(org):
+        assert f'"{other}"' not in text, other
+        assert f"{other}-" not in text, other
+
+
+# -- who sees what ---------------------------------------------------------------------
+
+
+def test_platform_admin_sees_the_whole_fleet(console: Console, world: Any) -> None:
+    _, org, _ = world
+    scope = console.scope(sup.PLATFORM_ADMIN)
+    assert scope.whole_fleet and scope.departments == tuple(sorted(org.departments))
+
+
+def test_dept_admin_sees_only_their_department(console: Console) -> None:
+    scope = console.scope(sup.dept_admin(VIEWER_DEPT))
+    assert (scope.whole_fleet, scope.departments) == (False, (VIEWER_DEPT,))
+
+
+def test_a_request_without_proxy_identity_is_refused(console: Console) -> None:
+    with pytest.raises(AccessError, match="X-Forwarded-User"):
+        console.scope({})
+
+
+def test_overview_of_a_dept_admin_holds_no_other_department(console: Console, world: Any) -> None:
+    _, org, _ = world
+    result = console.overview(console.scope(sup.dept_admin(VIEWER_DEPT)), "1h")
+    assert result.department_rows and {r["department"] for r in result.department_rows} == {
+        VIEWER_DEPT
+    }
+    assert all(r["department"] == VIEWER_DEPT for r in result.waste_rows)
+    assert_no_other_department(dump(result), org)
+    labels = [k.label for k in result.kpis]
+    assert "Pool capacity" not in labels and "Slice utilisation" in labels
+
+
+def test_overview_of_the_platform_admin_shows_capacity_and_fleet_utilisation(
+    console: Console, world: Any
+) -> None:
+    _, org, fleet = world
+    result = console.overview(console.scope(sup.PLATFORM_ADMIN), "1h")
+    kpis = {k.label: k for k in result.kpis}
+    assert kpis["Pool capacity"].value == f"{sum(p.gpus for p in org.pools.values())} GPUs"
+    assert kpis["Average GPU utilisation"].note == f"over {len(fleet.gpus)} GPUs"
+    idle = sum(1 for s in fleet.slices if s.idle)
+    assert kpis["Idle but allocated"].value == f"{idle} slices"
+    assert {r["department"] for r in result.department_rows} == set(org.departments)
+    assert not result.problems
+
+
+def test_department_page_shows_quota_borrowing_waste_and_denials(console: Console) -> None:
+    result = console.department(console.scope(sup.PLATFORM_ADMIN), VIEWER_DEPT, "1h")
+    assert not result.problems
+    assert {r["queue"] for r in result.quota_rows} == {"", "train", "infer"}
+    assert result.denial_rows and all(r["department"] == VIEWER_DEPT for r in result.denial_rows)
+    assert {r["reason"] for r in result.denial_rows} >= {"QueueQuotaExceeded"}
+    assert all(r["idle"] for r in result.waste_rows)
+
+
+def test_a_forged_department_is_refused_with_no_data(console: Console, world: Any) -> None:
+    _, org, _ = world
+    scope = console.scope(sup.dept_admin(VIEWER_DEPT))
+    for other in others(org):
+        result = console.department(scope, other, "1h")
+        assert [p.title for p in result.problems] == ["Not permitted"]
+        assert not (result.quota_rows or result.waste_rows or result.denial_rows or result.kpis)
+        text = dump(result)
+        assert f"{other}-" not in text
+        gpus = console.gpus(scope, other, None)
+        assert [p.title for p in gpus.problems] == ["Not permitted"] and not gpus.gpu_rows
+
+
+def test_gpu_page_of_a_dept_admin_lists_only_their_slices_even_for_a_shared_gpu(
+    console: Console, world: Any
+) -> None:
+    _, org, fleet = world
+    scope = console.scope(sup.dept_admin(VIEWER_DEPT))
+    mine = {s.uuid for s in fleet.slices if s.department == VIEWER_DEPT}
+    shared = next(s.uuid for s in fleet.slices if s.department != VIEWER_DEPT and s.uuid in mine)
+    result = console.gpus(scope, None, shared)
+    assert {r["uuid"] for r in result.gpu_rows} == mine
+    assert result.slice_rows and {r["department"] for r in result.slice_rows} == {VIEWER_DEPT}
+    assert_no_other_department(dump(result), org)
+
+
+def test_csv_of_a_dept_admin_is_recomputed_for_them(console: Console, world: Any) -> None:
+    _, org, _ = world
+    scope = console.scope(sup.dept_admin(VIEWER_DEPT))
+    name, text = console.table(scope, "overview-departments", {"range": "1h"}) or ("", "")
+    assert name == "gpupool-overview-departments.csv"
+    assert text.splitlines()[0].startswith("department,slices")
+    assert [line.split(",")[0] for line in text.splitlines()[1:]] == [VIEWER_DEPT]
+    forged = console.table(scope, "department-denials", {"department": others(org)[0]})
+    assert forged is not None and forged[1] == ""
+
+
+# -- empty and error states ------------------------------------------------------------
+
+
+def test_prometheus_down_is_an_error_state_not_a_traceback(world: Any) -> None:
+    store, org, _ = world
+    source = PrometheusSource(f"http://127.0.0.1:{sup.free_port()}", timeout_s=1.0)
+    console = sup.make_console(store, org, source)
+    result = console.overview(console.scope(sup.PLATFORM_ADMIN), "1h")
+    assert [p.title for p in result.problems] == ["Metrics unavailable"]
+    assert "cannot reach Prometheus at" in result.problems[0].detail
+    assert "is not answering" in json.dumps(result.history)
+    dept = console.department(console.scope(sup.PLATFORM_ADMIN), VIEWER_DEPT, "1h")
+    assert "Metrics unavailable" in [p.title for p in dept.problems] and dept.quota_rows
+    gpus = console.gpus(console.scope(sup.PLATFORM_ADMIN), None, None)
+    assert [p.title for p in gpus.problems] == ["Metrics unavailable"]
+    source.close()
+
+
+class EmptySource:
+    scrape_interval_s = 30.0
+
+    def describe(self) -> str:
+        return "an empty source"
+
+    def usage(self, departments: Departments, *, per_queue: bool = True) -> list[UsageRow]:
+        return []
+
+    def gpus(self, departments: Departments) -> list[GpuRow]:
+        return []
+
+    def waste(self, departments: Departments, limit: int) -> list[SliceSample]:
+        return []
+
+    def fleet_utilisation(self) -> tuple[int, float | None]:
+        return 0, None
+
+    def degraded(self) -> list[str]:
+        return []
+
+    def slices_on(self, uuid: str, departments: Departments) -> list[SliceSample]:
+        return []
+
+    def history(
+        self, departments: Departments, start: datetime, end: datetime, step_s: float
+    ) -> list[HistoryPoint]:
+        return []
+
+
+def test_no_data_yet_says_so(world: Any) -> None:
+    store, org, _ = world
+    console = sup.make_console(store, org, EmptySource())
+    result = console.overview(console.scope(sup.PLATFORM_ADMIN), "1h")
+    assert [p.title for p in result.problems] == ["No data yet"]
+    assert "No history yet" in json.dumps(result.history)
+
+
+def test_no_configuration_yet_says_how_to_apply_one(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'empty.db'}")
+    console = sup.make_console(store, None, EmptySource())
+    scope = console.scope(sup.PLATFORM_ADMIN)
+    result = console.overview(scope, "1h")
+    titles = [p.title for p in result.problems]
+    assert "No configuration yet" in titles and "No department to show" in titles
+    assert "gpupool apply" in result.problems[0].detail
+    store.close()
+
+
+# -- refresh and ranges ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("choice", "scrape", "ms"),
+    [
+        pytest.param("0", 30, 0, id="off"),
+        pytest.param("15", 30, 30_000, id="clamped-to-scrape"),
+        pytest.param("60", 30, 60_000, id="slower-kept"),
+        pytest.param("1", 15, 15_000, id="forged-fast"),
+        pytest.param("nonsense", 15, 0, id="garbage-off"),
+        pytest.param(None, 15, 0, id="none-off"),
+    ],
+)
+def test_auto_refresh_is_never_faster_than_a_scrape(choice: object, scrape: float, ms: int) -> None:
+    assert pages.refresh_ms(choice, scrape) == ms
+
+
+def test_refresh_options_start_at_the_scrape_interval() -> None:
+    values = [o["value"] for o in pages.refresh_options(30)]
+    assert values == ["0", "30", "60", "300"]
+    assert [o["value"] for o in pages.refresh_options(45)] == ["0", "60", "300"]
+
+
+def test_history_resolution_is_bounded() -> None:
+    assert pages.step_for(3600, 15) == 15
+    assert pages.step_for(7 * 86400, 15) == 7 * 86400 / pages.MAX_POINTS
+
+
+def test_an_exporter_down_is_a_partial_data_warning(world: Any) -> None:
+    import httpx
+
+    store, org, fleet = world
+    text = sup.exposition(fleet.on_hosts(fleet.hostnames[:1]))
+
+    def fetch(url: str) -> str:
+        if "down" in url:
+            raise httpx.ConnectError("connection refused")
+        return text
+
+    source = DirectSource(["http://up:9400", "http://down:9400"], fetch=fetch)
+    console = sup.make_console(store, org, source)
+    result = console.overview(console.scope(sup.PLATFORM_ADMIN), "1h")
+    partial = [p for p in result.problems if p.title == "Partial data"]
+    assert len(partial) == 1
+    assert (
+        "1 of 2 exporters" in partial[0].detail and "http://down:9400/metrics" in partial[0].detail
+    )
+    assert result.department_rows  # the reachable exporter's data is still there
