@@ -49,3 +49,39 @@ def test_a_password_never_appears_in_store_messages(tmp_path: Path) -> None:
         pg.close()
     finally:
         store.close()
+
+
+def _wal_bytes_after_writes(path: Path, interval_s: float) -> int:
+    import time
+
+    import sqlalchemy as sa
+
+    from governance import schema
+
+    store = Store(f"sqlite:///{path}", checkpoint_interval_s=interval_s)
+    try:
+        for i in range(400):
+            with store.write() as conn:
+                conn.execute(
+                    sa.insert(schema.usage).values(
+                        scope=f"s/{i}", slices=i, memory_mib=0, compute_pct=0
+                    )
+                )
+            if i % 50 == 0:
+                time.sleep(0.1)  # give the checkpointer its turns
+        return Path(f"{path}-wal").stat().st_size
+    finally:
+        store.close()
+
+
+def test_sqlite_wal_is_checkpointed_off_the_commit_path(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    try:
+        with store.read() as conn:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    finally:
+        store.close()
+    checkpointed = _wal_bytes_after_writes(tmp_path / "b.db", interval_s=0.02)
+    never = _wal_bytes_after_writes(tmp_path / "c.db", interval_s=3600)
+    # the background checkpoint lets SQLite restart the WAL from its beginning
+    assert checkpointed * 3 < never, (checkpointed, never)
