@@ -257,30 +257,6 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), ssl_certfile=sys.argv[
 """
 
 
-def start_webhook(store_url: str, cert: Path, key: Path, port: int) -> subprocess.Popen[bytes]:
-    code = "from admission.cli import webhook; webhook()"
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            code,
-            "--store",
-            store_url,
-            "--tls-cert",
-            str(cert),
-            "--tls-key",
-            str(key),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-    )
-
-
 def start_floor(size_file: Path, cert: Path, key: Path, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-c", FLOOR_APP, str(size_file), str(port), str(cert), str(key)],
@@ -426,7 +402,7 @@ def main() -> None:
     hook_port, floor_port = A.free_port(), A.free_port()
     size_file = work / "floor-size"
     # Both servers start while the allocations are seeded and the bodies are built.
-    hook = start_webhook(store_url, cert, key, hook_port)
+    hook = A.start_webhook_process(store_url, cert, key, hook_port)
     floor = start_floor(size_file, cert, key, floor_port)
     hook_url = f"https://127.0.0.1:{hook_port}/mutate"
     floor_url = f"https://127.0.0.1:{floor_port}/mutate"

@@ -11,7 +11,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import hypothesis  # noqa: F401 - see below
 import pytest
+
+# hypothesis runs its entry-point plugins when first imported, and trio's (selenium pulls
+# trio in) warns there. Importing it while conftest loads keeps that warning out of the
+# run; otherwise a run whose tests never import hypothesis fails at its very end, when
+# hypothesis' pytest plugin imports it for the summary with warnings as errors.
 
 PG_URL_ENV = "GPUPOOL_TEST_PG_URL"
 

@@ -7,7 +7,6 @@ import os
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -89,32 +88,6 @@ def test_certificate_rotation_under_load_drops_no_request(sqlite_url: str, tmp_p
     assert hook.tls.reloads in (1, 2)
 
 
-def _start_webhook(store_url: str, cert: Path, key: Path, port: int) -> subprocess.Popen[bytes]:
-    code = "from admission.cli import webhook; webhook()"
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            code,
-            "--store",
-            store_url,
-            "--tls-cert",
-            str(cert),
-            "--tls-key",
-            str(key),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        cwd=Path(__file__).resolve().parents[2],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
 def _wait_ready(url: str, cert: Path, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 30
     ctx = ssl.create_default_context(cafile=str(cert))
@@ -138,7 +111,9 @@ def test_two_webhook_processes_never_admit_past_a_quota(pg_database: str, tmp_pa
     A.apply_org(store, doc)
     cert, key = A.self_signed(tmp_path)
     ports = [A.free_port(), A.free_port()]
-    procs = [_start_webhook(pg_database, cert, key, p) for p in ports]
+    procs = [
+        A.start_webhook_process(pg_database, cert, key, p, stderr=subprocess.PIPE) for p in ports
+    ]
     try:
         urls = [f"https://127.0.0.1:{p}" for p in ports]
         for url, proc in zip(urls, procs, strict=True):

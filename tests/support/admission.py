@@ -10,6 +10,8 @@ import datetime as dt
 import ipaddress
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -461,3 +463,32 @@ def serve(
         server.should_exit = True
         thread.join(timeout=10)
         tls.stop()
+
+
+def start_webhook_process(
+    store_url: str, cert: Path, key: Path, port: int, *, stderr: int | None = None
+) -> subprocess.Popen[bytes]:
+    """`gpupool webhook` in a process of its own, on 127.0.0.1:``port``."""
+    code = "from admission.cli import webhook; webhook()"
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "--store",
+            store_url,
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.DEVNULL if stderr is not None else None,
+        stderr=stderr,
+    )
