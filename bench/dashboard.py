@@ -25,7 +25,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import statistics
 import sys
 import tempfile
@@ -54,8 +53,6 @@ from tests.support import dashboard as sup  # noqa: E402
 DEPARTMENTS = 100
 GPUS = 3000
 EXPORTERS = 8
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 
 OVERVIEW = [
     ("ov-status", "children"),
@@ -201,25 +198,7 @@ def serving(app: dash.Dash) -> Iterator[str]:
 
 
 def chromium() -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1440,1800",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.execute_cdp_cmd("Network.enable", {})
+    driver = sup.chromium()
     driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": sup.PLATFORM_ADMIN})
     return driver
 
@@ -358,7 +337,7 @@ def main() -> int:
     history_points = 2 if args.quick and not args.screenshots else 30
     warm = not args.quick  # --quick: the first render is a cold one (every run alike)
     t_start = time.perf_counter()
-    browser_ok = not args.no_browser and os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)
+    browser_ok = not args.no_browser and sup.have_chromium()
     prom_missing = sup.prometheus_missing()
 
     t0 = time.perf_counter()

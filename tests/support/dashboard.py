@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -684,3 +685,40 @@ def direct_source(fleet: Fleet) -> DirectSource:
     boundary replaced; the integration tests scrape over real HTTP)."""
     text = exposition(fleet)
     return DirectSource(["http://fleet.test:9400"], fetch=lambda _: text)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+def have_chromium() -> bool:
+    import os
+
+    return os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)
+
+
+def chromium(*, console_log: bool = False) -> Any:
+    """Debian's headless Chromium through chromedriver, with the flags this closed
+    network needs (no background networking, no component updates, no sync)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1440,1800",
+    ):
+        options.add_argument(flag)
+    if console_log:
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.execute_cdp_cmd("Network.enable", {})
+    return driver
