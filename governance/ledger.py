@@ -303,16 +303,6 @@ def _add_usage(conn: Connection, keys: Sequence[str], delta: Resources) -> None:
     )
 
 
-def _queue_rows(conn: Connection, org: Org, department: str) -> dict[str, Resources]:
-    """Usage of every queue of ``department``, read by exact key.
-
-    Exact keys rather than a key range: a range depends on the database's collation
-    (an ICU collation that ignores punctuation sorts ``queue/ml/0a`` outside
-    ``['queue/ml/', 'queue/ml0')``), and the primary-key index serves both."""
-    keys = [quotas.queue_scope(department, q.name) for q in org.queues_of(department)]
-    return _rows_to_usage(conn.execute(_SELECT_USAGE, {"keys": keys}))
-
-
 def _needs_queue_rows(org: Org, demand: Demand) -> bool:
     """Borrowing needs the department's other queues only if this request may borrow."""
     queue = org.queues[(demand.department, demand.queue)]
@@ -353,11 +343,17 @@ def reserve(
                 allocation=alloc,
                 replayed=True,
             )
-        locked = _lock_usage(store, conn, keys)
-        view: dict[str, Resources] = dict(locked)
+        # One locking read of the request's scopes and, when the queue may borrow, of
+        # its department's other queues (read by exact key: no collation dependence).
+        # Locking the sibling queue rows costs nothing more: every change inside the
+        # department already holds the department row, which sorts first.
+        wanted = keys
         if _needs_queue_rows(org, demand):
-            for key, value in _queue_rows(conn, org, demand.department).items():
-                view.setdefault(key, value)
+            wanted = keys + [
+                quotas.queue_scope(demand.department, q.name)
+                for q in org.queues_of(demand.department)
+            ]
+        view = _lock_usage(store, conn, wanted)
         decision = quotas.evaluate(org, demand, view)
         if dry_run:
             conn.rollback()
