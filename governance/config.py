@@ -164,6 +164,8 @@ def format_mib(mib: int | None) -> str:
     """``81920`` -> ``80Gi``; None -> ``unlimited``."""
     if mib is None:
         return UNLIMITED_WORD
+    if mib == 0:
+        return "0"
     for unit, size in (("Ti", 1024**2), ("Gi", 1024)):
         if mib and mib % size == 0:
             return f"{mib // size}{unit}"
