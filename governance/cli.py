@@ -24,6 +24,7 @@ import click
 
 from governance.contract import ENTRY_POINT_GROUP
 from governance.errors import ConfigError, GpupoolError, PlacementError, StoreUnavailable
+from governance.resources import RESOURCE_NAMES, ResourceName
 
 if TYPE_CHECKING:
     from governance.model import Org
@@ -203,16 +204,11 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def fmt_limit(value: int | None) -> str:
-    return "unlimited" if value is None else str(value)
-
-
-def fmt_amount(resource: str, value: int | None) -> str:
+def fmt_amount(resource: ResourceName, value: int | None) -> str:
+    """``80Gi``, ``250%``, ``4``, or ``unlimited``: the units the YAML is written in."""
     from governance.config import format_amount
-    from governance.resources import RESOURCE_NAMES
 
-    name = next(n for n in RESOURCE_NAMES if n == resource)
-    return format_amount(name, value)
+    return format_amount(resource, value)
 
 
 # -- apply -------------------------------------------------------------------------------
@@ -320,7 +316,7 @@ def get_departments(settings: Settings) -> None:
             "namespaces": list(d.namespaces),
             "default_queue": d.default_queue,
             "queues": sorted(q.name for q in org.queues_of(d.name)),
-            "slices": fmt_limit(d.quota.total.slices.value),
+            "slices": fmt_amount("slices", d.quota.total.slices.value),
             "memory": fmt_amount("memory_mib", d.quota.total.memory_mib.value),
             "compute": fmt_amount("compute_pct", d.quota.total.compute_pct.value),
         }
@@ -345,12 +341,12 @@ def get_queues(settings: Settings, department: str | None) -> None:
                 "name": q.name,
                 "pool": q.pool,
                 "default_sku": q.default_sku,
-                "slices": fmt_limit(q.nominal.total.slices.value),
+                "slices": fmt_amount("slices", q.nominal.total.slices.value),
                 "memory": fmt_amount("memory_mib", q.nominal.total.memory_mib.value),
                 "compute": fmt_amount("compute_pct", q.nominal.total.compute_pct.value),
                 "borrowing_limit": ", ".join(
                     f"{n}={fmt_amount(n, q.borrowing_limit.get(n).value)}"
-                    for n in ("slices", "memory_mib", "compute_pct")
+                    for n in RESOURCE_NAMES
                     if q.borrowing_limit.get(n).value is not None
                 )
                 or "unlimited",

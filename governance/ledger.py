@@ -37,7 +37,7 @@ from governance.contract import Reason, SliceGrant
 from governance.errors import StoreError
 from governance.model import Org
 from governance.quotas import Demand, QuotaDecision
-from governance.resources import RESOURCE_NAMES, ZERO, Resources
+from governance.resources import RESOURCE_NAMES, ZERO, ResourceName, Resources
 from governance.store import Store, utcnow
 
 DEFAULT_TTL = timedelta(minutes=10)
@@ -450,9 +450,7 @@ def bind(
     t = schema.allocations
     with store.write() as conn:
         alloc = _locked_allocation(store, conn, allocation_id)
-        if alloc.state is State.BOUND:
-            return alloc
-        if alloc.state is State.RELEASED:
+        if alloc.state in (State.BOUND, State.RELEASED):
             return alloc
         if alloc.state is State.EXPIRED:
             keys = quotas.scope_keys(_demand_of(alloc))
@@ -530,7 +528,7 @@ class QuotaLine:
 
     department: str
     queue: str
-    resource: str
+    resource: ResourceName
     used: int
     limit: int | None
     """None: unlimited."""

@@ -27,7 +27,7 @@ with a borrowing limit of 30, queue ``serve`` nominal 30 (10 are unreserved). Wi
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from governance.contract import Reason
 from governance.model import Org, Queue
@@ -35,7 +35,6 @@ from governance.resources import (
     RESOURCE_NAMES,
     RESOURCE_UNITS,
     ZERO,
-    Limit,
     Limits,
     ResourceName,
     Resources,
@@ -359,19 +358,16 @@ def borrowing_ceiling(queue: Queue) -> Limits:
     )
 
 
-def limit_value(limit: Limit) -> int | None:
-    return limit.value
-
-
 __all__ = [
     "Demand",
     "QuotaDecision",
     "Violation",
+    "borrowing_ceiling",
     "department_scope",
     "effective_demand",
     "evaluate",
     "pool_scope",
     "queue_scope",
     "scope_keys",
+    "usage_limits",
 ]
-_ = field
