@@ -24,18 +24,23 @@ that a team's workloads run as.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
+
+import anyio.to_thread
 
 from admission import demand as demand_mod
 from admission import patch as patch_mod
 from admission.demand import GpuNames, InvalidDemand, PodDemand
 from admission.review import MalformedReview, Pod, Request, Response, parse_pod
 from governance import backends, ledger, placement, quotas, rbac
+from governance import writer as group_commit
 from governance.backends.base import Backend, ContainerChanges
 from governance.contract import (
     ANNOTATION_ALLOCATION_ID,
@@ -44,14 +49,14 @@ from governance.contract import (
     Reason,
     SliceGrant,
 )
-from governance.errors import ConfigError, PlacementError, StoreError, StoreUnavailable
+from governance.errors import ConfigError, PlacementError, StoreError
 from governance.model import Org
 from governance.resources import Resources
 from governance.store import Store, utcnow
 
 log = logging.getLogger(__name__)
 
-POSTGRES_WRITE_SLOTS = 8
+POSTGRES_WRITER_THREADS = 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,11 +66,16 @@ class Settings:
     default they are denied with NamespaceNotOwned)."""
     reservation_ttl: timedelta = ledger.DEFAULT_TTL
     """How long a reservation waits for its pod before the reconciler expires it."""
-    write_slots: int | None = None
-    """Ledger writes (reservations, denials) run at once. SQLite takes one writer at a
-    time and makes the others sleep in its busy handler, backing off up to 100 ms: there
-    it is 1 (the others wait here, in order). PostgreSQL locks only the rows on the
-    request's path: there it is the connection pool's size. None: chosen by the store."""
+    writer_threads: int | None = None
+    """Threads that commit ledger writes (reservations, denials), each committing the
+    writes of concurrent requests in groups (:mod:`governance.writer`). SQLite takes one
+    writer at a time: there it is 1. On PostgreSQL a second thread prepares a group
+    while another commits: there it is 2. None: chosen by the store."""
+    max_group: int = group_commit.DEFAULT_MAX_GROUP
+    """Reservations committed in one transaction at most."""
+    inline_sqlite: bool = True
+    """On SQLite, :meth:`Admitter.admit_async` commits on the event loop itself
+    (:class:`~governance.writer.InlineWriter`) rather than in the writer thread."""
     warm_rbac: bool = True
     """Build the per-department policy enforcers in the background when a configuration
     revision is loaded, so that the first pod of each department does not pay for it."""
@@ -95,10 +105,52 @@ class Admitter:
         self._tokens = _tokens(self.names)
         self._authz: tuple[Org, rbac.Authorizer] | None = None
         self._authz_lock = threading.Lock()
-        slots = self.settings.write_slots
-        if slots is None:
-            slots = 1 if store.is_sqlite else POSTGRES_WRITE_SLOTS
-        self._writes = threading.BoundedSemaphore(slots)
+        self._writer: group_commit.LedgerWriter | None = None
+        self._writer_lock = threading.Lock()
+        self._inline: group_commit.InlineWriter | None = None
+
+    @property
+    def writer(self) -> group_commit.LedgerWriter:
+        """The group-committing writer of this admitter's ledger writes (started on
+        first use; :meth:`close` stops it)."""
+        current = self._writer
+        if current is not None:
+            return current
+        with self._writer_lock:
+            if self._writer is None:
+                threads = self.settings.writer_threads
+                if threads is None:
+                    threads = 1 if self.store.is_sqlite else POSTGRES_WRITER_THREADS
+                self._writer = group_commit.LedgerWriter(
+                    self.store, threads=threads, max_group=self.settings.max_group
+                )
+            return self._writer
+
+    @property
+    def inline_writer(self) -> group_commit.InlineWriter:
+        """The group commit on the event loop (SQLite), handing a group to
+        :attr:`writer` when another process holds the write lock."""
+        if self._inline is None:
+            self._inline = group_commit.InlineWriter(
+                self.store, self.writer, max_group=self.settings.max_group
+            )
+        return self._inline
+
+    def writer_counts(self) -> dict[str, tuple[int, int]]:
+        """(transactions, writes) of each group-commit writer started so far."""
+        counts = {}
+        if self._inline is not None:
+            counts["loop"] = (self._inline.groups, self._inline.requests)
+        if self._writer is not None:
+            counts["thread"] = (self._writer.groups, self._writer.requests)
+        return counts
+
+    def close(self) -> None:
+        """Write what is queued and stop the writer threads."""
+        with self._writer_lock:
+            current, self._writer = self._writer, None
+        if current is not None:
+            current.close()
 
     # -- the quick path: no store ------------------------------------------------------
 
@@ -147,20 +199,83 @@ class Admitter:
     # -- the full path: GPU pod CREATE -------------------------------------------------
 
     def admit(self, request: Request, pod: Pod | None = None) -> Response:
-        """Decide any request; the store is used only for a GPU pod CREATE."""
+        """Decide any request; the store is used only for a GPU pod CREATE. Blocks the
+        calling thread while the ledger writes (group-committed by :attr:`writer`)."""
         if pod is None:
             quick, pod = self.quick(request)
             if quick is not None:
                 return quick
             assert pod is not None
         try:
-            return self._create(request, pod)
-        except StoreUnavailable as exc:
+            steps = self._create(request, pod)
+            try:
+                step = next(steps)
+                while True:
+                    step = steps.send(self._do(step))
+            except StopIteration as done:
+                answer: Response = done.value
+                return answer
+        except StoreError as exc:  # StoreUnavailable included
             return _store_down(pod, str(exc))
         except ConfigError as exc:
             return _store_down(pod, str(exc))
+
+    async def admit_async(self, request: Request, pod: Pod) -> Response:
+        """:meth:`admit` for a GPU pod CREATE (``quick`` answered None), on an event
+        loop: the decision runs on the loop, the ledger writes are group-committed on
+        the loop itself for SQLite (:class:`~governance.writer.InlineWriter`, never
+        waiting for a lock) and by the writer threads for PostgreSQL; reads that
+        PostgreSQL answers over the network run in a worker thread."""
+        try:
+            steps = self._create(request, pod)
+            try:
+                step = next(steps)
+                while True:
+                    step = steps.send(await self._do_async(step))
+            except StopIteration as done:
+                answer: Response = done.value
+                return answer
         except StoreError as exc:
             return _store_down(pod, str(exc))
+        except ConfigError as exc:
+            return _store_down(pod, str(exc))
+
+    # -- the store, for the steps of _create -------------------------------------------
+
+    def _do(self, step: _Step) -> object:
+        if isinstance(step, _Lookup):
+            return ledger.get(self.store, step.allocation_id)
+        if isinstance(step, _Reserve):
+            if step.dry_run:
+                return _dry_run(self.store, step)
+            return self.writer.reserve(step.org, step.request).result()
+        try:
+            self.writer.record_denial(step).result()
+        except StoreError as exc:  # the answer stands; the audit trail missed one
+            log.warning("could not record a denial: %s", exc)
+        return None
+
+    async def _do_async(self, step: _Step) -> object:
+        inline = self.store.is_sqlite and self.settings.inline_sqlite
+        if isinstance(step, _Lookup):
+            if inline:  # a WAL reader never waits for a writer
+                return ledger.get(self.store, step.allocation_id)
+            return await anyio.to_thread.run_sync(ledger.get, self.store, step.allocation_id)
+        if isinstance(step, _Reserve):
+            if step.dry_run:
+                # dry runs are rare: a thread, so that the loop never waits for a lock
+                return await anyio.to_thread.run_sync(_dry_run, self.store, step)
+            if inline:
+                return await self.inline_writer.reserve(step.org, step.request)
+            return await asyncio.wrap_future(self.writer.reserve(step.org, step.request))
+        try:
+            if inline:
+                await self.inline_writer.record_denial(step)
+            else:
+                await asyncio.wrap_future(self.writer.record_denial(step))
+        except StoreError as exc:  # the answer stands; the audit trail missed one
+            log.warning("could not record a denial: %s", exc)
+        return None
 
     def _authorizer(self, org: Org) -> rbac.Authorizer:
         current = self._authz
@@ -180,12 +295,14 @@ class Admitter:
                     ).start()
             return current[1]
 
-    def _create(self, request: Request, pod: Pod) -> Response:
+    def _create(self, request: Request, pod: Pod) -> Generator[_Step, Any, Response]:
+        """The decision, as a generator: it yields each step that needs the store and
+        is sent the step's result (see :meth:`admit` and :meth:`admit_async`)."""
         org = self.org()
         warnings: list[str] = []
         claimed = pod.annotations.get(ANNOTATION_ALLOCATION_ID)
         if claimed:
-            alloc = ledger.get(self.store, claimed)
+            alloc = yield _Lookup(claimed)
             if alloc is not None and alloc.request_uid == request.uid and alloc.state.live:
                 return self._replay(org, pod, alloc, warnings)
             warnings.append(
@@ -201,12 +318,14 @@ class Admitter:
         except PlacementError as exc:
             if exc.code is Reason.NAMESPACE_NOT_OWNED and self.settings.allow_unowned_namespaces:
                 return self._untouched(pod)
-            return self._deny(request, pod, who, exc.code, str(exc), org=org)
+            return (yield from self._deny(request, pod, who, exc.code, str(exc), org=org))
         dept, queue = target.department.name, target.queue.name
         try:
             wanted: PodDemand = demand_mod.pod_demand(pod, self.names)
         except InvalidDemand as exc:
-            return self._deny(request, pod, who, exc.code, str(exc), dept=dept, queue=queue)
+            return (
+                yield from self._deny(request, pod, who, exc.code, str(exc), dept=dept, queue=queue)
+            )
         if not wanted.containers:
             return self._untouched(pod)
         warnings.extend(wanted.warnings)
@@ -219,38 +338,39 @@ class Admitter:
             changes = {name: backend.container(g, target.pool) for name, g in grants.items()}
             pod_changes = backend.pod(grants, target.pool, queue)
         except PlacementError as exc:
-            return self._deny(request, pod, who, exc.code, str(exc), dept=dept, queue=queue)
+            return (
+                yield from self._deny(request, pod, who, exc.code, str(exc), dept=dept, queue=queue)
+            )
         authorizer = self._authorizer(org)
         # the Authorizer serialises Casbin itself; cached decisions take no lock
         decision = authorizer.can_use(identity, dept, queue, sku)
         if not decision.allowed:
-            return self._deny(
-                request,
-                pod,
-                who,
-                Reason.FORBIDDEN,
-                f"{decision.explanation}{_identity_note(pod, identity)}",
-                dept=dept,
-                queue=queue,
-                sku=sku,
+            return (
+                yield from self._deny(
+                    request,
+                    pod,
+                    who,
+                    Reason.FORBIDDEN,
+                    f"{decision.explanation}{_identity_note(pod, identity)}",
+                    dept=dept,
+                    queue=queue,
+                    sku=sku,
+                )
             )
         amount = _effective(wanted, grants)
-        with self._writes:
-            reservation = ledger.reserve(
-                self.store,
-                org,
-                demand=quotas.Demand(
-                    department=dept, queue=queue, sku=sku, pool=target.pool.name, amount=amount
-                ),
-                request_uid=request.uid,
-                namespace=request.namespace,
-                grants=grants,
-                subject=decision.subject or who,
-                pod_name=pod.name,
-                ttl=self.settings.reservation_ttl,
-                dry_run=request.dry_run,
-                now=self.clock(),
-            )
+        wish = ledger.ReserveRequest(
+            demand=quotas.Demand(
+                department=dept, queue=queue, sku=sku, pool=target.pool.name, amount=amount
+            ),
+            request_uid=request.uid,
+            namespace=request.namespace,
+            grants=grants,
+            subject=decision.subject or who,
+            pod_name=pod.name,
+            ttl=self.settings.reservation_ttl,
+            now=self.clock(),
+        )
+        reservation: ledger.Reservation = yield _Reserve(org, wish, dry_run=request.dry_run)
         if not reservation.allowed:
             violation = reservation.decision.violation
             detail = violation.message() if violation is not None else "over quota."
@@ -343,27 +463,57 @@ class Admitter:
         dept: str = "",
         queue: str = "",
         sku: str = "",
-    ) -> Response:
+    ) -> Generator[_Step, Any, Response]:
         text = f"pod {pod.display_name} (as {who}): {message}"
         if not request.dry_run:
-            try:
-                with self._writes:
-                    ledger.record_denial(
-                        self.store,
-                        ledger.Denial(
-                            at=self.clock(),
-                            namespace=request.namespace,
-                            department=dept,
-                            queue=queue or pod.labels.get(LABEL_QUEUE, ""),
-                            sku=sku,
-                            subject=who,
-                            reason=reason.value,
-                            message=text,
-                        ),
-                    )
-            except StoreError as exc:  # the answer stands; the audit trail missed one
-                log.warning("could not record a denial: %s", exc)
+            yield ledger.Denial(
+                at=self.clock(),
+                namespace=request.namespace,
+                department=dept,
+                queue=queue or pod.labels.get(LABEL_QUEUE, ""),
+                sku=sku,
+                subject=who,
+                reason=reason.value,
+                message=text,
+            )
         return Response(allowed=False, reason=reason, message=text)
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    """Read the allocation that a pod claims."""
+
+    allocation_id: str
+
+
+@dataclass(frozen=True)
+class _Reserve:
+    """Reserve in the ledger (a dry run decides and records nothing)."""
+
+    org: Org
+    request: ledger.ReserveRequest
+    dry_run: bool = False
+
+
+_Step = _Lookup | _Reserve | ledger.Denial
+"""What a decision asks of the store; a Denial step records it for the audit trail."""
+
+
+def _dry_run(store: Store, step: _Reserve) -> ledger.Reservation:
+    wish = step.request
+    return ledger.reserve(
+        store,
+        step.org,
+        demand=wish.demand,
+        request_uid=wish.request_uid,
+        namespace=wish.namespace,
+        grants=wish.grants,
+        subject=wish.subject,
+        pod_name=wish.pod_name,
+        ttl=wish.ttl,
+        dry_run=True,
+        now=wish.now,
+    )
 
 
 def _store_down(pod: Pod, detail: str) -> Response:

@@ -11,8 +11,11 @@
 - ``GET /metrics``: Prometheus exposition of the registry passed in.
 
 Requests that need no store (non-GPU pods, UPDATEs, other kinds) are answered on the
-event loop; a GPU pod CREATE runs in a worker thread, so a slow or hung store never
-stalls ``/healthz`` or the non-GPU path.
+event loop. A GPU pod CREATE is decided on the loop too, and its ledger writes are
+group-committed (:mod:`governance.writer`): on the loop itself for SQLite, which never
+waits there for a lock (a group that finds the lock taken goes to a writer thread),
+and by writer threads for PostgreSQL, whose reads also run in worker threads. So a
+slow or hung store never stalls ``/healthz`` or the non-GPU path.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
@@ -59,8 +64,19 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     metrics = metrics or Metrics(registry)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # the ledger writes still queued are committed before the process ends
+        await anyio.to_thread.run_sync(admitter.close)
+
     app = FastAPI(
-        title="gpupool admission webhook", docs_url=None, redoc_url=None, openapi_url=None
+        title="gpupool admission webhook",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
     )
 
     async def read_body(request: Request) -> bytes | Response:
@@ -101,7 +117,8 @@ def create_app(
                 parsed = review.parse_review(body)
                 quick, pod = admitter.quick(parsed)
                 if quick is None:
-                    quick = await anyio.to_thread.run_sync(admitter.admit, parsed, pod)
+                    assert pod is not None
+                    quick = await admitter.admit_async(parsed, pod)
                 answer = quick
         except review.MalformedReview as exc:
             metrics.observe(

@@ -4,7 +4,11 @@
 - ``gpupool_admission_duration_seconds{operation}``: time from body read to answer;
 - ``gpupool_quota_used`` / ``gpupool_quota_limit{department, queue, resource}``: read
   from the ledger at scrape time by :class:`QuotaCollector` (queue ``""`` is the
-  department itself; an unlimited quota has no limit series, because no limit is not 0).
+  department itself; an unlimited quota has no limit series, because no limit is not 0);
+- ``gpupool_admission_ledger_commits_total{writer}`` and
+  ``gpupool_admission_ledger_writes_total{writer}``: the group commit's transactions and
+  the writes they carried, for the loop (SQLite) and thread writers
+  (:class:`WriterCollector`); writes over commits is the mean group size.
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from governance import ledger
 from governance.contract import (
     METRIC_ADMISSION_DURATION_SECONDS,
+    METRIC_ADMISSION_LEDGER_COMMITS_TOTAL,
+    METRIC_ADMISSION_LEDGER_WRITES_TOTAL,
     METRIC_ADMISSION_REQUESTS_TOTAL,
     METRIC_QUOTA_LIMIT,
     METRIC_QUOTA_USED,
@@ -63,6 +69,31 @@ class Metrics:
         if histogram is None:
             histogram = self._histograms[operation] = self.duration.labels(operation)
         histogram.observe(seconds)
+
+
+class WriterCollector(Collector):
+    """The group commit's counters, read from the writers at scrape time."""
+
+    def __init__(self, counts: Callable[[], dict[str, tuple[int, int]]]) -> None:
+        self.counts = counts
+        """writer name -> (transactions, writes), e.g. Admitter.writer_counts."""
+
+    def collect(self) -> Iterator[Metric]:
+        commits = CounterMetricFamily(
+            METRIC_ADMISSION_LEDGER_COMMITS_TOTAL,
+            "Ledger transactions of the webhook's group commit, by writer (loop|thread).",
+            labels=("writer",),
+        )
+        writes = CounterMetricFamily(
+            METRIC_ADMISSION_LEDGER_WRITES_TOTAL,
+            "Reservations and denials carried by those transactions, by writer.",
+            labels=("writer",),
+        )
+        for name, (groups, items) in sorted(self.counts().items()):
+            commits.add_metric((name,), float(groups))
+            writes.add_metric((name,), float(items))
+        yield commits
+        yield writes
 
 
 class QuotaCollector(Collector):

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from admission.admitter import Admitter, Settings
 from admission.app import DEFAULT_MAX_BODY_BYTES, create_app
-from admission.metrics import Metrics, QuotaCollector
+from admission.metrics import Metrics, QuotaCollector, WriterCollector
 from admission.tls import ReloadingContext
 from governance import config
 from governance.store import Store
@@ -50,6 +50,7 @@ def build(
     registry = registry or CollectorRegistry()
     admitter = Admitter(store=store, org=source.get, settings=settings)
     registry.register(QuotaCollector(store, source.get))
+    registry.register(WriterCollector(admitter.writer_counts))
     app = create_app(
         admitter,
         store=store,

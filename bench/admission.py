@@ -376,6 +376,21 @@ def profile(store: Store, bodies: list[dict[str, Any]]) -> str:
     )
 
 
+def group_counts(metrics_url: str) -> tuple[float, float]:
+    """(ledger transactions, writes) of the webhook's group commit, from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(metrics_url, verify=False).text
+    totals = {"commits": 0.0, "writes": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "gpupool_admission_ledger_commits_total":
+                totals["commits"] += sample.value
+            elif sample.name == "gpupool_admission_ledger_writes_total":
+                totals["writes"] += sample.value
+    return totals["commits"], totals["writes"]
+
+
 # -- main ------------------------------------------------------------------------------
 
 
@@ -435,7 +450,11 @@ def main() -> None:
         cpu_r = wrk(hook_url, "cpu.jsonl")
         floor_b = wrk(floor_url, "gpu.jsonl")
         wait_idle(hook.pid)
+        metrics_url = hook_url.replace("/mutate", "/metrics")
+        commits0, writes0 = group_counts(metrics_url)
         gpu_r = wrk(hook_url, "gpu.jsonl")
+        commits1, writes1 = group_counts(metrics_url)
+        mean_group = (writes1 - writes0) / max(1.0, commits1 - commits0)
         floor_r = {
             k: (floor_a[k] + floor_b[k]) / 2 if isinstance(floor_a[k], float) else floor_a[k]
             for k in floor_a
@@ -475,6 +494,7 @@ def main() -> None:
             f"{int(r['requests']):9d} {int(r['non200']):8d}"
         )
     print(f"new reservations recorded during the GPU run: {after - before}")
+    print(f"ledger transactions (group commit) during the GPU run: mean group {mean_group:.1f}")
     if profile_text:
         print(profile_text)
     result = {
@@ -487,6 +507,7 @@ def main() -> None:
         "non_gpu_p99_ms": round(cpu_r["p99_ms"], 2),
         "non_gpu_floor_ratio": round(cpu_r["rps"] / floor_r["rps"], 3),
         "reserved": after - before,
+        "mean_group": round(mean_group, 1),
         "non200": int(gpu_r["non200"] + cpu_r["non200"]),
         "connections": args.connections,
         "seconds": seconds,

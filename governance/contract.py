@@ -266,6 +266,11 @@ METRIC_UNATTRIBUTED_PROCESSES = "gpupool_unattributed_processes"
 METRIC_ADMISSION_REQUESTS_TOTAL = "gpupool_admission_requests_total"
 """Counter, labels: operation, decision (allowed|denied), reason."""
 METRIC_ADMISSION_DURATION_SECONDS = "gpupool_admission_duration_seconds"
+METRIC_ADMISSION_LEDGER_COMMITS_TOTAL = "gpupool_admission_ledger_commits_total"
+"""Counter, label writer (loop|thread): ledger transactions of the group commit."""
+METRIC_ADMISSION_LEDGER_WRITES_TOTAL = "gpupool_admission_ledger_writes_total"
+"""Counter, label writer: reservations and denials those transactions carried (the
+ratio of the two rates is the mean group size)."""
 
 # Quota (webhook / governance): labels department, queue ("" for the department
 # itself), resource (one of QUOTA_RESOURCES).

@@ -4,7 +4,8 @@
      ├── ConfigError            invalid configuration (file, path inside it, reason)
      ├── PlacementError         a request that cannot be placed (unknown SKU, queue...)
      └── StoreError             the store failed
-          └── StoreUnavailable  the database cannot be reached; nothing was recorded
+          ├── StoreUnavailable  the database cannot be reached; nothing was recorded
+          └── StoreBusy         another writer holds the lock (only when asked not to wait)
 
 Each carries its context as attributes; only the CLI turns them into exit codes.
 """
@@ -46,3 +47,8 @@ class StoreError(GpupoolError):
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached. Nothing was recorded."""
+
+
+class StoreBusy(StoreError):
+    """Another connection holds the write lock, and the caller asked not to wait for it
+    (``Store.write(wait=False)``). Nothing was recorded: try again, or wait elsewhere."""

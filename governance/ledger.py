@@ -200,19 +200,28 @@ def record_denial(store: Store, denial: Denial) -> None:
         _insert_denial(conn, denial)
 
 
+def record_denials(store: Store, denials: Sequence[Denial], *, wait: bool = True) -> None:
+    """Keep several denials, in one transaction (``wait``: see :meth:`Store.write`)."""
+    if denials:
+        with store.write(wait=wait) as conn:
+            conn.execute(_INSERT_DENIAL, [_denial_row(d) for d in denials])
+
+
+def _denial_row(denial: Denial) -> dict[str, Any]:
+    return {
+        "at": denial.at,
+        "namespace": denial.namespace,
+        "department": denial.department,
+        "queue": denial.queue,
+        "sku": denial.sku,
+        "subject": denial.subject,
+        "reason": denial.reason,
+        "message": denial.message,
+    }
+
+
 def _insert_denial(conn: Connection, denial: Denial) -> None:
-    conn.execute(
-        schema.denials.insert().values(
-            at=denial.at,
-            namespace=denial.namespace,
-            department=denial.department,
-            queue=denial.queue,
-            sku=denial.sku,
-            subject=denial.subject,
-            reason=denial.reason,
-            message=denial.message,
-        )
-    )
+    conn.execute(_INSERT_DENIAL, _denial_row(denial))
 
 
 def recent_denials(
@@ -260,8 +269,20 @@ _ADD_USAGE = (
         compute_pct=_U.c.compute_pct + sa.bindparam("d_compute_pct", type_=sa.BigInteger),
     )
 )
-_SELECT_BY_REQUEST = sa.select(_A).where(_A.c.request_uid == sa.bindparam("uid"))
+_ADD_USAGE_BY_KEY = (
+    _U.update()
+    .where(_U.c.scope == sa.bindparam("k"))
+    .values(
+        slices=_U.c.slices + sa.bindparam("d_slices", type_=sa.BigInteger),
+        memory_mib=_U.c.memory_mib + sa.bindparam("d_memory_mib", type_=sa.BigInteger),
+        compute_pct=_U.c.compute_pct + sa.bindparam("d_compute_pct", type_=sa.BigInteger),
+    )
+)
+_SELECT_BY_REQUESTS = sa.select(_A).where(
+    _A.c.request_uid.in_(sa.bindparam("uids", expanding=True))
+)
 _INSERT_ALLOCATION = _A.insert()
+_INSERT_DENIAL = schema.denials.insert()
 
 
 def _rows_to_usage(rows: Iterable[Any]) -> dict[str, Resources]:
@@ -312,6 +333,22 @@ def _needs_queue_rows(org: Org, demand: Demand) -> bool:
 # -- transitions -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True, kw_only=True)
+class ReserveRequest:
+    """One reservation to make: what :func:`reserve` takes, as a value (for
+    :func:`reserve_many` and :class:`governance.writer.LedgerWriter`)."""
+
+    demand: Demand
+    request_uid: str
+    namespace: str
+    grants: Mapping[str, SliceGrant]
+    subject: str = ""
+    pod_name: str = ""
+    allocation_id: str | None = None
+    ttl: timedelta = DEFAULT_TTL
+    now: datetime | None = None
+
+
 def reserve(
     store: Store,
     org: Org,
@@ -330,57 +367,121 @@ def reserve(
     """Check every limit on the demand's path and record a reservation, in one
     transaction. A request uid seen before returns its reservation (``replayed``).
     A dry run decides but records nothing (not even a denial)."""
-    now = now or utcnow()
-    keys = quotas.scope_keys(demand)
+    request = ReserveRequest(
+        demand=demand,
+        request_uid=request_uid,
+        namespace=namespace,
+        grants=grants,
+        subject=subject,
+        pod_name=pod_name,
+        allocation_id=allocation_id,
+        ttl=ttl,
+        now=now,
+    )
     with store.write() as conn:
-        prior = conn.execute(_SELECT_BY_REQUEST, {"uid": request_uid}).mappings().first()
-        if prior is not None:
-            alloc = _row_to_allocation(prior)
-            return Reservation(
-                decision=QuotaDecision(
-                    allowed=True, reason=Reason.ADMITTED, borrowed=alloc.borrowed
-                ),
-                allocation=alloc,
-                replayed=True,
-            )
-        # One locking read of the request's scopes and, when the queue may borrow, of
-        # its department's other queues (read by exact key: no collation dependence).
-        # Locking the sibling queue rows costs nothing more: every change inside the
-        # department already holds the department row, which sorts first.
-        wanted = keys
-        if _needs_queue_rows(org, demand):
-            wanted = keys + [
-                quotas.queue_scope(demand.department, q.name)
-                for q in org.queues_of(demand.department)
-            ]
-        view = _lock_usage(store, conn, wanted)
-        decision = quotas.evaluate(org, demand, view)
+        (reservation,) = _reserve_in(store, conn, org, [request], dry_run=dry_run)
         if dry_run:
             conn.rollback()
-            return Reservation(decision=decision, allocation=None)
+    return reservation
+
+
+def reserve_many(
+    store: Store, org: Org, requests: Sequence[ReserveRequest], *, wait: bool = True
+) -> list[Reservation]:
+    """Reserve for every request in one transaction (group commit), one answer each.
+
+    The requests are decided in order, each against the usage that those before it
+    leave, exactly as if each had been reserved alone in that order: a request uid
+    seen before (in the ledger or earlier in ``requests``) returns its reservation, a
+    request that does not fit is denied (and the denial kept) without affecting the
+    others. The statements are the same whatever the number of requests (one read of
+    the prior request uids, one locking read of every scope on their paths, one
+    update of each touched scope, one insert of the allocations, one of the denials),
+    so their cost is shared. If the transaction fails, none of them is recorded.
+    ``wait=False``: see :meth:`Store.write`."""
+    if not requests:
+        return []
+    with store.write(wait=wait) as conn:
+        return _reserve_in(store, conn, org, requests, dry_run=False)
+
+
+def _reserve_in(
+    store: Store,
+    conn: Connection,
+    org: Org,
+    requests: Sequence[ReserveRequest],
+    *,
+    dry_run: bool,
+) -> list[Reservation]:
+    uids = sorted({r.request_uid for r in requests})
+    rows = conn.execute(_SELECT_BY_REQUESTS, {"uids": uids}).mappings()
+    seen: dict[str, Allocation] = {row["request_uid"]: _row_to_allocation(row) for row in rows}
+    # One locking read of every request's scopes and, when its queue may borrow, of its
+    # department's other queues (read by exact key: no collation dependence). Locking
+    # the sibling queue rows costs nothing more: every change inside a department
+    # already holds the department row, which sorts first.
+    paths: list[list[str]] = []
+    wanted: set[str] = set()
+    for request in requests:
+        keys = quotas.scope_keys(request.demand)
+        paths.append(keys)
+        wanted.update(keys)
+        if _needs_queue_rows(org, request.demand):
+            wanted.update(
+                quotas.queue_scope(request.demand.department, q.name)
+                for q in org.queues_of(request.demand.department)
+            )
+    view = _lock_usage(store, conn, sorted(wanted))
+    added: dict[str, Resources] = {}
+    allocations: list[dict[str, Any]] = []
+    denials: list[dict[str, Any]] = []
+    out: list[Reservation] = []
+    for request, keys in zip(requests, paths, strict=True):
+        prior = seen.get(request.request_uid)
+        if prior is not None:
+            out.append(
+                Reservation(
+                    decision=QuotaDecision(
+                        allowed=True, reason=Reason.ADMITTED, borrowed=prior.borrowed
+                    ),
+                    allocation=prior,
+                    replayed=True,
+                )
+            )
+            continue
+        demand = request.demand
+        decision = quotas.evaluate(org, demand, view)
+        now = request.now or utcnow()
+        if dry_run:
+            out.append(Reservation(decision=decision, allocation=None))
+            continue
         if not decision.allowed:
             assert decision.violation is not None
-            _insert_denial(
-                conn,
-                Denial(
-                    at=now,
-                    namespace=namespace,
-                    department=demand.department,
-                    queue=demand.queue,
-                    sku=demand.sku,
-                    subject=subject,
-                    reason=decision.reason.value,
-                    message=decision.violation.message(),
-                ),
+            denials.append(
+                _denial_row(
+                    Denial(
+                        at=now,
+                        namespace=request.namespace,
+                        department=demand.department,
+                        queue=demand.queue,
+                        sku=demand.sku,
+                        subject=request.subject,
+                        reason=decision.reason.value,
+                        message=decision.violation.message(),
+                    )
+                )
             )
-            return Reservation(decision=decision, allocation=None)
-        _add_usage(conn, keys, demand.amount)
+            out.append(Reservation(decision=decision, allocation=None))
+            continue
+        for key in keys:
+            view[key] = view.get(key, ZERO) + demand.amount
+            added[key] = added.get(key, ZERO) + demand.amount
         values = {
-            "id": allocation_id or new_allocation_id(),
-            "request_uid": request_uid,
+            "id": request.allocation_id or new_allocation_id(),
+            "request_uid": request.request_uid,
             "state": State.RESERVED.value,
-            "namespace": namespace,
-            "pod_name": pod_name,
+            "namespace": request.namespace,
+            "pod_name": request.pod_name,
             "pod_uid": "",
             "department": demand.department,
             "queue": demand.queue,
@@ -392,15 +493,35 @@ def reserve(
             "borrowed_slices": decision.borrowed.slices,
             "borrowed_memory_mib": decision.borrowed.memory_mib,
             "borrowed_compute_pct": decision.borrowed.compute_pct,
-            "subject": subject,
-            "grants": {name: _grant_dict(g) for name, g in grants.items()},
+            "subject": request.subject,
+            "grants": {name: _grant_dict(g) for name, g in request.grants.items()},
             "created_at": now,
-            "expires_at": now + ttl,
+            "expires_at": now + request.ttl,
             "bound_at": None,
             "ended_at": None,
         }
-        conn.execute(_INSERT_ALLOCATION, values)
-    return Reservation(decision=decision, allocation=_row_to_allocation(values))
+        allocations.append(values)
+        alloc = _row_to_allocation(values)
+        seen[request.request_uid] = alloc
+        out.append(Reservation(decision=decision, allocation=alloc))
+    if added:
+        conn.execute(
+            _ADD_USAGE_BY_KEY,
+            [
+                {
+                    "k": key,
+                    "d_slices": delta.slices,
+                    "d_memory_mib": delta.memory_mib,
+                    "d_compute_pct": delta.compute_pct,
+                }
+                for key, delta in sorted(added.items())
+            ],
+        )
+    if allocations:
+        conn.execute(_INSERT_ALLOCATION, allocations)
+    if denials:
+        conn.execute(_INSERT_DENIAL, denials)
+    return out
 
 
 def _grant_dict(g: SliceGrant) -> dict[str, Any]:

@@ -28,11 +28,13 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from governance import schema
-from governance.errors import StoreError, StoreUnavailable
+from governance.errors import StoreBusy, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "sqlite:///gpupool.db"
+BUSY_TIMEOUT_MS = 30_000
+"""SQLite: how long a writer waits for another connection's write lock."""
 ENV_STORE = "GPUPOOL_STORE"
 
 
@@ -111,13 +113,15 @@ class Store:
                 # made that reservation's latency 10x the median (the p99 of
                 # bench/ledger.py). A background thread checkpoints instead.
                 cur.execute("PRAGMA wal_autocheckpoint=0")
-                cur.execute("PRAGMA busy_timeout=30000")
+                cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
 
             @event.listens_for(engine, "begin")
             def _on_begin(conn: Connection) -> None:
                 mode = conn.info.get("begin_mode", "DEFERRED")
+                if conn.info.get("no_wait"):
+                    conn.exec_driver_sql("PRAGMA busy_timeout=0")
                 conn.exec_driver_sql(f"BEGIN {mode}")
 
             return engine
@@ -160,12 +164,17 @@ class Store:
                 log.debug("WAL checkpoint failed; retrying next round", exc_info=True)
 
     @contextmanager
-    def _translate(self) -> Iterator[None]:
+    def _translate(self, *, busy: bool = False) -> Iterator[None]:
         try:
             yield
         except StoreError:
             raise
         except (DBAPIError, OSError) as exc:
+            if busy and isinstance(exc, OperationalError) and "locked" in str(exc.orig):
+                raise StoreBusy(
+                    f"the governance store ({self.safe_url}) is locked by another writer. "
+                    "Nothing was recorded."
+                ) from exc
             if _is_disconnect(exc) or isinstance(exc, OSError):
                 raise StoreUnavailable(
                     f"the governance store ({self.safe_url}) cannot be reached: "
@@ -178,17 +187,27 @@ class Store:
         return sa.engine.make_url(self.url).render_as_string(hide_password=True)
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """A write transaction; on SQLite it takes the write lock at BEGIN."""
+    def write(self, *, wait: bool = True) -> Iterator[Connection]:
+        """A write transaction; on SQLite it takes the write lock at BEGIN.
+
+        ``wait=False`` (SQLite): raise :class:`StoreBusy` at once when another
+        connection holds the write lock, instead of waiting for it up to the busy
+        timeout; for a caller that must not block, such as an event loop. PostgreSQL
+        writers lock rows, not the database: there it changes nothing."""
         if self._checkpointer is None:
             self._start_checkpointer()
-        with self._translate(), self.engine.connect() as conn:
+        no_wait = not wait and self.is_sqlite
+        with self._translate(busy=no_wait), self.engine.connect() as conn:
             conn.info["begin_mode"] = "IMMEDIATE"
+            conn.info["no_wait"] = no_wait
             try:
                 with conn.begin():
                     yield conn
             finally:
                 conn.info["begin_mode"] = "DEFERRED"
+                if no_wait:
+                    conn.info["no_wait"] = False
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

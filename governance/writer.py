@@ -1,0 +1,347 @@
+"""Group commit for the ledger: one writer commits the reservations of many requests.
+
+A webhook under load has many GPU pods in flight at once, and each reservation is a
+small write transaction whose fixed costs (taking the write lock, the statements'
+round trips, the commit) dwarf the arithmetic. :class:`LedgerWriter` queues the
+reservations and denials of concurrent requests and commits whatever has queued up
+while the previous group was being written, in one transaction
+(:func:`governance.ledger.reserve_many`): at low load a group is one request and
+nothing waits; under load the fixed costs are shared.
+
+Correctness is the ledger's: a group is decided in arrival order, each request
+against the usage that the ones before it leave, under the same row locks as a single
+reservation, so two writers (two webhook replicas on one PostgreSQL) still never
+admit past a limit. A group that fails for any reason but an unreachable store is
+retried request by request, so that one bad request cannot fail the others.
+
+Callers get a :class:`concurrent.futures.Future` per request (``.result()`` blocks a
+worker thread; ``asyncio.wrap_future`` awaits it on an event loop).
+
+:class:`InlineWriter` is the same group commit run on an asyncio event loop itself,
+for SQLite: an embedded database's statements are CPU work of microseconds, and
+handing each group to a thread and back costs more (thread wake-ups, the GIL) than
+the writing. The writes that the loop's requests queue within one turn of the loop
+are committed together at the end of that turn. The loop never waits for a lock:
+when another process holds SQLite's write lock, the group goes to a
+:class:`LedgerWriter` thread, which waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Final
+
+from governance import ledger
+from governance.errors import StoreBusy, StoreUnavailable
+from governance.model import Org
+from governance.store import Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_GROUP: Final = 64
+"""Requests committed in one transaction at most (a bound on one group's latency)."""
+
+
+@dataclass(frozen=True)
+class _Reserve:
+    org: Org
+    request: ledger.ReserveRequest
+    future: Future[ledger.Reservation]
+
+
+@dataclass(frozen=True)
+class _Deny:
+    denial: ledger.Denial
+    future: Future[None]
+
+
+_Item = _Reserve | _Deny
+
+
+class LedgerWriter:
+    """Queues ledger writes and commits them in groups from ``threads`` threads.
+
+    One thread suits SQLite, which takes one writer at a time anyway. On PostgreSQL a
+    second thread prepares a group while the first one's commit travels; more seldom
+    help, since every reservation in a pool locks that pool's row.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        threads: int = 1,
+        max_group: int = DEFAULT_MAX_GROUP,
+        name: str = "gpupool-ledger-writer",
+    ) -> None:
+        if threads < 1 or max_group < 1:
+            raise ValueError("a LedgerWriter needs at least one thread and a group of one")
+        self.store = store
+        self.max_group = max_group
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True)
+            for i in range(threads)
+        ]
+        self.groups = 0
+        """Transactions committed (or tried) so far: with :attr:`requests`, the mean
+        group size."""
+        self.requests = 0
+        for thread in self._threads:
+            thread.start()
+
+    # -- submitting ------------------------------------------------------------------
+
+    def reserve(self, org: Org, request: ledger.ReserveRequest) -> Future[ledger.Reservation]:
+        """Queue a reservation; the future holds its :class:`~governance.ledger.Reservation`
+        or the store's error."""
+        future: Future[ledger.Reservation] = Future()
+        self._put(_Reserve(org, request, future))
+        return future
+
+    def record_denial(self, denial: ledger.Denial) -> Future[None]:
+        """Queue a denial for the audit trail."""
+        future: Future[None] = Future()
+        self._put(_Deny(denial, future))
+        return future
+
+    def _put(self, item: _Item) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this LedgerWriter is closed")
+            self._queue.put(item)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then stop the threads."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for _ in self._threads:
+                self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    # -- the writer threads ----------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group: list[_Item] = []
+            stop = False
+            item: _Item = first
+            while True:
+                # A caller that gave up before its turn (its client went away) is not
+                # written; once running, its write goes through.
+                if item.future.set_running_or_notify_cancel():
+                    group.append(item)
+                if len(group) >= self.max_group:
+                    break
+                try:
+                    following = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if following is None:
+                    stop = True
+                    break
+                item = following
+            try:
+                if group:
+                    self._write(group)
+            except BaseException as exc:  # never leave a caller waiting forever
+                log.exception("ledger writer failed on a group of %d", len(group))
+                for item in group:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+            if stop:
+                return
+
+    def _write(self, group: Sequence[_Item]) -> None:
+        self.groups += 1
+        self.requests += len(group)
+        denials = [i for i in group if isinstance(i, _Deny)]
+        reserves = [i for i in group if isinstance(i, _Reserve)]
+        # Requests decided against one organisation go together; a new configuration
+        # revision mid-group starts a new transaction.
+        start = 0
+        for end in range(1, len(reserves) + 1):
+            if end == len(reserves) or reserves[end].org is not reserves[start].org:
+                self._reserve(reserves[start:end])
+                start = end
+        if denials:
+            self._deny(denials)
+
+    def _reserve(self, items: Sequence[_Reserve]) -> None:
+        try:
+            answers = ledger.reserve_many(self.store, items[0].org, [i.request for i in items])
+        except StoreUnavailable as exc:
+            for item in items:
+                item.future.set_exception(exc)
+            return
+        except Exception as exc:
+            if len(items) == 1:
+                items[0].future.set_exception(exc)
+                return
+            log.warning(
+                "a group of %d reservations failed (%s); retrying one by one", len(items), exc
+            )
+            for item in items:
+                self._reserve([item])
+            return
+        for item, answer in zip(items, answers, strict=True):
+            item.future.set_result(answer)
+
+    def _deny(self, items: Sequence[_Deny]) -> None:
+        try:
+            ledger.record_denials(self.store, [i.denial for i in items])
+        except Exception as exc:
+            for item in items:
+                item.future.set_exception(exc)
+            return
+        for item in items:
+            item.future.set_result(None)
+
+
+class InlineWriter:
+    """Group commit on the running event loop, never waiting for a lock (SQLite).
+
+    :meth:`reserve` and :meth:`record_denial` return asyncio futures; the first write
+    of a loop turn schedules a flush at the end of the turn, which commits every write
+    queued by then in one transaction per organisation (at most ``max_group`` each).
+    A group that finds the write lock taken is handed to ``fallback`` whole."""
+
+    def __init__(
+        self, store: Store, fallback: LedgerWriter, *, max_group: int = DEFAULT_MAX_GROUP
+    ) -> None:
+        self.store = store
+        self.fallback = fallback
+        self.max_group = max_group
+        self._reserves: list[tuple[Org, ledger.ReserveRequest, asyncio.Future[Any]]] = []
+        self._denials: list[tuple[ledger.Denial, asyncio.Future[Any]]] = []
+        self._scheduled = False
+        self.groups = 0
+        """Transactions tried so far (reservations and denials)."""
+        self.requests = 0
+        """Writes they carried."""
+        self.handed_over = 0
+        """Groups that found the lock taken and went to the fallback thread."""
+
+    def reserve(self, org: Org, request: ledger.ReserveRequest) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._reserves.append((org, request, future))
+        self._schedule(loop)
+        return future
+
+    def record_denial(self, denial: ledger.Denial) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._denials.append((denial, future))
+        self._schedule(loop)
+        return future
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush, loop)
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._scheduled = False
+        reserves, self._reserves = self._reserves, []
+        denials, self._denials = self._denials, []
+        # a caller that went away (its request was cancelled) is not written
+        reserves = [r for r in reserves if not r[2].done()]
+        denials = [d for d in denials if not d[1].done()]
+        start = 0
+        for end in range(1, len(reserves) + 1):
+            if (
+                end == len(reserves)
+                or reserves[end][0] is not reserves[start][0]
+                or end - start == self.max_group
+            ):
+                self._reserve(loop, reserves[start:end])
+                start = end
+        if denials:
+            self._deny(loop, denials)
+
+    def _reserve(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        items: Sequence[tuple[Org, ledger.ReserveRequest, asyncio.Future[Any]]],
+    ) -> None:
+        self.groups += 1
+        self.requests += len(items)
+        org = items[0][0]
+        try:
+            answers = ledger.reserve_many(self.store, org, [i[1] for i in items], wait=False)
+        except StoreBusy:
+            self.handed_over += 1
+            for org_, request, future in items:
+                _chain(loop, self.fallback.reserve(org_, request), future)
+            return
+        except StoreUnavailable as exc:
+            for *_, future in items:
+                future.set_exception(exc)
+            return
+        except Exception as exc:
+            if len(items) == 1:
+                items[0][2].set_exception(exc)
+                return
+            log.warning(
+                "a group of %d reservations failed (%s); retrying one by one", len(items), exc
+            )
+            for item in items:
+                self._reserve(loop, [item])
+            return
+        for (*_, future), answer in zip(items, answers, strict=True):
+            future.set_result(answer)
+
+    def _deny(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        items: Sequence[tuple[ledger.Denial, asyncio.Future[Any]]],
+    ) -> None:
+        self.groups += 1
+        self.requests += len(items)
+        try:
+            ledger.record_denials(self.store, [d for d, _ in items], wait=False)
+        except StoreBusy:
+            for denial, future in items:
+                _chain(loop, self.fallback.record_denial(denial), future)
+            return
+        except Exception as exc:
+            for _, future in items:
+                future.set_exception(exc)
+            return
+        for _, future in items:
+            future.set_result(None)
+
+
+def _chain(
+    loop: asyncio.AbstractEventLoop, source: Future[Any], target: asyncio.Future[Any]
+) -> None:
+    """Settle ``target`` (on ``loop``) as ``source`` (in a writer thread) settles."""
+
+    def copy(done: Future[Any]) -> None:
+        if target.done():
+            return
+        exc = done.exception()
+        if exc is not None:
+            target.set_exception(exc)
+        else:
+            target.set_result(done.result())
+
+    source.add_done_callback(lambda done: loop.call_soon_threadsafe(copy, done))
+
+
+__all__ = ["DEFAULT_MAX_GROUP", "InlineWriter", "LedgerWriter"]
