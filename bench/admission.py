@@ -264,13 +264,17 @@ def start_floor(size_file: Path, cert: Path, key: Path, port: int) -> subprocess
     )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_idle(pid: int, timeout_s: float = 5.0) -> None:
     """Until the process uses under a tenth of a core over 0.3 s (Linux /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
 
     def cpu() -> float:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / tick
+        return cpu_seconds(pid)
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -305,8 +309,11 @@ def _ms(text: str) -> float:
 
 
 def run_wrk(
-    url: str, bodies: Path, seconds: int, connections: int, threads: int
+    url: str, bodies: Path, seconds: int, connections: int, threads: int, pid: int
 ) -> dict[str, float]:
+    """wrk's figures, and the server's CPU time per request (``pid``): unlike the rate,
+    CPU time hardly depends on what else the machine runs."""
+    cpu0 = cpu_seconds(pid)
     out = subprocess.run(
         [
             WRK,
@@ -322,6 +329,7 @@ def run_wrk(
         capture_output=True,
         text=True,
     )
+    cpu = cpu_seconds(pid) - cpu0
     if out.returncode != 0:
         raise SystemExit(f"wrk failed ({out.returncode}): {out.stderr}{out.stdout}")
     out = out.stdout
@@ -337,6 +345,7 @@ def run_wrk(
         "p99_ms": p99,
         "requests": total,
         "non200": bad,
+        "cpu_ms": cpu * 1000 / max(1, total),
         "socket_errors": errors.group(1) if errors else "",
     }  # type: ignore[dict-item]
 
@@ -443,16 +452,16 @@ def main() -> None:
 
         # Floor and webhook alternate, so that both see the same noise from the
         # machine's other tenants; the floor figure is the mean of its two runs.
-        def wrk(url: str, bodies: str) -> dict[str, float]:
-            return run_wrk(url, work / bodies, seconds, args.connections, args.threads)
+        def wrk(url: str, bodies: str, pid: int) -> dict[str, float]:
+            return run_wrk(url, work / bodies, seconds, args.connections, args.threads, pid)
 
-        floor_a = wrk(floor_url, "gpu.jsonl")
-        cpu_r = wrk(hook_url, "cpu.jsonl")
-        floor_b = wrk(floor_url, "gpu.jsonl")
+        floor_a = wrk(floor_url, "gpu.jsonl", floor.pid)
+        cpu_r = wrk(hook_url, "cpu.jsonl", hook.pid)
+        floor_b = wrk(floor_url, "gpu.jsonl", floor.pid)
         wait_idle(hook.pid)
         metrics_url = hook_url.replace("/mutate", "/metrics")
         commits0, writes0 = group_counts(metrics_url)
-        gpu_r = wrk(hook_url, "gpu.jsonl")
+        gpu_r = wrk(hook_url, "gpu.jsonl", hook.pid)
         commits1, writes1 = group_counts(metrics_url)
         mean_group = (writes1 - writes0) / max(1.0, commits1 - commits0)
         floor_r = {
@@ -487,11 +496,14 @@ def main() -> None:
         f"response {len(sample)} bytes, patch of {len(ops)} operations; "
         f"wrk -t{args.threads} -c{args.connections} -d{seconds}s"
     )
-    print(f"{'run':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9} {'non-200':>8}")
+    print(
+        f"{'run':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9} {'non-200':>8} "
+        f"{'CPU ms/req':>11}"
+    )
     for name, r in rows:
         print(
             f"{name:34} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
-            f"{int(r['requests']):9d} {int(r['non200']):8d}"
+            f"{int(r['requests']):9d} {int(r['non200']):8d} {r['cpu_ms']:11.3f}"
         )
     print(f"new reservations recorded during the GPU run: {after - before}")
     print(f"ledger transactions (group commit) during the GPU run: mean group {mean_group:.1f}")
@@ -506,6 +518,10 @@ def main() -> None:
         "non_gpu_per_s": round(cpu_r["rps"], 1),
         "non_gpu_p99_ms": round(cpu_r["p99_ms"], 2),
         "non_gpu_floor_ratio": round(cpu_r["rps"] / floor_r["rps"], 3),
+        "cpu_ms_per_admission": round(gpu_r["cpu_ms"], 3),
+        "floor_cpu_ms": round(floor_r["cpu_ms"], 3),
+        "cpu_ratio": round(floor_r["cpu_ms"] / gpu_r["cpu_ms"], 3),
+        "non_gpu_cpu_ratio": round(floor_r["cpu_ms"] / cpu_r["cpu_ms"], 3),
         "reserved": after - before,
         "mean_group": round(mean_group, 1),
         "non200": int(gpu_r["non200"] + cpu_r["non200"]),
