@@ -7,8 +7,9 @@ compares a grouped run with a one-by-one run on random sequences runs on SQLite.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -16,11 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from governance import ledger, quotas, schema
-from governance.contract import Reason, SliceGrant
+from governance.contract import Reason
 from governance.errors import StoreError, StoreUnavailable
 from governance.model import Org
 from governance.resources import ZERO, Limits, Resources
 from governance.store import Store
+from tests.support import ledger as L
 from tests.support.core import (
     GIB,
     make_department,
@@ -28,12 +30,9 @@ from tests.support.core import (
     make_pool,
     make_queue,
     make_sku,
-    sku_demand,
 )
 
 pytestmark = pytest.mark.integration
-
-T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 # ml: 4 slices. train reaches 2 + 1 borrowed; serve 1 (+ what train leaves). cv: no limit.
 ORG = make_org(
@@ -56,69 +55,8 @@ ORG = make_org(
 )
 
 
-def grant_of(org: Org, sku: str, count: int) -> dict[str, SliceGrant]:
-    s, pool = org.skus[sku], org.pools["a100"]
-    return {
-        "main": SliceGrant(
-            count=count,
-            memory_mib=s.memory_mib_on(pool),
-            compute_pct=s.compute_pct,
-            backend="hami",
-            pool="a100",
-            sku=sku,
-            gpus_per_slice=s.gpus_per_slice,
-        )
-    }
-
-
-def request(
-    uid: str,
-    *,
-    queue: str = "train",
-    department: str = "ml",
-    count: int = 1,
-    sku: str = "a100-1g",
-    allocation_id: str | None = None,
-    now: datetime = T0,
-    org: Org = ORG,
-) -> ledger.ReserveRequest:
-    return ledger.ReserveRequest(
-        demand=sku_demand(org, department=department, queue=queue, sku=sku, count=count),
-        request_uid=uid,
-        namespace=department,
-        grants=grant_of(org, sku, count),
-        subject="user:alice",
-        pod_name=f"pod-{uid}",
-        allocation_id=allocation_id,
-        now=now,
-    )
-
-
-def reserve_one(store: Store, org: Org, r: ledger.ReserveRequest) -> ledger.Reservation:
-    return ledger.reserve(
-        store,
-        org,
-        demand=r.demand,
-        request_uid=r.request_uid,
-        namespace=r.namespace,
-        grants=r.grants,
-        subject=r.subject,
-        pod_name=r.pod_name,
-        allocation_id=r.allocation_id,
-        ttl=r.ttl,
-        now=r.now,
-    )
-
-
-def live_usage(store: Store) -> dict[str, Resources]:
-    return {k: v for k, v in ledger.usage(store).items() if not v.is_zero()}
-
-
-def assert_usage_matches_allocations(store: Store) -> None:
-    """The usage rows equal what rebuild_usage recomputes from the live allocations."""
-    before = live_usage(store)
-    ledger.rebuild_usage(store)
-    assert live_usage(store) == before
+def request(uid: str, *, org: Org = ORG, **kwargs: Any) -> ledger.ReserveRequest:
+    return L.reserve_request(org, uid, **kwargs)
 
 
 @pytest.fixture
@@ -136,7 +74,7 @@ def store(store_url: str) -> Iterator[Store]:
 def test_group_over_a_small_quota_admits_up_to_the_limit_and_denies_the_rest(
     store: Store,
 ) -> None:
-    group = [request(f"train-{i}", now=T0 + timedelta(seconds=i)) for i in range(5)]
+    group = [request(f"train-{i}", now=L.T0 + timedelta(seconds=i)) for i in range(5)]
     answers = ledger.reserve_many(store, ORG, group)
     assert [a.allowed for a in answers] == [True, True, True, False, False]
     assert [a.decision.borrowed.slices for a in answers[:3]] == [0, 0, 1]
@@ -153,21 +91,21 @@ def test_group_over_a_small_quota_admits_up_to_the_limit_and_denies_the_rest(
     for answer in answers[:3]:
         assert answer.allocation is not None
         assert ledger.get(store, answer.allocation.id) == answer.allocation
-    assert live_usage(store) == {
+    assert L.live_usage(store) == {
         key: Resources(slices=3, memory_mib=3 * 20 * GIB, compute_pct=75)
         for key in quotas.scope_keys(group[0].demand)
     }
-    assert_usage_matches_allocations(store)
+    L.assert_usage_matches_allocations(store)
 
     denials = ledger.recent_denials(store)
     assert [(d.reason, d.at) for d in denials] == [
-        ("BorrowingLimitExceeded", T0 + timedelta(seconds=4)),
-        ("BorrowingLimitExceeded", T0 + timedelta(seconds=3)),
+        ("BorrowingLimitExceeded", L.T0 + timedelta(seconds=4)),
+        ("BorrowingLimitExceeded", L.T0 + timedelta(seconds=3)),
     ]
     violation = answers[4].decision.violation
     assert violation is not None
     assert denials[0] == ledger.Denial(
-        at=T0 + timedelta(seconds=4),
+        at=L.T0 + timedelta(seconds=4),
         namespace="ml",
         department="ml",
         queue="train",
@@ -201,12 +139,12 @@ def test_each_request_in_a_group_sees_what_the_ones_before_it_took(store: Store)
         (False, Reason.DEPARTMENT_QUOTA_EXCEEDED),
         (True, Reason.ADMITTED),
     ]
-    usage = live_usage(store)
+    usage = L.live_usage(store)
     assert usage[quotas.department_scope("ml")].slices == 4
     assert usage[quotas.queue_scope("ml", "train")].slices == 3
     assert usage[quotas.queue_scope("ml", "serve")].slices == 1
     assert usage[quotas.pool_scope("a100")].slices == 8
-    assert_usage_matches_allocations(store)
+    L.assert_usage_matches_allocations(store)
     assert sorted(d.reason for d in ledger.recent_denials(store)) == [
         "BorrowingLimitExceeded",
         "DepartmentQuotaExceeded",
@@ -228,14 +166,14 @@ def test_request_uid_repeated_in_a_group_is_replayed_and_charged_once(store: Sto
     # b comes after a's 2 slices, whatever the replays: it borrows the third
     assert other.allowed and other.decision.borrowed.slices == 1
     assert sorted(a.request_uid for a in ledger.list_allocations(store)) == ["a", "b"]
-    assert live_usage(store)[quotas.queue_scope("ml", "train")].slices == 3
-    assert_usage_matches_allocations(store)
+    assert L.live_usage(store)[quotas.queue_scope("ml", "train")].slices == 3
+    L.assert_usage_matches_allocations(store)
 
 
 def test_request_uid_already_in_the_ledger_is_replayed_even_when_the_quota_is_full(
     store: Store,
 ) -> None:
-    earlier = reserve_one(store, ORG, request("old", count=2))
+    earlier = L.reserve_one(store, ORG, request("old", count=2))
     assert earlier.allowed and earlier.allocation is not None
     answers = ledger.reserve_many(
         store, ORG, [request("new"), request("old", count=2), request("over")]
@@ -246,7 +184,7 @@ def test_request_uid_already_in_the_ledger_is_replayed_even_when_the_quota_is_fu
     assert old.allocation == earlier.allocation == ledger.by_request(store, "old")
     assert not over.allowed
     assert len(ledger.list_allocations(store)) == 2
-    assert live_usage(store)[quotas.queue_scope("ml", "train")].slices == 3
+    assert L.live_usage(store)[quotas.queue_scope("ml", "train")].slices == 3
     assert [d.reason for d in ledger.recent_denials(store)] == ["BorrowingLimitExceeded"]
 
 
@@ -279,7 +217,7 @@ def test_group_whose_transaction_fails_records_nothing_of_it(
     store: Store, taken_in_ledger: bool
 ) -> None:
     if taken_in_ledger:
-        assert reserve_one(store, ORG, request("kept", allocation_id="alloc-dup")).allowed
+        assert L.reserve_one(store, ORG, request("kept", allocation_id="alloc-dup")).allowed
     before = ledger.usage(store)
     kept = ledger.list_allocations(store)
     # the last request takes an id that the ledger (or the group's first request) holds
@@ -389,12 +327,12 @@ def test_reserve_many_in_groups_decides_as_reserve_one_by_one(
             queue=queue,
             sku=sku,
             count=count,
-            now=T0 + timedelta(seconds=i),
+            now=L.T0 + timedelta(seconds=i),
             org=PROP_ORG,
         )
         for i, (uid, (dept, queue), sku, count) in enumerate(items)
     ]
-    expected = [_outcome(reserve_one(one, PROP_ORG, r)) for r in requests]
+    expected = [_outcome(L.reserve_one(one, PROP_ORG, r)) for r in requests]
 
     got: list[ledger.Reservation] = []
     start, sizes = 0, iter(cuts * len(requests))
