@@ -409,3 +409,37 @@ def test_store_write_without_waiting_is_busy_while_another_connection_writes(
         lock.release()
     assert ledger.by_request(sqlite_store, uid) is not None
     assert ledger.recent_denials(sqlite_store) == []
+
+
+def test_locked_denials_go_to_the_thread_and_are_counted_as_handed_over(
+    sqlite_store: Store,
+) -> None:
+    lock = L.WriteLock(sqlite_store)
+    with ledger_writer(sqlite_store) as fallback:
+        inline = InlineWriter(sqlite_store, fallback)
+
+        async def main() -> None:
+            denial = ledger.Denial(
+                at=L.T0,
+                namespace="ml",
+                department="ml",
+                queue="train",
+                sku="a100-1g",
+                subject="user:eve",
+                reason=Reason.FORBIDDEN.value,
+                message="eve may not",
+            )
+            future = inline.record_denial(denial)
+            await asyncio.sleep(0)  # the flush found the lock taken
+            assert not future.done()
+            threading.Thread(target=lock.release).start()
+            await asyncio.wait_for(future, WAIT_S)
+
+        try:
+            asyncio.run(main())
+        finally:
+            lock.release()
+        assert fallback.requests == 1
+        # handed_over counts "groups that found the lock taken": a denial group is one
+        assert (inline.groups, inline.handed_over) == (1, 1)
+    assert [d.subject for d in ledger.recent_denials(sqlite_store)] == ["user:eve"]
