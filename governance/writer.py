@@ -316,6 +316,7 @@ class InlineWriter:
         try:
             ledger.record_denials(self.store, [d for d, _ in items], wait=False)
         except StoreBusy:
+            self.handed_over += 1
             for denial, future in items:
                 _chain(loop, self.fallback.record_denial(denial), future)
             return
