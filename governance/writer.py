@@ -167,8 +167,9 @@ class LedgerWriter:
                 return
 
     def _write(self, group: Sequence[_Item]) -> None:
-        self.groups += 1
-        self.requests += len(group)
+        with self._lock:  # two threads may count at once
+            self.groups += 1
+            self.requests += len(group)
         denials = [i for i in group if isinstance(i, _Deny)]
         reserves = [i for i in group if isinstance(i, _Reserve)]
         # Requests decided against one organisation go together; a new configuration
@@ -230,7 +231,8 @@ class InlineWriter:
         self._denials: list[tuple[ledger.Denial, asyncio.Future[Any]]] = []
         self._scheduled = False
         self.groups = 0
-        """Transactions tried so far (reservations and denials)."""
+        """Transactions tried on the loop so far (reservations and denials); a group
+        handed over to the fallback thread is counted there instead."""
         self.requests = 0
         """Writes they carried."""
         self.handed_over = 0
@@ -285,7 +287,7 @@ class InlineWriter:
         try:
             answers = ledger.reserve_many(self.store, org, [i[1] for i in items], wait=False)
         except StoreBusy:
-            self.handed_over += 1
+            self._handed_over(len(items))
             for org_, request, future in items:
                 _chain(loop, self.fallback.reserve(org_, request), future)
             return
@@ -306,6 +308,12 @@ class InlineWriter:
         for (*_, future), answer in zip(items, answers, strict=True):
             future.set_result(answer)
 
+    def _handed_over(self, writes: int) -> None:
+        # counted by the thread that writes them, not here as well
+        self.handed_over += 1
+        self.groups -= 1
+        self.requests -= writes
+
     def _deny(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -316,7 +324,7 @@ class InlineWriter:
         try:
             ledger.record_denials(self.store, [d for d, _ in items], wait=False)
         except StoreBusy:
-            self.handed_over += 1
+            self._handed_over(len(items))
             for denial, future in items:
                 _chain(loop, self.fallback.record_denial(denial), future)
             return
