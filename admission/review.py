@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import to_json
 
 from governance.contract import Reason
 
@@ -353,11 +354,8 @@ def render(request_uid: str, response: Response, *, api_version: str = API_VERSI
         }
     if response.patch:
         body["patchType"] = "JSONPatch"
-        body["patch"] = base64.b64encode(
-            json.dumps(list(response.patch), separators=(",", ":")).encode()
-        ).decode()
+        body["patch"] = base64.b64encode(to_json(list(response.patch))).decode()
     if response.warnings:
         body["warnings"] = list(response.warnings)
-    return json.dumps(
-        {"apiVersion": api_version, "kind": KIND, "response": body}, separators=(",", ":")
-    ).encode()
+    # pydantic-core's serialiser: compact JSON, UTF-8, several times json.dumps's speed
+    return to_json({"apiVersion": api_version, "kind": KIND, "response": body})

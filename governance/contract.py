@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 # --------------------------------------------------------------------------------------
@@ -88,11 +88,24 @@ class SliceGrant:
     def total_compute_pct(self) -> int:
         return self.compute_pct * self.gpus
 
+    def as_dict(self) -> dict[str, int | str]:
+        """The fields, as written in the annotation (dataclasses.asdict, without its
+        deep copy: this runs for every admitted pod)."""
+        return {
+            "count": self.count,
+            "memory_mib": self.memory_mib,
+            "compute_pct": self.compute_pct,
+            "backend": self.backend,
+            "pool": self.pool,
+            "sku": self.sku,
+            "gpus_per_slice": self.gpus_per_slice,
+        }
+
 
 def dump_slices(grants: dict[str, SliceGrant]) -> str:
     """Serialise ``{container: grant}`` for the ``gpupool.io/slices`` annotation."""
     return json.dumps(
-        {name: asdict(grant) for name, grant in sorted(grants.items())},
+        {name: grant.as_dict() for name, grant in sorted(grants.items())},
         separators=(",", ":"),
         sort_keys=True,
     )

@@ -283,6 +283,7 @@ class _DriverSql:
     lock_usage: str
     """A format string; ``{marks}`` takes the placeholders of the IN list."""
     add_usage: str
+    create_usage: str
     insert_allocation: str
     allocation_columns: tuple[str, ...]
     allocation_processors: tuple[Callable[[Any], Any] | None, ...]
@@ -314,6 +315,10 @@ def _driver_sql(conn: Connection) -> _DriverSql:
             f"{memory} = {memory} + {mark}, {compute} = {compute} + {mark} "
             f"WHERE {scope} = {mark}"
         ),
+        create_usage=(
+            f"INSERT INTO {usage} ({scope}, {slices}, {memory}, {compute}) "
+            f"VALUES ({mark}, 0, 0, 0) ON CONFLICT ({scope}) DO NOTHING"
+        ),
         insert_allocation=(
             f"INSERT INTO {alloc} ({', '.join(q(c) for c in columns)}) "
             f"VALUES ({', '.join(mark for _ in columns)})"
@@ -336,29 +341,24 @@ def _rows_to_usage(rows: Iterable[Any]) -> dict[str, Resources]:
 
 def _lock_usage(store: Store, conn: Connection, keys: Sequence[str]) -> dict[str, Resources]:
     """Lock the usage rows of ``keys`` (creating missing ones) and return them."""
-    ordered = sorted(set(keys))
+    found = _read_usage_rows(conn, sorted(set(keys)))
+    missing = [k for k in sorted(set(keys)) if k not in found]
+    if missing:
+        # Another transaction may create the same rows meanwhile (PostgreSQL): insert
+        # what is still missing, then read (and lock) those rows as they now are.
+        sql = _driver_sql(conn)
+        conn.exec_driver_sql(sql.create_usage, [(k,) for k in missing])
+        found.update(_read_usage_rows(conn, missing))
+    return found
+
+
+def _read_usage_rows(conn: Connection, ordered: Sequence[str]) -> dict[str, Resources]:
     sql = _driver_sql(conn)
     statement = sql.lock_usage.format(marks=", ".join(sql.placeholder for _ in ordered))
-    found = {
+    return {
         scope: Resources(slices=s, memory_mib=m, compute_pct=c)
-        for scope, s, m, c in conn.exec_driver_sql(statement, tuple(ordered))
+        for scope, s, m, c in conn.exec_driver_sql(statement, tuple(ordered)).all()
     }
-    missing = [k for k in ordered if k not in found]
-    if missing:
-        rows = [{"scope": k, "slices": 0, "memory_mib": 0, "compute_pct": 0} for k in missing]
-        if store.is_sqlite:
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            conn.execute(sqlite_insert(_U).on_conflict_do_nothing(), rows)
-        else:
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            conn.execute(pg_insert(_U).on_conflict_do_nothing(), rows)
-        found = {
-            scope: Resources(slices=s, memory_mib=m, compute_pct=c)
-            for scope, s, m, c in conn.exec_driver_sql(statement, tuple(ordered))
-        }
-    return found
 
 
 def _add_usage(conn: Connection, keys: Sequence[str], delta: Resources) -> None:
@@ -371,12 +371,6 @@ def _add_usage(conn: Connection, keys: Sequence[str], delta: Resources) -> None:
             "d_compute_pct": delta.compute_pct,
         },
     )
-
-
-def _needs_queue_rows(org: Org, demand: Demand) -> bool:
-    """Borrowing needs the department's other queues only if this request may borrow."""
-    queue = org.queues[(demand.department, demand.queue)]
-    return not queue.nominal.total.is_unlimited()
 
 
 # -- transitions -----------------------------------------------------------------------
@@ -465,22 +459,14 @@ def _reserve_in(
     uids = sorted({r.request_uid for r in requests})
     rows = conn.execute(_SELECT_BY_REQUESTS, {"uids": uids}).mappings()
     seen: dict[str, Allocation] = {row["request_uid"]: _row_to_allocation(row) for row in rows}
-    # One locking read of every request's scopes and, when its queue may borrow, of its
-    # department's other queues (read by exact key: no collation dependence). Locking
-    # the sibling queue rows costs nothing more: every change inside a department
-    # already holds the department row, which sorts first.
-    paths: list[list[str]] = []
-    wanted: set[str] = set()
-    for request in requests:
-        keys = quotas.scope_keys(request.demand)
-        paths.append(keys)
-        wanted.update(keys)
-        if _needs_queue_rows(org, request.demand):
-            wanted.update(
-                quotas.queue_scope(request.demand.department, q.name)
-                for q in org.queues_of(request.demand.department)
-            )
-    view = _lock_usage(store, conn, sorted(wanted))
+    # One locking read of every request's scopes (read by exact key: no collation
+    # dependence). A request that borrows also needs its department's other queues:
+    # they are read (and locked) when one does. Locking them then cannot deadlock:
+    # every change inside a department holds the department row, which sorts first
+    # and is already held.
+    paths = [quotas.scope_keys(request.demand) for request in requests]
+    view = _lock_usage(store, conn, sorted({key for keys in paths for key in keys}))
+    siblings_read: set[str] = set()
     added: dict[str, Resources] = {}
     allocations: list[dict[str, Any]] = []
     denials: list[dict[str, Any]] = []
@@ -499,6 +485,18 @@ def _reserve_in(
             )
             continue
         demand = request.demand
+        if demand.department not in siblings_read and quotas.borrows(org, demand, view):
+            siblings_read.add(demand.department)
+            others = [
+                key
+                for key in (
+                    quotas.queue_scope(demand.department, q.name)
+                    for q in org.queues_of(demand.department)
+                )
+                if key not in view
+            ]
+            if others:
+                view.update(_lock_usage(store, conn, others))
         decision = quotas.evaluate(org, demand, view)
         now = request.now or utcnow()
         if dry_run:
@@ -580,15 +578,7 @@ def _reserve_in(
 
 
 def _grant_dict(g: SliceGrant) -> dict[str, Any]:
-    return {
-        "count": g.count,
-        "memory_mib": g.memory_mib,
-        "compute_pct": g.compute_pct,
-        "backend": g.backend,
-        "pool": g.pool,
-        "sku": g.sku,
-        "gpus_per_slice": g.gpus_per_slice,
-    }
+    return g.as_dict()
 
 
 def _locked_allocation(store: Store, conn: Connection, allocation_id: str) -> Allocation:

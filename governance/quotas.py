@@ -165,11 +165,26 @@ def _reserved_by_others(
     return total
 
 
+def borrows(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> bool:
+    """Whether ``demand`` takes its queue past its nominal quota, given the queue's
+    usage: only then does :func:`evaluate` read the department's other queues (to
+    know what they hold back), so only then must ``usage`` hold their rows."""
+    queue = org.queues[(demand.department, demand.queue)]
+    queue_used = usage.get(queue_scope(demand.department, demand.queue), ZERO)
+    for name in RESOURCE_NAMES:
+        nominal = queue.nominal.total.get(name).value
+        want = demand.amount.get(name)
+        if nominal is not None and want and queue_used.get(name) + want > nominal:
+            return True
+    return False
+
+
 def evaluate(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> QuotaDecision:
     """Decide whether ``demand`` fits, given the usage of every scope it touches.
 
-    ``usage`` must hold the department's row and the rows of all its queues (for
-    borrowing); a missing row means nothing in use.
+    ``usage`` must hold the rows of :func:`scope_keys` and, when the demand
+    :func:`borrows`, the rows of all the department's queues; a missing row means
+    nothing in use.
     """
     dept = org.departments[demand.department]
     queue = org.queues[(demand.department, demand.queue)]

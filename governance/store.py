@@ -94,10 +94,16 @@ class Store:
 
     def _make_engine(self, pool_size: int) -> Engine:
         if self.is_sqlite:
+            # LIFO: the connection used last (its page cache warm) is the one reused
+            pool: dict[str, Any] = (
+                {"poolclass": sa.pool.StaticPool}
+                if ":memory:" in self.url
+                else {"poolclass": sa.pool.QueuePool, "pool_use_lifo": True}
+            )
             engine = sa.create_engine(
                 self.url,
                 connect_args={"timeout": 30, "check_same_thread": False},
-                poolclass=sa.pool.QueuePool if ":memory:" not in self.url else sa.pool.StaticPool,
+                **pool,
             )
 
             @event.listens_for(engine, "connect")

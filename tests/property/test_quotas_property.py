@@ -414,3 +414,31 @@ def test_history_keeps_every_limit_and_every_queue_can_reach_its_nominal_quota(
             )
             decision = quotas.evaluate(org, top_up, usage)
             assert decision.allowed, decision.violation and decision.violation.message()
+
+
+@SETTINGS
+@given(st.one_of(scenarios(), scenarios(caps=False)))
+def test_a_demand_that_does_not_borrow_is_decided_without_the_other_queues(
+    scenario: tuple[Org, Demand, dict[str, Resources]],
+) -> None:
+    """The ledger reads the department's other queues only when quotas.borrows says
+    so: otherwise the decision must be the same without their rows."""
+    org, demand, usage = scenario
+    own = quotas.queue_scope(demand.department, demand.queue)
+    others = {
+        quotas.queue_scope(q.department, q.name)
+        for q in org.queues_of(demand.department)
+        if quotas.queue_scope(q.department, q.name) != own
+    }
+    without = {k: v for k, v in usage.items() if k not in others}
+    queue = org.queues[(demand.department, demand.queue)]
+    past_nominal = any(
+        queue.nominal.total.get(r).value is not None
+        and demand.amount.get(r) > 0
+        and usage.get(own, ZERO).get(r) + demand.amount.get(r)
+        > (queue.nominal.total.get(r).value or 0)
+        for r in RESOURCE_NAMES
+    )
+    assert quotas.borrows(org, demand, usage) is past_nominal
+    if not past_nominal:
+        assert quotas.evaluate(org, demand, without) == quotas.evaluate(org, demand, usage)
