@@ -311,6 +311,41 @@ def test_reserves_queued_in_one_loop_turn_are_one_transaction(sqlite_store: Stor
     assert len(ledger.recent_denials(sqlite_store)) == 2
 
 
+def test_writes_queued_within_the_turns_join_one_group_and_later_ones_do_not(
+    sqlite_store: Store,
+) -> None:
+    """A group waits ``turns`` turns of the loop: writes queued by coroutines that run
+    in those turns join it; a write queued after the flush starts the next group."""
+    small = make_org(
+        pools=[make_pool("a100")],
+        skus=[make_sku("a100-1g")],
+        departments=[make_department("ml", quota=Limits.of(slices=10))],
+        queues=[make_queue("train")],
+    )
+    with ledger_writer(sqlite_store) as fallback:
+        inline = InlineWriter(sqlite_store, fallback, turns=3)
+
+        async def after(turns: int, uid: str) -> ledger.Reservation:
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            return await inline.reserve(small, L.reserve_request(small, uid))
+
+        async def main() -> list[ledger.Reservation]:
+            first = inline.reserve(small, L.reserve_request(small, "r0"))
+            # tasks that queue their write on the next turn and the one after: inside
+            # the window (the group is written on its third turn); the fourth write
+            # comes after the first group was committed
+            joined = [asyncio.ensure_future(after(n, f"r{n + 1}")) for n in (0, 1)]
+            done = await first
+            assert inline.groups == 1 and inline.requests == 3
+            late = await after(0, "r9")
+            return [done, *(await asyncio.gather(*joined)), late]
+
+        answers = asyncio.run(main())
+        assert (inline.groups, inline.requests) == (2, 4)
+    assert all(a.allowed for a in answers)
+
+
 def test_inline_groups_are_cut_at_max_group_and_skip_cancelled_callers(
     sqlite_store: Store,
 ) -> None:
@@ -345,7 +380,7 @@ def test_locked_group_goes_to_the_thread_and_the_loop_keeps_running(
 
     releaser = threading.Thread(target=release_once_the_loop_ticked)
     with ledger_writer(sqlite_store) as fallback:
-        inline = InlineWriter(sqlite_store, fallback)
+        inline = InlineWriter(sqlite_store, fallback, turns=1)
 
         async def main() -> tuple[int, list[ledger.Reservation]]:
             futures = [inline.reserve(ORG, request(f"r{i}")) for i in range(TRAIN_CEILING + 2)]
@@ -417,7 +452,7 @@ def test_locked_denials_go_to_the_thread_and_are_counted_as_handed_over(
 ) -> None:
     lock = L.WriteLock(sqlite_store)
     with ledger_writer(sqlite_store) as fallback:
-        inline = InlineWriter(sqlite_store, fallback)
+        inline = InlineWriter(sqlite_store, fallback, turns=1)
 
         async def main() -> None:
             denial = ledger.Denial(
