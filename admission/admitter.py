@@ -277,6 +277,12 @@ class Admitter:
             log.warning("could not record a denial: %s", exc)
         return None
 
+    def warm_up(self) -> None:
+        """Load the current organisation's policies and build every department's
+        enforcer now, in this thread (the server does it in the background)."""
+        org = self.org()
+        _warm(self._authorizer(org), sorted(org.departments))
+
     def _authorizer(self, org: Org) -> rbac.Authorizer:
         current = self._authz
         if current is not None and current[0] is org:

@@ -73,7 +73,7 @@ class Pool:
             slices=0, memory_mib=self.gpus * self.memory_mib_per_gpu, compute_pct=self.gpus * 100
         )
 
-    @property
+    @cached_property  # asked on every reservation; a Pool never changes
     def sellable(self) -> Resources:
         """Capacity that may be sold: physical x over-subscription factor."""
         physical = self.physical
@@ -83,7 +83,7 @@ class Pool:
             compute_pct=_scaled(physical.compute_pct, self.compute_oversubscription),
         )
 
-    @property
+    @cached_property
     def capacity_limits(self) -> Limits:
         sellable = self.sellable
         return Limits.of(memory_mib=sellable.memory_mib, compute_pct=sellable.compute_pct)

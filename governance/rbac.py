@@ -38,7 +38,7 @@ import re
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -211,25 +211,40 @@ def object_match(request: str, pattern: str) -> bool:
     return len(want) == len(got) and all(w in ("*", g) for w, g in zip(want, got, strict=True))
 
 
-def match(enforcer: Any, subject: str, dom: str, obj: str, act: str) -> list[str] | None:
+def holders(enforcer: Any, subject: str, dom: str) -> frozenset[str]:
+    """``subject`` and every role it holds, in ``dom`` or in every department: the
+    ``p.sub`` values for which the matcher's ``g(r.sub, p.sub, ...)`` is true."""
+    found = {subject}
+    found.update(enforcer.get_implicit_roles_for_user(subject, dom))
+    found.update(enforcer.get_implicit_roles_for_user(subject, EVERY_DEPARTMENT))
+    return frozenset(found)
+
+
+def match(
+    enforcer: Any,
+    subject: str,
+    dom: str,
+    obj: str,
+    act: str,
+    held: frozenset[str] | None = None,
+) -> list[str] | None:
     """The first p rule that the model's matcher accepts for this request, or None.
 
     The same matcher as ``rbac_model.conf``, over the same policies and Casbin's own role
     manager, evaluated in Python: Casbin's ``enforce_ex`` evaluates the matcher string
     with simpleeval for every rule, which cost milliseconds per first decision in a
     webhook that asks on every GPU pod. ``tests/unit/test_rbac_matcher.py`` checks that
-    both agree on every question.
+    both agree on every question. ``held``: :func:`holders`, when the caller has it.
     """
-    holders = {subject}
-    holders.update(enforcer.get_implicit_roles_for_user(subject, dom))
-    holders.update(enforcer.get_implicit_roles_for_user(subject, EVERY_DEPARTMENT))
+    if held is None:
+        held = holders(enforcer, subject, dom)
     for rule in enforcer.get_policy():
         p_sub, p_dom, p_obj, p_act = rule[:4]
         if (
             p_dom in (EVERY_DEPARTMENT, dom)
             and p_act in ("*", act)
             and object_match(obj, p_obj)
-            and p_sub in holders
+            and p_sub in held
         ):
             return list(rule)
     return None
@@ -317,6 +332,9 @@ class _State:
     g_rules: Mapping[str, list[list[str]]]
     enforcers: dict[str, Any]
     cache: dict[tuple[Any, ...], Decision]
+    roles: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
+    """holders() by (subject, department): the same service account asks about
+    several queues and SKUs."""
     revision: int = 0
     """The store's configuration revision when the policies were read (0: not a store)."""
 
@@ -472,7 +490,7 @@ class Authorizer:
         # ast.parse from two threads at once fails: gh-106905); cached answers above
         # need no lock.
         with self._enforce_lock:
-            decision = self._enforce(enforcer, subjects, dom, obj, act, what, queue)
+            decision = self._enforce(state, enforcer, subjects, dom, obj, act, what, queue)
         if len(cache) >= self.CACHE_LIMIT:
             cache.clear()
         cache[key] = decision
@@ -480,6 +498,7 @@ class Authorizer:
 
     def _enforce(
         self,
+        state: _State,
         enforcer: Any,
         subjects: tuple[str, ...],
         dom: str,
@@ -488,8 +507,14 @@ class Authorizer:
         what: str,
         queue: str | None,
     ) -> Decision:
+        roles = state.roles  # the state whose enforcer this is
         for subject in subjects:
-            rule = match(enforcer, subject, dom, obj, act)
+            held = roles.get((subject, dom))
+            if held is None:
+                if len(roles) >= self.CACHE_LIMIT:
+                    roles.clear()
+                held = roles[(subject, dom)] = holders(enforcer, subject, dom)
+            rule = match(enforcer, subject, dom, obj, act, held)
             if rule is not None:
                 rule_t = tuple(str(v) for v in rule)
                 where = (
