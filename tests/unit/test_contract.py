@@ -80,6 +80,8 @@ CONSTANTS: dict[str, Any] = {
     "METRIC_UNATTRIBUTED_PROCESSES": "gpupool_unattributed_processes",
     "METRIC_ADMISSION_REQUESTS_TOTAL": "gpupool_admission_requests_total",
     "METRIC_ADMISSION_DURATION_SECONDS": "gpupool_admission_duration_seconds",
+    "METRIC_ADMISSION_LEDGER_COMMITS_TOTAL": "gpupool_admission_ledger_commits_total",
+    "METRIC_ADMISSION_LEDGER_WRITES_TOTAL": "gpupool_admission_ledger_writes_total",
     "METRIC_QUOTA_USED": "gpupool_quota_used",
     "METRIC_QUOTA_LIMIT": "gpupool_quota_limit",
     "QUOTA_RESOURCES": ("slices", "memory_mib", "compute_pct"),
