@@ -399,7 +399,7 @@ def profile(store: Store, bodies: list[dict[str, Any]], concurrency: int = 32) -
     lines = [line for line in text.splitlines() if line.strip()]
     return (
         f"in-process handler, {concurrency} at a time on one event loop: {per:.2f} ms per "
-        "GPU admission (under the profiler)\n" + "\n".join(lines[:60])
+        "GPU admission (under the profiler)\n" + "\n".join(lines[:int(os.environ.get("PROFILE_LINES", "60"))])
     )
 
 

@@ -23,7 +23,7 @@ transaction starts with ``BEGIN IMMEDIATE``, which serialises writers.
 from __future__ import annotations
 
 import enum
-import uuid
+import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -96,7 +96,9 @@ class LedgerError(StoreError):
 
 
 def new_allocation_id() -> str:
-    return f"alloc-{uuid.uuid4().hex}"
+    """``alloc-`` and 128 random bits in hex (as a uuid4's hex, without its version
+    bits and its object)."""
+    return f"alloc-{secrets.token_hex(16)}"
 
 
 # -- reading ---------------------------------------------------------------------------
@@ -467,7 +469,7 @@ def _reserve_in(
     paths = [quotas.scope_keys(request.demand) for request in requests]
     view = _lock_usage(store, conn, sorted({key for keys in paths for key in keys}))
     siblings_read: set[str] = set()
-    added: dict[str, Resources] = {}
+    added: dict[str, list[int]] = {}  # [slices, memory_mib, compute_pct] per scope
     allocations: list[dict[str, Any]] = []
     denials: list[dict[str, Any]] = []
     out: list[Reservation] = []
@@ -520,11 +522,38 @@ def _reserve_in(
             )
             out.append(Reservation(decision=decision, allocation=None))
             continue
+        amount = demand.amount
         for key in keys:
-            view[key] = view.get(key, ZERO) + demand.amount
-            added[key] = added.get(key, ZERO) + demand.amount
+            view[key] = view.get(key, ZERO) + amount
+            delta = added.get(key)
+            if delta is None:
+                added[key] = [amount.slices, amount.memory_mib, amount.compute_pct]
+            else:
+                delta[0] += amount.slices
+                delta[1] += amount.memory_mib
+                delta[2] += amount.compute_pct
+        alloc = Allocation(
+            id=request.allocation_id or new_allocation_id(),
+            request_uid=request.request_uid,
+            state=State.RESERVED,
+            namespace=request.namespace,
+            pod_name=request.pod_name,
+            pod_uid="",
+            department=demand.department,
+            queue=demand.queue,
+            sku=demand.sku,
+            pool=demand.pool,
+            amount=amount,
+            borrowed=decision.borrowed,
+            subject=request.subject,
+            grants=dict(request.grants),
+            created_at=now,
+            expires_at=now + request.ttl,
+            bound_at=None,
+            ended_at=None,
+        )
         values = {
-            "id": request.allocation_id or new_allocation_id(),
+            "id": alloc.id,
             "request_uid": request.request_uid,
             "state": State.RESERVED.value,
             "namespace": request.namespace,
@@ -548,7 +577,6 @@ def _reserve_in(
             "ended_at": None,
         }
         allocations.append(values)
-        alloc = _row_to_allocation(values)
         seen[request.request_uid] = alloc
         out.append(Reservation(decision=decision, allocation=alloc))
     sql = _driver_sql(conn)
@@ -556,8 +584,8 @@ def _reserve_in(
         conn.exec_driver_sql(
             sql.add_usage,
             [
-                (delta.slices, delta.memory_mib, delta.compute_pct, key)
-                for key, delta in sorted(added.items())
+                (slices, memory_mib, compute_pct, key)
+                for key, (slices, memory_mib, compute_pct) in sorted(added.items())
             ],
         )
     if allocations:
