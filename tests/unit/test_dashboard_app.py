@@ -336,3 +336,38 @@ def test_a_failing_callback_shows_an_error_state_not_a_traceback(world: Any) -> 
     text = reply.get_data(as_text=True)
     assert "Something went wrong" in text and "RuntimeError" in text
     assert "Traceback" not in text
+
+
+def test_every_trace_type_drawn_is_in_the_vendored_plotly_bundle(client: Any, world: Any) -> None:
+    """The console serves plotly.js's cartesian bundle (assets/, a third of the full
+    bundle's size) instead of the full one: each trace type of each page must be in it."""
+    import re
+
+    from dashboard.app import ASSETS
+
+    (bundle,) = ASSETS.glob("plotly-cartesian-*.min.js")
+    text = bundle.read_text()
+    assert "window.Plotly = Plotly" in text  # dcc.Graph then loads no other plotly.js
+    modules = set(re.findall(r'moduleType:"trace",name:"(\w+)"', text))
+    drawn: set[str] = set()
+    for path in ("/", "/departments", "/gpus"):
+        headers = {**sup.PLATFORM_ADMIN, "Referer": f"http://console.test{path}"}
+        drawn |= trace_types(client.get("/_dash-layout", headers=headers).get_json())
+    assert {"bar", "heatmap", "pie", "scatter"} <= drawn
+    assert drawn <= modules, drawn - modules
+
+
+def trace_types(node: Any) -> set[str]:
+    """The trace types of every figure in a layout's JSON."""
+    found: set[str] = set()
+    if isinstance(node, list):
+        for item in node:
+            found |= trace_types(item)
+    elif isinstance(node, dict):
+        figure = node.get("figure")
+        if isinstance(figure, dict):
+            found |= {str(t.get("type", "scatter")) for t in figure.get("data", [])}
+        for value in node.values():
+            if isinstance(value, list | dict):
+                found |= trace_types(value)
+    return found
