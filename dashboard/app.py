@@ -97,9 +97,12 @@ def grid(
     height: int = 320,
     rows: list[dict[str, Any]] | None = None,
 ) -> dag.AgGrid:
+    # Cheap to draw: columns share the width by flex (no sizing pass measuring the
+    # grid after each resize) and headers have a fixed two-line height (no per-cell
+    # measuring for auto header height).
     defs = []
     for field, name in columns:
-        col: dict[str, Any] = {"field": field, "headerName": name}
+        col: dict[str, Any] = {"field": field, "headerName": name, "flex": 1}
         if field in ("message",):
             col.update({"flex": 3, "wrapText": True, "autoHeight": True, "minWidth": 300})
         elif field in TEXT_FIELDS:
@@ -117,13 +120,13 @@ def grid(
             "resizable": True,
             "minWidth": 100,
             "wrapHeaderText": True,
-            "autoHeaderHeight": True,
         },
-        columnSize="responsiveSizeToFit",
         dashGridOptions={
+            "headerHeight": 48,
             "pagination": True,
             "paginationPageSize": 20,
             "paginationPageSizeSelector": False,
+            "animateRows": False,
         },
         className="ag-theme-alpine",
         style={"height": f"{height}px", "width": "100%"},
