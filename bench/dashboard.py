@@ -389,7 +389,7 @@ def main() -> int:
     prom_future = loader.submit(load_prometheus) if prom_missing is None and args.quick else None
     results: dict[str, Any] = {}
     driver = chromium() if browser_ok else None
-    base_render: tuple[float, float] | None = None
+    base_render: tuple[float, float | None] | None = None
     if driver is not None:
         if not args.quick:  # the browser's own first page, paid by nobody measured
             with serving(baseline_app()) as url:
@@ -470,16 +470,19 @@ def main() -> int:
                 f"{m['webgl_traces']:>5}"
             )
         if "first_render_s" in entry:
-            cold = "" if args.quick else f", {entry['first_render_cold_s']:.3f} s cold"
+            cold_note = "" if args.quick else f", {entry['first_render_cold_s']:.3f} s cold"
             print(
                 f"{name:<11} first render (Chromium)      {entry['first_render_s']:>8.3f} s "
-                f"{measured}{cold}"
+                f"{measured}{cold_note}"
             )
     renders_s = [e["first_render_s"] for e in results.values() if "first_render_s" in e]
     colds_s = [e["first_render_cold_s"] for e in results.values() if "first_render_cold_s" in e]
     if base_render is not None:
-        cold = "" if args.quick else f", {base_render[0]:.3f} s cold"
-        print(f"baseline    first render (trivial Dash app) {base_first:>8.3f} s {measured}{cold}")
+        cold_note = "" if args.quick else f", {base_render[0]:.3f} s cold"
+        print(
+            f"baseline    first render (trivial Dash app) {base_first:>8.3f} s "
+            f"{measured}{cold_note}"
+        )
     summary = {
         "bench": "dashboard",
         "quick": args.quick,
