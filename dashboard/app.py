@@ -8,7 +8,15 @@ the department dropdown only offers visible departments, but a forged request to
 data. Requests without a trusted identity get HTTP 401 before Dash sees them.
 
 Every asset is served by the console itself (``serve_locally``; Bootstrap's CSS is
-vendored in ``assets/``): clusters often have no internet egress.
+vendored in ``assets/``): clusters often have no internet egress. So is plotly.js's
+*cartesian* bundle (npm ``plotly.js-cartesian-dist-min``, the version that the
+installed plotly package bundles; bar, pie, scatter and heatmap are all the console
+draws): it defines ``window.Plotly``, so ``dcc.Graph`` never loads Dash's full bundle,
+three times its size and most of a first render's script time.
+
+A page arrives filled: the layout served to ``/_dash-layout`` holds the page of the
+request's Referer already drawn for the viewer, so the first render costs no callback
+round trip; page callbacks fire only when an input changes.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dash
 import dash_ag_grid as dag
@@ -48,11 +57,11 @@ GRAPH_CONFIG: Any = {"displaylogo": False, "displayModeBar": False, "responsive"
 # -- small building blocks -------------------------------------------------------------
 
 
-def graph(id_: str, height: int = 320) -> dcc.Graph:
+def graph(id_: str, height: int = 320, figure: views.Figure | None = None) -> dcc.Graph:
     return dcc.Graph(
         id=id_,
         config=GRAPH_CONFIG,
-        figure=views.message_figure("Loading…", height=height),
+        figure=figure or views.message_figure("Loading…", height=height),
         style={"minHeight": f"{height}px"},
     )
 
@@ -81,10 +90,19 @@ def csv_button(page: str, table: str) -> dbc.Button:
     )
 
 
-def grid(id_: str, columns: list[tuple[str, str]], *, height: int = 320) -> dag.AgGrid:
+def grid(
+    id_: str,
+    columns: list[tuple[str, str]],
+    *,
+    height: int = 320,
+    rows: list[dict[str, Any]] | None = None,
+) -> dag.AgGrid:
+    # Cheap to draw: columns share the width by flex (no sizing pass measuring the
+    # grid after each resize) and headers have a fixed two-line height (no per-cell
+    # measuring for auto header height).
     defs = []
     for field, name in columns:
-        col: dict[str, Any] = {"field": field, "headerName": name}
+        col: dict[str, Any] = {"field": field, "headerName": name, "flex": 1}
         if field in ("message",):
             col.update({"flex": 3, "wrapText": True, "autoHeight": True, "minWidth": 300})
         elif field in TEXT_FIELDS:
@@ -95,20 +113,20 @@ def grid(id_: str, columns: list[tuple[str, str]], *, height: int = 320) -> dag.
     return dag.AgGrid(
         id=id_,
         columnDefs=defs,
-        rowData=[],
+        rowData=rows or [],
         defaultColDef={
             "sortable": True,
             "filter": True,
             "resizable": True,
             "minWidth": 100,
             "wrapHeaderText": True,
-            "autoHeaderHeight": True,
         },
-        columnSize="responsiveSizeToFit",
         dashGridOptions={
+            "headerHeight": 48,
             "pagination": True,
             "paginationPageSize": 20,
             "paginationPageSizeSelector": False,
+            "animateRows": False,
         },
         className="ag-theme-alpine",
         style={"height": f"{height}px", "width": "100%"},
@@ -224,41 +242,93 @@ GPU_COLUMNS = [
 
 
 # -- pages -----------------------------------------------------------------------------
+#
+# A page is built already filled: the layout served to the browser (and the router's
+# answer on navigation) carries the viewer's figures and rows, so the first render
+# needs no further round trip. The page callbacks below fire only when an input
+# changes (time range, department, GPU, auto-refresh), never on load.
+
+Values = dict[str, Any]
+"""The value of each output of a page callback, by component id."""
+
+OVERVIEW_OUTPUTS = (
+    ("ov-status", "children"),
+    ("ov-kpis", "children"),
+    ("ov-capacity", "figure"),
+    ("ov-history", "figure"),
+    ("ov-departments", "figure"),
+    ("ov-admissions", "figure"),
+    ("ov-department-table", "rowData"),
+    ("ov-waste-table", "rowData"),
+)
+DEPARTMENT_OUTPUTS = (
+    ("dept-status", "children"),
+    ("dept-kpis", "children"),
+    ("dept-borrowing", "children"),
+    ("dept-quota", "figure"),
+    ("dept-sku", "figure"),
+    ("dept-history", "figure"),
+    ("dept-quota-table", "rowData"),
+    ("dept-waste-table", "rowData"),
+    ("dept-denials-table", "rowData"),
+)
+GPU_OUTPUTS = (
+    ("gpu-status", "children"),
+    ("gpu-heatmap", "figure"),
+    ("gpu-table", "rowData"),
+    ("gpu-slices-table", "rowData"),
+    ("gpu-slices-title", "children"),
+)
 
 
-def overview_page() -> Any:
+def values_of(outputs: tuple[tuple[str, str], ...], answer: tuple[Any, ...]) -> Values:
+    return {id_: value for (id_, _), value in zip(outputs, answer, strict=True)}
+
+
+def overview_page(v: Values) -> Any:
     return html.Div(
         [
             dcc.Download(id="ov-download"),
-            html.Div(id="ov-status"),
-            dbc.Row(id="ov-kpis", className="g-3"),
+            html.Div(v.get("ov-status"), id="ov-status"),
+            dbc.Row(v.get("ov-kpis"), id="ov-kpis", className="g-3"),
             dbc.Row(
                 [
                     dbc.Col(
                         card(
                             "Capacity: physical, sellable, allocated, used",
-                            graph("ov-capacity", 260),
+                            graph("ov-capacity", 260, v.get("ov-capacity")),
                         ),
                         lg=7,
                     ),
-                    dbc.Col(card("Admissions and denials", graph("ov-admissions", 260)), lg=5),
+                    dbc.Col(
+                        card(
+                            "Admissions and denials",
+                            graph("ov-admissions", 260, v.get("ov-admissions")),
+                        ),
+                        lg=5,
+                    ),
                 ],
                 className="g-3",
             ),
-            card("Allocated vs used over time", graph("ov-history", 300)),
+            card("Allocated vs used over time", graph("ov-history", 300, v.get("ov-history"))),
             dbc.Row(
                 [
                     dbc.Col(
                         card(
                             "Compute per department (top 20 by allocation)",
-                            graph("ov-departments", 320),
+                            graph("ov-departments", 320, v.get("ov-departments")),
                         ),
                         lg=5,
                     ),
                     dbc.Col(
                         card(
                             "Departments",
-                            grid("ov-department-table", DEPARTMENT_COLUMNS, height=420),
+                            grid(
+                                "ov-department-table",
+                                DEPARTMENT_COLUMNS,
+                                height=420,
+                                rows=v.get("ov-department-table"),
+                            ),
                             actions=csv_button("ov", "overview-departments"),
                         ),
                         lg=7,
@@ -268,14 +338,14 @@ def overview_page() -> Any:
             ),
             card(
                 "Idle but allocated: the slices that waste most",
-                grid("ov-waste-table", SLICE_COLUMNS, height=360),
+                grid("ov-waste-table", SLICE_COLUMNS, height=360, rows=v.get("ov-waste-table")),
                 actions=csv_button("ov", "overview-waste"),
             ),
         ]
     )
 
 
-def department_page(scope: Scope) -> Any:
+def department_page(scope: Scope, department: str | None, v: Values) -> Any:
     options = [{"label": d, "value": d} for d in scope.departments]
     return html.Div(
         [
@@ -285,55 +355,67 @@ def department_page(scope: Scope) -> Any:
                         dbc.InputGroup(
                             [
                                 dbc.InputGroupText("Department"),
-                                dbc.Select(
-                                    id="dept-select",
-                                    options=options,
-                                    value=scope.departments[0] if scope.departments else None,
-                                ),
+                                dbc.Select(id="dept-select", options=options, value=department),
                             ],
                             size="sm",
                         ),
                         md=4,
                     ),
                     dbc.Col(
-                        html.Div(id="dept-borrowing", className="d-flex flex-wrap gap-2"), md=8
+                        html.Div(
+                            v.get("dept-borrowing"),
+                            id="dept-borrowing",
+                            className="d-flex flex-wrap gap-2",
+                        ),
+                        md=8,
                     ),
                 ],
                 className="mb-3 align-items-center",
             ),
             dcc.Download(id="dept-download"),
-            html.Div(id="dept-status"),
-            dbc.Row(id="dept-kpis", className="g-3"),
+            html.Div(v.get("dept-status"), id="dept-status"),
+            dbc.Row(v.get("dept-kpis"), id="dept-kpis", className="g-3"),
             dbc.Row(
                 [
                     dbc.Col(
-                        card("Quota used per queue and resource", graph("dept-quota", 300)), lg=7
+                        card(
+                            "Quota used per queue and resource",
+                            graph("dept-quota", 300, v.get("dept-quota")),
+                        ),
+                        lg=7,
                     ),
-                    dbc.Col(card("SKU mix (slices)", graph("dept-sku", 300)), lg=5),
+                    dbc.Col(
+                        card("SKU mix (slices)", graph("dept-sku", 300, v.get("dept-sku"))), lg=5
+                    ),
                 ],
                 className="g-3",
             ),
-            card("Allocated vs used over time", graph("dept-history", 300)),
+            card("Allocated vs used over time", graph("dept-history", 300, v.get("dept-history"))),
             card(
                 "Quota",
-                grid("dept-quota-table", QUOTA_COLUMNS, height=300),
+                grid("dept-quota-table", QUOTA_COLUMNS, height=300, rows=v.get("dept-quota-table")),
                 actions=csv_button("dept", "department-quota"),
             ),
             card(
                 "Pods that waste most (allocated, idle)",
-                grid("dept-waste-table", SLICE_COLUMNS, height=320),
+                grid("dept-waste-table", SLICE_COLUMNS, height=320, rows=v.get("dept-waste-table")),
                 actions=csv_button("dept", "department-waste"),
             ),
             card(
                 "Recent denials",
-                grid("dept-denials-table", DENIAL_COLUMNS, height=360),
+                grid(
+                    "dept-denials-table",
+                    DENIAL_COLUMNS,
+                    height=360,
+                    rows=v.get("dept-denials-table"),
+                ),
                 actions=csv_button("dept", "department-denials"),
             ),
         ]
     )
 
 
-def gpu_page(scope: Scope) -> Any:
+def gpu_page(scope: Scope, v: Values) -> Any:
     options = [
         {"label": "All my departments" if not scope.whole_fleet else "Whole fleet", "value": "*"}
     ]
@@ -354,20 +436,20 @@ def gpu_page(scope: Scope) -> Any:
                 className="mb-3",
             ),
             dcc.Download(id="gpu-download"),
-            html.Div(id="gpu-status"),
+            html.Div(v.get("gpu-status"), id="gpu-status"),
             card(
                 "Allocation and use per GPU (click a GPU to list its slices)",
-                graph("gpu-heatmap", 260),
+                graph("gpu-heatmap", 260, v.get("gpu-heatmap")),
             ),
             dcc.Store(id="gpu-selected", data=""),
             card(
-                html.Span("Slices on the selected GPU", id="gpu-slices-title"),
-                grid("gpu-slices-table", SLICE_COLUMNS, height=260),
+                html.Span(v.get("gpu-slices-title"), id="gpu-slices-title"),
+                grid("gpu-slices-table", SLICE_COLUMNS, height=260, rows=v.get("gpu-slices-table")),
                 actions=csv_button("gpu", "gpu-slices"),
             ),
             card(
                 "GPUs",
-                grid("gpu-table", GPU_COLUMNS, height=420),
+                grid("gpu-table", GPU_COLUMNS, height=420, rows=v.get("gpu-table")),
                 actions=csv_button("gpu", "gpus"),
             ),
         ]
@@ -377,9 +459,8 @@ def gpu_page(scope: Scope) -> Any:
 # -- the app ---------------------------------------------------------------------------
 
 
-def navbar(console: Console) -> Any:
+def navbar(console: Console, who: Any = "") -> Any:
     refresh = refresh_options(console.source.scrape_interval_s)
-    default_refresh = next((o["value"] for o in refresh if o["value"] != "0"), "0")
     return dbc.Navbar(
         dbc.Container(
             [
@@ -413,12 +494,12 @@ def navbar(console: Console) -> Any:
                         dbc.Select(
                             id="refresh",
                             options=refresh,
-                            value=default_refresh,
+                            value=default_refresh(console),
                             size="sm",
                             className="me-3",
                             style={"width": "10rem"},
                         ),
-                        html.Span(id="who", className="text-light small"),
+                        html.Span(who, id="who", className="text-light small"),
                     ],
                     className="d-flex align-items-center",
                 ),
@@ -429,6 +510,31 @@ def navbar(console: Console) -> Any:
         dark=True,
         className="mb-3 shadow-sm",
     )
+
+
+def default_refresh(console: Console) -> str:
+    refresh = refresh_options(console.source.scrape_interval_s)
+    return next((o["value"] for o in refresh if o["value"] != "0"), "0")
+
+
+def page_path(referrer: str | None) -> str | None:
+    """The page a ``/_dash-layout`` request is for: the path of the page that asks
+    (its Referer), if it is one of ours; None when unknown (then the router draws the
+    page after load, one round trip later)."""
+    if not referrer:
+        return None
+    path = urlsplit(referrer).path or "/"
+    return path if path in KNOWN_PATHS else None
+
+
+KNOWN_PATHS = {path for path, _ in PAGES}
+
+ROUTE_IF_NOT_RENDERED = """
+function (pathname, rendered) {
+    // The layout arrived with this page drawn: nothing to fetch.
+    return pathname === rendered ? window.dash_clientside.no_update : pathname;
+}
+"""
 
 
 def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
@@ -442,14 +548,6 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
         external_scripts=[],
         suppress_callback_exceptions=True,
         update_title="",
-    )
-    app.layout = html.Div(
-        [
-            dcc.Location(id="url"),
-            dcc.Interval(id="tick", interval=60_000, disabled=True),
-            navbar(console),
-            dbc.Container(id="page", fluid=True, className="pb-4"),
-        ]
     )
     server: flask.Flask = app.server
 
@@ -486,52 +584,14 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
             message = "Could not build this figure"
         return problem_alerts([problem]), views.message_figure(message, tone="error")
 
-    @app.callback(
-        Output("page", "children"),
-        Output("who", "children"),
-        Input("url", "pathname"),
-    )
-    def route(pathname: str | None) -> tuple[Any, Any]:
-        try:
-            scope = viewer()
-        except StoreError as exc:
-            return problem_alerts([console.store_problem(exc)]), ""
-        who = [
-            html.Span(scope.identity.user, className="fw-semibold"),
-            html.Span(f" · {scope.describe()}", className="text-white-50"),
-        ]
-        if pathname == "/departments":
-            return department_page(scope), who
-        if pathname == "/gpus":
-            return gpu_page(scope), who
-        if pathname in ("/", None, ""):
-            return overview_page(), who
-        return dbc.Alert(f"No page at {pathname}.", color="secondary"), who
+    # -- what each page shows (used by the layout, the router and the callbacks) ------
 
-    @app.callback(
-        Output("tick", "interval"),
-        Output("tick", "disabled"),
-        Input("refresh", "value"),
-    )
-    def set_refresh(choice: str | None) -> tuple[int, bool]:
-        ms = refresh_ms(choice, console.source.scrape_interval_s)
-        return (ms or 60_000), ms == 0
+    # Each takes the viewer, or None to read it from the request (inside the try: a
+    # store that fails to answer who the viewer is shows as an error state too).
 
-    @app.callback(
-        Output("ov-status", "children"),
-        Output("ov-kpis", "children"),
-        Output("ov-capacity", "figure"),
-        Output("ov-history", "figure"),
-        Output("ov-departments", "figure"),
-        Output("ov-admissions", "figure"),
-        Output("ov-department-table", "rowData"),
-        Output("ov-waste-table", "rowData"),
-        Input("range", "value"),
-        Input("tick", "n_intervals"),
-    )
-    def overview(range_key: str | None, _tick: int | None) -> tuple[Any, ...]:
+    def overview_values(scope: Scope | None, range_key: str | None) -> tuple[Any, ...]:
         try:
-            result = console.overview(viewer(), range_key)
+            result = console.overview(scope or viewer(), range_key)
         except Exception as exc:  # never a traceback in the page; the log has it
             alert, err = failure(exc, "overview")
             return alert, [], err, err, err, err, [], []
@@ -546,23 +606,11 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
             result.waste_rows,
         )
 
-    @app.callback(
-        Output("dept-status", "children"),
-        Output("dept-kpis", "children"),
-        Output("dept-borrowing", "children"),
-        Output("dept-quota", "figure"),
-        Output("dept-sku", "figure"),
-        Output("dept-history", "figure"),
-        Output("dept-quota-table", "rowData"),
-        Output("dept-waste-table", "rowData"),
-        Output("dept-denials-table", "rowData"),
-        Input("dept-select", "value"),
-        Input("range", "value"),
-        Input("tick", "n_intervals"),
-    )
-    def department(dept: str | None, range_key: str | None, _tick: int | None) -> tuple[Any, ...]:
+    def department_values(
+        scope: Scope | None, dept: str | None, range_key: str | None
+    ) -> tuple[Any, ...]:
         try:
-            result = console.department(viewer(), dept, range_key)
+            result = console.department(scope or viewer(), dept, range_key)
         except Exception as exc:
             alert, err = failure(exc, "department page")
             return alert, [], [], err, err, err, [], [], []
@@ -582,31 +630,9 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
             result.denial_rows,
         )
 
-    @app.callback(
-        Output("gpu-selected", "data"),
-        Input("gpu-heatmap", "clickData"),
-        prevent_initial_call=True,
-    )
-    def select_gpu(click: dict[str, Any] | None) -> str:
+    def gpu_values(scope: Scope | None, dept: str | None, selected: str | None) -> tuple[Any, ...]:
         try:
-            uuid = click["points"][0]["customdata"] if click else ""
-        except (KeyError, IndexError, TypeError):
-            uuid = ""
-        return str(uuid or "")
-
-    @app.callback(
-        Output("gpu-status", "children"),
-        Output("gpu-heatmap", "figure"),
-        Output("gpu-table", "rowData"),
-        Output("gpu-slices-table", "rowData"),
-        Output("gpu-slices-title", "children"),
-        Input("gpu-department", "value"),
-        Input("gpu-selected", "data"),
-        Input("tick", "n_intervals"),
-    )
-    def gpus(dept: str | None, selected: str | None, _tick: int | None) -> tuple[Any, ...]:
-        try:
-            result = console.gpus(viewer(), dept, selected)
+            result = console.gpus(scope or viewer(), dept, selected)
         except Exception as exc:
             alert, err = failure(exc, "GPU page")
             return alert, err, [], [], ""
@@ -622,6 +648,121 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
             result.slice_rows,
             title,
         )
+
+    def render(pathname: str | None, range_key: str | None) -> tuple[Any, Any]:
+        """(the page at ``pathname``, filled for the viewer; the viewer's name)."""
+        try:
+            scope = viewer()
+        except StoreError as exc:
+            return problem_alerts([console.store_problem(exc)]), ""
+        who = [
+            html.Span(scope.identity.user, className="fw-semibold"),
+            html.Span(f" · {scope.describe()}", className="text-white-50"),
+        ]
+        if pathname == "/departments":
+            dept = scope.departments[0] if scope.departments else None
+            answer = department_values(scope, dept, range_key)
+            return department_page(scope, dept, values_of(DEPARTMENT_OUTPUTS, answer)), who
+        if pathname == "/gpus":
+            return gpu_page(scope, values_of(GPU_OUTPUTS, gpu_values(scope, "*", ""))), who
+        if pathname in ("/", None, ""):
+            answer = overview_values(scope, range_key)
+            return overview_page(values_of(OVERVIEW_OUTPUTS, answer)), who
+        return dbc.Alert(f"No page at {pathname}.", color="secondary"), who
+
+    def layout() -> Any:
+        # Dash also calls this outside a layout request (to validate it): only a
+        # /_dash-layout request, with its viewer, gets a page drawn.
+        path = None
+        page: Any = []
+        who: Any = ""
+        if flask.has_request_context() and flask.request.path.endswith("/_dash-layout"):
+            path = page_path(flask.request.referrer)
+            if path is not None:
+                page, who = render(path, DEFAULT_RANGE)
+        ms = refresh_ms(default_refresh(console), console.source.scrape_interval_s)
+        return html.Div(
+            [
+                dcc.Location(id="url"),
+                dcc.Store(id="rendered", data=path),
+                dcc.Store(id="route"),
+                dcc.Interval(id="tick", interval=ms or 60_000, disabled=ms == 0),
+                navbar(console, who),
+                dbc.Container(page, id="page", fluid=True, className="pb-4"),
+            ]
+        )
+
+    app.layout = layout
+
+    app.clientside_callback(  # type: ignore[no-untyped-call]
+        ROUTE_IF_NOT_RENDERED,
+        Output("route", "data"),
+        Input("url", "pathname"),
+        State("rendered", "data"),
+    )
+
+    @app.callback(
+        Output("page", "children"),
+        Output("who", "children"),
+        Output("rendered", "data"),
+        Input("route", "data"),
+        State("range", "value"),
+        prevent_initial_call=True,
+    )
+    def route(pathname: str | None, range_key: str | None) -> tuple[Any, Any, Any]:
+        page, who = render(pathname, range_key)
+        return page, who, pathname
+
+    @app.callback(
+        Output("tick", "interval"),
+        Output("tick", "disabled"),
+        Input("refresh", "value"),
+        prevent_initial_call=True,  # the layout starts with the default period
+    )
+    def set_refresh(choice: str | None) -> tuple[int, bool]:
+        ms = refresh_ms(choice, console.source.scrape_interval_s)
+        return (ms or 60_000), ms == 0
+
+    @app.callback(
+        *(Output(i, p) for i, p in OVERVIEW_OUTPUTS),
+        Input("range", "value"),
+        Input("tick", "n_intervals"),
+        prevent_initial_call=True,
+    )
+    def overview(range_key: str | None, _tick: int | None) -> tuple[Any, ...]:
+        return overview_values(None, range_key)
+
+    @app.callback(
+        *(Output(i, p) for i, p in DEPARTMENT_OUTPUTS),
+        Input("dept-select", "value"),
+        Input("range", "value"),
+        Input("tick", "n_intervals"),
+        prevent_initial_call=True,
+    )
+    def department(dept: str | None, range_key: str | None, _tick: int | None) -> tuple[Any, ...]:
+        return department_values(None, dept, range_key)
+
+    @app.callback(
+        Output("gpu-selected", "data"),
+        Input("gpu-heatmap", "clickData"),
+        prevent_initial_call=True,
+    )
+    def select_gpu(click: dict[str, Any] | None) -> str:
+        try:
+            uuid = click["points"][0]["customdata"] if click else ""
+        except (KeyError, IndexError, TypeError):
+            uuid = ""
+        return str(uuid or "")
+
+    @app.callback(
+        *(Output(i, p) for i, p in GPU_OUTPUTS),
+        Input("gpu-department", "value"),
+        Input("gpu-selected", "data"),
+        Input("tick", "n_intervals"),
+        prevent_initial_call=True,
+    )
+    def gpus(dept: str | None, selected: str | None, _tick: int | None) -> tuple[Any, ...]:
+        return gpu_values(None, dept, selected)
 
     def send_table(page: str, params: dict[str, Any]) -> Any:
         trigger = dash.ctx.triggered_id

@@ -92,6 +92,8 @@ class GpuRow:
     slices: int
     util_pct: float | None = None
     fb_total_bytes: float | None = None
+    """The card's memory (DCGM used + free): the direct source's scrape has it; the
+    Prometheus source does not ask for it (no page shows it), so leaves it None."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -92,6 +92,19 @@ class PrometheusSource:
             for r in data.get("result", [])
         ]
 
+    def instant_results(
+        self, parts: Iterable[tuple[str, str]]
+    ) -> list[tuple[str, list[dict[str, Any]]]]:
+        """Several instant queries at once: (key, Prometheus's result list) each."""
+        items = list(parts)
+
+        def one(item: tuple[str, str]) -> tuple[str, list[dict[str, Any]]]:
+            key, query = item
+            return key, list(self._get("/api/v1/query", {"query": query}).get("result", []))
+
+        with ThreadPoolExecutor(max_workers=min(8, len(items) or 1)) as pool:
+            return list(pool.map(one, items))
+
     def instant_parts(self, parts: Iterable[tuple[str, str]]) -> list[Sample]:
         """Several instant queries at once, each result tagged ``gpupool_q=key``.
 
@@ -190,23 +203,28 @@ class PrometheusSource:
         ]
 
     def _fleet_gpus(self) -> list[GpuRow]:
-        acc: dict[tuple[str, str], dict[str, float]] = {}
+        # The whole-fleet GPU page reads 5 x (number of GPUs) samples: read them with
+        # as little Python per sample as possible (no label copies, one dict per GPU).
+        values: dict[tuple[str, str], dict[str, float]] = {}
         ident: dict[tuple[str, str], tuple[str, str]] = {}
-        for labels, value in self.instant_parts(queries.gpu_fleet_parts()):
-            key = (labels.get("Hostname", ""), labels.get("UUID", ""))
-            what = labels["gpupool_q"]
-            acc.setdefault(key, {})[what] = value
-            if what == "util":
-                ident[key] = (labels.get("gpu", ""), labels.get("modelName", ""))
+        for what, results in self.instant_results(queries.gpu_fleet_parts()):
+            for r in results:
+                labels = r["metric"]
+                key = (labels.get("Hostname", ""), labels.get("UUID", ""))
+                found = values.get(key)
+                if found is None:
+                    found = values[key] = {}
+                found[what] = float(r["value"][1])
+                if what == "util":
+                    ident[key] = (labels.get("gpu", ""), labels.get("modelName", ""))
         rows = []
-        for key, v in sorted(acc.items()):
+        for key in sorted(values):
             host, uuid = key
             if not uuid:
                 continue
+            v = values[key]
             gpu, model = ident.get(key, ("", ""))
-            fb_used = v.get("fb_used")
-            fb_free = v.get("fb_free")
-            total = (fb_used or 0.0) + (fb_free or 0.0) if fb_used is not None else None
+            util = v.get("util")
             rows.append(
                 GpuRow(
                     hostname=host,
@@ -215,11 +233,10 @@ class PrometheusSource:
                     model=model,
                     memory_limit_bytes=v.get("memory_limit", 0.0),
                     compute_limit_ratio=v.get("compute_limit", 0.0),
-                    memory_used_bytes=(fb_used or 0.0) * MIB,
-                    compute_used_ratio=v.get("util", 0.0) / 100.0,
+                    memory_used_bytes=v.get("fb_used", 0.0) * MIB,
+                    compute_used_ratio=(util or 0.0) / 100.0,
                     slices=int(v.get("slices", 0)),
-                    util_pct=v.get("util"),
-                    fb_total_bytes=total * MIB if total is not None else None,
+                    util_pct=util,
                 )
             )
         return rows

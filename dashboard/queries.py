@@ -174,7 +174,9 @@ def rule_query(rule: Rule, matcher: str, *, recorded: bool) -> str:
 
 
 def gpu_fleet_parts() -> list[tuple[str, str]]:
-    """Whole-card figures per GPU (platform admins only), with few labels each."""
+    """Whole-card figures per GPU (platform admins only), with few labels each: what
+    the GPU page draws and lists, nothing more (5 samples per GPU; the card's total
+    memory, DCGM_FI_DEV_FB_FREE, is not shown and not asked for)."""
     keep = "UUID, Hostname"
     return [
         (
@@ -182,7 +184,6 @@ def gpu_fleet_parts() -> list[tuple[str, str]]:
             f"max by ({keep}, gpu, modelName) ({contract.DCGM_FI_DEV_GPU_UTIL})",
         ),
         ("fb_used", f"sum by ({keep}) ({contract.DCGM_FI_DEV_FB_USED})"),
-        ("fb_free", f"sum by ({keep}) ({contract.DCGM_FI_DEV_FB_FREE})"),
         (
             "memory_limit",
             f"sum by ({keep}) ({contract.METRIC_GPU_ALLOCATED_MEMORY_BYTES})",

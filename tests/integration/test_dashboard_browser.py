@@ -171,6 +171,14 @@ def test_overview_renders_with_data_for_the_platform_admin(browser: Any, console
 
     assert browser.find_elements(By.CSS_SELECTOR, "#ov-capacity .bars .point")
     assert "pat" in text_of(browser, "#who")
+    # The layout arrived with the page drawn: no callback round trip on load.
+    requests = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)"
+    )
+    assert not [r for r in requests if "_dash-update-component" in r], requests
+    # plotly.js's cartesian bundle from assets/, not Dash's full bundle (3x larger).
+    assert [r for r in requests if "/assets/plotly-cartesian-" in r], requests
+    assert not [r for r in requests if "plotly.min.js" in r], requests
     screenshot(browser, "overview")
     assert severe_logs(browser) == []
 

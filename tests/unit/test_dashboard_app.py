@@ -112,14 +112,70 @@ def test_router_names_the_viewer_and_offers_only_their_departments(client: Any, 
     _, org, _ = world
     reply = callback(
         client,
-        "..page.children...who.children..",
-        [("url", "pathname", "/departments")],
+        "..page.children...who.children...rendered.data..",
+        [("route", "data", "/departments")],
         sup.dept_admin(MINE),
+        state=[("range", "value", "1h")],
     )
     assert reply.status_code == 200
     text = reply.get_data(as_text=True)
     assert f"{MINE}-lead" in text and '"options": [{"label": "vision"' in text.replace('":', '": ')
+    assert reply.get_json()["response"]["rendered"]["data"] == "/departments"
     no_other(text, org)
+
+
+def find(node: Any, id_: str) -> dict[str, Any] | None:
+    """The props of the component ``id_`` in a layout's JSON."""
+    if isinstance(node, list):
+        for item in node:
+            if (found := find(item, id_)) is not None:
+                return found
+    elif isinstance(node, dict):
+        props = node.get("props", {})
+        if props.get("id") == id_:
+            return dict(props)
+        for value in props.values():
+            if isinstance(value, list | dict) and (found := find(value, id_)) is not None:
+                return found
+    return None
+
+
+@pytest.mark.parametrize(
+    ("path", "filled"),
+    [
+        pytest.param("/", ("ov-department-table", "rowData"), id="overview"),
+        pytest.param("/departments", ("dept-quota-table", "rowData"), id="department"),
+        pytest.param("/gpus", ("gpu-table", "rowData"), id="gpus"),
+    ],
+)
+def test_layout_arrives_with_the_viewers_page_filled(
+    client: Any, world: Any, path: str, filled: tuple[str, str]
+) -> None:
+    _, org, _ = world
+    headers = {**sup.dept_admin(MINE), "Referer": f"http://console.test{path}"}
+    reply = client.get("/_dash-layout", headers=headers)
+    layout = reply.get_json()
+    assert find(layout, "rendered") == {"id": "rendered", "data": path}
+    component = find(layout, filled[0])
+    assert component is not None and component[filled[1]], filled
+    assert f"{MINE}-lead" in json.dumps(find(layout, "who"))
+    no_other(reply.get_data(as_text=True), org)
+
+
+@pytest.mark.parametrize(
+    "referrer",
+    [pytest.param(None, id="no-referrer"), pytest.param("http://x/elsewhere", id="unknown-page")],
+)
+def test_layout_without_a_known_page_leaves_it_to_the_router(
+    client: Any, referrer: str | None
+) -> None:
+    headers = dict(sup.PLATFORM_ADMIN)
+    if referrer:
+        headers["Referer"] = referrer
+    layout = client.get("/_dash-layout", headers=headers).get_json()
+    assert find(layout, "rendered") == {"id": "rendered", "data": None}
+    assert find(layout, "page")["children"] == []  # type: ignore[index]
+    assert find(layout, "ov-kpis") is None
 
 
 def test_overview_callback_for_a_dept_admin_holds_only_their_data(client: Any, world: Any) -> None:
@@ -280,3 +336,38 @@ def test_a_failing_callback_shows_an_error_state_not_a_traceback(world: Any) -> 
     text = reply.get_data(as_text=True)
     assert "Something went wrong" in text and "RuntimeError" in text
     assert "Traceback" not in text
+
+
+def test_every_trace_type_drawn_is_in_the_vendored_plotly_bundle(client: Any, world: Any) -> None:
+    """The console serves plotly.js's cartesian bundle (assets/, a third of the full
+    bundle's size) instead of the full one: each trace type of each page must be in it."""
+    import re
+
+    from dashboard.app import ASSETS
+
+    (bundle,) = ASSETS.glob("plotly-cartesian-*.min.js")
+    text = bundle.read_text()
+    assert "window.Plotly = Plotly" in text  # dcc.Graph then loads no other plotly.js
+    modules = set(re.findall(r'moduleType:"trace",name:"(\w+)"', text))
+    drawn: set[str] = set()
+    for path in ("/", "/departments", "/gpus"):
+        headers = {**sup.PLATFORM_ADMIN, "Referer": f"http://console.test{path}"}
+        drawn |= trace_types(client.get("/_dash-layout", headers=headers).get_json())
+    assert {"bar", "heatmap", "pie", "scatter"} <= drawn
+    assert drawn <= modules, drawn - modules
+
+
+def trace_types(node: Any) -> set[str]:
+    """The trace types of every figure in a layout's JSON."""
+    found: set[str] = set()
+    if isinstance(node, list):
+        for item in node:
+            found |= trace_types(item)
+    elif isinstance(node, dict):
+        figure = node.get("figure")
+        if isinstance(figure, dict):
+            found |= {str(t.get("type", "scatter")) for t in figure.get("data", [])}
+        for value in node.values():
+            if isinstance(value, list | dict):
+                found |= trace_types(value)
+    return found
