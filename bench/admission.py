@@ -240,7 +240,6 @@ from fastapi.responses import Response
 size_file = sys.argv[1]
 payload = b""
 app = FastAPI()
-@app.post("/mutate")
 async def mutate(request: Request) -> Response:
     global payload
     await request.body()
@@ -251,15 +250,25 @@ async def mutate(request: Request) -> Response:
                    b'"response":{"x":"' + b"x" * max(0, size - 90) + b'"}}')
         payload = payload[:-3] + b"x" * (size - len(payload)) + payload[-3:]
     return Response(payload, media_type="application/json")
+if sys.argv[5] == "lean":  # a plain Starlette route, as the webhook's /mutate is
+    app.add_route("/mutate", mutate, methods=["POST"])
+else:  # FastAPI's own route (dependency solving and its exit stack per request)
+    app.post("/mutate")(mutate)
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), ssl_certfile=sys.argv[3],
             ssl_keyfile=sys.argv[4], log_level="warning", access_log=False,
             loop="uvloop", http="httptools")
 """
 
 
-def start_floor(size_file: Path, cert: Path, key: Path, port: int) -> subprocess.Popen[bytes]:
+def start_floor(
+    size_file: Path, cert: Path, key: Path, port: int, route: str = "fastapi"
+) -> subprocess.Popen[bytes]:
+    """The floor: a trivial FastAPI app over HTTPS answering as many bytes as the
+    webhook. ``route="lean"`` serves it through a plain Starlette route, as the
+    webhook serves ``/mutate``: the ratio to it shows what the webhook's own work
+    costs, without the difference between the two kinds of route."""
     return subprocess.Popen(
-        [sys.executable, "-c", FLOOR_APP, str(size_file), str(port), str(cert), str(key)],
+        [sys.executable, "-c", FLOOR_APP, str(size_file), str(port), str(cert), str(key), route],
         cwd=ROOT,
     )
 
@@ -397,9 +406,10 @@ def profile(store: Store, bodies: list[dict[str, Any]], concurrency: int = 32) -
     admitter.close()
     text = profiler.output_text(unicode=False, color=False, show_all=False)
     lines = [line for line in text.splitlines() if line.strip()]
+    shown = int(os.environ.get("PROFILE_LINES", "60"))
     return (
         f"in-process handler, {concurrency} at a time on one event loop: {per:.2f} ms per "
-        "GPU admission (under the profiler)\n" + "\n".join(lines[:int(os.environ.get("PROFILE_LINES", "60"))])
+        "GPU admission (under the profiler)\n" + "\n".join(lines[:shown])
     )
 
 
@@ -441,13 +451,15 @@ def main() -> None:
     t_apply = time.perf_counter() - t0
 
     cert, key = A.self_signed(work)
-    hook_port, floor_port = A.free_port(), A.free_port()
+    hook_port, floor_port, lean_port = A.free_port(), A.free_port(), A.free_port()
     size_file = work / "floor-size"
     # Both servers start while the allocations are seeded and the bodies are built.
     hook = A.start_webhook_process(store_url, cert, key, hook_port)
     floor = start_floor(size_file, cert, key, floor_port)
+    lean = start_floor(size_file, cert, key, lean_port, route="lean")
     hook_url = f"https://127.0.0.1:{hook_port}/mutate"
     floor_url = f"https://127.0.0.1:{floor_port}/mutate"
+    lean_url = f"https://127.0.0.1:{lean_port}/mutate"
     try:
         seed_allocations(store, doc, 30_000)
         setup_s = time.perf_counter() - t0
@@ -464,6 +476,7 @@ def main() -> None:
         sample = httpx.post(hook_url, json=gpu_review(rng, 1000), verify=False).content
         size_file.write_text(str(len(sample)))
         wait_up(floor_url, floor, probe)
+        wait_up(lean_url, lean, probe)
         wait_idle(hook.pid)  # the webhook warms its policy enforcers in the background
         print(f"[setup] servers up and idle in {time.perf_counter() - t1:.1f} s", flush=True)
         before = len(ledger.list_allocations(store, states=[ledger.State.RESERVED]))
@@ -475,6 +488,7 @@ def main() -> None:
 
         floor_a = wrk(floor_url, "gpu.jsonl", floor.pid)
         cpu_r = wrk(hook_url, "cpu.jsonl", hook.pid)
+        lean_r = wrk(lean_url, "gpu.jsonl", lean.pid)
         floor_b = wrk(floor_url, "gpu.jsonl", floor.pid)
         wait_idle(hook.pid)
         metrics_url = hook_url.replace("/mutate", "/metrics")
@@ -488,7 +502,7 @@ def main() -> None:
         }
         after = len(ledger.list_allocations(store, states=[ledger.State.RESERVED]))
     finally:
-        for proc in (hook, floor):
+        for proc in (hook, floor, lean):
             proc.terminate()
             proc.wait()
 
@@ -506,6 +520,7 @@ def main() -> None:
     rows = [
         ("floor, run 1", floor_a),
         ("floor, run 2", floor_b),
+        ("floor, plain Starlette route", lean_r),
         ("webhook, GPU pods", gpu_r),
         ("webhook, non-GPU pods", cpu_r),
     ]
@@ -536,10 +551,16 @@ def main() -> None:
         "non_gpu_per_s": round(cpu_r["rps"], 1),
         "non_gpu_p99_ms": round(cpu_r["p99_ms"], 2),
         "non_gpu_floor_ratio": round(cpu_r["rps"] / floor_r["rps"], 3),
+        "lean_floor_per_s": round(lean_r["rps"], 1),
+        "lean_floor_ratio": round(gpu_r["rps"] / lean_r["rps"], 3),
+        "non_gpu_lean_floor_ratio": round(cpu_r["rps"] / lean_r["rps"], 3),
         "cpu_ms_per_admission": round(gpu_r["cpu_ms"], 3),
         "floor_cpu_ms": round(floor_r["cpu_ms"], 3),
         "cpu_ratio": round(floor_r["cpu_ms"] / gpu_r["cpu_ms"], 3),
         "non_gpu_cpu_ratio": round(floor_r["cpu_ms"] / cpu_r["cpu_ms"], 3),
+        "lean_floor_cpu_ms": round(lean_r["cpu_ms"], 3),
+        "lean_cpu_ratio": round(lean_r["cpu_ms"] / gpu_r["cpu_ms"], 3),
+        "non_gpu_lean_cpu_ratio": round(lean_r["cpu_ms"] / cpu_r["cpu_ms"], 3),
         "reserved": after - before,
         "mean_group": round(mean_group, 1),
         "non200": int(gpu_r["non200"] + cpu_r["non200"]),
