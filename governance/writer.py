@@ -283,17 +283,23 @@ class InlineWriter:
         # a caller that went away (its request was cancelled) is not written
         reserves = [r for r in reserves if not r[2].done()]
         denials = [d for d in denials if not d[1].done()]
-        start = 0
-        for end in range(1, len(reserves) + 1):
-            if (
-                end == len(reserves)
-                or reserves[end][0] is not reserves[start][0]
-                or end - start == self.max_group
-            ):
-                self._reserve(loop, reserves[start:end])
-                start = end
-        if denials:
-            self._deny(loop, denials)
+        try:
+            start = 0
+            for end in range(1, len(reserves) + 1):
+                if (
+                    end == len(reserves)
+                    or reserves[end][0] is not reserves[start][0]
+                    or end - start == self.max_group
+                ):
+                    self._reserve(loop, reserves[start:end])
+                    start = end
+            if denials:
+                self._deny(loop, denials)
+        except Exception as exc:  # never leave a caller waiting forever
+            log.exception("ledger writer failed on a group of %d", len(reserves) + len(denials))
+            for future in [r[2] for r in reserves] + [d[1] for d in denials]:
+                if not future.done():
+                    future.set_exception(exc)
 
     def _reserve(
         self,

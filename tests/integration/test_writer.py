@@ -480,3 +480,30 @@ def test_locked_denials_go_to_the_thread_and_are_counted_as_handed_over(
         # counted as written by the thread only
         assert (inline.groups, inline.requests, inline.handed_over) == (0, 0, 1)
     assert [d.subject for d in ledger.recent_denials(sqlite_store)] == ["user:eve"]
+
+
+def test_a_flush_that_fails_unexpectedly_answers_every_caller(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the writer must not leave admissions waiting forever."""
+    small = make_org(
+        pools=[make_pool("a100")],
+        skus=[make_sku("a100-1g")],
+        departments=[make_department("ml", quota=Limits.of(slices=3))],
+        queues=[make_queue("train")],
+    )
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("a bug in the writer")
+
+    with ledger_writer(sqlite_store) as fallback:
+        inline = InlineWriter(sqlite_store, fallback, turns=1)
+        monkeypatch.setattr(inline, "_reserve", broken)
+
+        async def main() -> list[BaseException | ledger.Reservation]:
+            futures = [inline.reserve(small, L.reserve_request(small, f"r{i}")) for i in range(3)]
+            return list(await asyncio.gather(*futures, return_exceptions=True))
+
+        answers = asyncio.run(asyncio.wait_for(main(), WAIT_S))
+    assert [str(a) for a in answers] == ["a bug in the writer"] * 3
+    assert ledger.list_allocations(sqlite_store) == []
