@@ -253,16 +253,18 @@ class InlineWriter:
         self.handed_over = 0
         """Groups that found the lock taken and went to the fallback thread."""
 
-    def reserve(self, org: Org, request: ledger.ReserveRequest) -> asyncio.Future[Any]:
+    def reserve(
+        self, org: Org, request: ledger.ReserveRequest
+    ) -> asyncio.Future[ledger.Reservation]:
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        future: asyncio.Future[ledger.Reservation] = loop.create_future()
         self._reserves.append((org, request, future))
         self._schedule(loop)
         return future
 
-    def record_denial(self, denial: ledger.Denial) -> asyncio.Future[Any]:
+    def record_denial(self, denial: ledger.Denial) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        future: asyncio.Future[None] = loop.create_future()
         self._denials.append((denial, future))
         self._schedule(loop)
         return future
