@@ -40,7 +40,7 @@ _API = k8s.ApiClient()
 
 def serialize(obj: Any) -> Any:
     """A kubernetes model as the API server sends it (camelCase JSON, no nulls)."""
-    return _API.sanitize_for_serialization(obj)
+    return _API.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
 
 
 # -- pods ------------------------------------------------------------------------------
@@ -293,7 +293,7 @@ def org_document(**quota_overrides: Any) -> dict[str, Any]:
             "name": p["name"],
             "pool": p["name"],
             "default_sku": {"whole": "h100", "ascend": "npu-half", "mlu": "mlu-quarter"}.get(
-                p["name"], "small"
+                str(p["name"]), "small"
             ),
         }
         for p in pools
