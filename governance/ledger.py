@@ -285,8 +285,12 @@ class _DriverSql:
     lock_usage: str
     """A format string; ``{marks}`` takes the placeholders of the IN list."""
     add_usage: str
+    """A format string; ``{rows}`` takes ``add_usage_row`` once per scope."""
+    add_usage_row: str
     create_usage: str
     insert_allocation: str
+    """A format string; ``{rows}`` takes ``insert_allocation_row`` once per allocation."""
+    insert_allocation_row: str
     allocation_columns: tuple[str, ...]
     allocation_processors: tuple[Callable[[Any], Any] | None, ...]
 
@@ -312,19 +316,26 @@ def _driver_sql(conn: Connection) -> _DriverSql:
             f"SELECT {scope}, {slices}, {memory}, {compute} FROM {usage} "
             f"WHERE {scope} IN ({{marks}}) ORDER BY {scope}{lock}"
         ),
+        # One statement for the group, not one per row (PostgreSQL's round trips and
+        # both drivers' per-statement work); VALUES columns are column1..4 in both.
         add_usage=(
-            f"UPDATE {usage} SET {slices} = {slices} + {mark}, "
-            f"{memory} = {memory} + {mark}, {compute} = {compute} + {mark} "
-            f"WHERE {scope} = {mark}"
+            f"UPDATE {usage} SET {slices} = {usage}.{slices} + d.column2, "
+            f"{memory} = {usage}.{memory} + d.column3, "
+            f"{compute} = {usage}.{compute} + d.column4 "
+            f"FROM (VALUES {{rows}}) AS d WHERE {usage}.{scope} = d.column1"
+        ),
+        add_usage_row=(
+            f"(CAST({mark} AS VARCHAR(512)), CAST({mark} AS BIGINT), "
+            f"CAST({mark} AS BIGINT), CAST({mark} AS BIGINT))"
         ),
         create_usage=(
             f"INSERT INTO {usage} ({scope}, {slices}, {memory}, {compute}) "
             f"VALUES ({mark}, 0, 0, 0) ON CONFLICT ({scope}) DO NOTHING"
         ),
         insert_allocation=(
-            f"INSERT INTO {alloc} ({', '.join(q(c) for c in columns)}) "
-            f"VALUES ({', '.join(mark for _ in columns)})"
+            f"INSERT INTO {alloc} ({', '.join(q(c) for c in columns)}) VALUES {{rows}}"
         ),
+        insert_allocation_row=f"({', '.join(mark for _ in columns)})",
         allocation_columns=columns,
         allocation_processors=tuple(
             c.type.dialect_impl(dialect).bind_processor(dialect) for c in _A.columns
@@ -581,24 +592,22 @@ def _reserve_in(
         out.append(Reservation(decision=decision, allocation=alloc))
     sql = _driver_sql(conn)
     if added:
+        deltas = sorted(added.items())
         conn.exec_driver_sql(
-            sql.add_usage,
-            [
-                (slices, memory_mib, compute_pct, key)
-                for key, (slices, memory_mib, compute_pct) in sorted(added.items())
-            ],
+            sql.add_usage.format(rows=", ".join(sql.add_usage_row for _ in deltas)),
+            tuple(v for key, (ds, dm, dc) in deltas for v in (key, ds, dm, dc)),
         )
     if allocations:
         columns, processors = sql.allocation_columns, sql.allocation_processors
         conn.exec_driver_sql(
-            sql.insert_allocation,
-            [
-                tuple(
-                    value if process is None else process(value)
-                    for value, process in zip((row[c] for c in columns), processors, strict=True)
-                )
+            sql.insert_allocation.format(
+                rows=", ".join(sql.insert_allocation_row for _ in allocations)
+            ),
+            tuple(
+                value if process is None else process(value)
                 for row in allocations
-            ],
+                for value, process in zip((row[c] for c in columns), processors, strict=True)
+            ),
         )
     if denials:
         conn.execute(_INSERT_DENIAL, denials)
