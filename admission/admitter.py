@@ -24,7 +24,6 @@ that a team's workloads run as.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import threading
@@ -108,6 +107,7 @@ class Admitter:
         self._writer: group_commit.LedgerWriter | None = None
         self._writer_lock = threading.Lock()
         self._inline: group_commit.InlineWriter | None = None
+        self._grouped: group_commit.ThreadGroupWriter | None = None
 
     @property
     def writer(self) -> group_commit.LedgerWriter:
@@ -136,11 +136,24 @@ class Admitter:
             )
         return self._inline
 
+    @property
+    def group_writer(self) -> group_commit.ThreadGroupWriter:
+        """The group commit of the event loop for PostgreSQL: groups form on the loop
+        and each is written by a thread (:attr:`Settings.writer_threads` of them)."""
+        if self._grouped is None:
+            threads = self.settings.writer_threads or POSTGRES_WRITER_THREADS
+            self._grouped = group_commit.ThreadGroupWriter(
+                self.store, threads=threads, max_group=self.settings.max_group
+            )
+        return self._grouped
+
     def writer_counts(self) -> dict[str, tuple[int, int]]:
         """(transactions, writes) of each group-commit writer started so far."""
         counts = {}
         if self._inline is not None:
             counts["loop"] = (self._inline.groups, self._inline.requests)
+        if self._grouped is not None:
+            counts["loop-threads"] = (self._grouped.groups, self._grouped.requests)
         if self._writer is not None:
             counts["thread"] = (self._writer.groups, self._writer.requests)
         return counts
@@ -149,6 +162,9 @@ class Admitter:
         """Write what is queued and stop the writer threads."""
         with self._writer_lock:
             current, self._writer = self._writer, None
+            grouped, self._grouped = self._grouped, None
+        if grouped is not None:
+            grouped.close()
         if current is not None:
             current.close()
 
@@ -224,8 +240,9 @@ class Admitter:
         """:meth:`admit` for a GPU pod CREATE (``quick`` answered None), on an event
         loop: the decision runs on the loop, the ledger writes are group-committed on
         the loop itself for SQLite (:class:`~governance.writer.InlineWriter`, never
-        waiting for a lock) and by the writer threads for PostgreSQL; reads that
-        PostgreSQL answers over the network run in a worker thread."""
+        waiting for a lock); for PostgreSQL the groups form on the loop and threads
+        write them (:class:`~governance.writer.ThreadGroupWriter`), and the reads it
+        answers over the network run in a worker thread."""
         try:
             steps = self._create(request, pod)
             try:
@@ -267,12 +284,12 @@ class Admitter:
                 return await anyio.to_thread.run_sync(_dry_run, self.store, step)
             if inline:
                 return await self.inline_writer.reserve(step.org, step.request)
-            return await asyncio.wrap_future(self.writer.reserve(step.org, step.request))
+            return await self.group_writer.reserve(step.org, step.request)
         try:
             if inline:
                 await self.inline_writer.record_denial(step)
             else:
-                await asyncio.wrap_future(self.writer.record_denial(step))
+                await self.group_writer.record_denial(step)
         except StoreError as exc:  # the answer stands; the audit trail missed one
             log.warning("could not record a denial: %s", exc)
         return None

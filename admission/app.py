@@ -13,9 +13,10 @@
 Requests that need no store (non-GPU pods, UPDATEs, other kinds) are answered on the
 event loop. A GPU pod CREATE is decided on the loop too, and its ledger writes are
 group-committed (:mod:`governance.writer`): on the loop itself for SQLite, which never
-waits there for a lock (a group that finds the lock taken goes to a writer thread),
-and by writer threads for PostgreSQL, whose reads also run in worker threads. So a
-slow or hung store never stalls ``/healthz`` or the non-GPU path.
+waits there for a lock (a group that finds the lock taken goes to a writer thread);
+for PostgreSQL the groups form on the loop and threads write them, and its reads run
+in worker threads. So a slow or hung store never stalls ``/healthz`` or the non-GPU
+path.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from governance.contract import Reason
 from governance.errors import StoreBusy, StoreError, StoreUnavailable
 from governance.resources import Limits
 from governance.store import BUSY_TIMEOUT_MS, Store
-from governance.writer import InlineWriter, LedgerWriter
+from governance.writer import InlineWriter, LedgerWriter, ThreadGroupWriter
 from tests.support import ledger as L
 from tests.support.core import GIB, make_department, make_org, make_pool, make_queue, make_sku
 
@@ -502,6 +502,99 @@ def test_a_flush_that_fails_unexpectedly_answers_every_caller(
 
         async def main() -> list[BaseException | ledger.Reservation]:
             futures = [inline.reserve(small, L.reserve_request(small, f"r{i}")) for i in range(3)]
+            return list(await asyncio.gather(*futures, return_exceptions=True))
+
+        answers = asyncio.run(asyncio.wait_for(main(), WAIT_S))
+    assert [str(a) for a in answers] == ["a bug in the writer"] * 3
+    assert ledger.list_allocations(sqlite_store) == []
+
+
+# -- ThreadGroupWriter -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def group_writer(store: Store, **kwargs: Any) -> Iterator[ThreadGroupWriter]:
+    writer = ThreadGroupWriter(store, **kwargs)
+    try:
+        yield writer
+    finally:
+        writer.close()
+
+
+def test_loop_groups_written_by_threads_get_exactly_the_quota(store: Store) -> None:
+    """48 reservations queued on the loop against a ceiling of 15: exactly 15 admitted,
+    in fewer transactions than reservations, whatever the threads' interleaving."""
+    with group_writer(store, threads=2) as writer:
+
+        async def main() -> list[ledger.Reservation]:
+            futures = [writer.reserve(ORG, request(f"g{i}")) for i in range(48)]
+            return list(await asyncio.wait_for(asyncio.gather(*futures), WAIT_S))
+
+        answers = asyncio.run(main())
+        assert 0 < writer.groups < writer.requests == 48
+    assert sum(a.allowed for a in answers) == TRAIN_CEILING
+    assert [a.allowed for a in answers] == [True] * TRAIN_CEILING + [False] * 33
+    assert len(ledger.list_allocations(store)) == TRAIN_CEILING
+    assert ledger.usage(store)[quotas.queue_scope("ml", "train")].slices == TRAIN_CEILING
+
+
+def test_loop_group_with_one_bad_request_fails_only_that_one(store: Store) -> None:
+    assert L.reserve_one(store, ORG, request("taken", allocation_id="alloc-taken")).allowed
+    with group_writer(store, threads=1) as writer:
+
+        async def main() -> list[Any]:
+            futures = [
+                writer.reserve(ORG, request("a")),
+                writer.reserve(ORG, request("bad", allocation_id="alloc-taken")),
+                writer.reserve(ORG, request("b")),
+            ]
+            return list(await asyncio.gather(*futures, return_exceptions=True))
+
+        a, bad, b = asyncio.run(main())
+    assert isinstance(bad, StoreError)
+    assert a.allowed and b.allowed
+    assert {x.request_uid for x in ledger.list_allocations(store)} == {"taken", "a", "b"}
+
+
+def test_loop_group_writer_skips_cancelled_callers_and_answers_denials(
+    sqlite_store: Store,
+) -> None:
+    with group_writer(sqlite_store, threads=1, turns=1) as writer:
+
+        async def main() -> tuple[ledger.Reservation, bool]:
+            kept = writer.reserve(ORG, request("kept"))
+            gone = writer.reserve(ORG, request("gone"))
+            gone.cancel()  # its client went away before the group was written
+            denial = ledger.Denial(
+                at=L.T0,
+                namespace="ml",
+                department="ml",
+                queue="train",
+                sku="a100-1g",
+                subject="user:eve",
+                reason=Reason.FORBIDDEN.value,
+                message="eve may not",
+            )
+            await asyncio.wait_for(writer.record_denial(denial), WAIT_S)
+            return await asyncio.wait_for(kept, WAIT_S), gone.cancelled()
+
+        kept, cancelled = asyncio.run(main())
+    assert kept.allowed and cancelled
+    assert [x.request_uid for x in ledger.list_allocations(sqlite_store)] == ["kept"]
+    assert [d.subject for d in ledger.recent_denials(sqlite_store)] == ["user:eve"]
+
+
+def test_a_loop_group_writer_that_fails_unexpectedly_answers_every_caller(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object) -> None:
+        raise RuntimeError("a bug in the writer")
+
+    with group_writer(sqlite_store, threads=1) as writer:
+        monkeypatch.setattr(writer, "_write", broken)
+
+        async def main() -> list[BaseException | ledger.Reservation]:
+            futures = [writer.reserve(ORG, request(f"r{i}")) for i in range(3)]
             return list(await asyncio.gather(*futures, return_exceptions=True))
 
         answers = asyncio.run(asyncio.wait_for(main(), WAIT_S))
