@@ -21,9 +21,12 @@ worker thread; ``asyncio.wrap_future`` awaits it on an event loop).
 for SQLite: an embedded database's statements are CPU work of microseconds, and
 handing each group to a thread and back costs more (thread wake-ups, the GIL) than
 the writing. The writes that the loop's requests queue within a few turns of the
-loop are committed together. The loop never waits for a lock:
-when another process holds SQLite's write lock, the group goes to a
-:class:`LedgerWriter` thread, which waits for it.
+loop are committed together. The loop never waits for a lock: when another process
+holds SQLite's write lock, the group goes to a :class:`LedgerWriter` thread, which
+waits for it.
+
+:class:`ThreadGroupWriter` forms groups on the loop the same way, for PostgreSQL,
+whose statements wait on the network, and hands each group to a thread in one hop.
 """
 
 from __future__ import annotations
