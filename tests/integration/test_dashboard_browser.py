@@ -121,9 +121,7 @@ def text_of(browser: Any, css: str) -> str:
 def grid_cells(browser: Any, grid_id: str, col: str) -> list[str]:
     from selenium.webdriver.common.by import By
 
-    cells = browser.find_elements(
-        By.CSS_SELECTOR, f"#{grid_id} .ag-center-cols-container [col-id='{col}']"
-    )
+    cells = browser.find_elements(By.CSS_SELECTOR, f"#{grid_id} td[data-dash-column='{col}']")
     return [c.text for c in cells]
 
 
@@ -269,8 +267,8 @@ def test_forged_callback_over_http_gets_no_other_department(console_url: Any) ->
     url, _, _ = console_url
     body = {
         "output": "..dept-status.children...dept-kpis.children...dept-borrowing.children..."
-        "dept-quota.figure...dept-sku.figure...dept-history.figure...dept-quota-table.rowData..."
-        "dept-waste-table.rowData...dept-denials-table.rowData..",
+        "dept-quota.figure...dept-sku.figure...dept-history.figure...dept-quota-table.data..."
+        "dept-waste-table.data...dept-denials-table.data..",
         "outputs": [
             {"id": i, "property": p}
             for i, p in [
@@ -280,9 +278,9 @@ def test_forged_callback_over_http_gets_no_other_department(console_url: Any) ->
                 ("dept-quota", "figure"),
                 ("dept-sku", "figure"),
                 ("dept-history", "figure"),
-                ("dept-quota-table", "rowData"),
-                ("dept-waste-table", "rowData"),
-                ("dept-denials-table", "rowData"),
+                ("dept-quota-table", "data"),
+                ("dept-waste-table", "data"),
+                ("dept-denials-table", "data"),
             ]
         ],
         "inputs": [
