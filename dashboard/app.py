@@ -124,8 +124,9 @@ def grid(
             "height": "auto",
         },
         style_cell={
-            "fontFamily": "inherit",
+            "fontFamily": views.FONT,
             "fontSize": "13px",
+            "textAlign": "left",
             "padding": "4px 8px",
             "minWidth": "80px",
             "maxWidth": "320px",
@@ -133,6 +134,7 @@ def grid(
             "textOverflow": "ellipsis",
         },
         style_cell_conditional=[
+            {"if": {"column_type": "numeric"}, "textAlign": "right"},
             {"if": {"column_id": "message"}, "whiteSpace": "normal", "minWidth": "300px"},
         ],
         style_filter={"backgroundColor": "white"},
