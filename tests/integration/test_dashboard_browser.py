@@ -177,6 +177,8 @@ def test_overview_renders_with_data_for_the_platform_admin(browser: Any, console
     # plotly.js's cartesian bundle from assets/, not Dash's full bundle (3x larger).
     assert [r for r in requests if "/assets/plotly-cartesian-" in r], requests
     assert not [r for r in requests if "plotly.min.js" in r], requests
+    # Tables are Dash's DataTable: no AG Grid script (2.2 MB) is fetched at all.
+    assert not [r for r in requests if "ag_grid" in r or "async-community" in r], requests
     screenshot(browser, "overview")
     assert severe_logs(browser) == []
 
