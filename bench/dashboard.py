@@ -5,7 +5,7 @@ real Prometheus (backfilled with promtool):
 
 * first render: headless Chromium opens the overview as a platform admin; the time
   from navigation until every figure is drawn and every table filled. Cold: the first
-  visit (nothing cached; mostly the browser parsing Dash's, AG Grid's and plotly.js's
+  visit (nothing cached; mostly the browser parsing Dash's and plotly.js's
   scripts); warm: the median of later visits (scripts cached), the figure the target
   applies to. Both are printed with the same two figures of a trivial Dash app;
 * per-callback server latency (p50/p95) of the overview, department and GPU callbacks,
@@ -64,8 +64,8 @@ OVERVIEW = [
     ("ov-history", "figure"),
     ("ov-departments", "figure"),
     ("ov-admissions", "figure"),
-    ("ov-department-table", "rowData"),
-    ("ov-waste-table", "rowData"),
+    ("ov-department-table", "data"),
+    ("ov-waste-table", "data"),
 ]
 DEPARTMENT = [
     ("dept-status", "children"),
@@ -74,15 +74,15 @@ DEPARTMENT = [
     ("dept-quota", "figure"),
     ("dept-sku", "figure"),
     ("dept-history", "figure"),
-    ("dept-quota-table", "rowData"),
-    ("dept-waste-table", "rowData"),
-    ("dept-denials-table", "rowData"),
+    ("dept-quota-table", "data"),
+    ("dept-waste-table", "data"),
+    ("dept-denials-table", "data"),
 ]
 GPUS_PAGE = [
     ("gpu-status", "children"),
     ("gpu-heatmap", "figure"),
-    ("gpu-table", "rowData"),
-    ("gpu-slices-table", "rowData"),
+    ("gpu-table", "data"),
+    ("gpu-slices-table", "data"),
     ("gpu-slices-title", "children"),
 ]
 
@@ -212,8 +212,8 @@ const loading = document.querySelectorAll('[data-dash-is-loading="true"]').lengt
 const placeholders = [...document.querySelectorAll('.annotation-text')]
     .filter(e => e.textContent === 'Loading…').length;
 const rows = Math.min(
-    document.querySelectorAll('#ov-department-table .ag-row').length,
-    document.querySelectorAll('#ov-waste-table .ag-row').length);
+    document.querySelectorAll('#ov-department-table td[data-dash-column]').length,
+    document.querySelectorAll('#ov-waste-table td[data-dash-column]').length);
 const baseline = document.getElementById('out');
 if (baseline) { return graphs.length >= 1 && baseline.textContent.startsWith('got'); }
 return graphs.length >= 4 && loading === 0 && placeholders === 0 && rows > 0;

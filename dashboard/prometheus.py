@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pydantic_core
 
 from dashboard import queries
 from dashboard.model import GpuRow, HistoryPoint, SliceSample, UsageRow
@@ -60,7 +61,9 @@ class PrometheusSource:
                 f"cannot reach {self.describe()}: {exc}", source=self.describe()
             ) from exc
         try:
-            body = reply.json()
+            # pydantic_core's Rust parser: the whole-fleet GPU page decodes 5 replies
+            # of 3,000 samples each, several times faster than the json module.
+            body = pydantic_core.from_json(reply.content)
         except ValueError:
             body = None
         if not isinstance(body, dict) or body.get("status") != "success":
@@ -204,42 +207,45 @@ class PrometheusSource:
 
     def _fleet_gpus(self) -> list[GpuRow]:
         # The whole-fleet GPU page reads 5 x (number of GPUs) samples: read them with
-        # as little Python per sample as possible (no label copies, one dict per GPU).
-        values: dict[tuple[str, str], dict[str, float]] = {}
+        # as little Python per sample as possible (one comprehension per reply, no
+        # label copies, no per-sample branches).
+        parts: dict[str, dict[tuple[str, str], float]] = {}
         ident: dict[tuple[str, str], tuple[str, str]] = {}
         for what, results in self.instant_results(queries.gpu_fleet_parts()):
-            for r in results:
-                labels = r["metric"]
-                key = (labels.get("Hostname", ""), labels.get("UUID", ""))
-                found = values.get(key)
-                if found is None:
-                    found = values[key] = {}
-                found[what] = float(r["value"][1])
-                if what == "util":
-                    ident[key] = (labels.get("gpu", ""), labels.get("modelName", ""))
-        rows = []
-        for key in sorted(values):
-            host, uuid = key
-            if not uuid:
-                continue
-            v = values[key]
-            gpu, model = ident.get(key, ("", ""))
-            util = v.get("util")
-            rows.append(
-                GpuRow(
-                    hostname=host,
-                    gpu=gpu,
-                    uuid=uuid,
-                    model=model,
-                    memory_limit_bytes=v.get("memory_limit", 0.0),
-                    compute_limit_ratio=v.get("compute_limit", 0.0),
-                    memory_used_bytes=v.get("fb_used", 0.0) * MIB,
-                    compute_used_ratio=(util or 0.0) / 100.0,
-                    slices=int(v.get("slices", 0)),
-                    util_pct=util,
-                )
+            parts[what] = {
+                (r["metric"].get("Hostname", ""), r["metric"].get("UUID", "")): float(r["value"][1])
+                for r in results
+            }
+            if what == "util":
+                ident = {
+                    (m.get("Hostname", ""), m.get("UUID", "")): (
+                        m.get("gpu", ""),
+                        m.get("modelName", ""),
+                    )
+                    for m in (r["metric"] for r in results)
+                }
+        keys = sorted(set().union(*parts.values()))
+        util = parts.get("util", {})
+        fb_used = parts.get("fb_used", {})
+        memory_limit = parts.get("memory_limit", {})
+        compute_limit = parts.get("compute_limit", {})
+        slices = parts.get("slices", {})
+        return [
+            GpuRow(
+                hostname=key[0],
+                gpu=ident.get(key, ("", ""))[0],
+                uuid=key[1],
+                model=ident.get(key, ("", ""))[1],
+                memory_limit_bytes=memory_limit.get(key, 0.0),
+                compute_limit_ratio=compute_limit.get(key, 0.0),
+                memory_used_bytes=fb_used.get(key, 0.0) * MIB,
+                compute_used_ratio=util.get(key, 0.0) / 100.0,
+                slices=int(slices.get(key, 0)),
+                util_pct=util.get(key),
             )
-        return rows
+            for key in keys
+            if key[1]
+        ]
 
     def fleet_utilisation(self) -> tuple[int, float | None]:
         per_gpu = f"max by (UUID, Hostname) ({contract.DCGM_FI_DEV_GPU_UTIL})"

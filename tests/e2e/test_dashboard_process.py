@@ -31,8 +31,8 @@ OVERVIEW = [
     ("ov-history", "figure"),
     ("ov-departments", "figure"),
     ("ov-admissions", "figure"),
-    ("ov-department-table", "rowData"),
-    ("ov-waste-table", "rowData"),
+    ("ov-department-table", "data"),
+    ("ov-waste-table", "data"),
 ]
 
 

@@ -121,9 +121,7 @@ def text_of(browser: Any, css: str) -> str:
 def grid_cells(browser: Any, grid_id: str, col: str) -> list[str]:
     from selenium.webdriver.common.by import By
 
-    cells = browser.find_elements(
-        By.CSS_SELECTOR, f"#{grid_id} .ag-center-cols-container [col-id='{col}']"
-    )
+    cells = browser.find_elements(By.CSS_SELECTOR, f"#{grid_id} td[data-dash-column='{col}']")
     return [c.text for c in cells]
 
 
@@ -179,6 +177,8 @@ def test_overview_renders_with_data_for_the_platform_admin(browser: Any, console
     # plotly.js's cartesian bundle from assets/, not Dash's full bundle (3x larger).
     assert [r for r in requests if "/assets/plotly-cartesian-" in r], requests
     assert not [r for r in requests if "plotly.min.js" in r], requests
+    # Tables are Dash's DataTable: no AG Grid script (2.2 MB) is fetched at all.
+    assert not [r for r in requests if "ag_grid" in r or "async-community" in r], requests
     screenshot(browser, "overview")
     assert severe_logs(browser) == []
 
@@ -269,8 +269,8 @@ def test_forged_callback_over_http_gets_no_other_department(console_url: Any) ->
     url, _, _ = console_url
     body = {
         "output": "..dept-status.children...dept-kpis.children...dept-borrowing.children..."
-        "dept-quota.figure...dept-sku.figure...dept-history.figure...dept-quota-table.rowData..."
-        "dept-waste-table.rowData...dept-denials-table.rowData..",
+        "dept-quota.figure...dept-sku.figure...dept-history.figure...dept-quota-table.data..."
+        "dept-waste-table.data...dept-denials-table.data..",
         "outputs": [
             {"id": i, "property": p}
             for i, p in [
@@ -280,9 +280,9 @@ def test_forged_callback_over_http_gets_no_other_department(console_url: Any) ->
                 ("dept-quota", "figure"),
                 ("dept-sku", "figure"),
                 ("dept-history", "figure"),
-                ("dept-quota-table", "rowData"),
-                ("dept-waste-table", "rowData"),
-                ("dept-denials-table", "rowData"),
+                ("dept-quota-table", "data"),
+                ("dept-waste-table", "data"),
+                ("dept-denials-table", "data"),
             ]
         ],
         "inputs": [

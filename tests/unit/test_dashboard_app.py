@@ -62,13 +62,13 @@ def callback(
 
 OVERVIEW = (
     "..ov-status.children...ov-kpis.children...ov-capacity.figure...ov-history.figure..."
-    "ov-departments.figure...ov-admissions.figure...ov-department-table.rowData..."
-    "ov-waste-table.rowData.."
+    "ov-departments.figure...ov-admissions.figure...ov-department-table.data..."
+    "ov-waste-table.data.."
 )
 DEPARTMENT = (
     "..dept-status.children...dept-kpis.children...dept-borrowing.children...dept-quota.figure..."
-    "dept-sku.figure...dept-history.figure...dept-quota-table.rowData..."
-    "dept-waste-table.rowData...dept-denials-table.rowData.."
+    "dept-sku.figure...dept-history.figure...dept-quota-table.data..."
+    "dept-waste-table.data...dept-denials-table.data.."
 )
 
 
@@ -143,9 +143,9 @@ def find(node: Any, id_: str) -> dict[str, Any] | None:
 @pytest.mark.parametrize(
     ("path", "filled"),
     [
-        pytest.param("/", ("ov-department-table", "rowData"), id="overview"),
-        pytest.param("/departments", ("dept-quota-table", "rowData"), id="department"),
-        pytest.param("/gpus", ("gpu-table", "rowData"), id="gpus"),
+        pytest.param("/", ("ov-department-table", "data"), id="overview"),
+        pytest.param("/departments", ("dept-quota-table", "data"), id="department"),
+        pytest.param("/gpus", ("gpu-table", "data"), id="gpus"),
     ],
 )
 def test_layout_arrives_with_the_viewers_page_filled(
@@ -216,7 +216,7 @@ def test_forged_gpu_filter_gets_no_data(client: Any, world: Any) -> None:
     other_gpu = next(s.uuid for s in fleet.slices if s.department != MINE)
     reply = callback(
         client,
-        "..gpu-status.children...gpu-heatmap.figure...gpu-table.rowData...gpu-slices-table.rowData...gpu-slices-title.children..",
+        "..gpu-status.children...gpu-heatmap.figure...gpu-table.data...gpu-slices-table.data...gpu-slices-title.children..",
         [
             ("gpu-department", "value", "nlp"),
             ("gpu-selected", "data", other_gpu),
