@@ -229,43 +229,31 @@ class LedgerWriter:
             item.future.set_result(None)
 
 
-class InlineWriter:
-    """Group commit on the running event loop, never waiting for a lock (SQLite).
+_Reserving = tuple[Org, ledger.ReserveRequest, "asyncio.Future[Any]"]
+_Denying = tuple[ledger.Denial, "asyncio.Future[Any]"]
 
-    :meth:`reserve` and :meth:`record_denial` return asyncio futures; the first write
-    schedules a flush on the ``turns``-th turn of the loop from then (sooner when
-    ``max_group`` writes wait), which commits every write queued by then in one
-    transaction per organisation (at most ``max_group`` each). A turn of a loop with
-    work ready takes microseconds, so waiting a few costs a lone request nothing, while
-    under load the requests that the loop is reading meanwhile join the group: with 32
-    connections the groups grew from 10 to 30, and each reservation's share of the
-    transaction's fixed cost fell accordingly.
-    A group that finds the write lock taken is handed to ``fallback`` whole."""
 
-    def __init__(
-        self,
-        store: Store,
-        fallback: LedgerWriter,
-        *,
-        max_group: int = DEFAULT_MAX_GROUP,
-        turns: int = DEFAULT_TURNS,
-    ) -> None:
-        if turns < 1:
-            raise ValueError("an InlineWriter flushes after one turn of the loop at the soonest")
+class _LoopGroups:
+    """Writes queued on the running event loop and taken in groups on the ``turns``-th
+    turn of the loop from the first one (sooner when ``max_group`` reservations wait).
+
+    A turn of a loop with work ready takes microseconds, so waiting a few costs a lone
+    request nothing, while under load the requests that the loop is reading meanwhile
+    join the group: with 32 connections the groups grew from 10 to 30, and each
+    reservation's share of the transaction's fixed cost fell accordingly. Subclasses
+    write the groups (:meth:`_write_groups`) and answer every future."""
+
+    def __init__(self, store: Store, *, max_group: int, turns: int) -> None:
+        if max_group < 1 or turns < 1:
+            raise ValueError("a group holds one write at least, after one turn at the soonest")
         self.store = store
-        self.fallback = fallback
         self.max_group = max_group
         self.turns = turns
-        self._reserves: list[tuple[Org, ledger.ReserveRequest, asyncio.Future[Any]]] = []
-        self._denials: list[tuple[ledger.Denial, asyncio.Future[Any]]] = []
+        self._reserves: list[_Reserving] = []
+        self._denials: list[_Denying] = []
         self._scheduled = False
         self.groups = 0
-        """Transactions tried on the loop so far (reservations and denials); a group
-        handed over to the fallback thread is counted there instead."""
         self.requests = 0
-        """Writes they carried."""
-        self.handed_over = 0
-        """Groups that found the lock taken and went to the fallback thread."""
 
     def reserve(
         self, org: Org, request: ledger.ReserveRequest
@@ -273,20 +261,24 @@ class InlineWriter:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ledger.Reservation] = loop.create_future()
         self._reserves.append((org, request, future))
-        self._schedule(loop)
+        self._schedule(loop, self.turns)
         return future
 
     def record_denial(self, denial: ledger.Denial) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._denials.append((denial, future))
-        self._schedule(loop)
+        self._schedule(loop, self.turns)
         return future
 
-    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
-        if not self._scheduled:
+    def _ready(self) -> bool:
+        """Whether a group may be taken now (else the writes wait and form the next)."""
+        return True
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop, turns: int) -> None:
+        if not self._scheduled and self._ready():
             self._scheduled = True
-            loop.call_soon(self._flush, loop, self.turns)
+            loop.call_soon(self._flush, loop, turns)
 
     def _flush(self, loop: asyncio.AbstractEventLoop, turns: int) -> None:
         if turns > 1 and len(self._reserves) < self.max_group:
@@ -299,28 +291,78 @@ class InlineWriter:
         # a caller that went away (its request was cancelled) is not written
         reserves = [r for r in reserves if not r[2].done()]
         denials = [d for d in denials if not d[1].done()]
+        if not reserves and not denials:
+            return
         try:
-            start = 0
-            for end in range(1, len(reserves) + 1):
-                if (
-                    end == len(reserves)
-                    or reserves[end][0] is not reserves[start][0]
-                    or end - start == self.max_group
-                ):
-                    self._reserve(loop, reserves[start:end])
-                    start = end
-            if denials:
-                self._deny(loop, denials)
-        except Exception as exc:  # never leave a caller waiting forever
+            self._write_groups(loop, reserves, denials)
+        except Exception as exc:  # a bug: never leave a caller waiting forever
             log.exception("ledger writer failed on a group of %d", len(reserves) + len(denials))
-            for future in [r[2] for r in reserves] + [d[1] for d in denials]:
-                if not future.done():
-                    future.set_exception(exc)
+            _fail([r[2] for r in reserves] + [d[1] for d in denials], exc)
+
+    def _write_groups(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        reserves: Sequence[_Reserving],
+        denials: Sequence[_Denying],
+    ) -> None:
+        raise NotImplementedError
+
+    def _groups(self, reserves: Sequence[_Reserving]) -> list[Sequence[_Reserving]]:
+        """``reserves`` cut into transactions: one organisation (a new configuration
+        revision starts a new one) and ``max_group`` reservations at most each."""
+        groups: list[Sequence[_Reserving]] = []
+        start = 0
+        for end in range(1, len(reserves) + 1):
+            if (
+                end == len(reserves)
+                or reserves[end][0] is not reserves[start][0]
+                or end - start == self.max_group
+            ):
+                groups.append(reserves[start:end])
+                start = end
+        return groups
+
+
+class InlineWriter(_LoopGroups):
+    """Group commit on the running event loop, never waiting for a lock (SQLite).
+
+    :meth:`reserve` and :meth:`record_denial` return asyncio futures; each group (see
+    :class:`_LoopGroups`) is one transaction per organisation, written on the loop. A
+    group that finds the write lock taken is handed to ``fallback`` whole."""
+
+    def __init__(
+        self,
+        store: Store,
+        fallback: LedgerWriter,
+        *,
+        max_group: int = DEFAULT_MAX_GROUP,
+        turns: int = DEFAULT_TURNS,
+    ) -> None:
+        super().__init__(store, max_group=max_group, turns=turns)
+        self.fallback = fallback
+        self.groups = 0
+        """Transactions tried on the loop so far (reservations and denials); a group
+        handed over to the fallback thread is counted there instead."""
+        self.requests = 0
+        """Writes they carried."""
+        self.handed_over = 0
+        """Groups that found the lock taken and went to the fallback thread."""
+
+    def _write_groups(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        reserves: Sequence[_Reserving],
+        denials: Sequence[_Denying],
+    ) -> None:
+        for group in self._groups(reserves):
+            self._reserve(loop, group)
+        if denials:
+            self._deny(loop, denials)
 
     def _reserve(
         self,
         loop: asyncio.AbstractEventLoop,
-        items: Sequence[tuple[Org, ledger.ReserveRequest, asyncio.Future[Any]]],
+        items: Sequence[_Reserving],
     ) -> None:
         self.groups += 1
         self.requests += len(items)
@@ -349,7 +391,7 @@ class InlineWriter:
     def _deny(
         self,
         loop: asyncio.AbstractEventLoop,
-        items: Sequence[tuple[ledger.Denial, asyncio.Future[Any]]],
+        items: Sequence[_Denying],
     ) -> None:
         self.groups += 1
         self.requests += len(items)
@@ -368,7 +410,7 @@ class InlineWriter:
             future.set_result(None)
 
 
-class ThreadGroupWriter:
+class ThreadGroupWriter(_LoopGroups):
     """Group commit whose groups form on an event loop and are written by threads
     (PostgreSQL, whose statements wait on the network).
 
@@ -387,79 +429,50 @@ class ThreadGroupWriter:
         max_group: int = DEFAULT_MAX_GROUP,
         turns: int = DEFAULT_TURNS,
     ) -> None:
-        if threads < 1 or max_group < 1 or turns < 1:
-            raise ValueError("a ThreadGroupWriter needs a thread, a group of one, a turn")
-        self.store = store
+        if threads < 1:
+            raise ValueError("a ThreadGroupWriter needs a thread")
+        super().__init__(store, max_group=max_group, turns=turns)
         self.threads = threads
-        self.max_group = max_group
-        self.turns = turns
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="gpupool-ledger-group")
-        self._reserves: list[tuple[Org, ledger.ReserveRequest, asyncio.Future[Any]]] = []
-        self._denials: list[tuple[ledger.Denial, asyncio.Future[Any]]] = []
-        self._scheduled = False
         self._writing = 0
         self.groups = 0
         """Groups handed to the threads so far (each one transaction or more)."""
         self.requests = 0
         """Writes they carried."""
 
-    def reserve(
-        self, org: Org, request: ledger.ReserveRequest
-    ) -> asyncio.Future[ledger.Reservation]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[ledger.Reservation] = loop.create_future()
-        self._reserves.append((org, request, future))
-        self._schedule(loop, self.turns)
-        return future
-
-    def record_denial(self, denial: ledger.Denial) -> asyncio.Future[None]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._denials.append((denial, future))
-        self._schedule(loop, self.turns)
-        return future
-
     def close(self) -> None:
         """Wait for the groups being written, then stop the threads."""
         self._executor.shutdown(wait=True)
 
-    def _schedule(self, loop: asyncio.AbstractEventLoop, turns: int) -> None:
+    def _ready(self) -> bool:
         # while every thread is busy, writes wait and form the next group
-        if not self._scheduled and self._writing < self.threads:
-            self._scheduled = True
-            loop.call_soon(self._flush, loop, turns)
+        return self._writing < self.threads
 
-    def _flush(self, loop: asyncio.AbstractEventLoop, turns: int) -> None:
-        if turns > 1 and len(self._reserves) < self.max_group:
-            loop.call_soon(self._flush, loop, turns - 1)
-            return
-        self._scheduled = False
-        reserves = [r for r in self._reserves[: self.max_group] if not r[2].done()]
-        del self._reserves[: self.max_group]
-        denials, self._denials = [d for d in self._denials if not d[1].done()], []
-        if not reserves and not denials:
-            return
+    def _write_groups(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        reserves: Sequence[_Reserving],
+        denials: Sequence[_Denying],
+    ) -> None:
+        taken, rest = reserves[: self.max_group], reserves[self.max_group :]
+        self._reserves[:0] = rest  # more than a group was waiting: the next one
         self._writing += 1
         self.groups += 1
-        self.requests += len(reserves) + len(denials)
-        written = loop.run_in_executor(self._executor, self._write, reserves, denials)
-        written.add_done_callback(lambda done: self._answer(loop, reserves, denials, done))
-        if self._reserves:  # more than a group was waiting
+        self.requests += len(taken) + len(denials)
+        written = loop.run_in_executor(self._executor, self._write, taken, denials)
+        written.add_done_callback(lambda done: self._answer(loop, taken, denials, done))
+        if self._reserves:
             self._schedule(loop, 1)
 
     def _write(
         self,
-        reserves: Sequence[tuple[Org, ledger.ReserveRequest, asyncio.Future[Any]]],
-        denials: Sequence[tuple[ledger.Denial, asyncio.Future[Any]]],
+        reserves: Sequence[_Reserving],
+        denials: Sequence[_Denying],
     ) -> tuple[list[ledger.Reservation | Exception], Exception | None]:
         """In a thread: one transaction per organisation, one for the denials."""
         outcomes: list[ledger.Reservation | Exception] = []
-        start = 0
-        for end in range(1, len(reserves) + 1):
-            if end == len(reserves) or reserves[end][0] is not reserves[start][0]:
-                requests = [r[1] for r in reserves[start:end]]
-                outcomes.extend(reserve_group(self.store, reserves[start][0], requests))
-                start = end
+        for group in self._groups(reserves):
+            outcomes.extend(reserve_group(self.store, group[0][0], [r[1] for r in group]))
         denied: Exception | None = None
         if denials:
             try:
@@ -471,8 +484,8 @@ class ThreadGroupWriter:
     def _answer(
         self,
         loop: asyncio.AbstractEventLoop,
-        reserves: Sequence[tuple[Org, ledger.ReserveRequest, asyncio.Future[Any]]],
-        denials: Sequence[tuple[ledger.Denial, asyncio.Future[Any]]],
+        reserves: Sequence[_Reserving],
+        denials: Sequence[_Denying],
         done: asyncio.Future[tuple[list[ledger.Reservation | Exception], Exception | None]],
     ) -> None:
         self._writing -= 1
@@ -498,6 +511,12 @@ class ThreadGroupWriter:
                     future.set_result(None)
         if self._reserves or self._denials:
             self._schedule(loop, 1)
+
+
+def _fail(futures: Sequence[asyncio.Future[Any]], exc: BaseException) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(exc)
 
 
 def _chain(
