@@ -176,10 +176,18 @@ class Store:
         except StoreError:
             raise
         except (DBAPIError, OSError) as exc:
-            if busy and isinstance(exc, OperationalError) and "locked" in str(exc.orig):
+            locked = isinstance(exc, OperationalError) and "locked" in str(exc.orig)
+            if busy and locked:
                 raise StoreBusy(
                     f"the governance store ({self.safe_url}) is locked by another writer. "
                     "Nothing was recorded."
+                ) from exc
+            if locked:  # waited the whole busy timeout: reachable, but not writable now
+                raise StoreUnavailable(
+                    f"the governance store ({self.safe_url}) stayed locked by another "
+                    f"writer for the whole busy timeout ({BUSY_TIMEOUT_MS / 1000:g} s): "
+                    f"{_first_line(exc)}. Nothing was recorded; find the process that "
+                    "holds the write lock (a stuck `gpupool apply`, a backup) and retry."
                 ) from exc
             if _is_disconnect(exc) or isinstance(exc, OSError):
                 raise StoreUnavailable(

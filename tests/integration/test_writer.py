@@ -600,3 +600,22 @@ def test_a_loop_group_writer_that_fails_unexpectedly_answers_every_caller(
         answers = asyncio.run(asyncio.wait_for(main(), WAIT_S))
     assert [str(a) for a in answers] == ["a bug in the writer"] * 3
     assert ledger.list_allocations(sqlite_store) == []
+
+
+def test_a_writer_that_waits_out_the_busy_timeout_is_told_the_store_is_locked(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waiting (the default) ends after the busy timeout, shortened here: the store is
+    reachable, and the error says it stayed locked and what to look for."""
+    import governance.store as store_module
+
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 50)
+    store = Store(sqlite_url)
+    lock = L.WriteLock(store)
+    try:
+        locked = r"stayed locked by another writer.*0\.05 s"
+        with pytest.raises(StoreUnavailable, match=locked), store.write() as conn:
+            conn.execute(sa.delete(schema.denials))
+    finally:
+        lock.release()
+        store.close()
