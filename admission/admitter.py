@@ -231,9 +231,7 @@ class Admitter:
             except StopIteration as done:
                 answer: Response = done.value
                 return answer
-        except StoreError as exc:  # StoreUnavailable included
-            return _store_down(pod, str(exc))
-        except ConfigError as exc:
+        except (StoreError, ConfigError) as exc:  # StoreUnavailable included
             return _store_down(pod, str(exc))
 
     async def admit_async(self, request: Request, pod: Pod) -> Response:
@@ -252,9 +250,7 @@ class Admitter:
             except StopIteration as done:
                 answer: Response = done.value
                 return answer
-        except StoreError as exc:
-            return _store_down(pod, str(exc))
-        except ConfigError as exc:
+        except (StoreError, ConfigError) as exc:
             return _store_down(pod, str(exc))
 
     # -- the store, for the steps of _create -------------------------------------------
@@ -282,17 +278,17 @@ class Admitter:
             if step.dry_run:
                 # dry runs are rare: a thread, so that the loop never waits for a lock
                 return await anyio.to_thread.run_sync(_dry_run, self.store, step)
-            if inline:
-                return await self.inline_writer.reserve(step.org, step.request)
-            return await self.group_writer.reserve(step.org, step.request)
+            return await self._loop_writer(inline).reserve(step.org, step.request)
         try:
-            if inline:
-                await self.inline_writer.record_denial(step)
-            else:
-                await self.group_writer.record_denial(step)
+            await self._loop_writer(inline).record_denial(step)
         except StoreError as exc:  # the answer stands; the audit trail missed one
             log.warning("could not record a denial: %s", exc)
         return None
+
+    def _loop_writer(
+        self, inline: bool
+    ) -> group_commit.InlineWriter | group_commit.ThreadGroupWriter:
+        return self.inline_writer if inline else self.group_writer
 
     def warm_up(self) -> None:
         """Load the current organisation's policies and build every department's

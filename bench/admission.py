@@ -281,15 +281,11 @@ def cpu_seconds(pid: int) -> float:
 
 def wait_idle(pid: int, timeout_s: float = 5.0) -> None:
     """Until the process uses under a tenth of a core over 0.3 s (Linux /proc)."""
-
-    def cpu() -> float:
-        return cpu_seconds(pid)
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        used = cpu()
+        used = cpu_seconds(pid)
         time.sleep(0.3)
-        if cpu() - used < 0.03:
+        if cpu_seconds(pid) - used < 0.03:
             return
 
 

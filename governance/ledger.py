@@ -346,10 +346,8 @@ def _driver_sql(conn: Connection) -> _DriverSql:
 
 
 def _rows_to_usage(rows: Iterable[Any]) -> dict[str, Resources]:
-    return {
-        r.scope: Resources(slices=r.slices, memory_mib=r.memory_mib, compute_pct=r.compute_pct)
-        for r in rows
-    }
+    """Rows of (scope, slices, memory_mib, compute_pct), by scope."""
+    return {scope: Resources(slices=s, memory_mib=m, compute_pct=c) for scope, s, m, c in rows}
 
 
 def _lock_usage(store: Store, conn: Connection, keys: Sequence[str]) -> dict[str, Resources]:
@@ -368,10 +366,7 @@ def _lock_usage(store: Store, conn: Connection, keys: Sequence[str]) -> dict[str
 def _read_usage_rows(conn: Connection, ordered: Sequence[str]) -> dict[str, Resources]:
     sql = _driver_sql(conn)
     statement = sql.lock_usage.format(marks=", ".join(sql.placeholder for _ in ordered))
-    return {
-        scope: Resources(slices=s, memory_mib=m, compute_pct=c)
-        for scope, s, m, c in conn.exec_driver_sql(statement, tuple(ordered)).all()
-    }
+    return _rows_to_usage(conn.exec_driver_sql(statement, tuple(ordered)).all())
 
 
 def _add_usage(conn: Connection, keys: Sequence[str], delta: Resources) -> None:
@@ -581,7 +576,7 @@ def _reserve_in(
             "borrowed_memory_mib": decision.borrowed.memory_mib,
             "borrowed_compute_pct": decision.borrowed.compute_pct,
             "subject": request.subject,
-            "grants": {name: _grant_dict(g) for name, g in request.grants.items()},
+            "grants": {name: g.as_dict() for name, g in request.grants.items()},
             "created_at": now,
             "expires_at": now + request.ttl,
             "bound_at": None,
@@ -612,10 +607,6 @@ def _reserve_in(
     if denials:
         conn.execute(_INSERT_DENIAL, denials)
     return out
-
-
-def _grant_dict(g: SliceGrant) -> dict[str, Any]:
-    return g.as_dict()
 
 
 def _locked_allocation(store: Store, conn: Connection, allocation_id: str) -> Allocation:

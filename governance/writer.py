@@ -35,10 +35,10 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from governance import ledger
 from governance.errors import StoreBusy, StoreUnavailable
@@ -46,6 +46,8 @@ from governance.model import Org
 from governance.store import Store
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 DEFAULT_MAX_GROUP: Final = 64
 """Requests committed in one transaction at most (a bound on one group's latency)."""
@@ -189,8 +191,7 @@ class LedgerWriter:
             except BaseException as exc:  # never leave a caller waiting forever
                 log.exception("ledger writer failed on a group of %d", len(group))
                 for item in group:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
+                    _settle(item.future, exc)
             if stop:
                 return
 
@@ -200,33 +201,24 @@ class LedgerWriter:
             self.requests += len(group)
         denials = [i for i in group if isinstance(i, _Deny)]
         reserves = [i for i in group if isinstance(i, _Reserve)]
-        # Requests decided against one organisation go together; a new configuration
-        # revision mid-group starts a new transaction.
-        start = 0
-        for end in range(1, len(reserves) + 1):
-            if end == len(reserves) or reserves[end].org is not reserves[start].org:
-                self._reserve(reserves[start:end])
-                start = end
+        for items in _by_org(reserves, lambda r: r.org, self.max_group):
+            self._reserve(items)
         if denials:
             self._deny(denials)
 
     def _reserve(self, items: Sequence[_Reserve]) -> None:
         outcomes = reserve_group(self.store, items[0].org, [i.request for i in items])
         for item, outcome in zip(items, outcomes, strict=True):
-            if isinstance(outcome, BaseException):
-                item.future.set_exception(outcome)
-            else:
-                item.future.set_result(outcome)
+            _settle(item.future, outcome)
 
     def _deny(self, items: Sequence[_Deny]) -> None:
+        outcome: Exception | None = None
         try:
             ledger.record_denials(self.store, [i.denial for i in items])
         except Exception as exc:
-            for item in items:
-                item.future.set_exception(exc)
-            return
+            outcome = exc
         for item in items:
-            item.future.set_result(None)
+            _settle(item.future, outcome)
 
 
 _Reserving = tuple[Org, ledger.ReserveRequest, "asyncio.Future[Any]"]
@@ -308,19 +300,7 @@ class _LoopGroups:
         raise NotImplementedError
 
     def _groups(self, reserves: Sequence[_Reserving]) -> list[Sequence[_Reserving]]:
-        """``reserves`` cut into transactions: one organisation (a new configuration
-        revision starts a new one) and ``max_group`` reservations at most each."""
-        groups: list[Sequence[_Reserving]] = []
-        start = 0
-        for end in range(1, len(reserves) + 1):
-            if (
-                end == len(reserves)
-                or reserves[end][0] is not reserves[start][0]
-                or end - start == self.max_group
-            ):
-                groups.append(reserves[start:end])
-                start = end
-        return groups
+        return _by_org(reserves, lambda r: r[0], self.max_group)
 
 
 class InlineWriter(_LoopGroups):
@@ -375,12 +355,8 @@ class InlineWriter(_LoopGroups):
             for org, request, future in busy:
                 _chain(loop, self.fallback.reserve(org, request), future)
         for (*_, future), outcome in zip(items, outcomes, strict=True):
-            if isinstance(outcome, StoreBusy):
-                continue
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+            if not isinstance(outcome, StoreBusy):
+                _settle(future, outcome)
 
     def _handed_over(self, writes: int) -> None:
         # counted by the thread that writes them, not here as well
@@ -403,11 +379,10 @@ class InlineWriter(_LoopGroups):
                 _chain(loop, self.fallback.record_denial(denial), future)
             return
         except Exception as exc:
-            for _, future in items:
-                future.set_exception(exc)
+            _fail([future for _, future in items], exc)
             return
         for _, future in items:
-            future.set_result(None)
+            _settle(future, None)
 
 
 class ThreadGroupWriter(_LoopGroups):
@@ -497,26 +472,39 @@ class ThreadGroupWriter(_LoopGroups):
         else:
             outcomes, denied = done.result()
         for (*_, future), outcome in zip(reserves, outcomes, strict=True):
-            if future.done():  # its caller went away meanwhile
-                continue
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+            _settle(future, outcome)  # left alone if its caller went away meanwhile
         for _, future in denials:
-            if not future.done():
-                if denied is not None:
-                    future.set_exception(denied)
-                else:
-                    future.set_result(None)
+            _settle(future, denied)
         if self._reserves or self._denials:
             self._schedule(loop, 1)
 
 
+def _settle(future: Future[Any] | asyncio.Future[Any], outcome: object) -> None:
+    """An exception as the future's error, anything else as its result; a future
+    already done (its caller went away) is left alone."""
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
 def _fail(futures: Sequence[asyncio.Future[Any]], exc: BaseException) -> None:
     for future in futures:
-        if not future.done():
-            future.set_exception(exc)
+        _settle(future, exc)
+
+
+def _by_org(items: Sequence[_T], org: Callable[[_T], Org], size: int) -> list[Sequence[_T]]:
+    """``items`` cut into transactions: one organisation each (a new configuration
+    revision starts a new one) and ``size`` items at most."""
+    groups: list[Sequence[_T]] = []
+    start = 0
+    for end in range(1, len(items) + 1):
+        if end == len(items) or org(items[end]) is not org(items[start]) or end - start == size:
+            groups.append(items[start:end])
+            start = end
+    return groups
 
 
 def _chain(
@@ -525,13 +513,8 @@ def _chain(
     """Settle ``target`` (on ``loop``) as ``source`` (in a writer thread) settles."""
 
     def copy(done: Future[Any]) -> None:
-        if target.done():
-            return
         exc = done.exception()
-        if exc is not None:
-            target.set_exception(exc)
-        else:
-            target.set_result(done.result())
+        _settle(target, exc if exc is not None else done.result())
 
     source.add_done_callback(lambda done: loop.call_soon_threadsafe(copy, done))
 

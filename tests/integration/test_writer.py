@@ -81,22 +81,13 @@ def sqlite_store(sqlite_url: str) -> Iterator[Store]:
         s.close()
 
 
-@contextlib.contextmanager
-def ledger_writer(store: Store, **kwargs: Any) -> Iterator[LedgerWriter]:
-    writer = LedgerWriter(store, **kwargs)
-    try:
-        yield writer
-    finally:
-        writer.close()
-
-
 # -- LedgerWriter ---------------------------------------------------------------------
 
 
 def test_threads_submitting_together_get_exactly_the_quota_in_groups(store: Store) -> None:
     threads = 1 if store.is_sqlite else 2  # as the admitter chooses
     submitters, per_submitter = 6, 8
-    with ledger_writer(store, threads=threads) as writer:
+    with contextlib.closing(LedgerWriter(store, threads=threads)) as writer:
         lock = L.WriteLock(store)
         try:
             futures: list[Future[ledger.Reservation]] = []
@@ -136,7 +127,7 @@ def test_threads_submitting_together_get_exactly_the_quota_in_groups(store: Stor
 
 def test_a_bad_request_fails_alone_and_the_rest_of_its_group_is_reserved(store: Store) -> None:
     assert L.reserve_one(store, ORG, request("taken", allocation_id="alloc-taken")).allowed
-    with ledger_writer(store) as writer:
+    with contextlib.closing(LedgerWriter(store)) as writer:
         lock = L.WriteLock(store)
         try:
             first = writer.reserve(ORG, request("first"))
@@ -216,7 +207,7 @@ def test_unreachable_store_fails_every_request_of_the_group_at_once() -> None:
     )
     store = Store(url, migrate=False)
     try:
-        with ledger_writer(store) as writer:
+        with contextlib.closing(LedgerWriter(store)) as writer:
             first = writer.reserve(ORG, request("first"))
             wait_running(first)  # its connection hangs: the rest queue behind it
             group = [writer.reserve(ORG, request(f"r{i}")) for i in range(4)]
@@ -269,7 +260,7 @@ def test_close_writes_what_is_queued(store: Store) -> None:
 
 def test_a_future_cancelled_before_its_turn_is_not_written(store: Store) -> None:
     # max_group=1: "first" is a group of its own, so "cancelled" is still queued
-    with ledger_writer(store, max_group=1) as writer:
+    with contextlib.closing(LedgerWriter(store, max_group=1)) as writer:
         lock = L.WriteLock(store)
         try:
             first = writer.reserve(ORG, request("first"))
@@ -295,7 +286,7 @@ def test_reserves_queued_in_one_loop_turn_are_one_transaction(sqlite_store: Stor
         departments=[make_department("ml", quota=Limits.of(slices=3))],
         queues=[make_queue("train")],
     )
-    with ledger_writer(sqlite_store) as fallback:
+    with contextlib.closing(LedgerWriter(sqlite_store)) as fallback:
         inline = InlineWriter(sqlite_store, fallback)
 
         async def main() -> list[ledger.Reservation]:
@@ -322,7 +313,7 @@ def test_writes_queued_within_the_turns_join_one_group_and_later_ones_do_not(
         departments=[make_department("ml", quota=Limits.of(slices=10))],
         queues=[make_queue("train")],
     )
-    with ledger_writer(sqlite_store) as fallback:
+    with contextlib.closing(LedgerWriter(sqlite_store)) as fallback:
         inline = InlineWriter(sqlite_store, fallback, turns=3)
 
         async def after(turns: int, uid: str) -> ledger.Reservation:
@@ -349,7 +340,7 @@ def test_writes_queued_within_the_turns_join_one_group_and_later_ones_do_not(
 def test_inline_groups_are_cut_at_max_group_and_skip_cancelled_callers(
     sqlite_store: Store,
 ) -> None:
-    with ledger_writer(sqlite_store) as fallback:
+    with contextlib.closing(LedgerWriter(sqlite_store)) as fallback:
         inline = InlineWriter(sqlite_store, fallback, max_group=2)
 
         async def main() -> list[ledger.Reservation]:
@@ -379,7 +370,7 @@ def test_locked_group_goes_to_the_thread_and_the_loop_keeps_running(
         lock.release()
 
     releaser = threading.Thread(target=release_once_the_loop_ticked)
-    with ledger_writer(sqlite_store) as fallback:
+    with contextlib.closing(LedgerWriter(sqlite_store)) as fallback:
         inline = InlineWriter(sqlite_store, fallback, turns=1)
 
         async def main() -> tuple[int, list[ledger.Reservation]]:
@@ -451,7 +442,7 @@ def test_locked_denials_go_to_the_thread_and_are_counted_as_handed_over(
     sqlite_store: Store,
 ) -> None:
     lock = L.WriteLock(sqlite_store)
-    with ledger_writer(sqlite_store) as fallback:
+    with contextlib.closing(LedgerWriter(sqlite_store)) as fallback:
         inline = InlineWriter(sqlite_store, fallback, turns=1)
 
         async def main() -> None:
@@ -496,7 +487,7 @@ def test_a_flush_that_fails_unexpectedly_answers_every_caller(
     def broken(*_args: object) -> None:
         raise RuntimeError("a bug in the writer")
 
-    with ledger_writer(sqlite_store) as fallback:
+    with contextlib.closing(LedgerWriter(sqlite_store)) as fallback:
         inline = InlineWriter(sqlite_store, fallback, turns=1)
         monkeypatch.setattr(inline, "_reserve", broken)
 
@@ -512,19 +503,10 @@ def test_a_flush_that_fails_unexpectedly_answers_every_caller(
 # -- ThreadGroupWriter -------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def group_writer(store: Store, **kwargs: Any) -> Iterator[ThreadGroupWriter]:
-    writer = ThreadGroupWriter(store, **kwargs)
-    try:
-        yield writer
-    finally:
-        writer.close()
-
-
 def test_loop_groups_written_by_threads_get_exactly_the_quota(store: Store) -> None:
     """48 reservations queued on the loop against a ceiling of 15: exactly 15 admitted,
     in fewer transactions than reservations, whatever the threads' interleaving."""
-    with group_writer(store, threads=2) as writer:
+    with contextlib.closing(ThreadGroupWriter(store, threads=2)) as writer:
 
         async def main() -> list[ledger.Reservation]:
             futures = [writer.reserve(ORG, request(f"g{i}")) for i in range(48)]
@@ -540,7 +522,7 @@ def test_loop_groups_written_by_threads_get_exactly_the_quota(store: Store) -> N
 
 def test_loop_group_with_one_bad_request_fails_only_that_one(store: Store) -> None:
     assert L.reserve_one(store, ORG, request("taken", allocation_id="alloc-taken")).allowed
-    with group_writer(store, threads=1) as writer:
+    with contextlib.closing(ThreadGroupWriter(store, threads=1)) as writer:
 
         async def main() -> list[Any]:
             futures = [
@@ -559,7 +541,7 @@ def test_loop_group_with_one_bad_request_fails_only_that_one(store: Store) -> No
 def test_loop_group_writer_skips_cancelled_callers_and_answers_denials(
     sqlite_store: Store,
 ) -> None:
-    with group_writer(sqlite_store, threads=1, turns=1) as writer:
+    with contextlib.closing(ThreadGroupWriter(sqlite_store, threads=1, turns=1)) as writer:
 
         async def main() -> tuple[ledger.Reservation, bool]:
             kept = writer.reserve(ORG, request("kept"))
@@ -590,7 +572,7 @@ def test_a_loop_group_writer_that_fails_unexpectedly_answers_every_caller(
     def broken(*_args: object) -> None:
         raise RuntimeError("a bug in the writer")
 
-    with group_writer(sqlite_store, threads=1) as writer:
+    with contextlib.closing(ThreadGroupWriter(sqlite_store, threads=1)) as writer:
         monkeypatch.setattr(writer, "_write", broken)
 
         async def main() -> list[BaseException | ledger.Reservation]:
