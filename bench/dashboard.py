@@ -9,7 +9,10 @@ real Prometheus (backfilled with promtool):
   scripts); warm: the median of later visits (scripts cached), the figure the target
   applies to. Both are printed with the same two figures of a trivial Dash app;
 * per-callback server latency (p50/p95) of the overview, department and GPU callbacks,
-  for a platform admin and for a department admin, through Flask's test client;
+  for a platform admin and for a department admin, through Flask's test client; the
+  GPU page has three: the heat map, a page of the GPU table (in its default order, and
+  sorted by memory used, which reads that figure of every GPU) and the slices of a
+  clicked GPU;
 * a baseline in the same run: a trivial Dash callback (returns a string) served the
   same way, so that the ratio survives a noisy, shared machine;
 * what a page sends: figure JSON bytes per page and WebGL traces per page.
@@ -78,13 +81,29 @@ DEPARTMENT = [
     ("dept-waste-table", "data"),
     ("dept-denials-table", "data"),
 ]
-GPUS_PAGE = [
-    ("gpu-status", "children"),
-    ("gpu-heatmap", "figure"),
+GPUS_PAGE = [("gpu-status", "children"), ("gpu-heatmap", "figure")]
+GPU_TABLE = [
     ("gpu-table", "data"),
+    ("gpu-table", "page_count"),
+    ("gpu-table-status", "children"),
+    ("gpu-table", "page_current"),
+]
+GPU_SLICES = [
+    ("gpu-slices-status", "children"),
     ("gpu-slices-table", "data"),
     ("gpu-slices-title", "children"),
 ]
+
+
+def table_inputs(sort_by: list[dict[str, str]] | None = None) -> list[tuple[str, str, Any]]:
+    return [
+        ("gpu-department", "value", "*"),
+        ("gpu-table", "page_current", 0),
+        ("gpu-table", "page_size", 20),
+        ("gpu-table", "sort_by", sort_by or []),
+        ("gpu-table", "filter_query", ""),
+        ("tick", "n_intervals", 0),
+    ]
 
 
 def body(outputs: list[tuple[str, str]], inputs: list[tuple[str, str, Any]]) -> dict[str, Any]:
@@ -273,8 +292,9 @@ def screenshots(driver: Any, url: str, folder: Path, user: dict[str, str]) -> li
     return saved
 
 
-def measure_callbacks(app: dash.Dash, reps: int, dept: str) -> dict[str, Any]:
+def measure_callbacks(app: dash.Dash, reps: int, dept: str, gpu: str) -> dict[str, Any]:
     client = app.server.test_client()
+    busiest_first = [{"column_id": "memory_used_gib", "direction": "desc"}]
     calls = {
         "overview/platform-admin": (
             body(OVERVIEW, [("range", "value", "1h"), ("tick", "n_intervals", 0)]),
@@ -300,7 +320,22 @@ def measure_callbacks(app: dash.Dash, reps: int, dept: str) -> dict[str, Any]:
                 GPUS_PAGE,
                 [
                     ("gpu-department", "value", "*"),
-                    ("gpu-selected", "data", ""),
+                    ("tick", "n_intervals", 0),
+                ],
+            ),
+            sup.PLATFORM_ADMIN,
+        ),
+        "gpu-table/platform-admin": (body(GPU_TABLE, table_inputs()), sup.PLATFORM_ADMIN),
+        "gpu-table-sorted/platform-admin": (
+            body(GPU_TABLE, table_inputs(busiest_first)),
+            sup.PLATFORM_ADMIN,
+        ),
+        "gpu-slices/platform-admin": (
+            body(
+                GPU_SLICES,
+                [
+                    ("gpu-selected", "data", gpu),
+                    ("gpu-department", "value", "*"),
                     ("tick", "n_intervals", 0),
                 ],
             ),
@@ -311,12 +346,12 @@ def measure_callbacks(app: dash.Dash, reps: int, dept: str) -> dict[str, Any]:
                 GPUS_PAGE,
                 [
                     ("gpu-department", "value", "*"),
-                    ("gpu-selected", "data", ""),
                     ("tick", "n_intervals", 0),
                 ],
             ),
             sup.dept_admin(dept),
         ),
+        "gpu-table/dept-admin": (body(GPU_TABLE, table_inputs()), sup.dept_admin(dept)),
     }
     out: dict[str, Any] = {}
     for name, (payload, headers) in calls.items():
@@ -363,6 +398,7 @@ def main() -> int:
     store = Store(f"sqlite:///{tmp / 'gpupool.db'}")
     allocations = sup.seed_ledger(store, org, fleet, bulk=True, denials_per_department=1)
     dept = sorted(org.departments)[0]
+    gpu = fleet.slices[0].uuid  # a GPU with a slice, for the slices callback
     setup_s = time.perf_counter() - t0
 
     baseline = baseline_app()
@@ -406,7 +442,7 @@ def main() -> int:
             scrape_s = time.perf_counter() - t0
             app = create_app(sup.make_console(store, org, source))
             entry: dict[str, Any] = {"scrape_s": round(scrape_s, 3)}
-            entry["callbacks"] = measure_callbacks(app, reps, dept)
+            entry["callbacks"] = measure_callbacks(app, reps, dept, gpu)
             if driver is not None:
                 with serving(app) as url:
                     cold, warm = renders(driver, url, warm_renders)
@@ -423,7 +459,7 @@ def main() -> int:
                 prom = PrometheusSource(prom_url, scrape_interval_s=30, recording_rules=True)
                 app = create_app(sup.make_console(store, org, prom))
                 entry = {"backfill_s": round(load_s, 3)}
-                entry["callbacks"] = measure_callbacks(app, reps, dept)
+                entry["callbacks"] = measure_callbacks(app, reps, dept, gpu)
                 if driver is not None:
                     with serving(app) as url:
                         cold, warm = renders(driver, url, warm_renders)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import dash
@@ -36,6 +36,7 @@ from dashboard import views
 from dashboard.access import AccessError, Scope
 from dashboard.pages import (
     DEFAULT_RANGE,
+    PAGE_ROWS,
     RANGES,
     Console,
     Kpi,
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 ASSETS = Path(__file__).with_name("assets")
 TITLE = "gpupool console"
 PAGES = (("/", "Overview"), ("/departments", "Departments"), ("/gpus", "GPUs"))
-PAGE_ROWS = 20
 GRAPH_CONFIG: Any = {"displaylogo": False, "displayModeBar": False, "responsive": True}
 
 
@@ -97,25 +97,36 @@ def grid(
     *,
     height: int = 320,
     rows: list[dict[str, Any]] | None = None,
+    server_side: bool = False,
+    page_count: int | None = None,
 ) -> DataTable:
     # Dash's DataTable rather than AG Grid: its code is a 33 KB bundle that Dash loads
     # anyway plus a 0.5 MB chunk fetched when a table is first drawn, where AG Grid
     # cost 2.2 MB of script on every page, and a page of 20 rows is a plain HTML table
-    # (no measuring pass). Sorting, filtering and paging stay in the browser.
+    # (no measuring pass). Sorting, filtering and paging stay in the browser, except
+    # for ``server_side`` tables (one per GPU of the fleet): the browser asks for each
+    # page, sorted and filtered, and only that page travels (dashboard.tables).
     defs: list[Any] = []
     for field, name in columns:
         col: dict[str, Any] = {"id": field, "name": name}
         if field in NUMERIC_FIELDS:
             col["type"] = "numeric"
         defs.append(col)
+    action: Literal["custom", "native"] = "custom" if server_side else "native"
+    paging: dict[str, Any] = (
+        {"page_current": 0, "page_count": page_count or 1, "sort_by": [], "filter_query": ""}
+        if server_side
+        else {}
+    )
     return DataTable(
         id=id_,
         columns=defs,
         data=list[Any](rows or []),
-        sort_action="native",
-        filter_action="native",
-        page_action="native",
+        sort_action=action,
+        filter_action=action,
+        page_action=action,
         page_size=PAGE_ROWS,
+        **paging,
         style_table={"maxHeight": f"{height}px", "overflowY": "auto", "overflowX": "auto"},
         style_header={
             "fontWeight": "600",
@@ -282,48 +293,57 @@ DEPARTMENT_OUTPUTS = (
 GPU_OUTPUTS = (
     ("gpu-status", "children"),
     ("gpu-heatmap", "figure"),
+)
+GPU_TABLE_OUTPUTS = (
     ("gpu-table", "data"),
+    ("gpu-table", "page_count"),
+    ("gpu-table-status", "children"),
+)
+GPU_SLICE_OUTPUTS = (
+    ("gpu-slices-status", "children"),
     ("gpu-slices-table", "data"),
     ("gpu-slices-title", "children"),
 )
 
 
 def values_of(outputs: tuple[tuple[str, str], ...], answer: tuple[Any, ...]) -> Values:
-    return {id_: value for (id_, _), value in zip(outputs, answer, strict=True)}
+    return {f"{id_}.{prop}": value for (id_, prop), value in zip(outputs, answer, strict=True)}
 
 
 def overview_page(v: Values) -> Any:
     return html.Div(
         [
             dcc.Download(id="ov-download"),
-            html.Div(v.get("ov-status"), id="ov-status"),
-            dbc.Row(v.get("ov-kpis"), id="ov-kpis", className="g-3"),
+            html.Div(v.get("ov-status.children"), id="ov-status"),
+            dbc.Row(v.get("ov-kpis.children"), id="ov-kpis", className="g-3"),
             dbc.Row(
                 [
                     dbc.Col(
                         card(
                             "Capacity: physical, sellable, allocated, used",
-                            graph("ov-capacity", 260, v.get("ov-capacity")),
+                            graph("ov-capacity", 260, v.get("ov-capacity.figure")),
                         ),
                         lg=7,
                     ),
                     dbc.Col(
                         card(
                             "Admissions and denials",
-                            graph("ov-admissions", 260, v.get("ov-admissions")),
+                            graph("ov-admissions", 260, v.get("ov-admissions.figure")),
                         ),
                         lg=5,
                     ),
                 ],
                 className="g-3",
             ),
-            card("Allocated vs used over time", graph("ov-history", 300, v.get("ov-history"))),
+            card(
+                "Allocated vs used over time", graph("ov-history", 300, v.get("ov-history.figure"))
+            ),
             dbc.Row(
                 [
                     dbc.Col(
                         card(
                             "Compute per department (top 20 by allocation)",
-                            graph("ov-departments", 320, v.get("ov-departments")),
+                            graph("ov-departments", 320, v.get("ov-departments.figure")),
                         ),
                         lg=5,
                     ),
@@ -334,7 +354,7 @@ def overview_page(v: Values) -> Any:
                                 "ov-department-table",
                                 DEPARTMENT_COLUMNS,
                                 height=420,
-                                rows=v.get("ov-department-table"),
+                                rows=v.get("ov-department-table.data"),
                             ),
                             actions=csv_button("ov", "overview-departments"),
                         ),
@@ -345,7 +365,9 @@ def overview_page(v: Values) -> Any:
             ),
             card(
                 "Idle but allocated: the slices that waste most",
-                grid("ov-waste-table", SLICE_COLUMNS, height=360, rows=v.get("ov-waste-table")),
+                grid(
+                    "ov-waste-table", SLICE_COLUMNS, height=360, rows=v.get("ov-waste-table.data")
+                ),
                 actions=csv_button("ov", "overview-waste"),
             ),
         ]
@@ -370,7 +392,7 @@ def department_page(scope: Scope, department: str | None, v: Values) -> Any:
                     ),
                     dbc.Col(
                         html.Div(
-                            v.get("dept-borrowing"),
+                            v.get("dept-borrowing.children"),
                             id="dept-borrowing",
                             className="d-flex flex-wrap gap-2",
                         ),
@@ -380,32 +402,46 @@ def department_page(scope: Scope, department: str | None, v: Values) -> Any:
                 className="mb-3 align-items-center",
             ),
             dcc.Download(id="dept-download"),
-            html.Div(v.get("dept-status"), id="dept-status"),
-            dbc.Row(v.get("dept-kpis"), id="dept-kpis", className="g-3"),
+            html.Div(v.get("dept-status.children"), id="dept-status"),
+            dbc.Row(v.get("dept-kpis.children"), id="dept-kpis", className="g-3"),
             dbc.Row(
                 [
                     dbc.Col(
                         card(
                             "Quota used per queue and resource",
-                            graph("dept-quota", 300, v.get("dept-quota")),
+                            graph("dept-quota", 300, v.get("dept-quota.figure")),
                         ),
                         lg=7,
                     ),
                     dbc.Col(
-                        card("SKU mix (slices)", graph("dept-sku", 300, v.get("dept-sku"))), lg=5
+                        card("SKU mix (slices)", graph("dept-sku", 300, v.get("dept-sku.figure"))),
+                        lg=5,
                     ),
                 ],
                 className="g-3",
             ),
-            card("Allocated vs used over time", graph("dept-history", 300, v.get("dept-history"))),
+            card(
+                "Allocated vs used over time",
+                graph("dept-history", 300, v.get("dept-history.figure")),
+            ),
             card(
                 "Quota",
-                grid("dept-quota-table", QUOTA_COLUMNS, height=300, rows=v.get("dept-quota-table")),
+                grid(
+                    "dept-quota-table",
+                    QUOTA_COLUMNS,
+                    height=300,
+                    rows=v.get("dept-quota-table.data"),
+                ),
                 actions=csv_button("dept", "department-quota"),
             ),
             card(
                 "Pods that waste most (allocated, idle)",
-                grid("dept-waste-table", SLICE_COLUMNS, height=320, rows=v.get("dept-waste-table")),
+                grid(
+                    "dept-waste-table",
+                    SLICE_COLUMNS,
+                    height=320,
+                    rows=v.get("dept-waste-table.data"),
+                ),
                 actions=csv_button("dept", "department-waste"),
             ),
             card(
@@ -414,7 +450,7 @@ def department_page(scope: Scope, department: str | None, v: Values) -> Any:
                     "dept-denials-table",
                     DENIAL_COLUMNS,
                     height=360,
-                    rows=v.get("dept-denials-table"),
+                    rows=v.get("dept-denials-table.data"),
                 ),
                 actions=csv_button("dept", "department-denials"),
             ),
@@ -443,20 +479,42 @@ def gpu_page(scope: Scope, v: Values) -> Any:
                 className="mb-3",
             ),
             dcc.Download(id="gpu-download"),
-            html.Div(v.get("gpu-status"), id="gpu-status"),
+            html.Div(v.get("gpu-status.children"), id="gpu-status"),
             card(
                 "Allocation and use per GPU (click a GPU to list its slices)",
-                graph("gpu-heatmap", 260, v.get("gpu-heatmap")),
+                graph("gpu-heatmap", 260, v.get("gpu-heatmap.figure")),
             ),
             dcc.Store(id="gpu-selected", data=""),
             card(
-                html.Span(v.get("gpu-slices-title"), id="gpu-slices-title"),
-                grid("gpu-slices-table", SLICE_COLUMNS, height=260, rows=v.get("gpu-slices-table")),
+                html.Span(v.get("gpu-slices-title.children"), id="gpu-slices-title"),
+                [
+                    html.Div(v.get("gpu-slices-status.children"), id="gpu-slices-status"),
+                    grid(
+                        "gpu-slices-table",
+                        SLICE_COLUMNS,
+                        height=260,
+                        rows=v.get("gpu-slices-table.data"),
+                    ),
+                ],
                 actions=csv_button("gpu", "gpu-slices"),
             ),
             card(
                 "GPUs",
-                grid("gpu-table", GPU_COLUMNS, height=420, rows=v.get("gpu-table")),
+                [
+                    html.Div(
+                        v.get("gpu-table-status.children"),
+                        id="gpu-table-status",
+                        className="small text-muted px-1 pb-1",
+                    ),
+                    grid(
+                        "gpu-table",
+                        GPU_COLUMNS,
+                        height=420,
+                        rows=v.get("gpu-table.data"),
+                        server_side=True,
+                        page_count=v.get("gpu-table.page_count"),
+                    ),
+                ],
                 actions=csv_button("gpu", "gpus"),
             ),
         ]
@@ -637,24 +695,36 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
             result.denial_rows,
         )
 
-    def gpu_values(scope: Scope | None, dept: str | None, selected: str | None) -> tuple[Any, ...]:
+    def gpu_values(scope: Scope | None, dept: str | None) -> tuple[Any, ...]:
         try:
-            result = console.gpus(scope or viewer(), dept, selected)
+            result = console.gpus(scope or viewer(), dept)
         except Exception as exc:
-            alert, err = failure(exc, "GPU page")
-            return alert, err, [], [], ""
-        title = (
-            f"Slices on GPU {result.selected}"
-            if result.selected
-            else "Slices on the selected GPU (click a cell in the heat map)"
-        )
-        return (
-            problem_alerts(result.problems),
-            result.heatmap or _blank(),
-            result.gpu_rows,
-            result.slice_rows,
-            title,
-        )
+            return failure(exc, "GPU page")
+        return problem_alerts(result.problems), result.heatmap or _blank()
+
+    def gpu_table_values(
+        scope: Scope | None, dept: str | None, table: dict[str, Any]
+    ) -> tuple[Any, ...]:
+        try:
+            result = console.gpu_table(scope or viewer(), dept, **table)
+        except Exception as exc:
+            alert, _ = failure(exc, "GPU table")
+            return [], 1, alert
+        status = [*problem_alerts(result.problems), html.Span(result.caption)]
+        return result.rows, result.page_count, status
+
+    def gpu_slice_values(
+        scope: Scope | None, dept: str | None, selected: str | None
+    ) -> tuple[Any, ...]:
+        title = "Slices on the selected GPU (click a cell in the heat map)"
+        try:
+            result = console.gpu_slices(scope or viewer(), dept, selected)
+        except Exception as exc:
+            alert, _ = failure(exc, "list of slices")
+            return alert, [], title
+        if result.selected:
+            title = f"Slices on GPU {result.selected}"
+        return problem_alerts(result.problems), result.rows, title
 
     def render(pathname: str | None, range_key: str | None) -> tuple[Any, Any]:
         """(the page at ``pathname``, filled for the viewer; the viewer's name)."""
@@ -671,7 +741,12 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
             answer = department_values(scope, dept, range_key)
             return department_page(scope, dept, values_of(DEPARTMENT_OUTPUTS, answer)), who
         if pathname == "/gpus":
-            return gpu_page(scope, values_of(GPU_OUTPUTS, gpu_values(scope, "*", ""))), who
+            values = {
+                **values_of(GPU_OUTPUTS, gpu_values(scope, "*")),
+                **values_of(GPU_TABLE_OUTPUTS, gpu_table_values(scope, "*", {})),
+                **values_of(GPU_SLICE_OUTPUTS, gpu_slice_values(scope, "*", "")),
+            }
+            return gpu_page(scope, values), who
         if pathname in ("/", None, ""):
             answer = overview_values(scope, range_key)
             return overview_page(values_of(OVERVIEW_OUTPUTS, answer)), who
@@ -761,15 +836,60 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
             uuid = ""
         return str(uuid or "")
 
+    # Three callbacks, so that each asks only what it shows: a click lists one GPU's
+    # slices without reading the fleet, and a page of the table reads the figures of
+    # the GPUs on it (and one figure of every GPU for the column it sorts by).
+
     @app.callback(
         *(Output(i, p) for i, p in GPU_OUTPUTS),
         Input("gpu-department", "value"),
-        Input("gpu-selected", "data"),
         Input("tick", "n_intervals"),
         prevent_initial_call=True,
     )
-    def gpus(dept: str | None, selected: str | None, _tick: int | None) -> tuple[Any, ...]:
-        return gpu_values(None, dept, selected)
+    def gpus(dept: str | None, _tick: int | None) -> tuple[Any, ...]:
+        return gpu_values(None, dept)
+
+    @app.callback(
+        *(Output(i, p) for i, p in GPU_TABLE_OUTPUTS),
+        Output("gpu-table", "page_current"),
+        Input("gpu-department", "value"),
+        Input("gpu-table", "page_current"),
+        Input("gpu-table", "page_size"),
+        Input("gpu-table", "sort_by"),
+        Input("gpu-table", "filter_query"),
+        Input("tick", "n_intervals"),
+        prevent_initial_call=True,
+    )
+    def gpu_table(
+        dept: str | None,
+        page: Any,
+        size: Any,
+        sort_by: Any,
+        filter_query: Any,
+        _tick: int | None,
+    ) -> tuple[Any, ...]:
+        # A new department or filter starts again at the first page.
+        if dash.ctx.triggered_id in ("gpu-department",) or any(
+            t.get("prop_id") == "gpu-table.filter_query" for t in dash.ctx.triggered
+        ):
+            page = 0
+        table = {
+            "page_current": page,
+            "page_size": size,
+            "sort_by": sort_by,
+            "filter_query": filter_query,
+        }
+        return (*gpu_table_values(None, dept, table), page)
+
+    @app.callback(
+        *(Output(i, p) for i, p in GPU_SLICE_OUTPUTS),
+        Input("gpu-selected", "data"),
+        Input("gpu-department", "value"),
+        Input("tick", "n_intervals"),
+        prevent_initial_call=True,
+    )
+    def gpu_slices(selected: str | None, dept: str | None, _tick: int | None) -> tuple[Any, ...]:
+        return gpu_slice_values(None, dept, selected)
 
     def send_table(page: str, params: dict[str, Any]) -> Any:
         trigger = dash.ctx.triggered_id
@@ -813,10 +933,24 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
         Input({"type": "csv-gpu", "table": ALL}, "n_clicks"),
         State("gpu-department", "value"),
         State("gpu-selected", "data"),
+        State("gpu-table", "sort_by"),
+        State("gpu-table", "filter_query"),
         prevent_initial_call=True,
     )
-    def download_gpus(_clicks: list[int | None], dept: str | None, selected: str | None) -> Any:
-        return send_table("gpu", {"gpu_department": dept, "selected": selected})
+    def download_gpus(
+        _clicks: list[int | None],
+        dept: str | None,
+        selected: str | None,
+        sort_by: Any,
+        filter_query: Any,
+    ) -> Any:
+        params = {
+            "gpu_department": dept,
+            "selected": selected,
+            "sort_by": sort_by,
+            "filter_query": filter_query,
+        }
+        return send_table("gpu", params)
 
     if debug:
         app.enable_dev_tools(debug=True)

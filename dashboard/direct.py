@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -255,6 +255,7 @@ class DirectSource:
             else:
                 slices.extend(result.slices)
                 gpus.extend(result.gpus)
+        gpus.sort(key=lambda g: (g.hostname, g.uuid))  # as every source answers
         snap = Snapshot(
             taken_at=self._clock(), slices=tuple(slices), gpus=tuple(gpus), errors=errors
         )
@@ -339,10 +340,22 @@ class DirectSource:
         rows = model.usage_rows(self._slices(departments))
         return rows if per_queue else model.per_department(rows)
 
-    def gpus(self, departments: Departments) -> list[GpuRow]:
+    def gpus(
+        self,
+        departments: Departments,
+        *,
+        measures: Collection[str] | None = None,
+        uuids: Collection[str] | None = None,
+    ) -> list[GpuRow]:
+        # Every figure is in memory already: ``measures`` saves nothing here.
         if departments is None:
-            return list(self.snapshot().gpus)
-        return scoped_gpus(self._slices(departments))
+            rows = list(self.snapshot().gpus)
+        else:
+            rows = scoped_gpus(self._slices(departments))
+        if uuids is not None:
+            wanted = set(uuids)
+            rows = [g for g in rows if g.uuid in wanted]
+        return rows
 
     def fleet_utilisation(self) -> tuple[int, float | None]:
         utils = [g.util_pct for g in self.snapshot().gpus if g.util_pct is not None]

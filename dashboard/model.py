@@ -96,6 +96,12 @@ class GpuRow:
     Prometheus source does not ask for it (no page shows it), so leaves it None."""
 
 
+GPU_MEASURES = ("slices", "memory_limit", "memory_used", "compute_limit", "compute_used")
+"""The figures of a :class:`GpuRow` a source can be asked for one by one (``gpus(...,
+measures=...)``): the slices, allocated memory, used memory, allocated compute and
+used compute (``util_pct`` too, for whole cards)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class HistoryPoint:
     """Allocated and used, summed over the viewer's departments, at one instant."""

@@ -11,6 +11,7 @@ departments only; a department outside the scope is refused, never filtered late
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -19,9 +20,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dashboard import access, admissions, views
+from dashboard import access, admissions, tables, views
 from dashboard.access import Authorizer, Scope, Trust
-from dashboard.sources import Source, SourceError
+from dashboard.model import GPU_MEASURES, GpuRow
+from dashboard.sources import Departments, Source, SourceError
 from governance import ledger
 from governance.config import format_amount
 from governance.errors import StoreError
@@ -43,6 +45,10 @@ REFRESH_CHOICES = (0, 15, 30, 60, 300)
 """Auto-refresh periods offered, in seconds (0: off); only those >= the scrape
 interval are offered, and the server clamps any other value."""
 MAX_POINTS = 240
+PAGE_ROWS = 20
+"""Rows per page of every table."""
+HEATMAP_MEASURES = frozenset({"compute_limit", "compute_used"})
+"""What the GPU heat map draws: allocated and used compute per GPU."""
 
 
 def step_for(range_s: int, scrape_interval_s: float) -> float:
@@ -124,11 +130,29 @@ class DepartmentResult:
 
 @dataclass(kw_only=True)
 class GpuResult:
+    """The heat map of the GPU page."""
+
     problems: list[Problem] = field(default_factory=list)
     heatmap: views.Figure | None = None
-    gpu_rows: list[dict[str, Any]] = field(default_factory=list)
-    slice_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class GpuTable:
+    """One page of the GPU table, sorted and filtered on the server."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    total: int = 0
+    """The GPUs that match the filter, on every page."""
+    page_count: int = 1
+    caption: str = ""
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class GpuSlices:
+    rows: list[dict[str, Any]] = field(default_factory=list)
     selected: str = ""
+    problems: list[Problem] = field(default_factory=list)
 
 
 class Console:
@@ -411,31 +435,32 @@ class Console:
 
     # -- GPUs --------------------------------------------------------------------------
 
-    def gpus(self, scope: Scope, department: str | None, selected: str | None) -> GpuResult:
-        out = GpuResult()
+    def _gpu_departments(
+        self, scope: Scope, department: str | None
+    ) -> tuple[Departments, Problem | None]:
+        """The departments the GPU page shows for this viewer and choice, or why none."""
         if not scope.departments:
-            out.problems.append(_nothing_visible(scope))
-            out.heatmap = views.message_figure("Nothing to show")
-            return out
-        departments = scope.filter
+            return frozenset(), _nothing_visible(scope)
         if department and department != "*":
             if not scope.may_view(department):
-                out.problems.append(
-                    Problem(
-                        title="Not permitted",
-                        detail=f"{scope.identity.user} may not view department {department!r}.",
-                        tone="secondary",
-                    )
+                return frozenset(), Problem(
+                    title="Not permitted",
+                    detail=f"{scope.identity.user} may not view department {department!r}.",
+                    tone="secondary",
                 )
-                out.heatmap = views.message_figure("Nothing to show")
-                return out
-            departments = frozenset([department])
-        whole_cards = departments is None
+            return frozenset([department]), None
+        return scope.filter, None
+
+    def gpus(self, scope: Scope, department: str | None) -> GpuResult:
+        """The heat map: allocated and used compute per GPU (two figures per GPU)."""
+        out = GpuResult()
+        departments, problem = self._gpu_departments(scope, department)
+        if problem is not None:
+            out.problems.append(problem)
+            out.heatmap = views.message_figure("Nothing to show")
+            return out
         try:
-            gpus = self.source.gpus(departments)
-            if selected:
-                out.selected = selected
-                out.slice_rows = views.slice_table(self.source.slices_on(selected, departments))
+            gpus = self.source.gpus(departments, measures=HEATMAP_MEASURES)
         except SourceError as exc:
             out.problems.append(self.source_problem(exc))
             out.heatmap = views.message_figure(f"{exc.source} is not answering", tone="error")
@@ -445,8 +470,83 @@ class Console:
             out.problems.append(
                 Problem(title="No data yet", detail="No GPU has reported a slice or a reading yet.")
             )
-        out.heatmap = views.heatmap_figure(gpus, whole_cards=whole_cards)
-        out.gpu_rows = views.gpu_table(gpus)
+        out.heatmap = views.heatmap_figure(gpus, whole_cards=departments is None)
+        return out
+
+    def gpu_table(
+        self,
+        scope: Scope,
+        department: str | None,
+        *,
+        page_current: object = 0,
+        page_size: object = PAGE_ROWS,
+        sort_by: object = None,
+        filter_query: object = None,
+        whole: bool = False,
+    ) -> GpuTable:
+        """One page of the GPU table (every matching row when ``whole``, for CSV).
+
+        Reads every GPU's figures only for the columns it sorts or filters by, and the
+        other figures for the GPUs on the page: the default page of a 3,000-GPU fleet
+        reads 1 figure per GPU and 4 per GPU shown, instead of 5 per GPU."""
+        out = GpuTable()
+        departments, problem = self._gpu_departments(scope, department)
+        if problem is not None:
+            out.problems.append(problem)
+            return out
+        try:
+            view = tables.View.from_table(
+                views.GPU_TABLE_FIELDS,
+                page_current=page_current,
+                page_size=page_size,
+                sort_by=sort_by,
+                filter_query=filter_query,
+            )
+        except tables.FilterError as exc:
+            out.problems.append(
+                Problem(title="Filter not applied", detail=f"{exc}.", tone="warning")
+            )
+            view = tables.View(size=PAGE_ROWS)
+        needed = {
+            views.GPU_TABLE_MEASURES[c] for c in view.columns() if c in views.GPU_TABLE_MEASURES
+        }
+        try:
+            gpus = self.source.gpus(departments, measures=None if whole else needed)
+            chosen, out.total = view.select(
+                views.gpu_table(gpus), views.GPU_TABLE_MEASURES, whole=whole
+            )
+            picked = [gpus[i] for i in chosen]
+            rest = set(GPU_MEASURES) - needed
+            if picked and rest and not whole:
+                more = self.source.gpus(departments, measures=rest, uuids={g.uuid for g in picked})
+                by_key = {(g.hostname, g.uuid): g for g in more}
+                picked = [_with(g, by_key.get((g.hostname, g.uuid)), rest) for g in picked]
+        except SourceError as exc:
+            out.problems.append(self.source_problem(exc))
+            return out
+        out.rows = views.gpu_table(picked)
+        out.page_count = view.page_count(out.total)
+        shown = "GPU" if out.total == 1 else "GPUs"
+        out.caption = (
+            f"{out.total:,} {shown} match the filter"
+            if view.conditions
+            else f"{out.total:,} {shown}"
+        )
+        return out
+
+    def gpu_slices(self, scope: Scope, department: str | None, selected: str | None) -> GpuSlices:
+        """The viewer's slices on the GPU ``selected`` (a heat-map click)."""
+        out = GpuSlices(selected=selected or "")
+        if not selected:
+            return out
+        departments, problem = self._gpu_departments(scope, department)
+        if problem is not None:
+            out.problems.append(problem)
+            return out
+        try:
+            out.rows = views.slice_table(self.source.slices_on(selected, departments))
+        except SourceError as exc:
+            out.problems.append(self.source_problem(exc))
         return out
 
     # -- CSV ---------------------------------------------------------------------------
@@ -467,12 +567,30 @@ class Console:
                 "department-denials": result.denial_rows,
             }.get(name, [])
             name = f"{name}-{result.department}"
-        elif name in ("gpus", "gpu-slices"):
-            result_g = self.gpus(scope, params.get("gpu_department"), params.get("selected"))
-            rows = result_g.gpu_rows if name == "gpus" else result_g.slice_rows
+        elif name == "gpus":  # every row the table's filter and order select
+            rows = self.gpu_table(
+                scope,
+                params.get("gpu_department"),
+                sort_by=params.get("sort_by"),
+                filter_query=params.get("filter_query"),
+                whole=True,
+            ).rows
+        elif name == "gpu-slices":
+            rows = self.gpu_slices(scope, params.get("gpu_department"), params.get("selected")).rows
         else:
             return None
         return f"gpupool-{name}.csv", to_csv(rows)
+
+
+def _with(gpu: GpuRow, more: GpuRow | None, measures: set[str]) -> GpuRow:
+    """``gpu`` with the figures ``measures`` taken from ``more`` (a later read)."""
+    if more is None:
+        return gpu
+    changes: dict[str, Any] = {}
+    for measure in measures:
+        for name in views.GPU_ROW_FIELDS[measure]:
+            changes[name] = getattr(more, name)
+    return dataclasses.replace(gpu, **changes)
 
 
 def scope_of(scope: Scope, department: str) -> Scope:

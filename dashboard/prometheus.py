@@ -8,7 +8,7 @@ aggregation), reading the recorded series of ``recording-rules.yaml`` unless
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -17,11 +17,20 @@ import httpx
 import pydantic_core
 
 from dashboard import queries
-from dashboard.model import GpuRow, HistoryPoint, SliceSample, UsageRow
+from dashboard.model import GPU_MEASURES, GpuRow, HistoryPoint, SliceSample, UsageRow
 from dashboard.sources import Departments, SourceError, SourceUnavailable
 from governance import contract
 
 MIB = 1024 * 1024
+FLEET_MEASURE = {
+    "util": "compute_used",
+    "fb_used": "memory_used",
+    "memory_limit": "memory_limit",
+    "compute_limit": "compute_limit",
+    "slices": "slices",
+}
+"""The figure (:data:`GPU_MEASURES`) each whole-fleet query of
+:func:`dashboard.queries.gpu_fleet_parts` reads."""
 Sample = tuple[dict[str, str], float]
 
 
@@ -170,12 +179,25 @@ class PrometheusSource:
             if _allowed(d, departments)
         ]
 
-    def gpus(self, departments: Departments) -> list[GpuRow]:
-        if departments is None:
-            return self._fleet_gpus()
-        if not departments:
+    def gpus(
+        self,
+        departments: Departments,
+        *,
+        measures: Collection[str] | None = None,
+        uuids: Collection[str] | None = None,
+    ) -> list[GpuRow]:
+        if departments is not None and not departments:
             return []
-        matcher = queries.department_matcher(departments)
+        if uuids is not None and not uuids:
+            return []
+        wanted = set(GPU_MEASURES if measures is None else measures)
+        only = queries.uuid_matcher(uuids) if uuids is not None else ""
+        if departments is None:
+            return self._fleet_gpus(wanted, only)
+        # A GPU holds a department's slice when it has a slice count: always read it,
+        # so that the rows are the same GPUs whatever else is asked.
+        wanted.add("slices")
+        matcher = ", ".join(m for m in (queries.department_matcher(departments), only) if m)
         parts = [
             (
                 r.key,
@@ -184,6 +206,7 @@ class PrometheusSource:
                 + ")",
             )
             for r in queries.GPU_RULES
+            if r.key in wanted
         ]
         acc: dict[tuple[str, str], dict[str, float]] = {}
         for labels, value in self.instant_parts(parts):
@@ -202,16 +225,22 @@ class PrometheusSource:
                 slices=int(v.get("slices", 0)),
             )
             for (host, uuid), v in sorted(acc.items())
-            if uuid
+            if uuid and "slices" in v
         ]
 
-    def _fleet_gpus(self) -> list[GpuRow]:
-        # The whole-fleet GPU page reads 5 x (number of GPUs) samples: read them with
-        # as little Python per sample as possible (one comprehension per reply, no
-        # label copies, no per-sample branches).
+    def _fleet_gpus(self, wanted: set[str], only: str) -> list[GpuRow]:
+        # The whole-fleet GPU page reads (number of GPUs) samples per figure: read them
+        # with as little Python per sample as possible (one comprehension per reply, no
+        # label copies, no per-sample branches). The utilisation query is always read:
+        # its labels name the GPUs (index, model) whatever else is asked.
         parts: dict[str, dict[tuple[str, str], float]] = {}
         ident: dict[tuple[str, str], tuple[str, str]] = {}
-        for what, results in self.instant_results(queries.gpu_fleet_parts()):
+        asked = [
+            (what, query)
+            for what, query in queries.gpu_fleet_parts(only)
+            if what == "util" or FLEET_MEASURE[what] in wanted
+        ]
+        for what, results in self.instant_results(asked):
             parts[what] = {
                 (r["metric"].get("Hostname", ""), r["metric"].get("UUID", "")): float(r["value"][1])
                 for r in results

@@ -173,26 +173,35 @@ def rule_query(rule: Rule, matcher: str, *, recorded: bool) -> str:
     return rule.expr(matcher)
 
 
-def gpu_fleet_parts() -> list[tuple[str, str]]:
+def uuid_matcher(uuids: Iterable[str]) -> str:
+    """``UUID=~"a|b"``: only these GPUs (Prometheus matches a list of literals as a set)."""
+    return f'UUID=~"{"|".join(regex_escape(u) for u in sorted(uuids))}"'
+
+
+def gpu_fleet_parts(matcher: str = "") -> list[tuple[str, str]]:
     """Whole-card figures per GPU (platform admins only), with few labels each: what
     the GPU page draws and lists, nothing more (5 samples per GPU; the card's total
-    memory, DCGM_FI_DEV_FB_FREE, is not shown and not asked for)."""
+    memory, DCGM_FI_DEV_FB_FREE, is not shown and not asked for). ``matcher`` (e.g.
+    :func:`uuid_matcher`) narrows every selector."""
     keep = "UUID, Hostname"
     return [
         (
             "util",
-            f"max by ({keep}, gpu, modelName) ({contract.DCGM_FI_DEV_GPU_UTIL})",
+            f"max by ({keep}, gpu, modelName) ({selector(contract.DCGM_FI_DEV_GPU_UTIL, matcher)})",
         ),
-        ("fb_used", f"sum by ({keep}) ({contract.DCGM_FI_DEV_FB_USED})"),
+        ("fb_used", f"sum by ({keep}) ({selector(contract.DCGM_FI_DEV_FB_USED, matcher)})"),
         (
             "memory_limit",
-            f"sum by ({keep}) ({contract.METRIC_GPU_ALLOCATED_MEMORY_BYTES})",
+            f"sum by ({keep}) ({selector(contract.METRIC_GPU_ALLOCATED_MEMORY_BYTES, matcher)})",
         ),
         (
             "compute_limit",
-            f"sum by ({keep}) ({contract.METRIC_GPU_ALLOCATED_COMPUTE_RATIO})",
+            f"sum by ({keep}) ({selector(contract.METRIC_GPU_ALLOCATED_COMPUTE_RATIO, matcher)})",
         ),
-        ("slices", f"sum by ({keep}) ({contract.METRIC_GPU_ALLOCATED_SLICES})"),
+        (
+            "slices",
+            f"sum by ({keep}) ({selector(contract.METRIC_GPU_ALLOCATED_SLICES, matcher)})",
+        ),
     ]
 
 

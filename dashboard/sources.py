@@ -19,6 +19,7 @@ Exceptions::
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Protocol
 
@@ -60,9 +61,22 @@ class Source(Protocol):
         ``per_queue=False`` per department only (queue and sku "")."""
         ...
 
-    def gpus(self, departments: Departments) -> list[GpuRow]:
-        """Per physical GPU, now. With ``departments`` set, only GPUs holding one of
-        their slices, with figures summed over those slices only (no whole-card data)."""
+    def gpus(
+        self,
+        departments: Departments,
+        *,
+        measures: Collection[str] | None = None,
+        uuids: Collection[str] | None = None,
+    ) -> list[GpuRow]:
+        """Per physical GPU, now, sorted by (hostname, uuid). With ``departments`` set,
+        only GPUs holding one of their slices, with figures summed over those slices
+        only (no whole-card data).
+
+        ``measures`` (names from :data:`dashboard.model.GPU_MEASURES`; None for all)
+        says which figures the caller needs; a source may leave the others 0, and
+        reads less (the GPU table of a large fleet reads every GPU for the column it
+        sorts by, then the rest for the 20 GPUs on the page). ``uuids`` restricts the
+        answer to those GPUs."""
         ...
 
     def fleet_utilisation(self) -> tuple[int, float | None]:

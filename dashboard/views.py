@@ -585,6 +585,26 @@ def slice_table(slices: Iterable[SliceSample]) -> list[dict[str, Any]]:
     ]
 
 
+GPU_TABLE_MEASURES = {
+    "slices": "slices",
+    "memory_allocated_gib": "memory_limit",
+    "memory_used_gib": "memory_used",
+    "compute_allocated_pct": "compute_limit",
+    "compute_used_pct": "compute_used",
+}
+"""The numeric columns of :func:`gpu_table`, and the figure
+(:data:`dashboard.model.GPU_MEASURES`) each shows."""
+GPU_TABLE_FIELDS = ("node", "gpu", "uuid", "model", *GPU_TABLE_MEASURES)
+GPU_ROW_FIELDS = {
+    "slices": ("slices",),
+    "memory_limit": ("memory_limit_bytes",),
+    "memory_used": ("memory_used_bytes",),
+    "compute_limit": ("compute_limit_ratio",),
+    "compute_used": ("compute_used_ratio", "util_pct"),
+}
+"""The :class:`GpuRow` fields that hold each figure."""
+
+
 def gpu_table(gpus: Iterable[GpuRow]) -> list[dict[str, Any]]:
     return [
         {

@@ -265,6 +265,33 @@ def test_gpu_heat_map_lists_the_slices_of_a_clicked_gpu(browser: Any, console_ur
     assert severe_logs(browser) == []
 
 
+def test_gpu_table_pages_and_filters_through_the_server(browser: Any, console_url: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, _, fleet = console_url
+    as_user(browser, sup.PLATFORM_ADMIN)
+    browser.get(url + "/gpus")
+    ordered = sorted((g.hostname, g.uuid) for g in fleet.gpus)
+    first = [u for _, u in ordered[:20]]
+    wait_for(lambda: grid_cells(browser, "gpu-table", "uuid") == first, "the first page")
+    assert f"{len(fleet.gpus)} GPUs" in text_of(browser, "#gpu-table-status")
+
+    browser.find_element(By.CSS_SELECTOR, "#gpu-table button.next-page").click()
+    second = [u for _, u in ordered[20:40]]
+    wait_for(lambda: grid_cells(browser, "gpu-table", "uuid") == second, "the second page")
+
+    host = ordered[-1][0]
+    box = browser.find_element(
+        By.CSS_SELECTOR, "#gpu-table th.dash-filter[data-dash-column='node'] input"
+    )
+    box.send_keys(host + Keys.ENTER)
+    on_host = [u for h, u in ordered if h == host]
+    wait_for(lambda: grid_cells(browser, "gpu-table", "uuid") == on_host, "the filtered rows")
+    assert f"{len(on_host)} GPUs match the filter" in text_of(browser, "#gpu-table-status")
+    assert severe_logs(browser) == []
+
+
 def test_forged_callback_over_http_gets_no_other_department(console_url: Any) -> None:
     url, _, _ = console_url
     body = {

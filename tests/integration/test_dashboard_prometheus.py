@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
-from dashboard import queries
+from dashboard import queries, views
 from dashboard.direct import DirectSource
+from dashboard.model import GPU_MEASURES
 from dashboard.prometheus import PrometheusSource
 from dashboard.sources import SourceUnavailable
 from tests.support import dashboard as sup
@@ -109,6 +110,27 @@ def test_gpus_from_promql_equal_the_direct_source(
         assert g.compute_limit_ratio == pytest.approx(w.compute_limit_ratio)
         assert g.memory_used_bytes == pytest.approx(w.memory_used_bytes)
         assert g.util_pct == (pytest.approx(w.util_pct) if w.util_pct is not None else None)
+
+
+@pytest.mark.parametrize("scope", [None, frozenset([DEPT])], ids=["fleet", "department"])
+def test_gpus_read_by_figure_and_by_uuid_agree_with_the_whole_read(
+    prom: Callable[..., PrometheusSource],
+    loaded: tuple[str, sup.Fleet, datetime],
+    scope: frozenset[str] | None,
+) -> None:
+    source = prom(recording_rules=False)
+    whole = source.gpus(scope)
+    keys = [(g.hostname, g.uuid) for g in whole]
+    for measure in GPU_MEASURES:
+        part = source.gpus(scope, measures={measure})
+        assert [(g.hostname, g.uuid) for g in part] == keys, measure  # the same GPUs
+        for fields in views.GPU_ROW_FIELDS[measure]:
+            assert [getattr(g, fields) for g in part] == [getattr(g, fields) for g in whole]
+    some = {g.uuid for g in whole[1:30:7]}
+    picked = source.gpus(scope, uuids=some)
+    assert picked == [g for g in whole if g.uuid in some]
+    assert source.gpus(scope, uuids=set()) == []
+    assert source.gpus(scope, uuids={'GPU-"}.*'}) == []  # matched literally, not as PromQL
 
 
 def test_waste_and_slices_on_a_gpu_match_and_stay_in_scope(

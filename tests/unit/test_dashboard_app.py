@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from dashboard import views
 from dashboard.access import DevUser
 from dashboard.app import create_app
 from dashboard.cli import dashboard as dashboard_command
@@ -46,6 +47,7 @@ def callback(
     inputs: list[tuple[str, str, Any]],
     headers: dict[str, str],
     state: list[tuple[Any, str, Any]] | None = None,
+    changed: str | None = None,
 ) -> Any:
     outputs = [
         {"id": o.split(".")[0], "property": o.split(".")[1]} for o in output.strip(".").split("...")
@@ -54,7 +56,7 @@ def callback(
         "output": output,
         "outputs": outputs if len(outputs) > 1 else outputs[0],
         "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs],
-        "changedPropIds": [f"{inputs[0][0]}.{inputs[0][1]}"],
+        "changedPropIds": [changed or f"{inputs[0][0]}.{inputs[0][1]}"],
         "state": [{"id": i, "property": p, "value": v} for i, p, v in (state or [])],
     }
     return client.post("/_dash-update-component", json=body, headers=headers)
@@ -211,21 +213,137 @@ def test_forged_department_in_a_callback_gets_no_data(client: Any, world: Any, f
         no_other(text, org)
 
 
+GPU_HEAT = "..gpu-status.children...gpu-heatmap.figure.."
+GPU_TABLE = (
+    "..gpu-table.data...gpu-table.page_count...gpu-table-status.children...gpu-table.page_current.."
+)
+GPU_SLICES = "..gpu-slices-status.children...gpu-slices-table.data...gpu-slices-title.children.."
+
+
+def table_inputs(dept: str, **props: Any) -> list[tuple[str, str, Any]]:
+    return [
+        ("gpu-department", "value", dept),
+        ("gpu-table", "page_current", props.get("page_current", 0)),
+        ("gpu-table", "page_size", props.get("page_size", 20)),
+        ("gpu-table", "sort_by", props.get("sort_by", [])),
+        ("gpu-table", "filter_query", props.get("filter_query", "")),
+        ("tick", "n_intervals", 0),
+    ]
+
+
 def test_forged_gpu_filter_gets_no_data(client: Any, world: Any) -> None:
     _, org, fleet = world
     other_gpu = next(s.uuid for s in fleet.slices if s.department != MINE)
+    dept_admin = sup.dept_admin(MINE)
+    replies = [
+        callback(
+            client,
+            GPU_HEAT,
+            [("gpu-department", "value", "nlp"), ("tick", "n_intervals", 0)],
+            dept_admin,
+        ),
+        callback(client, GPU_TABLE, table_inputs("nlp"), dept_admin),
+        callback(
+            client,
+            GPU_SLICES,
+            [
+                ("gpu-selected", "data", other_gpu),
+                ("gpu-department", "value", "nlp"),
+                ("tick", "n_intervals", 0),
+            ],
+            dept_admin,
+        ),
+    ]
+    for reply in replies:
+        assert reply.status_code == 200
+        assert "Not permitted" in reply.get_data(as_text=True)
+        no_other(reply.get_data(as_text=True), org)
+
+
+def test_another_departments_gpu_lists_none_of_its_slices(client: Any, world: Any) -> None:
+    _, org, fleet = world
+    other_gpu = next(
+        g.uuid
+        for g in fleet.gpus
+        if all(s.department != MINE for s in fleet.slices if s.uuid == g.uuid)
+        and any(s.uuid == g.uuid for s in fleet.slices)
+    )
     reply = callback(
         client,
-        "..gpu-status.children...gpu-heatmap.figure...gpu-table.data...gpu-slices-table.data...gpu-slices-title.children..",
+        GPU_SLICES,
         [
-            ("gpu-department", "value", "nlp"),
             ("gpu-selected", "data", other_gpu),
+            ("gpu-department", "value", "*"),
             ("tick", "n_intervals", 0),
         ],
         sup.dept_admin(MINE),
     )
-    assert "Not permitted" in reply.get_data(as_text=True)
+    answer = reply.get_json()["response"]
+    assert answer["gpu-slices-table"]["data"] == []
     no_other(reply.get_data(as_text=True), org)
+
+
+def test_gpu_table_pages_sorts_and_filters_on_the_server(client: Any, world: Any) -> None:
+    _, _, fleet = world
+    admin = sup.PLATFORM_ADMIN
+    first = callback(client, GPU_TABLE, table_inputs("*", page_size=5), admin).get_json()[
+        "response"
+    ]
+    rows = first["gpu-table"]["data"]
+    assert len(rows) == 5
+    assert first["gpu-table"]["page_count"] == -(-len(fleet.gpus) // 5)
+    assert [(r["node"], r["uuid"]) for r in rows] == sorted(
+        (g.hostname, g.uuid) for g in fleet.gpus
+    )[:5]
+    assert all(r["slices"] is not None and "memory_used_gib" in r for r in rows)
+
+    by_used = callback(
+        client,
+        GPU_TABLE,
+        table_inputs(
+            "*",
+            page_current=1,
+            page_size=3,
+            sort_by=[{"column_id": "compute_used_pct", "direction": "desc"}],
+        ),
+        admin,
+        changed="gpu-table.page_current",
+    ).get_json()["response"]
+    everything = views.gpu_table(sup.direct_source(fleet).gpus(None))
+    used = sorted((r["compute_used_pct"] for r in everything), reverse=True)
+    assert [r["compute_used_pct"] for r in by_used["gpu-table"]["data"]] == used[3:6]
+    assert by_used["gpu-table"]["page_current"] == 1
+
+    host = fleet.gpus[0].hostname
+    filtered = callback(
+        client,
+        GPU_TABLE,
+        table_inputs(
+            "*", page_current=4, filter_query=f"{{node}} scontains {host} && {{slices}} >= 1"
+        ),
+        admin,
+        changed="gpu-table.filter_query",
+    ).get_json()["response"]
+    want = {
+        g.uuid
+        for g in fleet.gpus
+        if host in g.hostname and any(s.uuid == g.uuid for s in fleet.slices)
+    }
+    assert {r["uuid"] for r in filtered["gpu-table"]["data"]} == want
+    assert filtered["gpu-table"]["page_current"] == 0  # a new filter starts at page 1
+    assert f"{len(want)} GPU" in json.dumps(filtered["gpu-table-status"]["children"])
+
+
+def test_gpu_table_says_when_a_filter_cannot_be_applied(client: Any) -> None:
+    reply = callback(
+        client,
+        GPU_TABLE,
+        table_inputs("*", filter_query="{node} contains a || {gpu} = 1"),
+        sup.PLATFORM_ADMIN,
+    ).get_json()["response"]
+    status = json.dumps(reply["gpu-table-status"]["children"])
+    assert "Filter not applied" in status and "||" in status
+    assert len(reply["gpu-table"]["data"]) == 20  # the unfiltered first page
 
 
 def test_csv_download_callback_is_scoped_server_side(client: Any, world: Any) -> None:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dashboard import pages
+from dashboard import pages, views
 from dashboard.access import AccessError
 from dashboard.direct import DirectSource
-from dashboard.model import GpuRow, HistoryPoint, SliceSample, UsageRow
+from dashboard.model import GPU_MEASURES, GpuRow, HistoryPoint, SliceSample, UsageRow
 from dashboard.pages import Console
 from dashboard.prometheus import PrometheusSource
 from dashboard.sources import Departments
@@ -123,8 +123,12 @@ def test_a_forged_department_is_refused_with_no_data(console: Console, world: An
         assert not (result.quota_rows or result.waste_rows or result.denial_rows or result.kpis)
         text = dump(result)
         assert f"{other}-" not in text
-        gpus = console.gpus(scope, other, None)
-        assert [p.title for p in gpus.problems] == ["Not permitted"] and not gpus.gpu_rows
+        gpus = console.gpus(scope, other)
+        table = console.gpu_table(scope, other)
+        on_gpu = console.gpu_slices(scope, other, "GPU-any")
+        for answer in (gpus, table, on_gpu):
+            assert [p.title for p in answer.problems] == ["Not permitted"], answer
+        assert not table.rows and not on_gpu.rows
 
 
 def test_gpu_page_of_a_dept_admin_lists_only_their_slices_even_for_a_shared_gpu(
@@ -134,10 +138,12 @@ def test_gpu_page_of_a_dept_admin_lists_only_their_slices_even_for_a_shared_gpu(
     scope = console.scope(sup.dept_admin(VIEWER_DEPT))
     mine = {s.uuid for s in fleet.slices if s.department == VIEWER_DEPT}
     shared = next(s.uuid for s in fleet.slices if s.department != VIEWER_DEPT and s.uuid in mine)
-    result = console.gpus(scope, None, shared)
-    assert {r["uuid"] for r in result.gpu_rows} == mine
-    assert result.slice_rows and {r["department"] for r in result.slice_rows} == {VIEWER_DEPT}
-    assert_no_other_department(dump(result), org)
+    table = console.gpu_table(scope, None, page_size=500)
+    assert {r["uuid"] for r in table.rows} == mine and table.total == len(mine)
+    on_gpu = console.gpu_slices(scope, None, shared)
+    assert on_gpu.rows and {r["department"] for r in on_gpu.rows} == {VIEWER_DEPT}
+    for answer in (console.gpus(scope, None), table, on_gpu):
+        assert_no_other_department(dump(answer), org)
 
 
 def test_csv_of_a_dept_admin_is_recomputed_for_them(console: Console, world: Any) -> None:
@@ -149,6 +155,59 @@ def test_csv_of_a_dept_admin_is_recomputed_for_them(console: Console, world: Any
     assert [line.split(",")[0] for line in text.splitlines()[1:]] == [VIEWER_DEPT]
     forged = console.table(scope, "department-denials", {"department": others(org)[0]})
     assert forged is not None and forged[1] == ""
+
+
+class Reads:
+    """The direct source, recording what each ``gpus`` call asked for."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.calls: list[tuple[frozenset[str] | None, int | None]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def gpus(self, departments: Departments, **kw: Any) -> list[GpuRow]:
+        measures, uuids = kw.get("measures"), kw.get("uuids")
+        self.calls.append(
+            (
+                frozenset(measures) if measures is not None else None,
+                len(uuids) if uuids is not None else None,
+            )
+        )
+        return list(self.inner.gpus(departments, **kw))
+
+
+def test_gpu_table_reads_every_gpu_only_for_what_it_sorts_and_filters_by(world: Any) -> None:
+    store, org, fleet = world
+    reads = Reads(sup.direct_source(fleet))
+    console = sup.make_console(store, org, reads)  # type: ignore[arg-type]
+    admin = console.scope(sup.PLATFORM_ADMIN)
+    full = views.gpu_table(reads.inner.gpus(None))
+
+    page = console.gpu_table(admin, None, page_size=4)
+    assert reads.calls == [(frozenset(), None), (frozenset(GPU_MEASURES), 4)]
+    assert page.rows == full[:4] and page.total == len(full)
+
+    reads.calls.clear()
+    page = console.gpu_table(
+        admin,
+        None,
+        page_size=4,
+        sort_by=[{"column_id": "memory_used_gib", "direction": "asc"}],
+        filter_query="{slices} > 0",
+    )
+    assert reads.calls == [
+        (frozenset({"memory_used", "slices"}), None),
+        (frozenset(GPU_MEASURES) - {"memory_used", "slices"}, 4),
+    ]
+    wanted = sorted((r for r in full if r["slices"] > 0), key=lambda r: r["memory_used_gib"])
+    assert page.rows == wanted[:4] and page.total == len(wanted)
+    assert page.caption == f"{len(wanted)} GPUs match the filter"
+
+    reads.calls.clear()
+    csv = console.gpu_table(admin, None, filter_query="{slices} > 0", whole=True)
+    assert reads.calls == [(None, None)] and len(csv.rows) == len(wanted)
 
 
 # -- empty and error states ------------------------------------------------------------
@@ -164,8 +223,13 @@ def test_prometheus_down_is_an_error_state_not_a_traceback(world: Any) -> None:
     assert "is not answering" in json.dumps(result.history)
     dept = console.department(console.scope(sup.PLATFORM_ADMIN), VIEWER_DEPT, "1h")
     assert "Metrics unavailable" in [p.title for p in dept.problems] and dept.quota_rows
-    gpus = console.gpus(console.scope(sup.PLATFORM_ADMIN), None, None)
-    assert [p.title for p in gpus.problems] == ["Metrics unavailable"]
+    admin = console.scope(sup.PLATFORM_ADMIN)
+    for answer in (
+        console.gpus(admin, None),
+        console.gpu_table(admin, None),
+        console.gpu_slices(admin, None, "GPU-1"),
+    ):
+        assert [p.title for p in answer.problems] == ["Metrics unavailable"], answer
     source.close()
 
 
@@ -178,7 +242,13 @@ class EmptySource:
     def usage(self, departments: Departments, *, per_queue: bool = True) -> list[UsageRow]:
         return []
 
-    def gpus(self, departments: Departments) -> list[GpuRow]:
+    def gpus(
+        self,
+        departments: Departments,
+        *,
+        measures: Collection[str] | None = None,
+        uuids: Collection[str] | None = None,
+    ) -> list[GpuRow]:
         return []
 
     def waste(self, departments: Departments, limit: int) -> list[SliceSample]:
