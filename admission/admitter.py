@@ -24,7 +24,6 @@ that a team's workloads run as.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 from collections.abc import Callable, Generator, Mapping
@@ -294,7 +293,7 @@ class Admitter:
         """Load the current organisation's policies and build every department's
         enforcer now, in this thread (the server does it in the background)."""
         org = self.org()
-        _warm(self._authorizer(org), sorted(org.departments))
+        rbac.warm(self._authorizer(org), sorted(org.departments))
 
     def _authorizer(self, org: Org) -> rbac.Authorizer:
         current = self._authz
@@ -307,7 +306,7 @@ class Admitter:
                 self._authz = current
                 if self.settings.warm_rbac:
                     threading.Thread(
-                        target=_warm,
+                        target=rbac.warm,
                         args=(current[1], sorted(org.departments)),
                         name="rbac-warm",
                         daemon=True,
@@ -558,17 +557,6 @@ def _tokens(names: GpuNames) -> tuple[bytes, ...]:
         # a key without a domain ("mps", "gpu-memory") is matched with its JSON quotes
         tokens.add(domain + slash if slash else f'"{annotation}"')
     return tuple(sorted(t.encode() for t in tokens))
-
-
-def _warm(authorizer: rbac.Authorizer, departments: list[str]) -> None:
-    """Touch every department once (its enforcer is built on first use)."""
-    nobody = rbac.Identity(user="system:gpupool:rbac-warm-up")
-    for department in departments:
-        authorizer.can_view(nobody, department)
-    # The organisation and its enforcers live until the next revision: move them out of
-    # the cyclic collector's sight, or every full collection walks them again (in a
-    # large organisation that dominated the cost of a non-GPU admission).
-    gc.freeze()
 
 
 def _effective(wanted: PodDemand, grants: Mapping[str, SliceGrant]) -> Resources:

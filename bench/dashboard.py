@@ -440,7 +440,9 @@ def main() -> int:
             t0 = time.perf_counter()
             source.refresh()
             scrape_s = time.perf_counter() - t0
-            app = create_app(sup.make_console(store, org, source))
+            console = sup.make_console(store, org, source)
+            app = create_app(console)
+            console.warm_up()  # as `gpupool dashboard` does before serving
             entry: dict[str, Any] = {"scrape_s": round(scrape_s, 3)}
             entry["callbacks"] = measure_callbacks(app, reps, dept, gpu)
             if driver is not None:
@@ -457,7 +459,9 @@ def main() -> int:
             prom_url, process, load_s = prom_future.result()
             try:
                 prom = PrometheusSource(prom_url, scrape_interval_s=30, recording_rules=True)
-                app = create_app(sup.make_console(store, org, prom))
+                console = sup.make_console(store, org, prom)
+                app = create_app(console)
+                console.warm_up()  # as `gpupool dashboard` does before serving
                 entry = {"backfill_s": round(load_s, 3)}
                 entry["callbacks"] = measure_callbacks(app, reps, dept, gpu)
                 if driver is not None:

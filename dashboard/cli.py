@@ -186,6 +186,7 @@ def dashboard(
         source=source, store=store, org=gov.org, authorizer=gov.authorizer, trust=trust
     )
     app = create_app(console)
+    console.warm_up()
     mode = (
         f"trusting {trust.user_header}/{trust.groups_header} from the proxy"
         if isinstance(trust, ProxyHeaders)

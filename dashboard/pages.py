@@ -24,7 +24,7 @@ from dashboard import access, admissions, tables, views
 from dashboard.access import Authorizer, Scope, Trust
 from dashboard.model import GPU_MEASURES, GpuRow
 from dashboard.sources import Departments, Source, SourceError
-from governance import ledger
+from governance import ledger, rbac
 from governance.config import format_amount
 from governance.errors import StoreError
 from governance.model import Org
@@ -183,6 +183,12 @@ class Console:
 
     def org(self) -> Org | None:
         return self._org()
+
+    def warm_up(self) -> None:
+        """Build every department's policy now and settle the heap (rbac.warm): the
+        server calls it before serving, so that no viewer pays for either."""
+        org = self.org()
+        rbac.warm(self._authorizer(), sorted(org.departments) if org is not None else [])
 
     def scope(self, headers: Mapping[str, str]) -> Scope:
         """The viewer of a request; AccessError without a trusted identity."""

@@ -34,13 +34,14 @@ object, action) until :meth:`Authorizer.reload`.
 
 from __future__ import annotations
 
+import gc
 import re
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import casbin
 import sqlalchemy as sa
@@ -582,6 +583,27 @@ class Authorizer:
                 f"platform-admin to bind you as dept-admin of {dom}, or ask {ask}."
             )
         return f"denied: {tried} may not {what} ({holds}). {advice}"
+
+
+class _Viewing(Protocol):
+    def can_view(self, identity: Identity, department: str) -> object: ...
+
+
+def warm(authorizer: _Viewing, departments: Iterable[str]) -> None:
+    """Build every department's enforcer now (each is otherwise built on its first
+    question), then move everything the process holds so far out of the cyclic
+    collector's sight (``gc.freeze``).
+
+    Servers call it once their organisation is loaded: the organisation, its policies
+    and enforcers live until the next revision, and in a large organisation each full
+    collection walking them again cost tens to a hundred milliseconds, paid by
+    whichever request happened to trigger it (the webhook's non-GPU admissions; the
+    console's callbacks of a 3,000-GPU fleet had a 220 ms p95 over a 100 ms p50)."""
+    nobody = Identity(user="system:gpupool:rbac-warm-up")
+    for department in departments:
+        authorizer.can_view(nobody, department)
+    gc.collect()
+    gc.freeze()
 
 
 def _domain_words(dom: str) -> str:

@@ -310,3 +310,20 @@ def test_policies_for_bindings() -> None:
 )
 def test_object_match(request_obj: str, pattern: str, match: bool) -> None:
     assert rbac.object_match(request_obj, pattern) is match
+
+
+def test_warm_builds_every_enforcer_and_freezes_what_the_process_holds() -> None:
+    import gc
+
+    fresh = Authorizer.from_bindings(BINDINGS)
+    departments = ["vision", "nlp", "speech"]
+    assert not fresh._state.enforcers
+    try:
+        rbac.warm(fresh, departments)
+        assert set(fresh._state.enforcers) == set(departments)
+        # The enforcers are now in the permanent generation: no collection walks them.
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        assert all(o is not fresh for o in gc.get_objects())
+    finally:
+        gc.unfreeze()
