@@ -102,13 +102,14 @@ class SliceGrant:
         }
 
 
+_SLICES_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True)
+"""What ``json.dumps(..., separators=(",", ":"), sort_keys=True)`` uses, built once:
+``json.dumps`` builds a new encoder on every call that passes options."""
+
+
 def dump_slices(grants: dict[str, SliceGrant]) -> str:
     """Serialise ``{container: grant}`` for the ``gpupool.io/slices`` annotation."""
-    return json.dumps(
-        {name: grant.as_dict() for name, grant in sorted(grants.items())},
-        separators=(",", ":"),
-        sort_keys=True,
-    )
+    return _SLICES_ENCODER.encode({name: grant.as_dict() for name, grant in sorted(grants.items())})
 
 
 _GRANT_FIELDS: dict[str, type] = {

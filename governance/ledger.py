@@ -23,6 +23,7 @@ transaction starts with ``BEGIN IMMEDIATE``, which serialises writers.
 from __future__ import annotations
 
 import enum
+import operator
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -291,8 +292,22 @@ class _DriverSql:
     insert_allocation: str
     """A format string; ``{rows}`` takes ``insert_allocation_row`` once per allocation."""
     insert_allocation_row: str
-    allocation_columns: tuple[str, ...]
-    allocation_processors: tuple[Callable[[Any], Any] | None, ...]
+    allocation_values: Callable[[Mapping[str, Any]], tuple[Any, ...]]
+    """A row's values (a dict by column name) in the table's column order."""
+    allocation_processors: tuple[tuple[int, Callable[[Any], Any]], ...]
+    """(position, bind processor) of the columns that have one (on SQLite, the JSON
+    grants and the timestamps): the others' values go in as they are, unvisited."""
+
+    def allocation_params(self, rows: Iterable[Mapping[str, Any]]) -> list[Any]:
+        """The flat parameters of ``insert_allocation`` for ``rows``."""
+        params: list[Any] = []
+        values_of, processors = self.allocation_values, self.allocation_processors
+        for row in rows:
+            values = list(values_of(row))
+            for position, process in processors:
+                values[position] = process(values[position])
+            params += values
+        return params
 
 
 _DRIVER_SQL: dict[tuple[str, str], _DriverSql] = {}
@@ -336,9 +351,13 @@ def _driver_sql(conn: Connection) -> _DriverSql:
             f"INSERT INTO {alloc} ({', '.join(q(c) for c in columns)}) VALUES {{rows}}"
         ),
         insert_allocation_row=f"({', '.join(mark for _ in columns)})",
-        allocation_columns=columns,
+        allocation_values=operator.itemgetter(*columns),
         allocation_processors=tuple(
-            c.type.dialect_impl(dialect).bind_processor(dialect) for c in _A.columns
+            (position, process)
+            for position, process in enumerate(
+                c.type.dialect_impl(dialect).bind_processor(dialect) for c in _A.columns
+            )
+            if process is not None
         ),
     )
     _DRIVER_SQL[key] = found
@@ -588,21 +607,20 @@ def _reserve_in(
     sql = _driver_sql(conn)
     if added:
         deltas = sorted(added.items())
+        params: list[Any] = []
+        for key, delta in deltas:
+            params.append(key)
+            params += delta
         conn.exec_driver_sql(
             sql.add_usage.format(rows=", ".join(sql.add_usage_row for _ in deltas)),
-            tuple(v for key, (ds, dm, dc) in deltas for v in (key, ds, dm, dc)),
+            tuple(params),
         )
     if allocations:
-        columns, processors = sql.allocation_columns, sql.allocation_processors
         conn.exec_driver_sql(
             sql.insert_allocation.format(
                 rows=", ".join(sql.insert_allocation_row for _ in allocations)
             ),
-            tuple(
-                value if process is None else process(value)
-                for row in allocations
-                for value, process in zip((row[c] for c in columns), processors, strict=True)
-            ),
+            tuple(sql.allocation_params(allocations)),
         )
     if denials:
         conn.execute(_INSERT_DENIAL, denials)
