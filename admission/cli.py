@@ -9,7 +9,7 @@ import uvicorn
 
 from admission.admitter import Settings
 from admission.app import DEFAULT_MAX_BODY_BYTES
-from admission.server import build, uvicorn_config
+from admission.server import build, tune_gc, uvicorn_config
 from admission.tls import ReloadingContext
 from governance.contract import DEFAULT_WEBHOOK_PORT
 from governance.errors import GpupoolError
@@ -92,6 +92,7 @@ def webhook(
     except OSError as exc:
         raise click.ClickException(f"cannot read the TLS files: {exc}") from exc
     tls.start()
+    tune_gc()
     try:
         uvicorn.Server(
             uvicorn_config(hook.app, tls, host=host, port=port, log_level=log_level)

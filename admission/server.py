@@ -3,6 +3,7 @@ call :func:`build` and :func:`serve`)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import ssl
 from collections.abc import Callable
@@ -21,6 +22,25 @@ from governance import config
 from governance.store import Store
 
 log = logging.getLogger(__name__)
+
+YOUNG_COLLECTION_THRESHOLD = 20_000
+"""Container objects allocated (less those freed) between two collections of the
+cyclic collector's youngest generation; CPython's default is 700.
+
+A GPU admission holds a few hundred young objects at once (the parsed review, the
+group's rows and answers) and frees nearly all of them when it is answered. With 700
+the collector ran every ~35 GPU admissions and each run cost about 0.6 ms, 3-4% of the
+webhook's CPU, spent walking objects about to be freed anyway; with 20,000 a run of
+4,000 admissions triggered none. The older generations keep their thresholds (they
+count collections of the younger ones), so cyclic garbage is still collected."""
+
+
+def tune_gc() -> None:
+    """Apply :data:`YOUNG_COLLECTION_THRESHOLD` to this process (the webhook's entry
+    point calls it; the organisation itself is moved out of the collector's sight by
+    :func:`governance.rbac.warm`)."""
+    _young, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, older, oldest)
 
 
 @dataclass(frozen=True, kw_only=True)
