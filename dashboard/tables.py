@@ -75,11 +75,11 @@ class Condition:
         if cell is None or cell == "":
             return False
         if numeric and self.op not in ("contains", "startswith"):
-            try:
+            try:  # a word against a number, or a cell that is not one, matches nothing
                 want: Any = float(self.value)
-            except ValueError:
+                have: Any = float(cell)
+            except (TypeError, ValueError):
                 return False
-            have: Any = float(cell)
         else:
             have, want = str(cell), self.value
             if not self.case_sensitive:

@@ -69,6 +69,12 @@ def test_filters_it_cannot_apply_say_why(query: str, says: str) -> None:
         parse_filter(query, COLUMNS)
 
 
+def test_a_numeric_filter_on_a_cell_that_is_no_number_matches_nothing() -> None:
+    rows = [{"slices": "n/a"}, {"slices": 2}]
+    view = View.from_table(["slices"], filter_query="{slices} >= 1")
+    assert view.select(rows, {"slices"}, whole=True) == ([1], 1)
+
+
 def test_an_or_inside_a_quoted_value_is_just_text() -> None:
     assert parse_filter('{node} contains "a || b or c"', COLUMNS) == [
         Condition(column="node", op="contains", value="a || b or c")
