@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 import dash  # noqa: E402
 from dash import Input, Output, html  # noqa: E402
 
+from dashboard import app as app_module  # noqa: E402
 from dashboard.app import create_app  # noqa: E402
 from dashboard.direct import DirectSource  # noqa: E402
 from dashboard.prometheus import PrometheusSource  # noqa: E402
@@ -60,39 +61,12 @@ DEPARTMENTS = 100
 GPUS = 3000
 EXPORTERS = 8
 
-OVERVIEW = [
-    ("ov-status", "children"),
-    ("ov-kpis", "children"),
-    ("ov-capacity", "figure"),
-    ("ov-history", "figure"),
-    ("ov-departments", "figure"),
-    ("ov-admissions", "figure"),
-    ("ov-department-table", "data"),
-    ("ov-waste-table", "data"),
-]
-DEPARTMENT = [
-    ("dept-status", "children"),
-    ("dept-kpis", "children"),
-    ("dept-borrowing", "children"),
-    ("dept-quota", "figure"),
-    ("dept-sku", "figure"),
-    ("dept-history", "figure"),
-    ("dept-quota-table", "data"),
-    ("dept-waste-table", "data"),
-    ("dept-denials-table", "data"),
-]
-GPUS_PAGE = [("gpu-status", "children"), ("gpu-heatmap", "figure")]
-GPU_TABLE = [
-    ("gpu-table", "data"),
-    ("gpu-table", "page_count"),
-    ("gpu-table-status", "children"),
-    ("gpu-table", "page_current"),
-]
-GPU_SLICES = [
-    ("gpu-slices-status", "children"),
-    ("gpu-slices-table", "data"),
-    ("gpu-slices-title", "children"),
-]
+# The outputs of each page callback, as the app declares them.
+OVERVIEW = list(app_module.OVERVIEW_OUTPUTS)
+DEPARTMENT = list(app_module.DEPARTMENT_OUTPUTS)
+GPUS_PAGE = list(app_module.GPU_OUTPUTS)
+GPU_TABLE = [*app_module.GPU_TABLE_OUTPUTS, ("gpu-table", "page_current")]
+GPU_SLICES = list(app_module.GPU_SLICE_OUTPUTS)
 
 
 def table_inputs(sort_by: list[dict[str, str]] | None = None) -> list[tuple[str, str, Any]]:
