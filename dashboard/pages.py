@@ -188,7 +188,8 @@ class Console:
         """Build every department's policy now and settle the heap (rbac.warm): the
         server calls it before serving, so that no viewer pays for either."""
         org = self.org()
-        rbac.warm(self._authorizer(), sorted(org.departments) if org is not None else [])
+        departments = sorted(org.departments) if org is not None else []
+        rbac.warm(self._authorizer(), departments, collect=True)
 
     def scope(self, headers: Mapping[str, str]) -> Scope:
         """The viewer of a request; AccessError without a trusted identity."""

@@ -319,7 +319,7 @@ def test_warm_builds_every_enforcer_and_freezes_what_the_process_holds() -> None
     departments = ["vision", "nlp", "speech"]
     assert not fresh._state.enforcers
     try:
-        rbac.warm(fresh, departments)
+        rbac.warm(fresh, departments, collect=True)
         assert set(fresh._state.enforcers) == set(departments)
         # The enforcers are now in the permanent generation: no collection walks them.
         frozen = gc.get_freeze_count()
