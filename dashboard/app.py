@@ -869,9 +869,8 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
         _tick: int | None,
     ) -> tuple[Any, ...]:
         # A new department or filter starts again at the first page.
-        if dash.ctx.triggered_id in ("gpu-department",) or any(
-            t.get("prop_id") == "gpu-table.filter_query" for t in dash.ctx.triggered
-        ):
+        changed = {t.get("prop_id") for t in dash.ctx.triggered}
+        if changed & {"gpu-department.value", "gpu-table.filter_query"}:
             page = 0
         table = {
             "page_current": page,

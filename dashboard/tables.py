@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 MAX_PAGE_SIZE = 500
@@ -151,7 +151,7 @@ class View:
     size: int = 20
     sort_by: tuple[tuple[str, bool], ...] = ()
     """(column, descending) in order of precedence."""
-    conditions: tuple[Condition, ...] = field(default=())
+    conditions: tuple[Condition, ...] = ()
 
     @classmethod
     def from_table(
