@@ -1,4 +1,5 @@
-"""The webhook's HTTP edge: FastAPI routes around :class:`~admission.admitter.Admitter`.
+"""The webhook's HTTP edge around :class:`~admission.admitter.Admitter`: ``/mutate`` on
+raw ASGI (:class:`Front`), the other endpoints on a FastAPI app behind it.
 
 - ``POST /mutate``: an AdmissionReview (admission.k8s.io/v1) in, the AdmissionReview
   answer out. A body that is not one gets HTTP 400 with the reason; a body over
@@ -24,13 +25,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.types import Receive, Scope, Send
 
 from admission import review
 from admission.admitter import Admitter
@@ -45,15 +47,120 @@ DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 """An AdmissionReview carries the object and the old object; etcd caps an object at
 1.5 MiB, so twice that and some room."""
 
-JSON = "application/json"
+
+class Front:
+    """The ASGI application that uvicorn serves: ``/mutate`` is answered here, on raw
+    ASGI messages; everything else (``/healthz``, ``/readyz``, ``/metrics``, unknown
+    paths, the lifespan) goes to the FastAPI app :attr:`api`.
+
+    An admission is bytes in, bytes out, and Starlette's route for it cost as much as
+    the webhook's decision for a non-GPU pod: its middleware stack, router, Request and
+    Response objects took about 0.1 ms a request (a trivial endpoint served this way
+    answered 7,300-8,100 requests/s against 4,000-4,600 on a Starlette route, wrk over
+    HTTPS, same machine and run). So the front reads the body itself, bounded by
+    ``max_body_bytes`` (413 beyond, from the Content-Length header before reading
+    when there is one), and sends the answer in two messages."""
+
+    def __init__(
+        self,
+        api: FastAPI,
+        mutate: Callable[[bytes], Awaitable[tuple[int, bytes]]],
+        *,
+        max_body_bytes: int,
+        metrics: Metrics,
+    ) -> None:
+        self.api = api
+        self.mutate = mutate
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != MUTATE_PATH:
+            await self.api(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            await _send(
+                send,
+                405,
+                _error_body(Reason.MALFORMED_REVIEW, f"{MUTATE_PATH} takes POST only"),
+                extra=((b"allow", b"POST"),),
+            )
+            return
+        body = await self._body(scope, receive)
+        if isinstance(body, tuple):
+            self.metrics.observe("unknown", "denied", Reason.MALFORMED_REVIEW.value, 0.0)
+            await _send(send, *body)
+            return
+        if body is None:  # the client went away before sending the whole body
+            return
+        status, content = await self.mutate(body)
+        await _send(send, status, content)
+
+    async def _body(self, scope: Scope, receive: Receive) -> bytes | tuple[int, bytes] | None:
+        """The request body; (413, error) when it is over the limit; None when the
+        client disconnected first."""
+        limit = self.max_body_bytes
+        length = _header(scope, b"content-length")
+        if length is not None and not length.isdigit():
+            return 400, _error_body(
+                Reason.MALFORMED_REVIEW,
+                f"the Content-Length header {length.decode(errors='replace')!r} is not a "
+                "number of bytes",
+            )
+        if length is not None and int(length) > limit:
+            return 413, _error_body(
+                Reason.MALFORMED_REVIEW,
+                f"request body of {length.decode(errors='replace')} bytes is over the limit "
+                f"of {limit} bytes",
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return 413, _error_body(
+                    Reason.MALFORMED_REVIEW, f"request body is over the limit of {limit} bytes"
+                )
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _error(status: int, reason: Reason, message: str) -> Response:
-    return Response(
-        json.dumps({"reason": reason.value, "message": message}).encode(),
-        status_code=status,
-        media_type=JSON,
+MUTATE_PATH = "/mutate"
+
+_JSON_HEADERS = ((b"content-type", b"application/json"),)
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def _error_body(reason: Reason, message: str) -> bytes:
+    return json.dumps({"reason": reason.value, "message": message}).encode()
+
+
+async def _send(
+    send: Send, status: int, content: bytes, *, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                *_JSON_HEADERS,
+                (b"content-length", str(len(content)).encode()),
+                *extra,
+            ],
+        }
     )
+    await send({"type": "http.response.body", "body": content})
 
 
 def create_app(
@@ -63,7 +170,7 @@ def create_app(
     registry: CollectorRegistry,
     metrics: Metrics | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-) -> FastAPI:
+) -> Front:
     metrics = metrics or Metrics(registry)
 
     @asynccontextmanager
@@ -80,35 +187,9 @@ def create_app(
         lifespan=lifespan,
     )
 
-    async def read_body(request: Request) -> bytes | Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
-            return _error(
-                413,
-                Reason.MALFORMED_REVIEW,
-                f"request body of {length} bytes is over the limit of {max_body_bytes} bytes",
-            )
-        if length is not None:  # bounded by the header checked above
-            return await request.body()
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body_bytes:
-                return _error(
-                    413,
-                    Reason.MALFORMED_REVIEW,
-                    f"request body is over the limit of {max_body_bytes} bytes",
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def mutate(request: Request) -> Response:
+    async def mutate(body: bytes) -> tuple[int, bytes]:
+        """(HTTP status, body) of the answer to one request body."""
         started = time.perf_counter()
-        body = await read_body(request)
-        if isinstance(body, Response):
-            metrics.observe("unknown", "denied", Reason.MALFORMED_REVIEW.value, 0.0)
-            return body
         try:
             if admitter.plain(body):  # asks for no GPU: the head is enough
                 parsed = review.parse_review(body, head_only=True)
@@ -124,7 +205,7 @@ def create_app(
             metrics.observe(
                 "unknown", "denied", Reason.MALFORMED_REVIEW.value, time.perf_counter() - started
             )
-            return _error(400, Reason.MALFORMED_REVIEW, exc.reason)
+            return 400, _error_body(Reason.MALFORMED_REVIEW, exc.reason)
         except Exception:
             log.exception("admission request failed")
             answer = review.Response(
@@ -140,12 +221,7 @@ def create_app(
         metrics.observe(
             parsed.operation, answer.decision, answer.reason.value, time.perf_counter() - started
         )
-        return Response(content, media_type=JSON)
-
-    # A plain Starlette route: the body is bytes in, bytes out, so FastAPI's request
-    # machinery (dependency solving, validation, its per-request exit stack) has
-    # nothing to do and would cost each admission tens of microseconds.
-    app.add_route("/mutate", mutate, methods=["POST"])
+        return 200, content
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -164,4 +240,4 @@ def create_app(
         data = await anyio.to_thread.run_sync(generate_latest, registry)
         return Response(data, media_type=CONTENT_TYPE_LATEST)
 
-    return app
+    return Front(app, mutate, max_body_bytes=max_body_bytes, metrics=metrics)

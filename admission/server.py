@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from admission.admitter import Admitter, Settings
-from admission.app import DEFAULT_MAX_BODY_BYTES, create_app
+from admission.app import DEFAULT_MAX_BODY_BYTES, Front, create_app
 from admission.metrics import Metrics, QuotaCollector, WriterCollector
 from admission.tls import ReloadingContext
 from governance import config
@@ -45,7 +44,7 @@ def tune_gc() -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class Webhook:
-    app: FastAPI
+    app: Front
     store: Store
     admitter: Admitter
     registry: CollectorRegistry
@@ -82,7 +81,7 @@ def build(
 
 
 def uvicorn_config(
-    app: FastAPI, tls: ReloadingContext, *, host: str, port: int, log_level: str = "warning"
+    app: Front, tls: ReloadingContext, *, host: str, port: int, log_level: str = "warning"
 ) -> uvicorn.Config:
     """One uvicorn worker (uvloop and httptools when installed) serving ``tls``'s
     reloading context."""

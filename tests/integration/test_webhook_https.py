@@ -27,6 +27,8 @@ from governance.contract import (
 from governance.store import Store
 from tests.support import admission as A
 
+JSON_HEADERS = {"content-type": "application/json"}
+
 pytestmark = pytest.mark.integration
 
 
@@ -485,6 +487,44 @@ def test_oversized_body_is_refused(store: Store, tmp_path: Path) -> None:
         assert client.post("/mutate", json=big).status_code == 413
         small = A.review(A.pod(A.container()))
         assert client.post("/mutate", json=small).status_code == 200
+
+
+def test_chunked_bodies_are_bounded_while_they_stream(store: Store, tmp_path: Path) -> None:
+    """Without a Content-Length (chunked transfer), the limit applies as the body
+    arrives; a body in several chunks under the limit is read whole."""
+
+    def chunks(content: bytes, size: int) -> Iterator[bytes]:
+        for start in range(0, len(content), size):
+            yield content[start : start + size]
+
+    with A.serve(store, tmp_path, max_body_bytes=10_000) as hook, hook.client() as client:
+        big = json.dumps(A.review(A.pod(A.container(env={"BLOB": "x" * 20_000})))).encode()
+        r = client.post("/mutate", content=chunks(big, 4096), headers=JSON_HEADERS)
+        assert r.status_code == 413, r.text
+        assert r.json() == {
+            "reason": Reason.MALFORMED_REVIEW.value,
+            "message": "request body is over the limit of 10000 bytes",
+        }
+        small = A.review(A.pod(A.container(limits=A.gpu(1))))
+        r = client.post(
+            "/mutate", content=chunks(json.dumps(small).encode(), 100), headers=JSON_HEADERS
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["response"]["uid"] == small["request"]["uid"]
+        assert r.json()["response"]["allowed"] is True
+
+
+def test_mutate_takes_post_only_and_other_paths_are_not_found(hook: A.Served) -> None:
+    with hook.client() as client:
+        r = client.get("/mutate")
+        assert r.status_code == 405
+        assert r.headers["allow"] == "POST"
+        assert "takes POST only" in r.json()["message"]
+        assert client.post("/mutate/", content=b"{}").status_code == 404
+        assert client.get("/nowhere").status_code == 404
+        answer = client.post("/mutate", json=A.review(A.pod(A.container())))
+        assert answer.headers["content-type"] == "application/json"
+        assert int(answer.headers["content-length"]) == len(answer.content)
 
 
 def test_store_down_fails_gpu_pods_closed_while_healthz_stays_up(
