@@ -63,6 +63,9 @@ usage = Table(
     Column("slices", BigInteger, nullable=False, default=0),
     Column("memory_mib", BigInteger, nullable=False, default=0),
     Column("compute_pct", BigInteger, nullable=False, default=0),
+    # clustered on the scope key in SQLite (migration 0002): a reservation's seven
+    # scopes share prefixes, so its updates touch few pages
+    sqlite_with_rowid=False,
 )
 
 allocations = Table(

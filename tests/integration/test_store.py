@@ -7,8 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 
-from governance import migrations
+from governance import migrations, schema
 from governance.store import ENV_STORE, Store, resolve_url
 
 pytestmark = pytest.mark.integration
@@ -26,6 +30,58 @@ def test_replicas_starting_together_migrate_the_schema_once(store_url: str) -> N
     try:
         assert migrations.current(store.engine) == migrations.head(store.engine)
         store.ping()
+    finally:
+        store.close()
+
+
+def test_the_migrated_schema_is_the_declared_one(store_url: str) -> None:
+    """Alembic's own comparison finds no difference between the tables the migrations
+    build and :mod:`governance.schema`."""
+    store = Store(store_url)
+    try:
+        with store.engine.connect() as conn:
+            context = MigrationContext.configure(conn)
+            assert compare_metadata(context, schema.metadata) == []
+    finally:
+        store.close()
+
+
+def test_usage_is_clustered_on_its_key_in_sqlite_and_keeps_its_rows_across_0002(
+    tmp_path: Path,
+) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'old.db'}", migrate=False)
+    try:
+        migrations.upgrade(store.engine, "0001")
+        rows = [("department/a", 1, 2, 3), ("queue/a/q", 4, 5, 6), ("pool/p", 7, 8, 9)]
+        with store.engine.begin() as conn:
+            conn.execute(
+                sa.insert(schema.usage),
+                [
+                    dict(zip(("scope", "slices", "memory_mib", "compute_pct"), r, strict=True))
+                    for r in rows
+                ],
+            )
+
+        def table_sql() -> str:
+            with store.engine.connect() as conn:
+                found: str = conn.exec_driver_sql(
+                    "SELECT sql FROM sqlite_master WHERE name = 'usage'"
+                ).scalar_one()
+            return found
+
+        def usage() -> list[tuple[str, int, int, int]]:
+            with store.engine.connect() as conn:
+                result = conn.execute(sa.select(schema.usage).order_by(schema.usage.c.scope))
+                return [(r.scope, r.slices, r.memory_mib, r.compute_pct) for r in result]
+
+        assert "WITHOUT ROWID" not in table_sql()
+        migrations.upgrade(store.engine)
+        assert migrations.current(store.engine) == migrations.head(store.engine) == "0002"
+        assert "WITHOUT ROWID" in table_sql()
+        assert usage() == sorted(rows)
+        command.downgrade(migrations.alembic_config(store.engine), "0001")
+        assert "WITHOUT ROWID" not in table_sql()
+        assert usage() == sorted(rows)
     finally:
         store.close()
 
