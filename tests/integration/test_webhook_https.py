@@ -111,6 +111,37 @@ def test_deployment_pod_is_authorised_as_its_service_account_and_rewritten(
     assert not response.get("warnings")
 
 
+def test_replicas_follow_a_new_configuration_revision(
+    store: Store, tmp_path: Path
+) -> None:
+    """Two replicas of one workload get the same slices; after a revision that changes
+    the SKU, the next replica gets the new one (in its patch and in the ledger), while
+    the webhook keeps serving."""
+
+    def replica() -> dict[str, Any]:
+        pod = A.deployment_pod(A.container(limits=A.gpu(2)), labels={"app": "trainer"})
+        return A.review(pod, user=A.REPLICASET_CONTROLLER, groups=("system:serviceaccounts",))
+
+    def placed(served: A.Served, body: dict[str, Any]) -> tuple[dict[str, str], ledger.Allocation]:
+        _, out = admitted(served, body)
+        alloc = ledger.get(store, out["metadata"]["annotations"][ANNOTATION_ALLOCATION_ID])
+        assert alloc is not None and alloc.request_uid == body["request"]["uid"]
+        return limits_of(out), alloc
+
+    with A.serve(store, tmp_path, refresh_s=0.0) as served:
+        first, a1 = placed(served, replica())
+        second, a2 = placed(served, replica())
+        assert first == second and first["nvidia.com/gpumem"] == "20480"
+        assert a1.id != a2.id and a1.grants == a2.grants and a1.amount == a2.amount
+        document = A.org_document()
+        small = next(s for s in document["skus"] if s["name"] == "small")
+        small.update(memory="10Gi", compute=20)
+        A.apply_org(store, document)
+        third, a3 = placed(served, replica())
+        assert (third["nvidia.com/gpumem"], third["nvidia.com/gpucores"]) == ("10240", "20")
+        assert (a3.amount.memory_mib, a3.amount.compute_pct) == (20480, 40)
+
+
 def test_controller_pod_whose_service_account_is_not_bound_is_denied(hook: A.Served) -> None:
     pod = A.deployment_pod(A.container(limits=A.gpu(1)), service_account="builder")
     body = A.review(pod, user=A.REPLICASET_CONTROLLER, groups=("system:serviceaccounts",))
