@@ -121,12 +121,6 @@ class Store:
                 cur.execute("PRAGMA wal_autocheckpoint=0")
                 cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
                 cur.execute("PRAGMA foreign_keys=ON")
-                import os as _os
-
-                if _os.environ.get("XCACHE"):
-                    cur.execute(f"PRAGMA cache_size={_os.environ['XCACHE']}")
-                if _os.environ.get("XMMAP"):
-                    cur.execute(f"PRAGMA mmap_size={_os.environ['XMMAP']}")
                 cur.close()
 
             @event.listens_for(engine, "begin")
