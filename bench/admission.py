@@ -8,6 +8,8 @@ driven by wrk with a Lua script that cycles through distinct pre-built Admission
 and non-GPU pods are measured separately. The floor is a trivial FastAPI endpoint served
 the same way (uvicorn, HTTPS, same wrk settings) that returns a response of the same
 size as the webhook's GPU answer. The machine is shared and noisy: compare the ratios.
+Full runs also drive the GPU path with 8 and 16 connections (5 s each, fresh reviews),
+for the p99 at each number of admissions in flight (``gpu_p99_ms_by_connections``).
 
 Then the handler alone is profiled in-process with pyinstrument (parse, decide, reserve,
 patch, render), and the top of the profile is printed.
@@ -45,6 +47,10 @@ from governance.store import Store, utcnow  # noqa: E402
 from tests.support import admission as A  # noqa: E402
 
 LUA = ROOT / "bench" / "admission.lua"
+CURVE_CONNECTIONS = (8, 16)
+"""Full runs also drive the webhook's GPU path with these many connections."""
+CURVE_SECONDS = 5
+CURVE_BODIES = 10_000
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 
 
@@ -497,6 +503,19 @@ def main() -> None:
             for k in floor_a
         }
         after = len(ledger.list_allocations(store, states=[ledger.State.RESERVED]))
+        # Full runs: the same GPU load at fewer connections, each on reviews of its own
+        # (fresh uids, so every one is again a new reservation): how the p99 follows
+        # the number of admissions the API server keeps in flight.
+        curve: dict[int, dict[str, float]] = {}
+        for conns in () if quick else CURVE_CONNECTIONS:
+            if conns == args.connections:
+                continue
+            name = f"gpu-{conns}.jsonl"
+            write_bodies(work / name, reviews(gpu_review(rng, 1), rng, CURVE_BODIES, 1000))
+            wait_idle(hook.pid)
+            curve[conns] = run_wrk(
+                hook_url, work / name, CURVE_SECONDS, conns, min(args.threads, conns), hook.pid
+            )
     finally:
         for proc in (hook, floor, lean):
             proc.terminate()
@@ -529,6 +548,7 @@ def main() -> None:
         f"{'run':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9} {'non-200':>8} "
         f"{'CPU ms/req':>11}"
     )
+    rows += [(f"webhook, GPU pods, {c} connections", r) for c, r in sorted(curve.items())]
     for name, r in rows:
         print(
             f"{name:34} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
@@ -575,6 +595,10 @@ def main() -> None:
         "mean_group": round(mean_group, 1),
         "non200": int(gpu_r["non200"] + cpu_r["non200"]),
         "connections": args.connections,
+        "gpu_p99_ms_by_connections": {
+            str(c): round(r["p99_ms"], 2)
+            for c, r in sorted({**curve, args.connections: gpu_r}.items())
+        },
         "seconds": seconds,
         "store": store.dialect,
     }
