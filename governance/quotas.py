@@ -28,9 +28,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from governance.contract import Reason
-from governance.model import Org, Queue
+from governance.model import Department, Org, Queue
 from governance.resources import (
     RESOURCE_NAMES,
     RESOURCE_UNITS,
@@ -151,6 +152,23 @@ def _check(
     return None
 
 
+def _fits(limits: Limits, used: Resources, amount: Resources) -> bool:
+    """Whether ``used + amount`` stays within ``limits`` in every resource that
+    ``amount`` asks for: :func:`_check` finds no violation exactly when this is true.
+    Written out per resource, it is the quick test of every admission; the message
+    of a violation is built only when there is one."""
+    limit = limits.slices.value
+    if limit is not None and amount.slices and used.slices + amount.slices > limit:
+        return False
+    limit = limits.memory_mib.value
+    if limit is not None and amount.memory_mib and used.memory_mib + amount.memory_mib > limit:
+        return False
+    limit = limits.compute_pct.value
+    return not (
+        limit is not None and amount.compute_pct and used.compute_pct + amount.compute_pct > limit
+    )
+
+
 def _reserved_by_others(
     org: Org, queue: Queue, usage: Mapping[str, Resources], name: ResourceName
 ) -> int | None:
@@ -171,12 +189,7 @@ def borrows(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> bool:
     know what they hold back), so only then must ``usage`` hold their rows."""
     queue = org.queues[(demand.department, demand.queue)]
     queue_used = usage.get(queue_scope(demand.department, demand.queue), ZERO)
-    for name in RESOURCE_NAMES:
-        nominal = queue.nominal.total.get(name).value
-        want = demand.amount.get(name)
-        if nominal is not None and want and queue_used.get(name) + want > nominal:
-            return True
-    return False
+    return not _fits(queue.nominal.total, queue_used, demand.amount)
 
 
 def evaluate(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> QuotaDecision:
@@ -185,45 +198,140 @@ def evaluate(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> QuotaD
     ``usage`` must hold the rows of :func:`scope_keys` and, when the demand
     :func:`borrows`, the rows of all the department's queues; a missing row means
     nothing in use.
+
+    The limits are checked in a fixed order and the first one broken is the answer.
+    Each is first tested with :func:`_fits`; the violation, with its message, is
+    written out only for a limit that is broken.
     """
-    dept = org.departments[demand.department]
-    queue = org.queues[(demand.department, demand.queue)]
-    pool = org.pools[demand.pool]
-    amount = demand.amount
     d, q, s, p = demand.department, demand.queue, demand.sku, demand.pool
-
-    def used(key: str) -> Resources:
-        return usage.get(key, ZERO)
-
-    queue_used = used(queue_scope(d, q))
-    dept_used = used(department_scope(d))
-    checks: list[Violation | None] = []
+    dept = org.departments[d]
+    queue = org.queues[(d, q)]
+    amount = demand.amount
+    get = usage.get
+    queue_used = get(queue_scope(d, q), ZERO)
 
     # Queue: hard caps per SKU and per pool.
-    if s in queue.nominal.per_sku:
-        checks.append(
-            _check(
-                Reason.SKU_QUOTA_EXCEEDED,
-                f"queue {d}/{q}",
-                f"quota for SKU {s}",
-                queue.nominal.per_sku[s],
-                used(f"queue/{d}/{q}/sku/{s}"),
-                amount,
+    limits = queue.nominal.per_sku.get(s)
+    if limits is not None:
+        used = get(f"queue/{d}/{q}/sku/{s}", ZERO)
+        if not _fits(limits, used, amount):
+            return _denied(
+                _check(
+                    Reason.SKU_QUOTA_EXCEEDED,
+                    f"queue {d}/{q}",
+                    f"quota for SKU {s}",
+                    limits,
+                    used,
+                    amount,
+                )
             )
-        )
-    if p in queue.nominal.per_pool:
-        checks.append(
-            _check(
-                Reason.POOL_QUOTA_EXCEEDED,
-                f"queue {d}/{q}",
-                f"quota on pool {p}",
-                queue.nominal.per_pool[p],
-                used(f"queue/{d}/{q}/pool/{p}"),
-                amount,
+    limits = queue.nominal.per_pool.get(p)
+    if limits is not None:
+        used = get(f"queue/{d}/{q}/pool/{p}", ZERO)
+        if not _fits(limits, used, amount):
+            return _denied(
+                _check(
+                    Reason.POOL_QUOTA_EXCEEDED,
+                    f"queue {d}/{q}",
+                    f"quota on pool {p}",
+                    limits,
+                    used,
+                    amount,
+                )
             )
-        )
-    # Queue: nominal quota, then borrowing.
+    # Queue total: the nominal quota, then borrowing up to the borrowing limit from
+    # what the department's other queues leave unused.
     borrowed: dict[str, int] = {}
+    if not _fits(queue.nominal.total, queue_used, amount):
+        violation = _borrow(org, dept, queue, usage, queue_used, amount, borrowed)
+        if violation is not None:
+            return _denied(violation)
+    # Department: caps per SKU and per pool, then its total quota; then the pool.
+    limits = dept.quota.per_sku.get(s)
+    if limits is not None:
+        used = get(f"department/{d}/sku/{s}", ZERO)
+        if not _fits(limits, used, amount):
+            return _denied(
+                _check(
+                    Reason.SKU_QUOTA_EXCEEDED,
+                    f"department {d}",
+                    f"quota for SKU {s}",
+                    limits,
+                    used,
+                    amount,
+                )
+            )
+    limits = dept.quota.per_pool.get(p)
+    if limits is not None:
+        used = get(f"department/{d}/pool/{p}", ZERO)
+        if not _fits(limits, used, amount):
+            return _denied(
+                _check(
+                    Reason.POOL_QUOTA_EXCEEDED,
+                    f"department {d}",
+                    f"cap on pool {p}",
+                    limits,
+                    used,
+                    amount,
+                )
+            )
+    used = get(department_scope(d), ZERO)
+    if not _fits(dept.quota.total, used, amount):
+        return _denied(
+            _check(
+                Reason.DEPARTMENT_QUOTA_EXCEEDED,
+                f"department {d}",
+                "quota",
+                dept.quota.total,
+                used,
+                amount,
+            )
+        )
+    capacity = org.pools[p].capacity_limits
+    used = get(pool_scope(p), ZERO)
+    if not _fits(capacity, used, amount):
+        return _denied(
+            _check(
+                Reason.POOL_CAPACITY_EXCEEDED,
+                f"pool {p}",
+                "sellable capacity (physical x over-subscription)",
+                capacity,
+                used,
+                amount,
+                advice="The pool is full for every department: try another pool's queue, "
+                "or ask the platform admins to add GPUs.",
+            )
+        )
+    if not borrowed:
+        return _ADMITTED
+    return QuotaDecision(
+        allowed=True,
+        reason=Reason.ADMITTED,
+        borrowed=Resources(**{k: max(0, v) for k, v in borrowed.items()}),
+    )
+
+
+_ADMITTED: Final = QuotaDecision(allowed=True, reason=Reason.ADMITTED)
+"""The answer to every admission that borrows nothing (decisions are immutable)."""
+
+
+def _denied(violation: Violation | None) -> QuotaDecision:
+    assert violation is not None, "_fits and _check disagree"
+    return QuotaDecision(allowed=False, reason=violation.reason, violation=violation)
+
+
+def _borrow(
+    org: Org,
+    dept: Department,
+    queue: Queue,
+    usage: Mapping[str, Resources],
+    queue_used: Resources,
+    amount: Resources,
+    borrowed: dict[str, int],
+) -> Violation | None:
+    """The queue goes past its nominal quota in some resource: the first limit that
+    borrowing it would break, else None with ``borrowed`` filled in per resource."""
+    d, q = queue.department, queue.name
     for name in RESOURCE_NAMES:
         nominal = queue.nominal.total.get(name)
         want = amount.get(name)
@@ -243,98 +351,40 @@ def evaluate(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> QuotaD
                 )
             )
             assert ceiling.value is not None
-            checks.append(
-                Violation(
-                    reason=Reason.QUEUE_QUOTA_EXCEEDED
-                    if queue.borrowing_limit.get(name).value == 0
-                    else Reason.BORROWING_LIMIT_EXCEEDED,
-                    scope=f"queue {d}/{q}",
-                    limit_name=limit_name,
-                    resource=name,
-                    in_use=queue_used.get(name),
-                    requested=want,
-                    limit=ceiling.value,
-                    advice=ADVICE_WAIT,
-                )
+            return Violation(
+                reason=Reason.QUEUE_QUOTA_EXCEEDED
+                if queue.borrowing_limit.get(name).value == 0
+                else Reason.BORROWING_LIMIT_EXCEEDED,
+                scope=f"queue {d}/{q}",
+                limit_name=limit_name,
+                resource=name,
+                in_use=queue_used.get(name),
+                requested=want,
+                limit=ceiling.value,
+                advice=ADVICE_WAIT,
             )
-            continue
         dept_limit = dept.quota.total.get(name)
         if dept_limit.value is not None:
             others = _reserved_by_others(org, queue, usage, name)
             assert others is not None
             available = dept_limit.value - others
             if new > available:
-                checks.append(
-                    Violation(
-                        reason=Reason.DEPARTMENT_QUOTA_EXCEEDED,
-                        scope=f"department {d}",
-                        limit_name=(
-                            f"quota left for queue {q} to borrow (department limit "
-                            f"{dept_limit.value} - {others} reserved or used by its other "
-                            "queues)"
-                        ),
-                        resource=name,
-                        in_use=queue_used.get(name),
-                        requested=want,
-                        limit=available,
-                        advice="Other queues' nominal quotas are never lent out; " + ADVICE_WAIT,
-                    )
+                return Violation(
+                    reason=Reason.DEPARTMENT_QUOTA_EXCEEDED,
+                    scope=f"department {d}",
+                    limit_name=(
+                        f"quota left for queue {q} to borrow (department limit "
+                        f"{dept_limit.value} - {others} reserved or used by its other "
+                        "queues)"
+                    ),
+                    resource=name,
+                    in_use=queue_used.get(name),
+                    requested=want,
+                    limit=available,
+                    advice="Other queues' nominal quotas are never lent out; " + ADVICE_WAIT,
                 )
-                continue
         borrowed[name] = new - max(nominal.value, queue_used.get(name))
-    # Department: caps per SKU and per pool, then the total.
-    if s in dept.quota.per_sku:
-        checks.append(
-            _check(
-                Reason.SKU_QUOTA_EXCEEDED,
-                f"department {d}",
-                f"quota for SKU {s}",
-                dept.quota.per_sku[s],
-                used(f"department/{d}/sku/{s}"),
-                amount,
-            )
-        )
-    if p in dept.quota.per_pool:
-        checks.append(
-            _check(
-                Reason.POOL_QUOTA_EXCEEDED,
-                f"department {d}",
-                f"cap on pool {p}",
-                dept.quota.per_pool[p],
-                used(f"department/{d}/pool/{p}"),
-                amount,
-            )
-        )
-    checks.append(
-        _check(
-            Reason.DEPARTMENT_QUOTA_EXCEEDED,
-            f"department {d}",
-            "quota",
-            dept.quota.total,
-            dept_used,
-            amount,
-        )
-    )
-    checks.append(
-        _check(
-            Reason.POOL_CAPACITY_EXCEEDED,
-            f"pool {p}",
-            "sellable capacity (physical x over-subscription)",
-            pool.capacity_limits,
-            used(pool_scope(p)),
-            amount,
-            advice="The pool is full for every department: try another pool's queue, "
-            "or ask the platform admins to add GPUs.",
-        )
-    )
-    for violation in checks:
-        if violation is not None:
-            return QuotaDecision(allowed=False, reason=violation.reason, violation=violation)
-    return QuotaDecision(
-        allowed=True,
-        reason=Reason.ADMITTED,
-        borrowed=Resources(**{k: max(0, v) for k, v in borrowed.items()}),
-    )
+    return None
 
 
 def effective_demand(init: Iterable[tuple[Resources, bool]], app: Iterable[Resources]) -> Resources:

@@ -442,3 +442,22 @@ def test_a_demand_that_does_not_borrow_is_decided_without_the_other_queues(
     assert quotas.borrows(org, demand, usage) is past_nominal
     if not past_nominal:
         assert quotas.evaluate(org, demand, without) == quotas.evaluate(org, demand, usage)
+
+
+amounts = st.builds(
+    Resources,
+    slices=st.integers(0, 20),
+    memory_mib=st.integers(0, 400_000),
+    compute_pct=st.integers(0, 2_000),
+)
+
+
+@SETTINGS
+@given(limits(), amounts, amounts)
+def test_the_quick_limit_test_agrees_with_the_violation_it_stands_for(
+    caps: Limits, used: Resources, amount: Resources
+) -> None:
+    """evaluate builds a violation only where _fits says a limit is broken: the two
+    must agree on every limit, usage and amount."""
+    violation = quotas._check(Reason.QUEUE_QUOTA_EXCEEDED, "scope", "limit", caps, used, amount)
+    assert quotas._fits(caps, used, amount) is (violation is None)
