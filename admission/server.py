@@ -97,6 +97,11 @@ def uvicorn_config(
         http="auto",
         log_level=log_level,
         access_log=False,
+        # The API server calls the webhook directly: no proxy's X-Forwarded-* headers
+        # to honour (uvicorn would read them on every request from a trusted peer), and
+        # no Server header to advertise the software.
+        proxy_headers=False,
+        server_header=False,
         ssl_context_factory=factory,
         timeout_graceful_shutdown=10,
     )

@@ -556,6 +556,7 @@ def test_mutate_takes_post_only_and_other_paths_are_not_found(hook: A.Served) ->
         answer = client.post("/mutate", json=A.review(A.pod(A.container())))
         assert answer.headers["content-type"] == "application/json"
         assert int(answer.headers["content-length"]) == len(answer.content)
+        assert "server" not in answer.headers  # the software is not advertised
 
 
 def test_store_down_fails_gpu_pods_closed_while_healthz_stays_up(
