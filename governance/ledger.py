@@ -101,9 +101,9 @@ def new_allocation_id() -> str:
     """``alloc-`` and 32 hex digits: the time in milliseconds (48 bits, as in a UUIDv7)
     then 80 random bits.
 
-    Ids made later sort later, so the allocations' key index grows at its end: a group
-    commit of 32 reservations wrote one or two of its pages instead of 32 scattered
-    ones (the reserve phase took about 6% less time, interleaved in-process A/B). The
+    Ids made later sort later, so a group commit's new keys go to the end of the
+    allocations' key index instead of 32 scattered places in it (the group commits
+    took about 6% less time, two stores interleaved in one process). The
     random part keeps ids unique across webhook replicas; an id is never trusted for
     what it is, only for what the ledger holds under it (see the admitter)."""
     return f"alloc-{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
