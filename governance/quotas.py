@@ -134,6 +134,8 @@ def _check(
     amount: Resources,
     advice: str = ADVICE_WAIT,
 ) -> Violation | None:
+    if _fits(limits, used, amount):  # every admission: no loop, no message
+        return None
     for name in RESOURCE_NAMES:
         limit = limits.get(name)
         if limit.value is None or amount.get(name) == 0:
@@ -154,9 +156,8 @@ def _check(
 
 def _fits(limits: Limits, used: Resources, amount: Resources) -> bool:
     """Whether ``used + amount`` stays within ``limits`` in every resource that
-    ``amount`` asks for: :func:`_check` finds no violation exactly when this is true.
-    Written out per resource, it is the quick test of every admission; the message
-    of a violation is built only when there is one."""
+    ``amount`` asks for. Written out per resource: it is the test every admission
+    passes through, where :func:`_check` would loop and look up each resource."""
     limit = limits.slices.value
     if limit is not None and amount.slices and used.slices + amount.slices > limit:
         return False
@@ -199,9 +200,9 @@ def evaluate(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> QuotaD
     :func:`borrows`, the rows of all the department's queues; a missing row means
     nothing in use.
 
-    The limits are checked in a fixed order and the first one broken is the answer.
-    Each is first tested with :func:`_fits`; the violation, with its message, is
-    written out only for a limit that is broken.
+    The limits are checked in a fixed order and the first one broken is the answer;
+    a violation and its message are written out only for a limit that is broken
+    (:func:`_fits` first).
     """
     d, q, s, p = demand.department, demand.queue, demand.sku, demand.pool
     dept = org.departments[d]
@@ -214,31 +215,29 @@ def evaluate(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> QuotaD
     limits = queue.nominal.per_sku.get(s)
     if limits is not None:
         used = get(f"queue/{d}/{q}/sku/{s}", ZERO)
-        if not _fits(limits, used, amount):
-            return _denied(
-                _check(
-                    Reason.SKU_QUOTA_EXCEEDED,
-                    f"queue {d}/{q}",
-                    f"quota for SKU {s}",
-                    limits,
-                    used,
-                    amount,
-                )
-            )
+        violation = _check(
+            Reason.SKU_QUOTA_EXCEEDED,
+            f"queue {d}/{q}",
+            f"quota for SKU {s}",
+            limits,
+            used,
+            amount,
+        )
+        if violation is not None:
+            return _denied(violation)
     limits = queue.nominal.per_pool.get(p)
     if limits is not None:
         used = get(f"queue/{d}/{q}/pool/{p}", ZERO)
-        if not _fits(limits, used, amount):
-            return _denied(
-                _check(
-                    Reason.POOL_QUOTA_EXCEEDED,
-                    f"queue {d}/{q}",
-                    f"quota on pool {p}",
-                    limits,
-                    used,
-                    amount,
-                )
-            )
+        violation = _check(
+            Reason.POOL_QUOTA_EXCEEDED,
+            f"queue {d}/{q}",
+            f"quota on pool {p}",
+            limits,
+            used,
+            amount,
+        )
+        if violation is not None:
+            return _denied(violation)
     # Queue total: the nominal quota, then borrowing up to the borrowing limit from
     # what the department's other queues leave unused.
     borrowed: dict[str, int] = {}
@@ -250,58 +249,54 @@ def evaluate(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> QuotaD
     limits = dept.quota.per_sku.get(s)
     if limits is not None:
         used = get(f"department/{d}/sku/{s}", ZERO)
-        if not _fits(limits, used, amount):
-            return _denied(
-                _check(
-                    Reason.SKU_QUOTA_EXCEEDED,
-                    f"department {d}",
-                    f"quota for SKU {s}",
-                    limits,
-                    used,
-                    amount,
-                )
-            )
+        violation = _check(
+            Reason.SKU_QUOTA_EXCEEDED,
+            f"department {d}",
+            f"quota for SKU {s}",
+            limits,
+            used,
+            amount,
+        )
+        if violation is not None:
+            return _denied(violation)
     limits = dept.quota.per_pool.get(p)
     if limits is not None:
         used = get(f"department/{d}/pool/{p}", ZERO)
-        if not _fits(limits, used, amount):
-            return _denied(
-                _check(
-                    Reason.POOL_QUOTA_EXCEEDED,
-                    f"department {d}",
-                    f"cap on pool {p}",
-                    limits,
-                    used,
-                    amount,
-                )
-            )
-    used = get(department_scope(d), ZERO)
-    if not _fits(dept.quota.total, used, amount):
-        return _denied(
-            _check(
-                Reason.DEPARTMENT_QUOTA_EXCEEDED,
-                f"department {d}",
-                "quota",
-                dept.quota.total,
-                used,
-                amount,
-            )
+        violation = _check(
+            Reason.POOL_QUOTA_EXCEEDED,
+            f"department {d}",
+            f"cap on pool {p}",
+            limits,
+            used,
+            amount,
         )
+        if violation is not None:
+            return _denied(violation)
+    used = get(department_scope(d), ZERO)
+    violation = _check(
+        Reason.DEPARTMENT_QUOTA_EXCEEDED,
+        f"department {d}",
+        "quota",
+        dept.quota.total,
+        used,
+        amount,
+    )
+    if violation is not None:
+        return _denied(violation)
     capacity = org.pools[p].capacity_limits
     used = get(pool_scope(p), ZERO)
-    if not _fits(capacity, used, amount):
-        return _denied(
-            _check(
-                Reason.POOL_CAPACITY_EXCEEDED,
-                f"pool {p}",
-                "sellable capacity (physical x over-subscription)",
-                capacity,
-                used,
-                amount,
-                advice="The pool is full for every department: try another pool's queue, "
-                "or ask the platform admins to add GPUs.",
-            )
-        )
+    violation = _check(
+        Reason.POOL_CAPACITY_EXCEEDED,
+        f"pool {p}",
+        "sellable capacity (physical x over-subscription)",
+        capacity,
+        used,
+        amount,
+        advice="The pool is full for every department: try another pool's queue, "
+        "or ask the platform admins to add GPUs.",
+    )
+    if violation is not None:
+        return _denied(violation)
     if not borrowed:
         return _ADMITTED
     return QuotaDecision(
@@ -315,8 +310,7 @@ _ADMITTED: Final = QuotaDecision(allowed=True, reason=Reason.ADMITTED)
 """The answer to every admission that borrows nothing (decisions are immutable)."""
 
 
-def _denied(violation: Violation | None) -> QuotaDecision:
-    assert violation is not None, "_fits and _check disagree"
+def _denied(violation: Violation) -> QuotaDecision:
     return QuotaDecision(allowed=False, reason=violation.reason, violation=violation)
 
 

@@ -454,10 +454,20 @@ amounts = st.builds(
 
 @SETTINGS
 @given(limits(), amounts, amounts)
-def test_the_quick_limit_test_agrees_with_the_violation_it_stands_for(
+def test_a_limit_is_broken_exactly_when_a_resource_asked_for_goes_past_it(
     caps: Limits, used: Resources, amount: Resources
 ) -> None:
-    """evaluate builds a violation only where _fits says a limit is broken: the two
-    must agree on every limit, usage and amount."""
+    """_check's quick test (_fits) and its loop, against the rule written per
+    resource: a resource the amount asks for, whose limit used + amount exceeds."""
+    broken = [
+        name
+        for name in RESOURCE_NAMES
+        if caps.get(name).value is not None
+        and amount.get(name) > 0
+        and used.get(name) + amount.get(name) > (caps.get(name).value or 0)
+    ]
     violation = quotas._check(Reason.QUEUE_QUOTA_EXCEEDED, "scope", "limit", caps, used, amount)
-    assert quotas._fits(caps, used, amount) is (violation is None)
+    assert quotas._fits(caps, used, amount) == (len(broken) == 0)
+    assert (violation.resource if violation is not None else None) == (
+        broken[0] if broken else None
+    )
