@@ -26,7 +26,7 @@ with a borrowing limit of 30, queue ``serve`` nominal 30 (10 are unreserved). Wi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -204,99 +204,10 @@ def evaluate(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> QuotaD
     a violation and its message are written out only for a limit that is broken
     (:func:`_fits` first).
     """
-    d, q, s, p = demand.department, demand.queue, demand.sku, demand.pool
-    dept = org.departments[d]
-    queue = org.queues[(d, q)]
-    amount = demand.amount
-    get = usage.get
-    queue_used = get(queue_scope(d, q), ZERO)
-
-    # Queue: hard caps per SKU and per pool.
-    limits = queue.nominal.per_sku.get(s)
-    if limits is not None:
-        used = get(f"queue/{d}/{q}/sku/{s}", ZERO)
-        violation = _check(
-            Reason.SKU_QUOTA_EXCEEDED,
-            f"queue {d}/{q}",
-            f"quota for SKU {s}",
-            limits,
-            used,
-            amount,
-        )
-        if violation is not None:
-            return _denied(violation)
-    limits = queue.nominal.per_pool.get(p)
-    if limits is not None:
-        used = get(f"queue/{d}/{q}/pool/{p}", ZERO)
-        violation = _check(
-            Reason.POOL_QUOTA_EXCEEDED,
-            f"queue {d}/{q}",
-            f"quota on pool {p}",
-            limits,
-            used,
-            amount,
-        )
-        if violation is not None:
-            return _denied(violation)
-    # Queue total: the nominal quota, then borrowing up to the borrowing limit from
-    # what the department's other queues leave unused.
     borrowed: dict[str, int] = {}
-    if not _fits(queue.nominal.total, queue_used, amount):
-        violation = _borrow(org, dept, queue, usage, queue_used, amount, borrowed)
+    for violation in _limits_broken(org, demand, usage, borrowed):
         if violation is not None:
-            return _denied(violation)
-    # Department: caps per SKU and per pool, then its total quota; then the pool.
-    limits = dept.quota.per_sku.get(s)
-    if limits is not None:
-        used = get(f"department/{d}/sku/{s}", ZERO)
-        violation = _check(
-            Reason.SKU_QUOTA_EXCEEDED,
-            f"department {d}",
-            f"quota for SKU {s}",
-            limits,
-            used,
-            amount,
-        )
-        if violation is not None:
-            return _denied(violation)
-    limits = dept.quota.per_pool.get(p)
-    if limits is not None:
-        used = get(f"department/{d}/pool/{p}", ZERO)
-        violation = _check(
-            Reason.POOL_QUOTA_EXCEEDED,
-            f"department {d}",
-            f"cap on pool {p}",
-            limits,
-            used,
-            amount,
-        )
-        if violation is not None:
-            return _denied(violation)
-    used = get(department_scope(d), ZERO)
-    violation = _check(
-        Reason.DEPARTMENT_QUOTA_EXCEEDED,
-        f"department {d}",
-        "quota",
-        dept.quota.total,
-        used,
-        amount,
-    )
-    if violation is not None:
-        return _denied(violation)
-    capacity = org.pools[p].capacity_limits
-    used = get(pool_scope(p), ZERO)
-    violation = _check(
-        Reason.POOL_CAPACITY_EXCEEDED,
-        f"pool {p}",
-        "sellable capacity (physical x over-subscription)",
-        capacity,
-        used,
-        amount,
-        advice="The pool is full for every department: try another pool's queue, "
-        "or ask the platform admins to add GPUs.",
-    )
-    if violation is not None:
-        return _denied(violation)
+            return QuotaDecision(allowed=False, reason=violation.reason, violation=violation)
     if not borrowed:
         return _ADMITTED
     return QuotaDecision(
@@ -310,8 +221,65 @@ _ADMITTED: Final = QuotaDecision(allowed=True, reason=Reason.ADMITTED)
 """The answer to every admission that borrows nothing (decisions are immutable)."""
 
 
-def _denied(violation: Violation) -> QuotaDecision:
-    return QuotaDecision(allowed=False, reason=violation.reason, violation=violation)
+def _limits_broken(
+    org: Org,
+    demand: Demand,
+    usage: Mapping[str, Resources],
+    borrowed: dict[str, int],
+) -> Iterator[Violation | None]:
+    """Each limit on the demand's path, in the order :func:`evaluate` checks them: the
+    violation when the demand breaks it, else None (``borrowed`` is filled in when the
+    queue goes past its nominal quota within its limits)."""
+    d, q, s, p = demand.department, demand.queue, demand.sku, demand.pool
+    dept = org.departments[d]
+    queue = org.queues[(d, q)]
+    amount = demand.amount
+    get = usage.get
+    queue_used = get(queue_scope(d, q), ZERO)
+    # Queue: hard caps per SKU and per pool.
+    limits = queue.nominal.per_sku.get(s)
+    if limits is not None:
+        used = get(f"queue/{d}/{q}/sku/{s}", ZERO)
+        yield _check(
+            Reason.SKU_QUOTA_EXCEEDED, f"queue {d}/{q}", f"quota for SKU {s}", limits, used, amount
+        )
+    limits = queue.nominal.per_pool.get(p)
+    if limits is not None:
+        used = get(f"queue/{d}/{q}/pool/{p}", ZERO)
+        yield _check(
+            Reason.POOL_QUOTA_EXCEEDED, f"queue {d}/{q}", f"quota on pool {p}", limits, used, amount
+        )
+    # Queue total: the nominal quota, then borrowing up to the borrowing limit from
+    # what the department's other queues leave unused.
+    if not _fits(queue.nominal.total, queue_used, amount):
+        yield _borrow(org, dept, queue, usage, queue_used, amount, borrowed)
+    # Department: caps per SKU and per pool, then its total quota; then the pool.
+    limits = dept.quota.per_sku.get(s)
+    if limits is not None:
+        used = get(f"department/{d}/sku/{s}", ZERO)
+        yield _check(
+            Reason.SKU_QUOTA_EXCEEDED, f"department {d}", f"quota for SKU {s}", limits, used, amount
+        )
+    limits = dept.quota.per_pool.get(p)
+    if limits is not None:
+        used = get(f"department/{d}/pool/{p}", ZERO)
+        yield _check(
+            Reason.POOL_QUOTA_EXCEEDED, f"department {d}", f"cap on pool {p}", limits, used, amount
+        )
+    used = get(department_scope(d), ZERO)
+    yield _check(
+        Reason.DEPARTMENT_QUOTA_EXCEEDED, f"department {d}", "quota", dept.quota.total, used, amount
+    )
+    yield _check(
+        Reason.POOL_CAPACITY_EXCEEDED,
+        f"pool {p}",
+        "sellable capacity (physical x over-subscription)",
+        org.pools[p].capacity_limits,
+        get(pool_scope(p), ZERO),
+        amount,
+        advice="The pool is full for every department: try another pool's queue, "
+        "or ask the platform admins to add GPUs.",
+    )
 
 
 def _borrow(
