@@ -32,6 +32,7 @@ import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from admission import review
@@ -100,18 +101,16 @@ class Front:
         """The request body; (413, error) when it is over the limit; None when the
         client disconnected first."""
         limit = self.max_body_bytes
-        length = _header(scope, b"content-length")
-        if length is not None and not length.isdigit():
+        length = Headers(scope=scope).get("content-length")
+        if length is not None and not (length.isascii() and length.isdigit()):
             return 400, _error_body(
                 Reason.MALFORMED_REVIEW,
-                f"the Content-Length header {length.decode(errors='replace')!r} is not a "
-                "number of bytes",
+                f"the Content-Length header {length!r} is not a number of bytes",
             )
         if length is not None and int(length) > limit:
             return 413, _error_body(
                 Reason.MALFORMED_REVIEW,
-                f"request body of {length.decode(errors='replace')} bytes is over the limit "
-                f"of {limit} bytes",
+                f"request body of {length} bytes is over the limit of {limit} bytes",
             )
         chunks: list[bytes] = []
         size = 0
@@ -133,13 +132,6 @@ class Front:
 MUTATE_PATH = "/mutate"
 
 _JSON_HEADERS = ((b"content-type", b"application/json"),)
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
 
 
 def _error_body(reason: Reason, message: str) -> bytes:
