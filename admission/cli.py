@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 import uvicorn
 
@@ -11,15 +9,14 @@ from admission.admitter import Settings
 from admission.app import DEFAULT_MAX_BODY_BYTES
 from admission.server import build, tune_gc, uvicorn_config
 from admission.tls import ReloadingContext
+from governance import cli as gcli
 from governance.contract import DEFAULT_WEBHOOK_PORT
 from governance.errors import GpupoolError
-from governance.store import ENV_STORE, Store
+from governance.store import Store
 
 
 @click.command("webhook")
-@click.option(
-    "--store", "store_url", envvar=ENV_STORE, help="Governance store URL (or GPUPOOL_STORE)."
-)
+@gcli.store_option()
 @click.option(
     "--config",
     "config_file",
@@ -38,8 +35,8 @@ from governance.store import ENV_STORE, Store
     type=click.Path(exists=True, dir_okay=False),
     help="PEM private key; reloaded when the file changes.",
 )
-@click.option("--host", default="0.0.0.0", show_default=True)
-@click.option("--port", default=DEFAULT_WEBHOOK_PORT, show_default=True, type=int)
+@gcli.host_option()
+@gcli.port_option(DEFAULT_WEBHOOK_PORT)
 @click.option(
     "--allow-unowned-namespaces",
     is_flag=True,
@@ -53,12 +50,7 @@ from governance.store import ENV_STORE, Store
     type=float,
     help="Seconds between checks for a new configuration revision.",
 )
-@click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["debug", "info", "warning", "error"]),
-)
+@gcli.log_level_option()
 def webhook(
     store_url: str | None,
     config_file: str | None,
@@ -72,11 +64,8 @@ def webhook(
     log_level: str,
 ) -> None:
     """Serve the mutating admission webhook (POST /mutate, /healthz, /readyz, /metrics)."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # Casbin logs every policy of every enforcer it builds at INFO (one per department).
-    logging.getLogger("casbin").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # Quiets Casbin (every policy of every enforcer at INFO) and Alembic (its plugins).
+    gcli.configure_logging(log_level)
     try:
         store = Store(store_url)
         hook = build(
@@ -88,15 +77,16 @@ def webhook(
         )
         tls = ReloadingContext(tls_cert, tls_key)
     except GpupoolError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise gcli.failure(exc) from exc
     except OSError as exc:
-        raise click.ClickException(f"cannot read the TLS files: {exc}") from exc
+        raise gcli.BadInput(f"cannot read the TLS files: {exc}") from exc
+    sock = gcli.listen(host, port)
     tls.start()
     tune_gc()
     try:
         uvicorn.Server(
             uvicorn_config(hook.app, tls, host=host, port=port, log_level=log_level)
-        ).run()
+        ).run(sockets=[sock])
     finally:
         tls.stop()
         store.close()

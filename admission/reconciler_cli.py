@@ -1,4 +1,8 @@
-"""``gpupool reconciler``: run the pod reconciler (see docs/reconciler.md)."""
+"""``gpupool reconciler``: run the pod reconciler (see docs/reconciler.md).
+
+Besides the reconciling loop, it serves ``--host``:``--health-port`` with ``/healthz``
+(the process answers), ``/readyz`` (the governance store answers) and ``/metrics``.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,67 @@ import signal
 import socket
 import threading
 import uuid
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
 from types import FrameType
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import click
+from prometheus_client import CollectorRegistry, make_wsgi_app
 
 from admission import kube
 from admission.leader import LeaderElector
 from admission.reconciler import Metrics, Service
+from governance import cli as gcli
 from governance.errors import StoreError
 from governance.store import Store, utcnow
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def health_app(registry: CollectorRegistry, store: Store) -> WsgiApp:
+    """/healthz, /readyz (the store answers) and /metrics; 404 for anything else."""
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            rendered: Iterable[bytes] = metrics(environ, start_response)
+            return rendered
+        status, body = "404 Not Found", b"not found: /healthz, /readyz or /metrics\n"
+        if path == "/healthz":
+            status, body = "200 OK", b"ok\n"
+        elif path == "/readyz":
+            try:
+                store.ping()
+                status, body = "200 OK", b"ready\n"
+            except StoreError as exc:
+                status, body = "503 Service Unavailable", f"not ready: {exc}\n".encode()
+        start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+        return [body]
+
+    return app
+
+
+class _HealthServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes every few seconds would flood the log."""
+
+
+def serve_health(app: WsgiApp, host: str, port: int) -> WSGIServer:
+    """Serve ``app`` from a daemon thread; CannotServe (exit 4) when the port is taken."""
+    try:
+        server = _HealthServer((host, port), _Quiet)
+    except OSError as exc:
+        raise gcli.cannot_serve(host, port, exc) from exc
+    server.set_app(app)
+    threading.Thread(target=server.serve_forever, name="health-http", daemon=True).start()
+    return server
 
 
 def default_identity() -> str:
@@ -25,7 +81,7 @@ def default_identity() -> str:
 
 
 @click.command("reconciler")
-@click.option("--store", "store_url", envvar="GPUPOOL_STORE", help="Store URL (or a SQLite path).")
+@gcli.store_option()
 @click.option(
     "--kubeconfig",
     type=click.Path(dir_okay=False),
@@ -85,20 +141,23 @@ def default_identity() -> str:
     show_default=True,
     help="Seconds after which the API server ends each watch (it is resumed).",
 )
-@click.option("--metrics-host", default="0.0.0.0", show_default=True)
+@gcli.host_option(help="Address of the health and metrics server.")
 @click.option(
-    "--metrics-port",
+    "--health-port",
     type=click.IntRange(min=0, max=65535),
     default=9103,
     show_default=True,
-    help="Port of /metrics (0: no metrics server).",
+    help="Port of /healthz, /readyz and /metrics (0: no such server).",
 )
+@click.option("--metrics-host", default=None, hidden=True, help="Old spelling of --host.")
 @click.option(
-    "--log-level",
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
-    default="INFO",
-    show_default=True,
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    default=None,
+    hidden=True,
+    help="Old spelling of --health-port.",
 )
+@gcli.log_level_option()
 def reconciler(
     store_url: str | None,
     kubeconfig: str | None,
@@ -113,27 +172,29 @@ def reconciler(
     retry_period: float,
     expire_interval: float,
     watch_timeout: int,
-    metrics_host: str,
-    metrics_port: int,
+    host: str,
+    health_port: int,
+    metrics_host: str | None,
+    metrics_port: int | None,
     log_level: str,
 ) -> None:
     """Bind and release ledger entries as GPU pods come and go; expire reservations
     whose pod never appeared. One replica acts at a time (Lease leader election)."""
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    gcli.configure_logging(log_level)
+    host = metrics_host or host
+    health_port = health_port if metrics_port is None else metrics_port
     try:
         store = Store(store_url)
         store.ping()
     except StoreError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise gcli.failure(exc) from exc
     try:
         client = kube.api_client(kubeconfig, context)
     except Exception as exc:
-        raise click.ClickException(
+        raise gcli.BadInput(
             f"no Kubernetes configuration: {exc}. Run in a pod with a service account, "
             "or pass --kubeconfig."
         ) from exc
-    from prometheus_client import CollectorRegistry, start_http_server
-
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     lease_ns = lease_namespace or kube.own_namespace()
@@ -165,8 +226,8 @@ def reconciler(
         namespace=namespace,
         expire_interval_s=expire_interval,
     )
-    if metrics_port:
-        start_http_server(metrics_port, addr=metrics_host, registry=registry)
+    if health_port:
+        serve_health(health_app(registry, store), host, health_port)
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from exporter.backends import BACKENDS
+from governance import cli as gcli
 from governance import contract
 
 log = logging.getLogger("gpupool.exporter")
@@ -25,14 +26,11 @@ log = logging.getLogger("gpupool.exporter")
     show_default=True,
     help="Where GPU readings come from.",
 )
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=contract.DEFAULT_EXPORTER_PORT,
-    show_default=True,
-    help="Port of the /metrics endpoint (0: pick a free one).",
+@gcli.port_option(
+    contract.DEFAULT_EXPORTER_PORT, help="Port of the /metrics endpoint (0: pick a free one)."
 )
-@click.option("--address", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@gcli.host_option()
+@click.option("--address", default=None, hidden=True, help="Old spelling of --host.")
 @click.option(
     "--interval",
     type=float,
@@ -78,11 +76,26 @@ log = logging.getLogger("gpupool.exporter")
     show_default=True,
     help="The host's /proc (run with hostPID or mount it).",
 )
-@click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--http-threads",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Threads answering HTTP requests (a fixed pool, whatever the clients do).",
+)
+@click.option(
+    "--read-timeout",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="Seconds a client has to send its request line and headers.",
+)
+@gcli.log_level_option()
 def exporter(
     backend: str,
     port: int,
-    address: str,
+    host: str,
+    address: str | None,
     interval: float,
     simulate: Path | None,
     hostname: str | None,
@@ -90,6 +103,8 @@ def exporter(
     use_kubernetes: bool | None,
     pod_resources_socket: Path,
     proc_root: Path,
+    http_threads: int,
+    read_timeout: float,
     log_level: str,
 ) -> None:
     """DCGM-compatible GPU metrics and per-slice usage attributed to pods, for Prometheus."""
@@ -99,9 +114,8 @@ def exporter(
     from exporter.sampler import MIN_INTERVAL_S, Sampler
     from exporter.server import MetricsServer, timed_metrics_app
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    gcli.configure_logging(log_level)
+    address = address or host
     if interval < MIN_INTERVAL_S:
         raise click.BadParameter(
             f"{interval:g} s is below the {MIN_INTERVAL_S:g} s floor", param_hint="--interval"
@@ -118,7 +132,12 @@ def exporter(
     sampler = Sampler(hostname=host, interval_s=interval, **parts)
     registry = CollectorRegistry()
     registry.register(SnapshotCollector(lambda: sampler.snapshot))
-    server = MetricsServer(timed_metrics_app(registry), address=address, port=port)
+    server = MetricsServer(
+        timed_metrics_app(registry),
+        sock=gcli.listen(address, port),
+        threads=http_threads,
+        read_timeout_s=read_timeout,
+    )
     sampler.start()
     server.start()
     click.echo(
@@ -173,12 +192,12 @@ def _nvml(
         try:
             watch = KubernetesPodWatch.in_cluster(index=index, node_name=node_name)
         except ImportError as exc:
-            raise click.ClickException(
+            raise gcli.BadInput(
                 f"the pod watch needs the kubernetes client ({exc}); install "
                 "gpupool[exporter], or run with --no-kubernetes (no attribution to pods)"
             ) from exc
         except Exception as exc:  # kubernetes.config.ConfigException and friends
-            raise click.ClickException(
+            raise gcli.BadInput(
                 f"cannot configure the Kubernetes client ({exc}); run in a pod with a "
                 "service account, set KUBECONFIG, or use --no-kubernetes"
             ) from exc

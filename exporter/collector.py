@@ -36,12 +36,14 @@ ALLOCATION_LABELS = (
     contract.DCGM_LABEL_UUID,
     contract.DCGM_LABEL_HOSTNAME,
 )
-UNATTRIBUTED_MEMORY_LABELS = (
-    contract.DCGM_LABEL_UUID,
-    contract.DCGM_LABEL_HOSTNAME,
-    "pid",
-    "reason",
-)
+UNATTRIBUTED_MEMORY_LABELS = (contract.DCGM_LABEL_UUID, contract.DCGM_LABEL_HOSTNAME, "reason")
+"""Summed per GPU and reason, never per pid: host processes come and go, and a series
+per pid would grow without bound."""
+POD_LABELS = ("pod", "namespace", "container")
+"""dcgm-exporter's Kubernetes mapping: on the DCGM_FI_* series of a GPU (or MIG
+instance) that one container holds. A shared GPU gets none (dcgm-exporter would copy
+the whole card's figures to each pod): its per-pod answer is the gpupool_slice_*
+series."""
 UNATTRIBUTED_PROCESS_LABELS = (contract.DCGM_LABEL_UUID, contract.DCGM_LABEL_HOSTNAME, "reason")
 HEALTH_LABELS = (*contract.DCGM_LABELS, fields.LABEL_PCI_BUS_ID, fields.LABEL_DRIVER_VERSION)
 
@@ -61,6 +63,17 @@ def gpu_labels(identity: GpuIdentity, hostname: str) -> dict[str, str]:
         labels[contract.DCGM_LABEL_GPU_I_PROFILE] = identity.mig_profile
         labels[contract.DCGM_LABEL_GPU_I_ID] = str(identity.mig_instance_id)
     return labels
+
+
+def sole_holders(snapshot: Snapshot) -> dict[str, tuple[str, str, str]]:
+    """(pod, namespace, container) of each GPU key that exactly one container holds
+    (a slice granted on it, or processes running on it); shared GPUs are absent."""
+    found: dict[str, set[tuple[str, str, str]]] = {}
+    for item in snapshot.attribution.slices:
+        key = item.key
+        if key.uuid:
+            found.setdefault(key.uuid, set()).add((key.pod, key.namespace, key.container))
+    return {uuid: next(iter(held)) for uuid, held in found.items() if len(held) == 1}
 
 
 def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
@@ -126,7 +139,7 @@ def _unattributed_families() -> list[GaugeMetricFamily]:
     return [
         _gauge(
             contract.METRIC_UNATTRIBUTED_MEMORY_USED_BYTES,
-            "GPU memory used by a process that belongs to no known pod (bytes).",
+            "GPU memory used by processes that belong to no known pod, per GPU and reason (bytes).",
             UNATTRIBUTED_MEMORY_LABELS,
         ),
         _gauge(
@@ -169,15 +182,20 @@ def build_families(snapshot: Snapshot) -> list[Metric]:
         GPU_HEALTHY, "0 when a backend call for this GPU failed in the last sample.", HEALTH_LABELS
     )
     index_of: dict[str, str] = {}
+    holders = sole_holders(snapshot)
     for gpu in snapshot.gpus:
         labels = gpu_labels(gpu.identity, host)
+        health = [labels[key] for key in HEALTH_LABELS]
+        holder = holders.get(gpu.identity.key)
+        if holder is not None:
+            labels = {**labels, **dict(zip(POD_LABELS, holder, strict=True))}
         index_of[gpu.identity.key] = str(gpu.identity.index)
         for name, value in gpu.values.items():
             family = by_name.get(name)
             if family is not None:
                 family.add_sample(name, labels, value)
         if not gpu.identity.is_mig:
-            healthy.add_metric([labels[key] for key in HEALTH_LABELS], 1.0 if gpu.healthy else 0.0)
+            healthy.add_metric(health, 1.0 if gpu.healthy else 0.0)
 
     used, limit, util, climit, procs = _slice_families()
     for item in snapshot.attribution.slices:
@@ -209,12 +227,13 @@ def build_families(snapshot: Snapshot) -> list[Metric]:
 
     stray_memory, stray_count = _unattributed_families()
     counts: dict[tuple[str, str], int] = {}
+    memory_of: dict[tuple[str, str], int] = {}
     for process in snapshot.attribution.unattributed:
-        stray_memory.add_metric(
-            [process.uuid, host, str(process.pid), process.reason], process.memory_used_bytes
-        )
-        counts[(process.uuid, process.reason)] = counts.get((process.uuid, process.reason), 0) + 1
+        stray = (process.uuid, process.reason)
+        counts[stray] = counts.get(stray, 0) + 1
+        memory_of[stray] = memory_of.get(stray, 0) + process.memory_used_bytes
     for (uuid, reason), number in sorted(counts.items()):
+        stray_memory.add_metric([uuid, host, reason], memory_of[(uuid, reason)])
         stray_count.add_metric([uuid, host, reason], number)
 
     errors = CounterMetricFamily(

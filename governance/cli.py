@@ -3,13 +3,29 @@
 The root knows no component: ``webhook``, ``reconciler``, ``exporter`` and
 ``dashboard`` come from the ``gpupool.commands`` entry-point group and are imported only
 when called, so a GPU node that installed only the exporter still has a working CLI.
-Library code raises; only this module turns errors into messages and exit codes
-(0 ok, 1 denied by ``check``, 2 bad input or configuration, 3 store unavailable).
+
+One convention for every command, components included, defined here once:
+
+* ``--store URL`` (env ``GPUPOOL_STORE``) and ``-o/--output table|json|yaml`` are
+  accepted before or after any subcommand, as kubectl's global flags are: the group
+  (:class:`GpupoolGroup`) adds them to every command it hands out, and a component
+  that reads the store declares :func:`store_option`, which falls back to the value
+  given before the subcommand;
+* servers take :func:`host_option`, :func:`port_option` and :func:`log_level_option`
+  and listen with :func:`listen`;
+* one table of exit codes (:data:`EXIT_CODES`, printed in README.md): library code
+  raises, and only this module (:func:`handle_errors`, :func:`failure` and the
+  ``click`` exceptions below) turns errors into messages and exit codes.
 """
 
 from __future__ import annotations
 
+import errno
+import getpass
 import json
+import logging
+import os
+import socket
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, is_dataclass
@@ -18,12 +34,18 @@ from enum import Enum
 from functools import wraps
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from governance.contract import ENTRY_POINT_GROUP
-from governance.errors import ConfigError, GpupoolError, PlacementError, StoreUnavailable
+from governance.errors import (
+    ConfigError,
+    Forbidden,
+    GpupoolError,
+    StoreUnavailable,
+)
 from governance.resources import RESOURCE_NAMES, ResourceName
 
 if TYPE_CHECKING:
@@ -32,74 +54,85 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+EXIT_OK = 0
 EXIT_DENIED = 1
 EXIT_USAGE = 2
 EXIT_STORE = 3
+EXIT_SERVE = 4
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "ok",
+    EXIT_DENIED: "denied: `gpupool check` says the request would be refused, or the "
+    "caller may not make the change (`gpupool set quota`)",
+    EXIT_USAGE: "bad input: usage, configuration, an unreadable or invalid file",
+    EXIT_STORE: "the governance store is unavailable (nothing was recorded)",
+    EXIT_SERVE: "cannot serve: the address is in use, or listening on it was refused",
+}
+"""Every ``gpupool`` command exits with one of these (README.md, "Exit codes")."""
+
+ENV_STORE = "GPUPOOL_STORE"
+OUTPUTS = ("table", "json", "yaml")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+STORE_HELP = (
+    "Governance store: sqlite:///path.db (default ./gpupool.db), a bare path to a SQLite "
+    "file, or postgresql://user@host/db. Also GPUPOOL_STORE."
+)
+NOISY_LOGGERS = ("alembic", "casbin")
+"""Libraries that log routine steps at INFO (Alembic's plugin set-up and migration
+context, Casbin every policy it loads): shown only at ``--log-level debug``."""
 
 
-class ComponentGroup(click.Group):
-    """A click group whose component subcommands load from entry points on demand."""
+class _Failure(click.ClickException):
+    """A clear one-line error with this table's exit code (no traceback)."""
 
-    def _entry_points(self) -> dict[str, metadata.EntryPoint]:
-        return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self._entry_points()))
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        command = super().get_command(ctx, cmd_name)
-        if command is not None:
-            return command
-        ep = self._entry_points().get(cmd_name)
-        if ep is None:
-            return None
-        try:
-            loaded = ep.load()
-        except ImportError as exc:
-            return _unavailable(cmd_name, ep.value, exc)
-        if not isinstance(loaded, click.Command):
-            raise click.ClickException(f"entry point {ep.value} is not a click command")
-        return loaded
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True, file=file)
 
 
-def _unavailable(name: str, target: str, exc: ImportError) -> click.Command:
-    extra = {"webhook": "webhook", "reconciler": "webhook"}.get(name, name)
+class BadInput(_Failure):
+    exit_code = EXIT_USAGE
 
-    @click.command(
-        name, help=f"(unavailable here: {exc})", context_settings={"ignore_unknown_options": True}
-    )
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def stub(args: tuple[str, ...]) -> None:
-        raise click.ClickException(
-            f"`gpupool {name}` needs packages that are not installed ({exc}). "
-            f"Install them with: pip install 'gpupool[{extra}]'"
-        )
 
-    return stub
+class StoreDown(_Failure):
+    exit_code = EXIT_STORE
+
+
+class CannotServe(_Failure):
+    exit_code = EXIT_SERVE
+
+
+class Denied(_Failure):
+    exit_code = EXIT_DENIED
+
+
+def failure(exc: GpupoolError) -> click.ClickException:
+    """The click exception, with the right exit code, for a gpupool error."""
+    if isinstance(exc, StoreUnavailable):
+        return StoreDown(str(exc))
+    if isinstance(exc, Forbidden):
+        return Denied(str(exc))
+    return BadInput(str(exc))
 
 
 def handle_errors(func: F) -> F:
-    """Turn gpupool errors into one clear line on stderr and an exit code."""
+    """Turn gpupool errors into one clear line on stderr and the table's exit code."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except StoreUnavailable as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_STORE)
-        except (ConfigError, PlacementError) as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_USAGE)
         except GpupoolError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_USAGE)
+            raise failure(exc) from exc
 
     return wrapper  # type: ignore[return-value]
 
 
+# -- options every command shares ---------------------------------------------------------
+
+
 class Settings:
-    def __init__(self, store_url: str | None, output: str) -> None:
+    """What the global options said, shared by the root and its subcommands."""
+
+    def __init__(self, store_url: str | None = None, output: str = "table") -> None:
         self.store_url = store_url
         self.output = output
         self._store: Store | None = None
@@ -124,30 +157,227 @@ class Settings:
         return org
 
 
-pass_settings = click.make_pass_decorator(Settings)
+def settings_of(ctx: click.Context) -> Settings:
+    """The Settings of this invocation: the root's, or fresh ones (reading
+    GPUPOOL_STORE) when a component command runs on its own (``python -m exporter``)."""
+    found = ctx.find_object(Settings)
+    if found is None:
+        found = Settings(os.environ.get(ENV_STORE) or None)
+        ctx.find_root().obj = found
+        ctx.obj = found
+    return found
+
+
+def _given(ctx: click.Context, param: click.Parameter) -> bool:
+    source = ctx.get_parameter_source(param.name or "")
+    return source not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+
+
+def _store_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    settings = settings_of(ctx)
+    if value is not None and _given(ctx, param):
+        settings.store_url = value
+    return settings.store_url
+
+
+def _output_callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    settings = settings_of(ctx)
+    if value is not None and _given(ctx, param):
+        settings.output = value
+    return settings.output
+
+
+def _store_param(expose: bool) -> click.Option:
+    # No envvar here: the root reads GPUPOOL_STORE (or settings_of does), so that a
+    # --store given before the subcommand is not overridden by the environment.
+    return click.Option(
+        ["--store", "store_url"],
+        metavar="URL",
+        default=None,
+        expose_value=expose,
+        callback=_store_callback,
+        help=STORE_HELP,
+    )
+
+
+def _output_param(expose: bool) -> click.Option:
+    return click.Option(
+        ["-o", "--output"],
+        type=click.Choice(OUTPUTS),
+        default=None,
+        expose_value=expose,
+        callback=_output_callback,
+        help="Output format (table, json or yaml; default table).",
+    )
+
+
+def _decorator(param: click.Parameter) -> Callable[[F], F]:
+    def decorate(func: F) -> F:
+        params = getattr(func, "__click_params__", None)
+        if params is None:
+            params = []
+            func.__click_params__ = params  # type: ignore[attr-defined]
+        params.append(param)
+        return func
+
+    return decorate
+
+
+def store_option() -> Callable[[F], F]:
+    """``--store URL`` for a command that reads the store (passed as ``store_url``):
+    the value given after the subcommand, else the one given before it, else
+    GPUPOOL_STORE, else None (the store's default, ./gpupool.db)."""
+    return _decorator(_store_param(expose=True))
+
+
+def output_option() -> Callable[[F], F]:
+    """``-o/--output`` for a command that prints (passed as ``output``)."""
+    return _decorator(_output_param(expose=True))
+
+
+def ensure_global_options(command: click.Command) -> click.Command:
+    """Give ``command`` the global options it lacks (``--store``, ``-o``), recording
+    their values in the shared Settings: the one mechanism behind "accepted before or
+    after any subcommand". Idempotent."""
+    names = {p.name for p in command.params}
+    if "store_url" not in names:
+        command.params.append(_store_param(expose=False))
+    if "output" not in names:
+        command.params.append(_output_param(expose=False))
+    return command
+
+
+def log_level_option() -> Callable[[F], F]:
+    """``--log-level debug|info|warning|error`` (any case; default info), passed lower
+    case as ``log_level``."""
+    return click.option(
+        "--log-level",
+        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+        default="info",
+        show_default=True,
+        help="Log level.",
+    )
+
+
+def host_option(default: str = "0.0.0.0", help: str = "Address to listen on.") -> Callable[[F], F]:
+    return click.option("--host", default=default, show_default=True, metavar="ADDRESS", help=help)
+
+
+def port_option(default: int, help: str = "Port to listen on.") -> Callable[[F], F]:
+    return click.option(
+        "--port",
+        type=click.IntRange(0, 65535),
+        default=default,
+        show_default=True,
+        help=help,
+    )
+
+
+def configure_logging(level: str) -> None:
+    """Logging for a server command: one format, and the libraries that chat at INFO
+    (:data:`NOISY_LOGGERS`) quiet unless asked for debug."""
+    numeric = getattr(logging, level.upper())
+    logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, numeric))
+
+
+def cannot_serve(host: str, port: int, exc: OSError) -> CannotServe:
+    """The error (exit 4) for a server that could not listen on (host, port), and why."""
+    hint = {
+        errno.EADDRINUSE: "another process listens there: stop it or choose another port",
+        errno.EACCES: "ports below 1024 need privileges: choose a port above 1023",
+        errno.EADDRNOTAVAIL: "this host has no such address: check --host",
+    }.get(exc.errno or 0, "check --host and the port")
+    return CannotServe(f"cannot listen on {host}:{port}: {exc.strerror or exc}; {hint}")
+
+
+def listen(host: str, port: int, *, backlog: int = 1024) -> socket.socket:
+    """A listening TCP socket on (host, port), or :class:`CannotServe` (exit 4) saying
+    why: the address in use, a privileged port, an address this host does not have."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family, backlog=backlog)
+    except OSError as exc:
+        raise cannot_serve(host, port, exc) from exc
+
+
+class GpupoolGroup(click.Group):
+    """A group whose every command (and nested group) takes the global options."""
+
+    group_class: type[click.Group] | type[type] = type
+    """Nested groups (``get``, ``ledger``, ``set``) are GpupoolGroups too."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        return ensure_global_options(command) if command is not None else None
+
+
+class ComponentGroup(GpupoolGroup):
+    """The root: component subcommands load from entry points on demand."""
+
+    group_class = GpupoolGroup
+
+    def _entry_points(self) -> dict[str, metadata.EntryPoint]:
+        return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._entry_points()))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        ep = self._entry_points().get(cmd_name)
+        if ep is None:
+            return None
+        try:
+            loaded = ep.load()
+        except ImportError as exc:
+            return ensure_global_options(_unavailable(cmd_name, ep.value, exc))
+        if not isinstance(loaded, click.Command):
+            raise BadInput(f"entry point {ep.value} is not a click command")
+        return ensure_global_options(loaded)
+
+
+def _unavailable(name: str, target: str, exc: ImportError) -> click.Command:
+    extra = {"webhook": "webhook", "reconciler": "webhook"}.get(name, name)
+
+    @click.command(
+        name, help=f"(unavailable here: {exc})", context_settings={"ignore_unknown_options": True}
+    )
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def stub(args: tuple[str, ...]) -> None:
+        raise BadInput(
+            f"`gpupool {name}` needs packages that are not installed ({exc}). "
+            f"Install them with: pip install 'gpupool[{extra}]'"
+        )
+
+    return stub
+
+
+pass_settings = click.make_pass_decorator(Settings, ensure=True)
 
 
 @click.group(cls=ComponentGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--store",
-    "store_url",
-    envvar="GPUPOOL_STORE",
-    default=None,
-    metavar="URL",
-    help="Governance store: sqlite:///path.db (default ./gpupool.db) or "
-    "postgresql://user@host/db. Also GPUPOOL_STORE.",
+    "--store", "store_url", envvar=ENV_STORE, default=None, metavar="URL", help=STORE_HELP
 )
 @click.option(
     "-o",
     "--output",
-    type=click.Choice(["table", "json", "yaml"]),
+    type=click.Choice(OUTPUTS),
     default="table",
     show_default=True,
+    help="Output format; also accepted after the subcommand.",
 )
 @click.version_option(package_name="gpupool", prog_name="gpupool")
 @click.pass_context
 def cli(ctx: click.Context, store_url: str | None, output: str) -> None:
-    """gpupool: governed fractional GPU slices on Kubernetes."""
+    """gpupool: governed fractional GPU slices on Kubernetes.
+
+    --store and -o/--output are accepted before or after any subcommand.
+    Exit codes: 0 ok, 1 denied, 2 bad input, 3 store unavailable, 4 cannot serve."""
     ctx.obj = Settings(store_url, output)
 
 
@@ -175,8 +405,11 @@ def emit(
     columns: Sequence[str],
     title: str = "",
     data: Any = None,
+    empty: str = "",
 ) -> None:
-    """Print ``rows`` as a table, or ``data`` (default: rows) as JSON/YAML."""
+    """Print ``rows`` as a table, or ``data`` (default: rows) as JSON/YAML. With no
+    rows, a table prints ``empty`` (a sentence saying so, and why) instead of headers
+    squeezed over nothing."""
     if settings.output == "json":
         click.echo(json.dumps(_plain(data if data is not None else rows), indent=2))
         return
@@ -184,6 +417,9 @@ def emit(
         import yaml
 
         click.echo(yaml.safe_dump(_plain(data if data is not None else rows), sort_keys=False))
+        return
+    if not rows:
+        click.echo(empty or f"No {title.split(' (')[0].lower() or 'rows'}.")
         return
     from rich.console import Console
     from rich.table import Table
@@ -214,24 +450,71 @@ def fmt_amount(resource: ResourceName, value: int | None) -> str:
 # -- apply -------------------------------------------------------------------------------
 
 
+def _who(as_user: str | None) -> str:
+    """Who runs this: ``--as``, else the login and host of the shell that ran it."""
+    if as_user:
+        from governance import rbac
+
+        return rbac.Identity(user=as_user).subjects()[0]
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):
+        login = "unknown"
+    return f"local:{login}@{socket.gethostname()}"
+
+
+def _dry_run_store(settings: Settings) -> Store:
+    """The store a dry run reads: an absent SQLite file is an empty store, checked in
+    memory, so that a dry run creates no database file."""
+    import sqlalchemy as sa
+
+    from governance.store import Store, resolve_url
+
+    url = sa.engine.make_url(resolve_url(settings.store_url))
+    database = url.database or ""
+    absent = database not in ("", ":memory:") and not Path(database).exists()
+    if url.get_backend_name() == "sqlite" and absent:
+        return Store("sqlite:///:memory:")
+    return settings.store()
+
+
 @cli.command()
 @click.option(
     "-f", "--filename", "path", required=True, type=click.Path(dir_okay=False, path_type=Path)
 )
 @click.option("--dry-run", is_flag=True, help="Show what would change; record nothing.")
+@click.option(
+    "--prune-all",
+    is_flag=True,
+    help="Allow a document that declares nothing, removing every pool, SKU, department, "
+    "queue and role binding (refused without this flag).",
+)
+@click.option(
+    "--as", "as_user", default=None, metavar="USER", help="Who applies it, for the record."
+)
 @pass_settings
 @handle_errors
-def apply(settings: Settings, path: Path, dry_run: bool) -> None:
+def apply(
+    settings: Settings, path: Path, dry_run: bool, prune_all: bool, as_user: str | None
+) -> None:
     """Apply a declarative organisation (pools, SKUs, departments, queues, quotas,
-    role bindings) from a YAML file. Idempotent."""
+    role bindings) from a YAML file, as a new configuration revision. Idempotent.
+
+    A document that declares nothing is refused (it would remove everything);
+    --prune-all says that is meant. Each revision records who applied it (--as, else
+    the local login): see `gpupool get revisions`."""
     from governance import config
 
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror}", source=str(path)) from exc
-    document = config.load_document(text, source=str(path))
-    result = config.apply(settings.store(), document, source=str(path), dry_run=dry_run)
+    document = config.load_file(path)
+    store = _dry_run_store(settings) if dry_run else settings.store()
+    result = config.apply(
+        store,
+        document,
+        source=str(path),
+        dry_run=dry_run,
+        applied_by=_who(as_user),
+        allow_empty=prune_all,
+    )
     if settings.output != "table":
         emit(
             settings,
@@ -260,13 +543,14 @@ def apply(settings: Settings, path: Path, dry_run: bool) -> None:
 
 @cli.group()
 def get() -> None:
-    """Show SKUs, pools, departments, queues or quotas."""
+    """Show SKUs, pools, departments, queues, quotas or configuration revisions."""
 
 
 @get.command("skus")
 @pass_settings
 @handle_errors
 def get_skus(settings: Settings) -> None:
+    """The SKUs on sale: memory and compute per GPU, GPUs per slice, price, pools."""
     org = settings.org()
     rows = [
         {
@@ -279,13 +563,20 @@ def get_skus(settings: Settings) -> None:
         }
         for s in sorted(org.skus.values(), key=lambda s: s.name)
     ]
-    emit(settings, rows, columns=list(rows[0]) if rows else ["name"], title="SKUs")
+    emit(
+        settings,
+        rows,
+        columns=list(rows[0]) if rows else ["name"],
+        title="SKUs",
+        empty="No SKUs: the configuration in force declares none (add `skus:` and apply).",
+    )
 
 
 @get.command("pools")
 @pass_settings
 @handle_errors
 def get_pools(settings: Settings) -> None:
+    """The GPU pools: vendor, model, backend, GPUs, physical and sellable capacity."""
     org = settings.org()
     rows = []
     for p in sorted(org.pools.values(), key=lambda p: p.name):
@@ -302,13 +593,20 @@ def get_pools(settings: Settings) -> None:
                 "compute_sellable": fmt_amount("compute_pct", p.sellable.compute_pct),
             }
         )
-    emit(settings, rows, columns=list(rows[0]) if rows else ["name"], title="Pools")
+    emit(
+        settings,
+        rows,
+        columns=list(rows[0]) if rows else ["name"],
+        title="Pools",
+        empty="No pools: the configuration in force declares none (add `pools:` and apply).",
+    )
 
 
 @get.command("departments")
 @pass_settings
 @handle_errors
 def get_departments(settings: Settings) -> None:
+    """The departments: their namespaces, queues and quota."""
     org = settings.org()
     rows = [
         {
@@ -322,15 +620,23 @@ def get_departments(settings: Settings) -> None:
         }
         for d in sorted(org.departments.values(), key=lambda d: d.name)
     ]
-    emit(settings, rows, columns=list(rows[0]) if rows else ["name"], title="Departments")
+    emit(
+        settings,
+        rows,
+        columns=list(rows[0]) if rows else ["name"],
+        title="Departments",
+        empty="No departments: the configuration in force declares none.",
+    )
 
 
 @get.command("queues")
-@click.option("-d", "--department", default=None)
+@click.option("-d", "--department", default=None, help="Only this department's queues.")
 @pass_settings
 @handle_errors
 def get_queues(settings: Settings, department: str | None) -> None:
+    """The queues: pool, default SKU, nominal quota and borrowing limit."""
     org = settings.org()
+    _known_department(org, department)
     rows = []
     for (dept, _), q in sorted(org.queues.items()):
         if department and dept != department:
@@ -352,11 +658,24 @@ def get_queues(settings: Settings, department: str | None) -> None:
                 or "unlimited",
             }
         )
-    emit(settings, rows, columns=list(rows[0]) if rows else ["name"], title="Queues")
+    emit(
+        settings,
+        rows,
+        columns=list(rows[0]) if rows else ["name"],
+        title="Queues",
+        empty=f"No queues in department {department}." if department else "No queues.",
+    )
+
+
+def _known_department(org: Org, department: str | None) -> None:
+    if department is not None and department not in org.departments:
+        raise ConfigError(
+            f"unknown department {department!r}; known: {', '.join(sorted(org.departments))}"
+        )
 
 
 @get.command("quotas")
-@click.option("-d", "--department", default=None)
+@click.option("-d", "--department", default=None, help="Only this department.")
 @pass_settings
 @handle_errors
 def get_quotas(settings: Settings, department: str | None) -> None:
@@ -364,10 +683,7 @@ def get_quotas(settings: Settings, department: str | None) -> None:
     from governance import ledger
 
     org = settings.org()
-    if department is not None and department not in org.departments:
-        raise ConfigError(
-            f"unknown department {department!r}; known: {', '.join(sorted(org.departments))}"
-        )
+    _known_department(org, department)
     lines = ledger.quota_report(
         settings.store(), org, departments=[department] if department else None
     )
@@ -389,7 +705,110 @@ def get_quotas(settings: Settings, department: str | None) -> None:
         columns=["department", "queue", "resource", "used", "limit", "borrowed", "ceiling"],
         title="Quotas (used / limit; a queue's ceiling is nominal + borrowing limit)",
         data=lines,
+        empty="No quotas: the configuration in force declares no department.",
     )
+
+
+@get.command("revisions")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@pass_settings
+@handle_errors
+def get_revisions(settings: Settings, limit: int) -> None:
+    """Configuration revisions, newest first: when, by whom, from what."""
+    revisions = settings.store().config_history(limit=limit)
+    rows = [
+        {
+            "revision": r.revision,
+            "applied_at": r.applied_at.strftime("%Y-%m-%d %H:%M:%S"),
+            "applied_by": r.applied_by or "-",
+            "source": r.source,
+        }
+        for r in revisions
+    ]
+    emit(
+        settings,
+        rows,
+        columns=["revision", "applied_at", "applied_by", "source"],
+        title="Revisions",
+        data=[{**row, "applied_at": r.applied_at} for row, r in zip(rows, revisions, strict=True)],
+        empty="No revisions: nothing has been applied to this store yet "
+        "(`gpupool apply -f org.yaml`).",
+    )
+
+
+# -- set ---------------------------------------------------------------------------------
+
+
+@cli.group("set")
+def set_group() -> None:
+    """Change one setting of the configuration in force, as a new revision."""
+
+
+@set_group.command("quota")
+@click.option("-d", "--department", required=True)
+@click.option(
+    "-q", "--queue", default=None, help="The queue; without it, the department's own quota."
+)
+@click.option("--slices", default=None, metavar="N", help="Slices (a count, or unlimited).")
+@click.option("--memory", default=None, metavar="Q", help="Memory: 640Gi, 2Ti, or unlimited.")
+@click.option("--compute", default=None, metavar="Q", help="Compute: 800%, or unlimited.")
+@click.option("--as", "as_user", required=True, metavar="USER", help="Who makes the change.")
+@click.option("--as-group", "as_groups", multiple=True, metavar="GROUP")
+@click.option("--dry-run", is_flag=True, help="Show the change; record nothing.")
+@pass_settings
+@handle_errors
+def set_quota(
+    settings: Settings,
+    department: str,
+    queue: str | None,
+    slices: str | None,
+    memory: str | None,
+    compute: str | None,
+    as_user: str,
+    as_groups: tuple[str, ...],
+    dry_run: bool,
+) -> None:
+    """Set a queue's nominal quota (a dept-admin of its department, or a
+    platform-admin) or a department's quota (a platform-admin). Exit 1 when the
+    caller may not make the change.
+
+    The change is checked like any configuration (limits below what is in use are
+    refused) and recorded as a new revision naming who made it."""
+    from governance import config, rbac
+
+    values = {
+        key: value
+        for key, value in (("slices", slices), ("memory", memory), ("compute", compute))
+        if value is not None
+    }
+    if not values:
+        raise click.UsageError("say what to set: --slices, --memory and/or --compute")
+    identity = rbac.Identity(user=as_user, groups=as_groups)
+    result = config.change_quota(
+        settings.store(),
+        identity=identity,
+        department=department,
+        queue=queue,
+        values=values,
+        dry_run=dry_run,
+    )
+    if settings.output != "table":
+        emit(
+            settings,
+            [],
+            columns=[],
+            data={"revision": result.revision, "diff": result.diff, "dry_run": dry_run},
+        )
+        return
+    for line in result.diff:
+        click.echo(line)
+    target = f"queue {department}/{queue}" if queue else f"department {department}"
+    if not result.changed:
+        click.echo(f"{target}: unchanged")
+    elif dry_run:
+        click.echo(f"{target}: dry run, nothing recorded")
+    else:
+        click.echo(f"{target}: quota set by {_who(as_user)} as revision {result.revision}")
 
 
 # -- check -------------------------------------------------------------------------------
@@ -440,7 +859,7 @@ def check(
     else:
         verdict = "ADMIT" if decision.allowed else "DENY"
         click.echo(f"{verdict} ({decision.reason.value}): {decision.message}")
-    sys.exit(0 if decision.allowed else EXIT_DENIED)
+    sys.exit(EXIT_OK if decision.allowed else EXIT_DENIED)
 
 
 # -- ledger ------------------------------------------------------------------------------
@@ -490,12 +909,21 @@ def ledger_list(
         }
         for a in allocations
     ]
+    filters = [
+        f"--state {','.join(states)}" if states else "",
+        f"-d {department}" if department else "",
+    ]
+    shown = " ".join(f for f in filters if f)
     emit(
         settings,
         rows,
         columns=list(rows[0]) if rows else ["id"],
         title="Allocations",
         data=allocations,
+        empty=f"No allocations match {shown}."
+        if shown
+        else "No allocations: the ledger is "
+        "empty (the webhook records one for every GPU pod it admits).",
     )
 
 

@@ -33,7 +33,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from governance import backends, ledger, rbac, schema
 from governance.contract import SKU_CUSTOM
-from governance.errors import ConfigError
+from governance.errors import ConfigError, Forbidden
 from governance.model import ROLES, Department, Org, Pool, Queue, Quota, RoleBinding, Sku
 from governance.quotas import borrowing_ceiling, department_scope, pool_scope, queue_scope
 from governance.resources import (
@@ -377,9 +377,18 @@ def _with_line(exc: ConfigError, document: Mapping[str, Any]) -> ConfigError:
 def load_file(path: str | Path) -> dict[str, Any]:
     """Read and parse a configuration file (``-`` is not handled here: pass the text)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read the file: {exc.strerror or exc}", source=str(path)) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at offset {exc.start} (line "
+            f"{line}) cannot be decoded; save the file as UTF-8",
+            source=str(path),
+        ) from None
     return load_document(text, source=str(path))
 
 
@@ -1166,16 +1175,43 @@ def current_org(store: Store) -> Org | None:
     return build_org(latest.document, source=latest.source or f"store revision {latest.revision}")
 
 
+DECLARING_KEYS: Final = ("pools", "skus", "departments", "role_bindings")
+"""What a document declares; one that declares none of them would remove everything."""
+
+
+def declares_nothing(document: Mapping[str, Any]) -> bool:
+    """True for an empty document (a 0-byte file, ``{}``, only apiVersion/kind)."""
+    return not any(document.get(key) for key in DECLARING_KEYS)
+
+
 def apply(
-    store: Store, document: Mapping[str, Any], *, source: str, dry_run: bool = False
+    store: Store,
+    document: Mapping[str, Any],
+    *,
+    source: str,
+    dry_run: bool = False,
+    applied_by: str = "",
+    allow_empty: bool = False,
 ) -> ApplyResult:
     """Validate ``document`` and record it as the newest configuration revision.
 
     Idempotent: a document whose checksum equals the newest revision's records nothing
     (``changed`` is False). In one write transaction: refuse limits below what is in
-    use, record the revision, replace the Casbin policies. ``dry_run`` checks and
-    reports the diff but writes nothing.
+    use, record the revision (with ``applied_by``), replace the Casbin policies.
+    ``dry_run`` checks and reports the diff but writes nothing.
+
+    A document that declares nothing is refused unless ``allow_empty``: as kubectl
+    refuses "no objects passed to apply", an empty file must never silently remove
+    every pool, SKU, department and binding.
     """
+    if declares_nothing(document) and not allow_empty:
+        raise ConfigError(
+            "the document declares nothing (no pools, skus, departments or "
+            "role_bindings): applying it would remove the whole organisation. Check that "
+            "this is the file you meant; to remove everything on purpose, apply it with "
+            "--prune-all",
+            source=source,
+        )
     org = build_org(document, source=source)
     plain: dict[str, Any] = json.loads(json.dumps(dict(document)))
     latest = store.latest_config()
@@ -1216,9 +1252,114 @@ def apply(
             check_usage(org, plain, ledger.read_usage(conn), source=source)
         except ConfigError as exc:
             raise _with_line(exc, document) from None
-        revision = store.save_config(conn, plain, source=source)
+        revision = store.save_config(conn, plain, source=source, applied_by=applied_by)
         rbac.write_policies(conn, policies)
     return ApplyResult(revision=revision, diff=lines, org=org, changed=True)
+
+
+QUOTA_PARSERS: Final[dict[str, Callable[[object], int | None]]] = {
+    "slices": parse_count,
+    "memory": parse_memory_mib,
+    "compute": parse_compute_pct,
+}
+"""The quota keys ``change_quota`` sets, as the YAML spells them, and their parsers."""
+
+
+def change_quota(
+    store: Store,
+    *,
+    identity: rbac.Identity,
+    department: str,
+    queue: str | None,
+    values: Mapping[str, str],
+    dry_run: bool = False,
+    authorizer: rbac.Authorizer | None = None,
+) -> ApplyResult:
+    """Set a queue's nominal quota, or a department's quota, in the configuration in
+    force, and apply the result as a new revision naming ``identity``.
+
+    Who may: a department's dept-admins split its quota among its queues (a queue's
+    nominal quota, never above the department's own limit); the department's quota is
+    a platform-admin's (Casbin's ``edit`` on ``quota``: in the department, or in every
+    department). Raises Forbidden (who, what, whom to ask) otherwise. The new document
+    is checked like any other (``apply``: limits below what is in use are refused),
+    and a revision applied meanwhile by someone else makes this fail, not overwrite.
+    """
+    latest = store.latest_config()
+    if latest is None:
+        raise ConfigError(
+            "no configuration has been applied to this store yet: run "
+            "`gpupool apply -f org.yaml` first",
+            source=store.safe_url,
+        )
+    org = build_org(latest.document, source=f"store revision {latest.revision}")
+    if department not in org.departments:
+        raise ConfigError(
+            f"unknown department {department!r}; known: {', '.join(sorted(org.departments))}"
+        )
+    if queue is not None and (department, queue) not in org.queues:
+        known = sorted(q.name for q in org.queues_of(department))
+        raise ConfigError(
+            f"unknown queue {queue!r} in department {department}; known: {', '.join(known)}"
+        )
+    parsed: dict[str, int | None] = {}
+    written: dict[str, object] = {}
+    for key, text in values.items():
+        if key not in QUOTA_PARSERS:
+            raise ConfigError(f"cannot set {key!r}; settable: {', '.join(QUOTA_PARSERS)}")
+        raw: object = text.strip()
+        if key == "slices" and str(raw).isdigit():
+            raw = int(str(raw))
+        try:
+            parsed[key] = QUOTA_PARSERS[key](raw)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{exc}", source="--" + key) from None
+        written[key] = UNLIMITED_WORD if parsed[key] is None else raw
+    authorizer = authorizer or rbac.Authorizer.from_store(store)
+    who = identity.subjects()[0]
+    platform = authorizer.can_edit_quota(identity, rbac.EVERY_DEPARTMENT).allowed
+    if not platform:
+        if queue is None:
+            raise Forbidden(
+                f"{who} may not change the quota of department {department}: a department's "
+                "own quota is set by a platform-admin (its dept-admins split it among its "
+                "queues with -q QUEUE). Ask a platform-admin.",
+                subject=who,
+                department=department,
+            )
+        decision = authorizer.can_edit_quota(identity, department)
+        if not decision.allowed:
+            raise Forbidden(decision.explanation, subject=who, department=department)
+        limits = org.departments[department].quota.total
+        for key, value in parsed.items():
+            resource = next(r for r, k in YAML_KEYS.items() if k == key)
+            ceiling = limits.get(resource).value
+            if ceiling is not None and (value is None or value > ceiling):
+                raise Forbidden(
+                    f"{who} may not set queue {department}/{queue}'s {key} quota to "
+                    f"{format_amount(resource, value)}: above department {department}'s own "
+                    f"{key} quota of {format_amount(resource, ceiling)}, which a dept-admin "
+                    "splits among its queues but cannot raise. Ask a platform-admin to raise "
+                    "the department's quota first.",
+                    subject=who,
+                    department=department,
+                )
+    document: dict[str, Any] = json.loads(json.dumps(latest.document))
+    target = next(d for d in document["departments"] if d.get("name") == department)
+    if queue is not None:
+        target = next(q for q in target.get("queues") or [] if q.get("name") == queue)
+    quota = target.get("quota")
+    if not isinstance(quota, dict):
+        quota = target["quota"] = {}
+    quota.update(written)
+    what = f"queue {department}/{queue}" if queue else f"department {department}"
+    return apply(
+        store,
+        document,
+        source=f"gpupool set quota ({what})",
+        dry_run=dry_run,
+        applied_by=who,
+    )
 
 
 class OrgSource:
@@ -1280,6 +1421,7 @@ __all__ = [
     "OrgSource",
     "apply",
     "build_org",
+    "change_quota",
     "check_usage",
     "current_org",
     "diff",

@@ -3,6 +3,7 @@
     GpupoolError
      ├── ConfigError            invalid configuration (file, path inside it, reason)
      ├── PlacementError         a request that cannot be placed (unknown SKU, queue...)
+     ├── Forbidden              the caller may not make this change (RBAC said no)
      └── StoreError             the store failed
           ├── StoreUnavailable  the database cannot be reached; nothing was recorded
           └── StoreBusy         another writer holds the lock (only when asked not to wait)
@@ -38,6 +39,17 @@ class PlacementError(GpupoolError):
         self.choices = tuple(choices)
         if choices:
             message = f"{message} Valid choices: {', '.join(choices)}."
+        super().__init__(message)
+
+
+class Forbidden(GpupoolError):
+    """The caller may not make this change; ``code`` is the reason code (Forbidden)
+    and the message names who, what, and whom to ask."""
+
+    def __init__(self, message: str, *, subject: str, department: str) -> None:
+        self.code = Reason.FORBIDDEN
+        self.subject = subject
+        self.department = department
         super().__init__(message)
 
 

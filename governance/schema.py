@@ -54,6 +54,8 @@ config_revisions = Table(
     Column("checksum", String(64), nullable=False),
     Column("source", Text, nullable=False, default=""),
     Column("document", JSON, nullable=False),
+    # who applied it: ``user:NAME`` (gpupool apply/set --as) or ``local:login@host``
+    Column("applied_by", String(512), nullable=False, default="", server_default=""),
 )
 
 usage = Table(

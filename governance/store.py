@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from governance import schema
-from governance.errors import StoreBusy, StoreError, StoreUnavailable
+from governance.errors import ConfigError, StoreBusy, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,27 @@ BUSY_TIMEOUT_MS = 30_000
 ENV_STORE = "GPUPOOL_STORE"
 
 
+SUPPORTED_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg")
+"""The URL schemes a store may have (a bare path is a SQLite file)."""
+
+
 def resolve_url(url: str | None) -> str:
-    """``--store`` value, else GPUPOOL_STORE, else ./gpupool.db; a bare path is SQLite."""
+    """``--store`` value, else GPUPOOL_STORE, else ./gpupool.db; a bare path is SQLite.
+
+    Any other scheme is a ConfigError naming the supported ones (SQLAlchemy would
+    otherwise fail on a missing driver module, as ``mysql://`` does on MySQLdb)."""
     url = url or os.environ.get(ENV_STORE) or DEFAULT_URL
     if "://" not in url:
         url = f"sqlite:///{Path(url).expanduser()}"
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in SUPPORTED_SCHEMES:
+        raise ConfigError(
+            f"unsupported store URL scheme {scheme!r}: gpupool stores its data in SQLite "
+            "(sqlite:///path.db, or a bare path) or PostgreSQL "
+            "(postgresql://user@host/db)",
+            source="--store",
+        )
+    if scheme in ("postgresql", "postgres"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
 
@@ -59,6 +74,8 @@ class ConfigRevision:
     checksum: str
     source: str
     document: dict[str, Any]
+    applied_by: str = ""
+    """Who applied it (``user:NAME``, or ``local:login@host``); "" before migration 0003."""
 
 
 def _is_disconnect(exc: BaseException) -> bool:
@@ -243,13 +260,14 @@ class Store:
             )
         if row is None:
             return None
-        return ConfigRevision(
-            revision=row["revision"],
-            applied_at=row["applied_at"],
-            checksum=row["checksum"],
-            source=row["source"],
-            document=dict(row["document"]),
-        )
+        return _revision(row)
+
+    def config_history(self, *, limit: int = 20) -> list[ConfigRevision]:
+        """The newest ``limit`` configuration revisions, newest first."""
+        t = schema.config_revisions
+        with self.read() as conn:
+            rows = conn.execute(sa.select(t).order_by(t.c.revision.desc()).limit(limit))
+            return [_revision(row) for row in rows.mappings()]
 
     def latest_revision(self) -> int:
         t = schema.config_revisions
@@ -257,17 +275,34 @@ class Store:
             value = conn.execute(sa.select(sa.func.max(t.c.revision))).scalar()
         return int(value or 0)
 
-    def save_config(self, conn: Connection, document: dict[str, Any], *, source: str = "") -> int:
+    def save_config(
+        self, conn: Connection, document: dict[str, Any], *, source: str = "", applied_by: str = ""
+    ) -> int:
         """Record a new configuration revision in the caller's transaction."""
         checksum = checksum_of(document)
         result = conn.execute(
             schema.config_revisions.insert().values(
-                applied_at=utcnow(), checksum=checksum, source=source, document=document
+                applied_at=utcnow(),
+                checksum=checksum,
+                source=source,
+                document=document,
+                applied_by=applied_by[:512],
             )
         )
         pk = result.inserted_primary_key
         assert pk is not None
         return int(pk[0])
+
+
+def _revision(row: Any) -> ConfigRevision:
+    return ConfigRevision(
+        revision=row["revision"],
+        applied_at=row["applied_at"],
+        checksum=row["checksum"],
+        source=row["source"],
+        document=dict(row["document"]),
+        applied_by=row["applied_by"] or "",
+    )
 
 
 def checksum_of(document: dict[str, Any]) -> str:

@@ -1,13 +1,17 @@
 """Alembic migrations of the governance store, run programmatically by Store.migrate.
 
 Several replicas may start at once against a fresh database, so an upgrade runs under a
-lock: a PostgreSQL advisory lock, or an exclusive file lock beside a SQLite database.
+lock: a PostgreSQL advisory lock, or an exclusive ``flock`` on the directory that holds a
+SQLite database (a lock file beside it would be left behind; and a lock on the
+database file itself would be released by closing it, with every POSIX lock SQLite
+holds on that file in this process).
 ``alembic -c governance/migrations/alembic.ini revision -m "..."`` adds a revision.
 """
 
 from __future__ import annotations
 
 import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,12 +59,15 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
     if engine.dialect.name != "sqlite" or not database or database == ":memory:":
         yield
         return
-    with open(f"{database}.migrate-lock", "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    directory = os.open(Path(database).resolve().parent, os.O_RDONLY)
+    try:
+        fcntl.flock(directory, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(directory, fcntl.LOCK_UN)
+    finally:
+        os.close(directory)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

@@ -111,8 +111,8 @@ def test_prometheus_stores_per_slice_series_with_contract_labels(prometheus: obj
         "pod": "embedder-7c9f",
         "container": "server",
         "department": "product",
-        "queue": "inference",
-        "sku": "h100-1g-20gb",
+        "queue": "batch",
+        "sku": "a100-quarter",
         "UUID": labels["UUID"],
         "Hostname": "sim-gpu-node-1",
     }
@@ -121,7 +121,16 @@ def test_prometheus_stores_per_slice_series_with_contract_labels(prometheus: obj
     used = prometheus.wait_for(  # type: ignore[attr-defined]
         f"sum by (department) ({contract.METRIC_SLICE_MEMORY_USED_BYTES})"
     )
-    assert {r["metric"]["department"] for r in used} == {"research", "product", "analytics"}
+    assert {r["metric"]["department"] for r in used} == {"ml", "product"}
+    held = prometheus.wait_for(  # type: ignore[attr-defined]
+        'DCGM_FI_DEV_GPU_UTIL{pod!=""}'
+    )
+    # dcgm-exporter's Kubernetes mapping: GPUs 0, 1 (one trainer) and 3 (one idle worker)
+    assert sorted((r["metric"]["gpu"], r["metric"]["pod"]) for r in held) == [
+        ("0", "llm-train-0"),
+        ("1", "llm-train-0"),
+        ("3", "idle-reservation"),
+    ]
     waste = prometheus.wait_for(  # type: ignore[attr-defined]
         f"{contract.METRIC_GPU_ALLOCATED_COMPUTE_RATIO} - on(UUID) (DCGM_FI_DEV_GPU_UTIL / 100)"
     )

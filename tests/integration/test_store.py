@@ -12,8 +12,10 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from governance import migrations, schema
+from governance import config, migrations, schema
+from governance.errors import ConfigError
 from governance.store import ENV_STORE, Store, resolve_url
+from tests.support.org import org_document
 
 pytestmark = pytest.mark.integration
 
@@ -75,8 +77,8 @@ def test_usage_is_clustered_on_its_key_in_sqlite_and_keeps_its_rows_across_0002(
                 return [(r.scope, r.slices, r.memory_mib, r.compute_pct) for r in result]
 
         assert "WITHOUT ROWID" not in table_sql()
-        migrations.upgrade(store.engine)
-        assert migrations.current(store.engine) == migrations.head(store.engine) == "0002"
+        migrations.upgrade(store.engine, "0002")
+        assert migrations.current(store.engine) == "0002"
         assert "WITHOUT ROWID" in table_sql()
         assert usage() == sorted(rows)
         command.downgrade(migrations.alembic_config(store.engine), "0001")
@@ -84,6 +86,48 @@ def test_usage_is_clustered_on_its_key_in_sqlite_and_keeps_its_rows_across_0002(
         assert usage() == sorted(rows)
     finally:
         store.close()
+
+
+def test_revisions_name_who_applied_them_and_older_ones_migrate_to_unknown(
+    store_url: str,
+) -> None:
+    store = Store(store_url, migrate=False)
+    try:
+        migrations.upgrade(store.engine, "0002")
+        with store.engine.begin() as conn:  # a revision applied before 0003
+            conn.exec_driver_sql(
+                "INSERT INTO config_revisions (applied_at, checksum, source, document) "
+                "VALUES ('2026-01-01 00:00:00+00:00', 'c', 'old.yaml', '{}')"
+            )
+        migrations.upgrade(store.engine)
+        assert migrations.current(store.engine) == migrations.head(store.engine)
+        assert [(r.source, r.applied_by) for r in store.config_history()] == [("old.yaml", "")]
+        config.apply(store, org_document(), source="new.yaml", applied_by="user:ana")
+        history = store.config_history()
+        assert [(r.revision, r.source, r.applied_by) for r in history] == [
+            (2, "new.yaml", "user:ana"),
+            (1, "old.yaml", ""),
+        ]
+        assert store.latest_config() == history[0]
+    finally:
+        store.close()
+
+
+def test_opening_a_sqlite_store_leaves_nothing_but_the_database(tmp_path: Path) -> None:
+    """Migrations lock the directory, not a lock file that would stay behind."""
+    Store(f"sqlite:///{tmp_path / 'gpupool.db'}").close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpupool.db"]
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://u@h/db", "postgresql+psycopg2://u@h/db", "oracle://h", "http://x/y"]
+)
+def test_an_unsupported_store_scheme_is_a_config_error_naming_the_supported(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve_url(url)
+    message = str(caught.value)
+    assert repr(url.split("://")[0]) in message
+    assert "sqlite:///" in message and "postgresql://" in message
 
 
 def test_store_url_comes_from_the_flag_then_the_environment_then_a_default(

@@ -81,14 +81,49 @@ def test_slices_carry_contract_labels_and_limits(sim_sampler: Sampler) -> None:
         if labels["pod"] == "idle-reservation"
     ]
     assert idle == [(idle[0][0], 0.0)]
-    assert idle[0][0]["department"] == "analytics" and idle[0][0]["sku"] == "h100-2g-40gb"
+    assert idle[0][0]["department"] == "ml" and idle[0][0]["sku"] == "a100-half"
     allocated = {
         labels["gpu"]: value
         for labels, value in samples[contract.METRIC_GPU_ALLOCATED_COMPUTE_RATIO]
     }
     assert allocated == {"0": 1.0, "1": 1.0, "2": 1.0, "3": 0.5}
     stray = samples[contract.METRIC_UNATTRIBUTED_PROCESSES]
-    assert [(labels["reason"], value) for labels, value in stray] == [("not_a_pod", 1.0)]
+    assert [(labels["reason"], value) for labels, value in stray] == [("not_a_pod", 2.0)]
+
+
+def test_unattributed_processes_are_summed_per_gpu_and_reason_never_per_pid(
+    sim_sampler: Sampler,
+) -> None:
+    samples = _families(_render(sim_sampler))
+    memory = samples[contract.METRIC_UNATTRIBUTED_MEMORY_USED_BYTES]
+    # the simulation runs two host processes on GPU 3: 1536 + 512 MiB, one series
+    assert len(memory) == 1
+    labels, value = memory[0]
+    assert set(labels) == {"UUID", "Hostname", "reason"}
+    processes = sim_sampler.snapshot.attribution.unattributed  # type: ignore[union-attr]
+    assert len(processes) == 2 and len({p.pid for p in processes}) == 2
+    assert labels["reason"] == "not_a_pod"
+    assert value == sum(p.memory_used_bytes for p in processes)
+
+
+def test_dcgm_series_of_a_gpu_one_container_holds_name_its_pod(sim_sampler: Sampler) -> None:
+    samples = _families(_render(sim_sampler))
+    by_gpu = {labels["gpu"]: labels for labels, _ in samples[contract.DCGM_FI_DEV_GPU_UTIL]}
+    held = {
+        gpu: (labels.get("namespace"), labels.get("pod"), labels.get("container"))
+        for gpu, labels in by_gpu.items()
+    }
+    assert held == {
+        "0": ("ml", "llm-train-0", "trainer"),  # one container on two whole GPUs
+        "1": ("ml", "llm-train-0", "trainer"),
+        "2": (None, None, None),  # three pods share GPU 2: their answer is gpupool_slice_*
+        "3": ("ml", "idle-reservation", "worker"),  # granted, idle: still held
+    }
+    for field in fields.FIELDS:  # every DCGM field of a held GPU, not only utilisation
+        gpu0 = [labels for labels, _ in samples[field.name] if labels["gpu"] == "0"]
+        assert gpu0 and all(labels.get("pod") == "llm-train-0" for labels in gpu0), field.name
+    health = samples[collector.GPU_HEALTHY]
+    assert all("pod" not in labels for labels, _ in health)
 
 
 def test_collect_before_first_sample_reports_down_and_touches_nothing() -> None:
@@ -158,10 +193,7 @@ def test_nvml_errors_render_as_health_and_error_counters() -> None:
     assert [labels["UUID"] for labels, _ in samples[contract.DCGM_FI_DEV_POWER_USAGE]] == ["GPU-b"]
     stray = samples[contract.METRIC_UNATTRIBUTED_MEMORY_USED_BYTES]
     assert stray == [
-        (
-            {"UUID": "GPU-b", "Hostname": "node-1", "pid": "4242", "reason": "not_a_pod"},
-            512 * 1024 * 1024,
-        )
+        ({"UUID": "GPU-b", "Hostname": "node-1", "reason": "not_a_pod"}, 512 * 1024 * 1024)
     ]
     assert samples[collector.ATTRIBUTION_MISSES + "_total"] == [({"reason": "not_a_pod"}, 2.0)]
 
