@@ -2,11 +2,13 @@
 
 The console does not log people in: it sits behind a reverse proxy that does
 (oauth2-proxy, an ingress with external auth) and reads the identity from the headers
-that proxy sets (``X-Forwarded-User``, ``X-Forwarded-Groups`` by default). Trusting
-those headers is only safe when nothing but the proxy can reach the console, so the
-console refuses to start unless told explicitly either to trust them
-(:class:`ProxyHeaders`) or to act as one fixed local user (:class:`DevUser`, for
-trying it on a laptop).
+that proxy sets (``X-Forwarded-User``, ``X-Forwarded-Groups`` by default). Anyone can
+send those headers, so they are believed only from the proxy's own addresses
+(:attr:`ProxyHeaders.trusted_proxies`, loopback by default: the chart runs
+oauth2-proxy as a sidecar in the console's pod); a request from any other address
+gets 401, headers or not. The console refuses to start unless told explicitly either
+to trust a proxy (:class:`ProxyHeaders`) or to act as one fixed local user
+(:class:`DevUser`, for trying it on a laptop).
 
 What a person sees is Casbin's decision (:mod:`governance.rbac`): the departments
 they may ``view``. Only someone who may view *every* department (bound in ``*``, a
@@ -16,6 +18,7 @@ which mix every tenant's processes.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,6 +27,23 @@ from governance.rbac import EVERY_DEPARTMENT, Identity
 
 DEFAULT_USER_HEADER = "X-Forwarded-User"
 DEFAULT_GROUPS_HEADER = "X-Forwarded-Groups"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+LOOPBACK: tuple[Network, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+"""Where the proxy runs by default: beside the console, in the same pod."""
+
+
+def parse_networks(texts: Iterable[str]) -> tuple[Network, ...]:
+    """``10.0.0.0/8``, ``192.0.2.7`` (one address), ``::1``; ValueError names the bad one."""
+    out: list[Network] = []
+    for text in texts:
+        try:
+            out.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not an address or CIDR block ({exc})") from None
+    return tuple(out)
 
 
 class AccessError(Exception):
@@ -50,8 +70,32 @@ class ProxyHeaders:
     user_header: str = DEFAULT_USER_HEADER
     groups_header: str = DEFAULT_GROUPS_HEADER
     groups_separator: str = ","
+    trusted_proxies: tuple[Network, ...] = LOOPBACK
+    """Addresses whose identity headers are believed; requests from others get 401."""
 
-    def identify(self, headers: Mapping[str, str]) -> Identity:
+    def trusts(self, peer: str | None) -> bool:
+        """Whether ``peer`` (the connection's remote address) is a trusted proxy."""
+        if not peer:
+            return False
+        try:
+            address = ipaddress.ip_address(peer.split("%", 1)[0])
+        except ValueError:
+            return False
+        mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 on a dual stack
+        address = mapped or address
+        return any(address in network for network in self.trusted_proxies)
+
+    def identify(self, headers: Mapping[str, str], *, peer: str | None = None) -> Identity:
+        """The identity the proxy asserts. ``peer``, when given, is the remote address
+        of the connection: AccessError unless it is a trusted proxy (the console's
+        request gate passes it; callers inside a request already gated may omit it)."""
+        if peer is not None and not self.trusts(peer):
+            allowed = ", ".join(str(n) for n in self.trusted_proxies)
+            raise AccessError(
+                f"{peer} is not a trusted proxy ({allowed}): the console answers only "
+                "requests that come through its authenticating proxy "
+                "(--trusted-proxy CIDR adds one)"
+            )
         lowered = {k.lower(): v for k, v in headers.items()}
         user = (lowered.get(self.user_header.lower()) or "").strip()
         if not user:
@@ -71,7 +115,7 @@ class DevUser:
     user: str
     groups: tuple[str, ...] = ()
 
-    def identify(self, headers: Mapping[str, str]) -> Identity:
+    def identify(self, headers: Mapping[str, str], *, peer: str | None = None) -> Identity:
         return Identity(user=self.user, groups=self.groups)
 
 

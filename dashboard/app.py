@@ -5,7 +5,13 @@ Each callback reads the viewer from the request headers (:meth:`Console.scope`),
 component properties. Authorisation happens here on the server for every callback:
 the department dropdown only offers visible departments, but a forged request to
 ``/_dash-update-component`` naming another department gets "Not permitted" and no
-data. Requests without a trusted identity get HTTP 401 before Dash sees them.
+data. Requests without a trusted identity get HTTP 401 before Dash sees them: proxy
+headers count only from a trusted proxy's address (:mod:`dashboard.access`).
+
+Every answer carries X-Frame-Options, X-Content-Type-Options and a
+Content-Security-Policy (:func:`security_headers`) that Dash works under: scripts only
+from the console and the hashes of Dash's own inline scripts, no framing. A path that
+is no page of the console (``/metrics``, ``/wp-admin``) is 404, not the page's HTML.
 
 Every asset is served by the console itself (``serve_locally``; Bootstrap's CSS is
 vendored in ``assets/``): clusters often have no internet egress. So is plotly.js's
@@ -21,7 +27,10 @@ round trip; page callbacks fire only when an input changes.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -192,6 +201,18 @@ def problem_alerts(problems: list[Problem]) -> list[Any]:
     ]
 
 
+def note(text: str | None) -> Any:
+    """What stands in an empty table's place: that it has no rows, and why."""
+    if not text:
+        return []
+    return html.Div(text, className="small text-muted fst-italic px-2 py-2 no-rows")
+
+
+def noted(id_: str, table: DataTable, v: Values) -> list[Any]:
+    """A table and, under its headers, the sentence that says why it is empty."""
+    return [table, html.Div(v.get(f"{id_}-note.children"), id=f"{id_}-note")]
+
+
 NUMERIC_FIELDS = {
     "slices",
     "memory_allocated_gib",
@@ -278,6 +299,8 @@ OVERVIEW_OUTPUTS = (
     ("ov-admissions", "figure"),
     ("ov-department-table", "data"),
     ("ov-waste-table", "data"),
+    ("ov-department-table-note", "children"),
+    ("ov-waste-table-note", "children"),
 )
 DEPARTMENT_OUTPUTS = (
     ("dept-status", "children"),
@@ -289,6 +312,9 @@ DEPARTMENT_OUTPUTS = (
     ("dept-quota-table", "data"),
     ("dept-waste-table", "data"),
     ("dept-denials-table", "data"),
+    ("dept-quota-table-note", "children"),
+    ("dept-waste-table-note", "children"),
+    ("dept-denials-table-note", "children"),
 )
 GPU_OUTPUTS = (
     ("gpu-status", "children"),
@@ -298,11 +324,13 @@ GPU_TABLE_OUTPUTS = (
     ("gpu-table", "data"),
     ("gpu-table", "page_count"),
     ("gpu-table-status", "children"),
+    ("gpu-table-note", "children"),
 )
 GPU_SLICE_OUTPUTS = (
     ("gpu-slices-status", "children"),
     ("gpu-slices-table", "data"),
     ("gpu-slices-title", "children"),
+    ("gpu-slices-table-note", "children"),
 )
 
 
@@ -350,11 +378,15 @@ def overview_page(v: Values) -> Any:
                     dbc.Col(
                         card(
                             "Departments",
-                            grid(
+                            noted(
                                 "ov-department-table",
-                                DEPARTMENT_COLUMNS,
-                                height=420,
-                                rows=v.get("ov-department-table.data"),
+                                grid(
+                                    "ov-department-table",
+                                    DEPARTMENT_COLUMNS,
+                                    height=420,
+                                    rows=v.get("ov-department-table.data"),
+                                ),
+                                v,
                             ),
                             actions=csv_button("ov", "overview-departments"),
                         ),
@@ -365,8 +397,15 @@ def overview_page(v: Values) -> Any:
             ),
             card(
                 "Idle but allocated: the slices that waste most",
-                grid(
-                    "ov-waste-table", SLICE_COLUMNS, height=360, rows=v.get("ov-waste-table.data")
+                noted(
+                    "ov-waste-table",
+                    grid(
+                        "ov-waste-table",
+                        SLICE_COLUMNS,
+                        height=360,
+                        rows=v.get("ov-waste-table.data"),
+                    ),
+                    v,
                 ),
                 actions=csv_button("ov", "overview-waste"),
             ),
@@ -426,31 +465,43 @@ def department_page(scope: Scope, department: str | None, v: Values) -> Any:
             ),
             card(
                 "Quota",
-                grid(
+                noted(
                     "dept-quota-table",
-                    QUOTA_COLUMNS,
-                    height=300,
-                    rows=v.get("dept-quota-table.data"),
+                    grid(
+                        "dept-quota-table",
+                        QUOTA_COLUMNS,
+                        height=300,
+                        rows=v.get("dept-quota-table.data"),
+                    ),
+                    v,
                 ),
                 actions=csv_button("dept", "department-quota"),
             ),
             card(
                 "Pods that waste most (allocated, idle)",
-                grid(
+                noted(
                     "dept-waste-table",
-                    SLICE_COLUMNS,
-                    height=320,
-                    rows=v.get("dept-waste-table.data"),
+                    grid(
+                        "dept-waste-table",
+                        SLICE_COLUMNS,
+                        height=320,
+                        rows=v.get("dept-waste-table.data"),
+                    ),
+                    v,
                 ),
                 actions=csv_button("dept", "department-waste"),
             ),
             card(
                 "Recent denials",
-                grid(
+                noted(
                     "dept-denials-table",
-                    DENIAL_COLUMNS,
-                    height=360,
-                    rows=v.get("dept-denials-table.data"),
+                    grid(
+                        "dept-denials-table",
+                        DENIAL_COLUMNS,
+                        height=360,
+                        rows=v.get("dept-denials-table.data"),
+                    ),
+                    v,
                 ),
                 actions=csv_button("dept", "department-denials"),
             ),
@@ -489,11 +540,15 @@ def gpu_page(scope: Scope, v: Values) -> Any:
                 html.Span(v.get("gpu-slices-title.children"), id="gpu-slices-title"),
                 [
                     html.Div(v.get("gpu-slices-status.children"), id="gpu-slices-status"),
-                    grid(
+                    *noted(
                         "gpu-slices-table",
-                        SLICE_COLUMNS,
-                        height=260,
-                        rows=v.get("gpu-slices-table.data"),
+                        grid(
+                            "gpu-slices-table",
+                            SLICE_COLUMNS,
+                            height=260,
+                            rows=v.get("gpu-slices-table.data"),
+                        ),
+                        v,
                     ),
                 ],
                 actions=csv_button("gpu", "gpu-slices"),
@@ -506,13 +561,17 @@ def gpu_page(scope: Scope, v: Values) -> Any:
                         id="gpu-table-status",
                         className="small text-muted px-1 pb-1",
                     ),
-                    grid(
+                    *noted(
                         "gpu-table",
-                        GPU_COLUMNS,
-                        height=420,
-                        rows=v.get("gpu-table.data"),
-                        server_side=True,
-                        page_count=v.get("gpu-table.page_count"),
+                        grid(
+                            "gpu-table",
+                            GPU_COLUMNS,
+                            height=420,
+                            rows=v.get("gpu-table.data"),
+                            server_side=True,
+                            page_count=v.get("gpu-table.page_count"),
+                        ),
+                        v,
                     ),
                 ],
                 actions=csv_button("gpu", "gpus"),
@@ -593,6 +652,60 @@ def page_path(referrer: str | None) -> str | None:
 
 
 KNOWN_PATHS = {path for path, _ in PAGES}
+DASH_PREFIXES = ("/_dash-", "/_reload-hash", "/_favicon.ico", "/assets/")
+"""Paths Dash serves itself (its callbacks, component bundles, assets)."""
+MAX_BODY_BYTES = 2 * 1024 * 1024
+"""A callback's request carries inputs and state, never table data: a few KiB."""
+
+
+def serves(path: str) -> bool:
+    """Whether ``path`` is a page of the console, Dash's or the health check."""
+    return path in KNOWN_PATHS or path == "/healthz" or path.startswith(DASH_PREFIXES)
+
+
+_INLINE_SCRIPT = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", re.S)
+
+
+def inline_script_hashes(page: str) -> list[str]:
+    """CSP hashes of a page's inline scripts, as the page was rendered: Dash's
+    renderer start-up, its browser check and the clientside callbacks
+    (``Dash.csp_hashes`` misses the browser check)."""
+    return sorted(
+        {
+            "'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'"
+            for body in _INLINE_SCRIPT.findall(page)
+            if body.strip()
+        }
+    )
+
+
+def security_headers(script_hashes: list[str]) -> dict[str, str]:
+    """The headers every answer carries. Scripts: the console's own files and Dash's
+    inline scripts by hash (its renderer start-up and the clientside router), nothing
+    inline otherwise. Styles: Plotly and DataTable write ``<style>`` elements at run
+    time, hence 'unsafe-inline' for styles only. Images: Plotly's and Bootstrap's
+    ``data:`` icons. Checked in headless Chromium (tests/integration)."""
+    policy = "; ".join(
+        [
+            "default-src 'self'",
+            " ".join(["script-src 'self'", *script_hashes]),
+            "style-src 'self' 'unsafe-inline'",
+            "img-src 'self' data:",
+            "font-src 'self' data:",
+            "connect-src 'self'",
+            "object-src 'none'",
+            "base-uri 'self'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        ]
+    )
+    return {
+        "Content-Security-Policy": policy,
+        "X-Frame-Options": "DENY",
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+    }
+
 
 ROUTE_IF_NOT_RENDERED = """
 function (pathname, rendered) {
@@ -615,16 +728,33 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
         update_title="",
     )
     server: flask.Flask = app.server
+    server.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
 
     @server.before_request
     def require_identity() -> Any:
-        if flask.request.path in ("/healthz",):
+        path = flask.request.path
+        if not serves(path):
+            return flask.Response(
+                f"404 Not Found: {path} is no page of the gpupool console (it exports no "
+                "metrics: the exporters and the webhook do)\n",
+                status=404,
+                mimetype="text/plain",
+            )
+        if path == "/healthz":
             return None
         try:
-            console.trust.identify(dict(flask.request.headers))
+            console.trust.identify(dict(flask.request.headers), peer=flask.request.remote_addr)
         except AccessError as exc:
             return flask.Response(f"401 Unauthorized: {exc}\n", status=401, mimetype="text/plain")
         return None
+
+    @server.after_request
+    def secure(response: flask.Response) -> flask.Response:
+        hashes: list[str] = []
+        if response.mimetype == "text/html" and not response.direct_passthrough:
+            hashes = inline_script_hashes(response.get_data(as_text=True))
+        response.headers.update(security_headers(hashes))
+        return response
 
     @server.route("/healthz")
     def healthz() -> Any:
@@ -659,7 +789,8 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
             result = console.overview(scope or viewer(), range_key)
         except Exception as exc:  # never a traceback in the page; the log has it
             alert, err = failure(exc, "overview")
-            return alert, [], err, err, err, err, [], []
+            why = note("No rows: the overview could not be built (see above).")
+            return alert, [], err, err, err, err, [], [], why, why
         return (
             problem_alerts(result.problems),
             kpi_cards(result.kpis),
@@ -669,6 +800,8 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
             result.admissions or _blank(),
             result.department_rows,
             result.waste_rows,
+            note(result.notes.get("department_rows")),
+            note(result.notes.get("waste_rows")),
         )
 
     def department_values(
@@ -678,7 +811,8 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
             result = console.department(scope or viewer(), dept, range_key)
         except Exception as exc:
             alert, err = failure(exc, "department page")
-            return alert, [], [], err, err, err, [], [], []
+            why = note("No rows: the department page could not be built (see above).")
+            return alert, [], [], err, err, err, [], [], [], why, why, why
         badges = [
             dbc.Badge(text, color="warning", text_color="dark", className="borrowing")
             for text in result.borrowing
@@ -693,6 +827,9 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
             result.quota_rows,
             result.waste_rows,
             result.denial_rows,
+            note(result.notes.get("quota_rows")),
+            note(result.notes.get("waste_rows")),
+            note(result.notes.get("denial_rows")),
         )
 
     def gpu_values(scope: Scope | None, dept: str | None) -> tuple[Any, ...]:
@@ -709,9 +846,9 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
             result = console.gpu_table(scope or viewer(), dept, **table)
         except Exception as exc:
             alert, _ = failure(exc, "GPU table")
-            return [], 1, alert
+            return [], 1, alert, note("No rows: the GPU table could not be built (see above).")
         status = [*problem_alerts(result.problems), html.Span(result.caption)]
-        return result.rows, result.page_count, status
+        return result.rows, result.page_count, status, note(result.note)
 
     def gpu_slice_values(
         scope: Scope | None, dept: str | None, selected: str | None
@@ -721,10 +858,10 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
             result = console.gpu_slices(scope or viewer(), dept, selected)
         except Exception as exc:
             alert, _ = failure(exc, "list of slices")
-            return alert, [], title
+            return alert, [], title, note("No rows: the list could not be built (see above).")
         if result.selected:
             title = f"Slices on GPU {result.selected}"
-        return problem_alerts(result.problems), result.rows, title
+        return problem_alerts(result.problems), result.rows, title, note(result.note)
 
     def render(pathname: str | None, range_key: str | None) -> tuple[Any, Any]:
         """(the page at ``pathname``, filled for the viewer; the viewer's name)."""
@@ -737,7 +874,10 @@ def create_app(console: Console, *, debug: bool = False) -> dash.Dash:
             html.Span(f" · {scope.describe()}", className="text-white-50"),
         ]
         if pathname == "/departments":
-            dept = scope.departments[0] if scope.departments else None
+            try:
+                dept = console.default_department(scope)
+            except StoreError:
+                dept = scope.departments[0] if scope.departments else None
             answer = department_values(scope, dept, range_key)
             return department_page(scope, dept, values_of(DEPARTMENT_OUTPUTS, answer)), who
         if pathname == "/gpus":

@@ -3,30 +3,36 @@
 ::
 
     gpupool dashboard --store URL (--prometheus URL | --exporter URL ...)
-                      [--port 8050] (--trust-proxy-headers | --dev-user NAME [--dev-group G])
+                      [--host 127.0.0.1] [--port 8050] [--workers N]
+                      (--trust-proxy-headers [--trusted-proxy CIDR ...]
+                       | --dev-user NAME [--dev-group G])
 
 The console refuses to start without an explicit trust setting: either it sits behind
-an authenticating proxy whose identity headers it trusts, or it is a local trial where
-every request is one named user.
+an authenticating proxy whose identity headers it trusts (from the proxy's addresses
+only: loopback unless --trusted-proxy says otherwise), or it is a local trial where
+every request is one named user. It is served by gunicorn (:mod:`dashboard.serving`).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
 
 import click
 
 from dashboard.access import (
     DEFAULT_GROUPS_HEADER,
     DEFAULT_USER_HEADER,
+    LOOPBACK,
     DevUser,
     ProxyHeaders,
     Trust,
+    parse_networks,
 )
 from dashboard.sources import Source
+from governance import cli as gcli
 from governance import config, contract, rbac
+from governance.errors import GpupoolError
 from governance.model import Org
 from governance.store import Store
 
@@ -64,11 +70,20 @@ def build_trust(
     dev_groups: tuple[str, ...],
     user_header: str,
     groups_header: str,
+    trusted_proxies: tuple[str, ...] = (),
 ) -> Trust:
     if trust_proxy_headers and dev_user:
         raise click.UsageError("choose one of --trust-proxy-headers and --dev-user, not both")
+    if trusted_proxies and not trust_proxy_headers:
+        raise click.UsageError("--trusted-proxy needs --trust-proxy-headers")
     if trust_proxy_headers:
-        return ProxyHeaders(user_header=user_header, groups_header=groups_header)
+        try:
+            networks = parse_networks(trusted_proxies) if trusted_proxies else LOOPBACK
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--trusted-proxy") from None
+        return ProxyHeaders(
+            user_header=user_header, groups_header=groups_header, trusted_proxies=networks
+        )
     if dev_user:
         return DevUser(user=dev_user, groups=dev_groups)
     if dev_groups:
@@ -86,7 +101,11 @@ def build_source(
     exporters: tuple[str, ...],
     scrape_interval: float,
     recording_rules: bool,
+    *,
+    start: bool = True,
 ) -> Source:
+    """The metrics source; a direct one starts scraping only when ``start`` (the
+    server starts it in each worker, after the fork: a thread does not survive one)."""
     if prometheus and exporters:
         raise click.UsageError("choose one source: --prometheus URL or --exporter URL ...")
     if prometheus:
@@ -99,7 +118,8 @@ def build_source(
         from dashboard.direct import DirectSource
 
         source = DirectSource(list(exporters), scrape_interval_s=scrape_interval)
-        source.start()
+        if start:
+            source.start()
         return source
     raise click.UsageError(
         "name a metrics source: --prometheus URL (production) or --exporter URL, once per "
@@ -108,13 +128,7 @@ def build_source(
 
 
 @click.command("dashboard")
-@click.option(
-    "--store",
-    "store_url",
-    envvar="GPUPOOL_STORE",
-    metavar="URL",
-    help="Governance store URL (or GPUPOOL_STORE).",
-)
+@gcli.store_option()
 @click.option(
     "--prometheus", metavar="URL", help="Prometheus base URL, e.g. http://prometheus:9090."
 )
@@ -125,8 +139,8 @@ def build_source(
     metavar="URL",
     help="Exporter URL to scrape directly (repeat).",
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=contract.DEFAULT_DASHBOARD_PORT, show_default=True, type=int)
+@gcli.host_option("127.0.0.1")
+@gcli.port_option(contract.DEFAULT_DASHBOARD_PORT)
 @click.option(
     "--scrape-interval",
     default=30.0,
@@ -142,6 +156,14 @@ def build_source(
 )
 @click.option(
     "--trust-proxy-headers", is_flag=True, help="Take the viewer from the proxy's headers."
+)
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    metavar="CIDR",
+    help="Address or CIDR block of the proxy whose headers are believed (repeat; default "
+    "loopback, 127.0.0.0/8 and ::1). Requests from anywhere else get 401.",
 )
 @click.option(
     "--user-header", default=DEFAULT_USER_HEADER, show_default=True, help="The proxy's user header."
@@ -160,6 +182,28 @@ def build_source(
     metavar="GROUP",
     help="Groups of --dev-user (repeat).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="gunicorn worker processes [default: 2 with --prometheus; 1 with --exporter, "
+    "whose history is kept in each worker's memory].",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=8,
+    show_default=True,
+    help="Threads per worker: every thread the console runs for its clients.",
+)
+@click.option(
+    "--read-timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds a client has to send a request once it has started it.",
+)
+@gcli.log_level_option()
 def dashboard(
     store_url: str | None,
     prometheus: str | None,
@@ -169,43 +213,56 @@ def dashboard(
     scrape_interval: float,
     recording_rules: bool,
     trust_proxy_headers: bool,
+    trusted_proxies: tuple[str, ...],
     user_header: str,
     groups_header: str,
     dev_user: str | None,
     dev_groups: tuple[str, ...],
+    workers: int | None,
+    threads: int,
+    read_timeout: float,
+    log_level: str,
 ) -> None:
     """Serve the console: utilisation, quota and waste per department, scoped by RBAC."""
-    trust = build_trust(trust_proxy_headers, dev_user, dev_groups, user_header, groups_header)
-    source = build_source(prometheus, exporters, scrape_interval, recording_rules)
+    gcli.configure_logging(log_level)
+    trust = build_trust(
+        trust_proxy_headers, dev_user, dev_groups, user_header, groups_header, trusted_proxies
+    )
+    source = build_source(prometheus, exporters, scrape_interval, recording_rules, start=False)
     from dashboard.app import create_app
     from dashboard.pages import Console
+    from dashboard.serving import ConsoleServer, Limits
 
-    store = Store(store_url)
-    gov = Governance(store)
-    console = Console(
-        source=source, store=store, org=gov.org, authorizer=gov.authorizer, trust=trust
-    )
-    app = create_app(console)
-    console.warm_up()
+    sock = gcli.listen(host, port)  # exit 4 before anything else starts
+    try:
+        store = Store(store_url)
+        gov = Governance(store)
+        console = Console(
+            source=source, store=store, org=gov.org, authorizer=gov.authorizer, trust=trust
+        )
+        app = create_app(console)
+        console.warm_up()  # in the master, before any worker takes traffic
+    except GpupoolError as exc:
+        sock.close()
+        raise gcli.failure(exc) from exc
     mode = (
-        f"trusting {trust.user_header}/{trust.groups_header} from the proxy"
+        f"trusting {trust.user_header}/{trust.groups_header} from "
+        + ", ".join(str(n) for n in trust.trusted_proxies)
         if isinstance(trust, ProxyHeaders)
         else f"dev user {trust.user}"
     )
-    click.echo(
-        f"gpupool console on http://{host}:{port}/ ({source.describe()}; store "
-        f"{store.safe_url}; {mode})"
+    limits = Limits(
+        workers=workers or (1 if exporters else 2), threads=threads, read_timeout_s=read_timeout
     )
-    serve(app.server, host, port)
+    click.echo(
+        f"gpupool console on http://{host}:{sock.getsockname()[1]}/ ({source.describe()}; "
+        f"store {store.safe_url}; {mode}; {limits.workers} workers x {limits.threads} threads)"
+    )
 
+    def after_fork() -> None:
+        store.engine.dispose(close=False)  # the master's connections stay the master's
+        start = getattr(source, "start", None)
+        if callable(start):
+            start()
 
-def serve(wsgi: Any, host: str, port: int) -> None:
-    from werkzeug.serving import make_server
-
-    server = make_server(host, port, wsgi, threaded=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    ConsoleServer(app.server, sock, limits, post_fork=after_fork, log_level=log_level).run()

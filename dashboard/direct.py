@@ -13,6 +13,7 @@ failed does a question raise :class:`~dashboard.sources.SourceUnavailable`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections import deque
@@ -184,6 +185,13 @@ def scoped_gpus(slices: Iterable[SliceSample]) -> list[GpuRow]:
     ]
 
 
+def _identified(row: GpuRow, card: GpuRow | None) -> GpuRow:
+    """``row`` (a department's share of a GPU) with the card's index and model."""
+    if card is None:
+        return row
+    return dataclasses.replace(row, gpu=card.gpu, model=card.model)
+
+
 Fetch = Callable[[str], str]
 
 
@@ -255,7 +263,7 @@ class DirectSource:
             else:
                 slices.extend(result.slices)
                 gpus.extend(result.gpus)
-        gpus.sort(key=lambda g: (g.hostname, g.uuid))  # as every source answers
+        gpus.sort(key=model.gpu_order)  # as every source answers
         snap = Snapshot(
             taken_at=self._clock(), slices=tuple(slices), gpus=tuple(gpus), errors=errors
         )
@@ -348,10 +356,16 @@ class DirectSource:
         uuids: Collection[str] | None = None,
     ) -> list[GpuRow]:
         # Every figure is in memory already: ``measures`` saves nothing here.
+        snapshot = self.snapshot()
         if departments is None:
-            rows = list(self.snapshot().gpus)
+            rows = list(snapshot.gpus)
         else:
-            rows = scoped_gpus(self._slices(departments))
+            known = {(g.hostname, g.uuid): g for g in snapshot.gpus}
+            rows = [
+                _identified(g, known.get((g.hostname, g.uuid)))
+                for g in scoped_gpus(self._slices(departments))
+            ]
+            rows.sort(key=model.gpu_order)
         if uuids is not None:
             wanted = set(uuids)
             rows = [g for g in rows if g.uuid in wanted]

@@ -96,6 +96,16 @@ class GpuRow:
     Prometheus source does not ask for it (no page shows it), so leaves it None."""
 
 
+def gpu_index(gpu: str) -> int:
+    """The GPU's index on its node as a number (``"10"`` after ``"9"``); unknown last."""
+    return int(gpu) if gpu.isdigit() else 1 << 30
+
+
+def gpu_order(row: GpuRow) -> tuple[str, int, str]:
+    """How every source sorts GPUs: by node, then index on the node (then UUID)."""
+    return (row.hostname, gpu_index(row.gpu), row.uuid)
+
+
 GPU_MEASURES = ("slices", "memory_limit", "memory_used", "compute_limit", "compute_used")
 """The figures of a :class:`GpuRow` a source can be asked for one by one (``gpus(...,
 measures=...)``): the slices, allocated memory, used memory, allocated compute and

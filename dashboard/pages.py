@@ -22,10 +22,11 @@ from typing import Any
 
 from dashboard import access, admissions, tables, views
 from dashboard.access import Authorizer, Scope, Trust
-from dashboard.model import GPU_MEASURES, GpuRow
+from dashboard.model import GPU_MEASURES, IDLE_FRACTION, GpuRow, UsageRow
 from dashboard.sources import Departments, Source, SourceError
 from governance import ledger, rbac
 from governance.config import format_amount
+from governance.contract import SKU_CUSTOM
 from governance.errors import StoreError
 from governance.model import Org
 from governance.resources import RESOURCE_NAMES, ResourceName
@@ -112,6 +113,8 @@ class OverviewResult:
     admissions: views.Figure | None = None
     department_rows: list[dict[str, Any]] = field(default_factory=list)
     waste_rows: list[dict[str, Any]] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+    """Why a table has no rows, by field name (``waste_rows``): shown in its place."""
 
 
 @dataclass(kw_only=True)
@@ -126,6 +129,8 @@ class DepartmentResult:
     quota_rows: list[dict[str, Any]] = field(default_factory=list)
     waste_rows: list[dict[str, Any]] = field(default_factory=list)
     denial_rows: list[dict[str, Any]] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+    """Why a table has no rows, by field name (``denial_rows``): shown in its place."""
 
 
 @dataclass(kw_only=True)
@@ -146,6 +151,8 @@ class GpuTable:
     page_count: int = 1
     caption: str = ""
     problems: list[Problem] = field(default_factory=list)
+    note: str = ""
+    """Why there are no rows (shown in their place), "" when there are some."""
 
 
 @dataclass(kw_only=True)
@@ -153,6 +160,8 @@ class GpuSlices:
     rows: list[dict[str, Any]] = field(default_factory=list)
     selected: str = ""
     problems: list[Problem] = field(default_factory=list)
+    note: str = ""
+    """Why there are no rows (shown in their place), "" when there are some."""
 
 
 class Console:
@@ -246,6 +255,7 @@ class Console:
         if not scope.departments:
             out.problems.append(_nothing_visible(scope))
             _empty_overview(out, "Nothing to show")
+            out.notes = dict.fromkeys(("department_rows", "waste_rows"), NO_ROWS_NOTHING_VISIBLE)
             return out
         start, end, step, _ = self._window(range_key)
         cap = views.capacity(org) if org is not None and scope.whole_fleet else None
@@ -270,8 +280,12 @@ class Console:
                 out.capacity = views.capacity_figure(cap, views.totals([]))
             out.kpis = self._capacity_kpis(cap)
             self._admissions(out, scope, start, range_key)
+            why = f"No rows: {exc.source} is not answering (see above)."
+            out.notes = {"department_rows": why, "waste_rows": why}
             return out
         self._degraded(out)
+        if org is not None:
+            out.problems.extend(unknown_tenants(org, rows))
         tot = views.totals(rows)
         if not rows and (fleet is None or fleet[0] == 0):
             out.problems.append(
@@ -292,6 +306,18 @@ class Console:
         out.departments = views.department_bars(lines)
         out.department_rows = views.department_table(lines)
         out.waste_rows = views.slice_table(waste)
+        if not out.department_rows:
+            out.notes["department_rows"] = (
+                f"No rows: no slice of {scope.describe()} is placed on a GPU now "
+                f"({self.source.describe()} reports none)."
+            )
+        if not out.waste_rows:
+            out.notes["waste_rows"] = (
+                "No rows: no slice is idle (each uses at least "
+                f"{IDLE_PCT}% of the compute it was granted)."
+                if out.department_rows
+                else "No rows: there are no slices to be idle."
+            )
         self._admissions(out, scope, start, range_key)
         return out
 
@@ -396,6 +422,9 @@ class Console:
                 )
             )
             _empty_department(out, "Nothing to show")
+            out.notes = dict.fromkeys(
+                ("quota_rows", "waste_rows", "denial_rows"), NO_ROWS_NOTHING_VISIBLE
+            )
             return out
         only = frozenset([department])
         org = self.org()
@@ -410,12 +439,24 @@ class Console:
                     for line in report
                     if line.queue and line.borrowed > 0
                 ]
+            else:
+                out.notes["quota_rows"] = (
+                    f"No rows: the configuration in force declares no department {department}."
+                )
             denials = ledger.recent_denials(
                 self.store, departments=[department], limit=self.denial_limit
             )
             out.denial_rows = views.denial_table(denials)
+            if not out.denial_rows:
+                out.notes["denial_rows"] = (
+                    f"No rows: no GPU pod of {department} has been denied (the newest "
+                    f"{self.denial_limit} denials show here)."
+                )
         except StoreError as exc:
             out.problems.append(self.store_problem(exc))
+            why = "No rows: the governance store is unavailable (see above)."
+            out.notes.setdefault("quota_rows", why)
+            out.notes.setdefault("denial_rows", why)
         out.quota = views.quota_figure(out.quota_rows)
         try:
             with ThreadPoolExecutor(max_workers=3) as pool:
@@ -428,8 +469,11 @@ class Console:
             message = f"{exc.source} is not answering"
             out.history = views.message_figure(message, tone="error")
             out.sku_mix = views.message_figure(message, tone="error")
+            out.notes["waste_rows"] = f"No rows: {message} (see above)."
             return out
         self._degraded(out)
+        if org is not None:
+            out.problems.extend(unknown_tenants(org, rows))
         tot = views.totals(rows)
         out.kpis = [
             Kpi(label="Slices", value=f"{tot.slices:,}", note="placed on GPUs now"),
@@ -438,7 +482,27 @@ class Console:
         out.history = views.history_figure(points, empty=f"No history for {department} yet")
         out.sku_mix = views.sku_mix_figure(rows)
         out.waste_rows = views.slice_table(waste)
+        if not out.waste_rows:
+            out.notes["waste_rows"] = (
+                f"No rows: none of {department}'s slices is idle (each uses at least "
+                f"{IDLE_PCT}% of the compute it was granted)."
+                if tot.slices
+                else f"No rows: {department} has no slice placed on a GPU now."
+            )
         return out
+
+    def default_department(self, scope: Scope) -> str | None:
+        """The department the Departments page opens on: the viewer's first that has
+        slices placed now (else their first), so that a page with figures, not an
+        empty one, greets them."""
+        if not scope.departments:
+            return None
+        try:
+            rows = self.source.usage(scope.filter, per_queue=False)
+        except SourceError:
+            return scope.departments[0]
+        busy = {r.department for r in rows if r.slices > 0}
+        return next((d for d in scope.departments if d in busy), scope.departments[0])
 
     # -- GPUs --------------------------------------------------------------------------
 
@@ -500,6 +564,7 @@ class Console:
         departments, problem = self._gpu_departments(scope, department)
         if problem is not None:
             out.problems.append(problem)
+            out.note = NO_ROWS_NOTHING_VISIBLE
             return out
         try:
             view = tables.View.from_table(
@@ -530,8 +595,17 @@ class Console:
                 picked = [_with(g, by_key.get((g.hostname, g.uuid)), rest) for g in picked]
         except SourceError as exc:
             out.problems.append(self.source_problem(exc))
+            out.note = f"No rows: {exc.source} is not answering (see above)."
             return out
         out.rows = views.gpu_table(picked)
+        if not out.rows:
+            out.note = (
+                "No rows: no GPU matches the filter."
+                if view.conditions and gpus
+                else "No rows: no GPU holds a slice of yours now."
+                if departments is not None
+                else f"No rows: no GPU has reported yet ({self.source.describe()})."
+            )
         out.page_count = view.page_count(out.total)
         shown = "GPU" if out.total == 1 else "GPUs"
         out.caption = (
@@ -545,15 +619,25 @@ class Console:
         """The viewer's slices on the GPU ``selected`` (a heat-map click)."""
         out = GpuSlices(selected=selected or "")
         if not selected:
+            out.note = "No rows yet: click a GPU in the heat map to list its slices."
             return out
         departments, problem = self._gpu_departments(scope, department)
         if problem is not None:
             out.problems.append(problem)
+            out.note = NO_ROWS_NOTHING_VISIBLE
             return out
         try:
             out.rows = views.slice_table(self.source.slices_on(selected, departments))
         except SourceError as exc:
             out.problems.append(self.source_problem(exc))
+            out.note = f"No rows: {exc.source} is not answering (see above)."
+            return out
+        if not out.rows:
+            out.note = (
+                f"No rows: no slice is placed on GPU {selected} now."
+                if departments is None
+                else f"No rows: none of your slices is on GPU {selected} now."
+            )
         return out
 
     # -- CSV ---------------------------------------------------------------------------
@@ -598,6 +682,51 @@ def _with(gpu: GpuRow, more: GpuRow | None, measures: set[str]) -> GpuRow:
         for name in views.GPU_ROW_FIELDS[measure]:
             changes[name] = getattr(more, name)
     return dataclasses.replace(gpu, **changes)
+
+
+IDLE_PCT = round(100 * IDLE_FRACTION)
+NO_ROWS_NOTHING_VISIBLE = "No rows: you may view no department here (see above)."
+
+
+def unknown_tenants(org: Org, rows: Sequence[UsageRow]) -> list[Problem]:
+    """Metrics that name a department, queue or SKU the organisation does not declare:
+    pods labelled under another configuration, or an exporter reporting tenants of
+    somewhere else. Shown, never silently summed with the rest."""
+    departments: dict[str, int] = {}
+    queues: dict[str, int] = {}
+    skus: dict[str, int] = {}
+    for row in rows:
+        if row.department not in org.departments:
+            departments[row.department] = departments.get(row.department, 0) + row.slices
+            continue
+        if row.queue and (row.department, row.queue) not in org.queues:
+            name = f"{row.department}/{row.queue}"
+            queues[name] = queues.get(name, 0) + row.slices
+        if row.sku and row.sku not in org.skus and row.sku != SKU_CUSTOM:
+            skus[row.sku] = skus.get(row.sku, 0) + row.slices
+    found = [
+        f"{what} "
+        + ", ".join(f"{name!r} ({_slices(count)})" for name, count in sorted(named.items()))
+        for what, named in (("department", departments), ("queue", queues), ("SKU", skus))
+        if named
+    ]
+    if not found:
+        return []
+    return [
+        Problem(
+            title="Metrics name what the organisation does not declare",
+            detail=(
+                "The exporters report slices of " + "; ".join(found) + ", which the "
+                "configuration in force does not declare. Their pods were labelled under "
+                "another configuration, or an exporter reports another cluster's tenants: "
+                "check the pods' gpupool.io/ labels and `gpupool get departments`."
+            ),
+        )
+    ]
+
+
+def _slices(count: int) -> str:
+    return f"{count} slice" if count == 1 else f"{count} slices"
 
 
 def scope_of(scope: Scope, department: str) -> Scope:

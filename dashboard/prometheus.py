@@ -17,7 +17,14 @@ import httpx
 import pydantic_core
 
 from dashboard import queries
-from dashboard.model import GPU_MEASURES, GpuRow, HistoryPoint, SliceSample, UsageRow
+from dashboard.model import (
+    GPU_MEASURES,
+    GpuRow,
+    HistoryPoint,
+    SliceSample,
+    UsageRow,
+    gpu_order,
+)
 from dashboard.sources import Departments, SourceError, SourceUnavailable
 from governance import contract
 
@@ -32,6 +39,7 @@ FLEET_MEASURE = {
 """The figure (:data:`GPU_MEASURES`) each whole-fleet query of
 :func:`dashboard.queries.gpu_fleet_parts` reads."""
 Sample = tuple[dict[str, str], float]
+GPU_SLICES_RULE = next(r for r in queries.GPU_RULES if r.key == "slices")
 
 
 class PrometheusSource:
@@ -208,25 +216,34 @@ class PrometheusSource:
             for r in queries.GPU_RULES
             if r.key in wanted
         ]
+        # The cards' index and model, for the GPUs that hold one of these slices only.
+        held = queries.rule_query(GPU_SLICES_RULE, matcher, recorded=self.recording_rules)
+        parts.append(("ident", queries.gpu_identity_query(only, held)))
         acc: dict[tuple[str, str], dict[str, float]] = {}
+        ident: dict[tuple[str, str], tuple[str, str]] = {}
         for labels, value in self.instant_parts(parts):
             key = (labels.get("Hostname", ""), labels.get("UUID", ""))
+            if labels["gpupool_q"] == "ident":
+                ident[key] = (labels.get("gpu", ""), labels.get("modelName", ""))
+                continue
             acc.setdefault(key, {})[labels["gpupool_q"]] = value
-        return [
+        rows = [
             GpuRow(
                 hostname=host,
-                gpu="",
+                gpu=ident.get((host, uuid), ("", ""))[0],
                 uuid=uuid,
-                model="",
+                model=ident.get((host, uuid), ("", ""))[1],
                 memory_limit_bytes=v.get("memory_limit", 0.0),
                 compute_limit_ratio=v.get("compute_limit", 0.0),
                 memory_used_bytes=v.get("memory_used", 0.0),
                 compute_used_ratio=v.get("compute_used", 0.0),
                 slices=int(v.get("slices", 0)),
             )
-            for (host, uuid), v in sorted(acc.items())
+            for (host, uuid), v in acc.items()
             if uuid and "slices" in v
         ]
+        rows.sort(key=gpu_order)
+        return rows
 
     def _fleet_gpus(self, wanted: set[str], only: str) -> list[GpuRow]:
         # The whole-fleet GPU page reads (number of GPUs) samples per figure: read them
@@ -259,7 +276,7 @@ class PrometheusSource:
         memory_limit = parts.get("memory_limit", {})
         compute_limit = parts.get("compute_limit", {})
         slices = parts.get("slices", {})
-        return [
+        rows = [
             GpuRow(
                 hostname=key[0],
                 gpu=ident.get(key, ("", ""))[0],
@@ -275,6 +292,8 @@ class PrometheusSource:
             for key in keys
             if key[1]
         ]
+        rows.sort(key=gpu_order)
+        return rows
 
     def fleet_utilisation(self) -> tuple[int, float | None]:
         per_gpu = f"max by (UUID, Hostname) ({contract.DCGM_FI_DEV_GPU_UTIL})"

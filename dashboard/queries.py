@@ -205,6 +205,14 @@ def gpu_fleet_parts(matcher: str = "") -> list[tuple[str, str]]:
     ]
 
 
+def gpu_identity_query(matcher: str, held: str) -> str:
+    """Index and model (DCGM's ``gpu`` and ``modelName`` labels) of the GPUs in
+    ``held`` (a vector by UUID and Hostname, e.g. a department's slices per GPU):
+    only labels, never the whole card's figures."""
+    util = selector(contract.DCGM_FI_DEV_GPU_UTIL, matcher)
+    return f"group by (UUID, Hostname, gpu, modelName) ({util}) and on (UUID, Hostname) {held}"
+
+
 def history_parts(matcher: str, *, recorded: bool) -> list[tuple[str, str]]:
     """Allocated and used summed over the viewer's departments, for a range query."""
     raw = {

@@ -68,9 +68,11 @@ class Source(Protocol):
         measures: Collection[str] | None = None,
         uuids: Collection[str] | None = None,
     ) -> list[GpuRow]:
-        """Per physical GPU, now, sorted by (hostname, uuid). With ``departments`` set,
-        only GPUs holding one of their slices, with figures summed over those slices
-        only (no whole-card data).
+        """Per physical GPU, now, sorted by node then GPU index
+        (:func:`dashboard.model.gpu_order`). With ``departments`` set, only GPUs holding
+        one of their slices, with figures summed over those slices only (no whole-card
+        data), but with the GPU's index and model (what identifies a card is no
+        tenant's secret).
 
         ``measures`` (names from :data:`dashboard.model.GPU_MEASURES`; None for all)
         says which figures the caller needs; a source may leave the others 0, and

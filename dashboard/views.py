@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dashboard.model import GpuRow, HistoryPoint, SliceSample, UsageRow
+from dashboard.model import GpuRow, HistoryPoint, SliceSample, UsageRow, gpu_index
 from governance.model import Org
 
 GIB = 1024**3
@@ -474,32 +474,32 @@ def quota_figure(lines: Sequence[dict[str, Any]]) -> Figure:
 
 
 def heatmap_figure(gpus: Sequence[GpuRow], *, whole_cards: bool) -> Figure:
-    """Allocation and use per physical GPU: one row per node, one column per GPU."""
+    """Allocation and use per physical GPU: one row per node, one column per GPU index
+    on the node, labelled by that index (a department that holds GPUs 2 and 5 of a node
+    sees "GPU 2" and "GPU 5", not its first and second); a GPU whose index is unknown
+    gets a column of its own, labelled by its UUID."""
     if not gpus:
         return message_figure("No GPUs reported yet", height=260)
     hosts = sorted({g.hostname for g in gpus})
     row_of = {h: i for i, h in enumerate(hosts)}
-    per_host: dict[str, list[GpuRow]] = {}
-    for g in gpus:
-        per_host.setdefault(g.hostname, []).append(g)
-    width = max(len(v) for v in per_host.values())
+    labels = sorted({_column(g) for g in gpus}, key=lambda c: (c[0], c[1]))
+    col_of = {label: i for i, (_, label) in enumerate(labels)}
+    width = len(labels)
     alloc: list[list[float | None]] = [[None] * width for _ in hosts]
     used: list[list[float | None]] = [[None] * width for _ in hosts]
     custom: list[list[str]] = [[""] * width for _ in hosts]
-    for host, items in per_host.items():
-        items.sort(key=lambda g: (_index(g.gpu), g.uuid))
-        r = row_of[host]
-        for col, g in enumerate(items):
-            alloc[r][col] = round(100.0 * g.compute_limit_ratio, 1)
-            used[r][col] = round(100.0 * g.compute_used_ratio, 1)
-            custom[r][col] = g.uuid
+    for g in gpus:
+        r, col = row_of[g.hostname], col_of[_column(g)[1]]
+        alloc[r][col] = round(100.0 * g.compute_limit_ratio, 1)
+        used[r][col] = round(100.0 * g.compute_used_ratio, 1)
+        custom[r][col] = g.uuid
+    columns = [label for _, label in labels]
     titles = (
         ("Allocated compute (% of card)", "GPU utilisation (%)")
         if whole_cards
         else ("Your allocated compute (% of card)", "Your slices' utilisation (% of card)")
     )
     domains = [(0.0, 0.47), (0.51, 0.98)]
-    columns = [f"GPU {i}" for i in range(width)]
     data = []
     for i, z in enumerate((alloc, used)):
         data.append(
@@ -534,11 +534,12 @@ def heatmap_figure(gpus: Sequence[GpuRow], *, whole_cards: bool) -> Figure:
     )
 
 
-def _index(gpu: str) -> int:
-    try:
-        return int(gpu)
-    except ValueError:
-        return 1 << 30
+def _column(gpu: GpuRow) -> tuple[int, str]:
+    """(sort key, label) of a GPU's heat-map column: its index on the node."""
+    index = gpu_index(gpu.gpu)
+    if gpu.gpu.isdigit():
+        return index, f"GPU {index}"
+    return index, f"GPU {gpu.uuid[:12]}"
 
 
 # -- tables ----------------------------------------------------------------------------

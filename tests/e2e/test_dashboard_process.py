@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from dashboard.app import OVERVIEW_OUTPUTS
 from governance import config
 from governance.store import Store
 from tests.support import dashboard as sup
@@ -24,16 +25,7 @@ from tests.support.org import org_document
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-OVERVIEW = [
-    ("ov-status", "children"),
-    ("ov-kpis", "children"),
-    ("ov-capacity", "figure"),
-    ("ov-history", "figure"),
-    ("ov-departments", "figure"),
-    ("ov-admissions", "figure"),
-    ("ov-department-table", "data"),
-    ("ov-waste-table", "data"),
-]
+OVERVIEW = list(OVERVIEW_OUTPUTS)
 
 
 @pytest.fixture

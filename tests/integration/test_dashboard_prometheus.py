@@ -17,7 +17,7 @@ import yaml
 
 from dashboard import queries, views
 from dashboard.direct import DirectSource
-from dashboard.model import GPU_MEASURES
+from dashboard.model import GPU_MEASURES, gpu_order
 from dashboard.prometheus import PrometheusSource
 from dashboard.sources import SourceUnavailable
 from tests.support import dashboard as sup
@@ -103,9 +103,12 @@ def test_gpus_from_promql_equal_the_direct_source(
     _, fleet, _ = loaded
     got = prom(recording_rules=False).gpus(scope)
     want = latest(fleet).gpus(scope)
-    assert [(g.hostname, g.uuid, g.slices) for g in got] == [
-        (g.hostname, g.uuid, g.slices) for g in want
+    assert [(g.hostname, g.gpu, g.uuid, g.model, g.slices) for g in got] == [
+        (g.hostname, g.gpu, g.uuid, g.model, g.slices) for g in want
     ]
+    # a department's GPUs too are named by their index and model, in node-index order
+    assert all(g.gpu.isdigit() and g.model for g in got)
+    assert [gpu_order(g) for g in got] == sorted(gpu_order(g) for g in got)
     for g, w in zip(got, want, strict=True):
         assert g.compute_limit_ratio == pytest.approx(w.compute_limit_ratio)
         assert g.memory_used_bytes == pytest.approx(w.memory_used_bytes)
@@ -185,7 +188,9 @@ def test_recorded_series_give_the_same_answers(
         ]
         for g, w in zip(got, want, strict=True):
             assert g.memory_used_bytes == pytest.approx(w.memory_used_bytes, rel=0.3)
-    assert [g.uuid for g in recorded.gpus(mine)] == [g.uuid for g in raw.gpus(mine)]
+    assert [(g.uuid, g.gpu, g.model) for g in recorded.gpus(mine)] == [
+        (g.uuid, g.gpu, g.model) for g in raw.gpus(mine)
+    ]
     for scope in (None, mine):
         got_waste = [s.wasted_memory_bytes for s in recorded.waste(scope, 10)]
         assert got_waste == [s.wasted_memory_bytes for s in raw.waste(scope, 10)]

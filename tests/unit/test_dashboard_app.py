@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from dashboard import app as app_module
 from dashboard import views
 from dashboard.access import DevUser
 from dashboard.app import create_app
@@ -62,16 +63,13 @@ def callback(
     return client.post("/_dash-update-component", json=body, headers=headers)
 
 
-OVERVIEW = (
-    "..ov-status.children...ov-kpis.children...ov-capacity.figure...ov-history.figure..."
-    "ov-departments.figure...ov-admissions.figure...ov-department-table.data..."
-    "ov-waste-table.data.."
-)
-DEPARTMENT = (
-    "..dept-status.children...dept-kpis.children...dept-borrowing.children...dept-quota.figure..."
-    "dept-sku.figure...dept-history.figure...dept-quota-table.data..."
-    "dept-waste-table.data...dept-denials-table.data.."
-)
+def spec(outputs: Any) -> str:
+    """Dash's name of a multi-output callback: ``..id.prop...id.prop..``."""
+    return ".." + "...".join(f"{i}.{p}" for i, p in outputs) + ".."
+
+
+OVERVIEW = spec(app_module.OVERVIEW_OUTPUTS)
+DEPARTMENT = spec(app_module.DEPARTMENT_OUTPUTS)
 
 
 def no_other(text: str, org: Org) -> None:
@@ -213,11 +211,9 @@ def test_forged_department_in_a_callback_gets_no_data(client: Any, world: Any, f
         no_other(text, org)
 
 
-GPU_HEAT = "..gpu-status.children...gpu-heatmap.figure.."
-GPU_TABLE = (
-    "..gpu-table.data...gpu-table.page_count...gpu-table-status.children...gpu-table.page_current.."
-)
-GPU_SLICES = "..gpu-slices-status.children...gpu-slices-table.data...gpu-slices-title.children.."
+GPU_HEAT = spec(app_module.GPU_OUTPUTS)
+GPU_TABLE = spec([*app_module.GPU_TABLE_OUTPUTS, ("gpu-table", "page_current")])
+GPU_SLICES = spec(app_module.GPU_SLICE_OUTPUTS)
 
 
 def table_inputs(dept: str, **props: Any) -> list[tuple[str, str, Any]]:
