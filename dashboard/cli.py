@@ -256,7 +256,8 @@ def dashboard(
     )
     click.echo(
         f"gpupool console on http://{host}:{sock.getsockname()[1]}/ ({source.describe()}; "
-        f"store {store.safe_url}; {mode}; {limits.workers} workers x {limits.threads} threads)"
+        f"store {store.safe_url}; {mode}; gunicorn, {limits.workers} worker(s) x "
+        f"{limits.threads} threads)"
     )
 
     def after_fork() -> None:

@@ -3,15 +3,13 @@ exporter served over HTTP, identities from proxy headers."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -34,26 +32,14 @@ def console(tmp_path: Path) -> Iterator[str]:
     store = Store(store_url)
     org = config.apply(store, org_document(), source="test").org
     store.close()
-    text = sup.exposition(sup.make_fleet(org)).encode()
-
-    class Exporter(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(text)))
-            self.end_headers()
-            self.wfile.write(text)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    exporter = ThreadingHTTPServer(("127.0.0.1", 0), Exporter)
-    threading.Thread(target=exporter.serve_forever, daemon=True).start()
+    exporter = contextlib.ExitStack()
+    exporter_url = exporter.enter_context(sup.exporter_server(sup.exposition(sup.make_fleet(org))))
     port = sup.free_port()
     args = [
         "--store",
         store_url,
         "--exporter",
-        f"http://127.0.0.1:{exporter.server_address[1]}",
+        exporter_url,
         "--trust-proxy-headers",
         "--port",
         str(port),
@@ -93,8 +79,7 @@ def console(tmp_path: Path) -> Iterator[str]:
             process.wait(timeout=5)
         if process.stdout:
             process.stdout.close()
-        exporter.shutdown()
-        exporter.server_close()
+        exporter.close()
 
 
 def overview(url: str, headers: dict[str, str]) -> httpx.Response:

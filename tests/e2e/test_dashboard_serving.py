@@ -8,12 +8,9 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -41,25 +38,8 @@ def exporter_url(tmp_path: Path) -> Iterator[tuple[str, str]]:
     store = Store(store_url)
     org = config.apply(store, org_document(), source="test").org
     store.close()
-    text = sup.exposition(sup.make_fleet(org)).encode()
-
-    class Exporter(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(text)))
-            self.end_headers()
-            self.wfile.write(text)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    exporter = ThreadingHTTPServer(("127.0.0.1", 0), Exporter)
-    threading.Thread(target=exporter.serve_forever, daemon=True).start()
-    try:
-        yield store_url, f"http://127.0.0.1:{exporter.server_address[1]}"
-    finally:
-        exporter.shutdown()
-        exporter.server_close()
+    with sup.exporter_server(sup.exposition(sup.make_fleet(org))) as url:
+        yield store_url, url
 
 
 @pytest.fixture

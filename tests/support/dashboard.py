@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -551,6 +552,34 @@ def _bulk_insert(
     with store.write() as conn:
         conn.execute(schema.allocations.insert(), values)
     ledger.rebuild_usage(store)
+
+
+@contextmanager
+def exporter_server(text: str) -> Iterator[str]:
+    """An HTTP server on loopback answering every GET with ``text`` (an exporter's
+    ``/metrics``); yields its base URL."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = text.encode()
+
+    class Exporter(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Exporter)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # -- a real Prometheus loaded with known data -------------------------------------------
