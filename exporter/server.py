@@ -61,13 +61,18 @@ class _Handler(WSGIRequestHandler):
         deadline = time.monotonic() + self.server.read_timeout_s
         self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline))
 
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        # The headers are in: the answer's writes get their own timeout, not what is
+        # left of the read deadline.
+        self.connection.settimeout(self.server.write_timeout_s)
+        return parsed
+
     def handle(self) -> None:
         try:
             super().handle()
         except (TimeoutError, ConnectionError):
             self.close_connection = True  # too slow or gone: drop it, nothing to log
-        finally:
-            self.connection.settimeout(self.server.write_timeout_s)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes every few seconds would flood the log."""

@@ -187,52 +187,33 @@ def _output_callback(ctx: click.Context, param: click.Parameter, value: str | No
     return settings.output
 
 
-def _store_param(expose: bool) -> click.Option:
-    # No envvar here: the root reads GPUPOOL_STORE (or settings_of does), so that a
-    # --store given before the subcommand is not overridden by the environment.
-    return click.Option(
-        ["--store", "store_url"],
-        metavar="URL",
-        default=None,
-        expose_value=expose,
-        callback=_store_callback,
-        help=STORE_HELP,
-    )
-
-
-def _output_param(expose: bool) -> click.Option:
-    return click.Option(
-        ["-o", "--output"],
-        type=click.Choice(OUTPUTS),
-        default=None,
-        expose_value=expose,
-        callback=_output_callback,
-        help="Output format (table, json or yaml; default table).",
-    )
-
-
-def _decorator(param: click.Parameter) -> Callable[[F], F]:
-    def decorate(func: F) -> F:
-        params = getattr(func, "__click_params__", None)
-        if params is None:
-            params = []
-            func.__click_params__ = params  # type: ignore[attr-defined]
-        params.append(param)
-        return func
-
-    return decorate
+# No envvar on the subcommand's --store: the root reads GPUPOOL_STORE (or settings_of
+# does), so that a --store given before the subcommand is not overridden by the
+# environment.
+_STORE_ATTRS: dict[str, Any] = {
+    "metavar": "URL",
+    "default": None,
+    "callback": _store_callback,
+    "help": STORE_HELP,
+}
+_OUTPUT_ATTRS: dict[str, Any] = {
+    "type": click.Choice(OUTPUTS),
+    "default": None,
+    "callback": _output_callback,
+    "help": "Output format (table, json or yaml; default table).",
+}
 
 
 def store_option() -> Callable[[F], F]:
     """``--store URL`` for a command that reads the store (passed as ``store_url``):
     the value given after the subcommand, else the one given before it, else
     GPUPOOL_STORE, else None (the store's default, ./gpupool.db)."""
-    return _decorator(_store_param(expose=True))
+    return click.option("--store", "store_url", **_STORE_ATTRS)
 
 
 def output_option() -> Callable[[F], F]:
     """``-o/--output`` for a command that prints (passed as ``output``)."""
-    return _decorator(_output_param(expose=True))
+    return click.option("-o", "--output", **_OUTPUT_ATTRS)
 
 
 def ensure_global_options(command: click.Command) -> click.Command:
@@ -241,9 +222,11 @@ def ensure_global_options(command: click.Command) -> click.Command:
     after any subcommand". Idempotent."""
     names = {p.name for p in command.params}
     if "store_url" not in names:
-        command.params.append(_store_param(expose=False))
+        command.params.append(
+            click.Option(["--store", "store_url"], expose_value=False, **_STORE_ATTRS)
+        )
     if "output" not in names:
-        command.params.append(_output_param(expose=False))
+        command.params.append(click.Option(["-o", "--output"], expose_value=False, **_OUTPUT_ATTRS))
     return command
 
 
