@@ -196,13 +196,7 @@ def build_source(
     show_default=True,
     help="Threads per worker: every thread the console runs for its clients.",
 )
-@click.option(
-    "--read-timeout",
-    type=click.FloatRange(min=0.1),
-    default=10.0,
-    show_default=True,
-    help="Seconds a client has to send a request once it has started it.",
-)
+@gcli.read_timeout_option(10.0, "a request once it has started it")
 @gcli.log_level_option()
 def dashboard(
     store_url: str | None,

@@ -83,13 +83,7 @@ log = logging.getLogger("gpupool.exporter")
     show_default=True,
     help="Threads answering HTTP requests (a fixed pool, whatever the clients do).",
 )
-@click.option(
-    "--read-timeout",
-    type=click.FloatRange(min=0.1),
-    default=5.0,
-    show_default=True,
-    help="Seconds a client has to send its request line and headers.",
-)
+@gcli.read_timeout_option(5.0, "its request line and headers")
 @gcli.log_level_option()
 def exporter(
     backend: str,

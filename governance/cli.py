@@ -256,6 +256,18 @@ def port_option(default: int, help: str = "Port to listen on.") -> Callable[[F],
     )
 
 
+def read_timeout_option(default_s: float, what: str) -> Callable[[F], F]:
+    """``--read-timeout SECONDS``: how long a client has to send ``what`` (every server
+    bounds it, so that a slow client cannot hold a thread)."""
+    return click.option(
+        "--read-timeout",
+        type=click.FloatRange(min=0.1),
+        default=default_s,
+        show_default=True,
+        help=f"Seconds a client has to send {what}.",
+    )
+
+
 def configure_logging(level: str) -> None:
     """Logging for a server command: one format, and the libraries that chat at INFO
     (:data:`NOISY_LOGGERS`) quiet unless asked for debug."""

@@ -3,11 +3,6 @@ exporter served over HTTP, identities from proxy headers."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,54 +27,14 @@ def console(tmp_path: Path) -> Iterator[str]:
     store = Store(store_url)
     org = config.apply(store, org_document(), source="test").org
     store.close()
-    exporter = contextlib.ExitStack()
-    exporter_url = exporter.enter_context(sup.exporter_server(sup.exposition(sup.make_fleet(org))))
-    port = sup.free_port()
-    args = [
-        "--store",
-        store_url,
-        "--exporter",
-        exporter_url,
-        "--trust-proxy-headers",
-        "--port",
-        str(port),
-        "--scrape-interval",
-        "5",
-    ]
-    code = "import sys; from dashboard.cli import dashboard; dashboard(sys.argv[1:])"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                out = process.stdout.read().decode() if process.stdout else ""
-                pytest.fail(f"the console exited: {out}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("the console did not answer /healthz within 30 s")
+    with (
+        sup.exporter_server(sup.exposition(sup.make_fleet(org))) as exporter,
+        sup.console_process(
+            *("--store", store_url, "--exporter", exporter, "--trust-proxy-headers"),
+            *("--scrape-interval", "5"),
+        ) as (url, _),
+    ):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        if process.stdout:
-            process.stdout.close()
-        exporter.close()
 
 
 def overview(url: str, headers: dict[str, str]) -> httpx.Response:

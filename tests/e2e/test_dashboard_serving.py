@@ -27,11 +27,6 @@ THREADS = 4
 READ_TIMEOUT_S = 1.0
 
 
-def console_command(*args: str) -> list[str]:
-    code = "import sys; from dashboard.cli import dashboard; dashboard(sys.argv[1:])"
-    return [sys.executable, "-c", code, *args]
-
-
 @pytest.fixture
 def exporter_url(tmp_path: Path) -> Iterator[tuple[str, str]]:
     store_url = f"sqlite:///{tmp_path / 'gpupool.db'}"
@@ -45,45 +40,13 @@ def exporter_url(tmp_path: Path) -> Iterator[tuple[str, str]]:
 @pytest.fixture
 def console(exporter_url: tuple[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     store_url, exporter = exporter_url
-    port = sup.free_port()
-    process = subprocess.Popen(
-        console_command(
-            *("--store", store_url, "--exporter", exporter, "--trust-proxy-headers"),
-            *("--trusted-proxy", "127.0.0.1/32", "--host", "127.0.0.1", "--port", str(port)),
-            *("--workers", "1", "--threads", str(THREADS), "--read-timeout", str(READ_TIMEOUT_S)),
-            "--log-level",
-            "warning",
-        ),
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                out = process.stdout.read().decode() if process.stdout else ""
-                pytest.fail(f"the console exited: {out}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the console did not answer /healthz within 60 s")
-            time.sleep(0.2)
-        yield url, process
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        if process.stdout:
-            process.stdout.close()
+    with sup.console_process(
+        *("--store", store_url, "--exporter", exporter, "--trust-proxy-headers"),
+        *("--trusted-proxy", "127.0.0.1/32"),
+        *("--workers", "1", "--threads", str(THREADS), "--read-timeout", str(READ_TIMEOUT_S)),
+        *("--log-level", "warning"),
+    ) as running:
+        yield running
 
 
 def request_from(source: str, port: int, headers: dict[str, str]) -> int:
@@ -160,10 +123,13 @@ def test_a_taken_port_exits_4_before_anything_starts(exporter_url: tuple[str, st
     port = taken.getsockname()[1]
     try:
         result = subprocess.run(
-            console_command(
+            [
+                sys.executable,
+                "-c",
+                sup.CONSOLE_CODE,
                 *("--store", store_url, "--exporter", exporter, "--dev-user", "me"),
                 *("--host", "127.0.0.1", "--port", str(port)),
-            ),
+            ],
             cwd=ROOT,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             capture_output=True,

@@ -582,6 +582,50 @@ def exporter_server(text: str) -> Iterator[str]:
         server.server_close()
 
 
+CONSOLE_CODE = "import sys; from dashboard.cli import dashboard; dashboard(sys.argv[1:])"
+"""``gpupool dashboard`` in a process of its own (args after the code)."""
+
+
+@contextmanager
+def console_process(*args: str, timeout_s: float = 60.0) -> Iterator[tuple[str, Any]]:
+    """``gpupool dashboard ARGS --host 127.0.0.1 --port P`` as a process (gunicorn, as
+    in production), once it answers /healthz; yields (its URL, the process)."""
+    import os
+    import sys
+
+    import httpx
+
+    root = Path(__file__).resolve().parents[2]
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", CONSOLE_CODE, *args, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                out = process.stdout.read().decode() if process.stdout else ""
+                raise RuntimeError(f"the console exited: {out}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the console did not answer /healthz within {timeout_s} s")
+            time.sleep(0.2)
+        yield url, process
+    finally:
+        stop_process(process)
+        if process.stdout:
+            process.stdout.close()
+
+
 # -- a real Prometheus loaded with known data -------------------------------------------
 
 
@@ -654,13 +698,17 @@ def start_prometheus(
     )
 
 
-def stop_prometheus(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 15 s."""
     process.terminate()
     try:
-        process.wait(timeout=10)
+        process.wait(timeout=15)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=5)
+
+
+stop_prometheus = stop_process
 
 
 PROMETHEUS = "/usr/bin/prometheus"
