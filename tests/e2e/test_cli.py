@@ -417,3 +417,40 @@ def test_a_platform_admin_sets_a_department_quota_and_usage_still_bounds_it(
         f"user:{PLATFORM_ADMIN}",
         store.config_history()[-1].applied_by,
     ]
+
+
+def test_the_webhook_follows_the_exit_code_table_and_logs_no_alembic_lines(
+    tmp_path: Path,
+) -> None:
+    import os
+    import socket
+
+    from tests.support.admission import self_signed
+
+    cert, key = self_signed(tmp_path)
+    root = Path(__file__).resolve().parents[2]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(EXAMPLE.read_text().replace("default_sku: a100-half", "default_sku: a1"))
+
+    def webhook(*args: str) -> subprocess.CompletedProcess[str]:
+        code = "from admission.cli import webhook; webhook()"
+        return subprocess.run(
+            [sys.executable, "-c", code, "--store", str(tmp_path / "g.db"), *args,
+             "--tls-cert", str(cert), "--tls-key", str(key), "--host", "127.0.0.1"],
+            cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    taken = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = str(taken.getsockname()[1])
+        in_use = webhook("--port", port, "--log-level", "INFO")  # any case
+        typo = webhook("--port", port, "--config", str(bad))
+    finally:
+        taken.close()
+    assert in_use.returncode == 4, in_use.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in in_use.stderr
+    assert "alembic" not in in_use.stderr.lower()  # the store was migrated, quietly
+    assert (tmp_path / "g.db").exists()
+    assert typo.returncode == 2, typo.stderr  # a configuration error, as in `apply`
+    assert "bad.yaml" in typo.stderr and "Traceback" not in typo.stderr
