@@ -178,6 +178,11 @@ def test_schema_rejects_bad_values_naming_the_key(values: dict[str, Any], messag
             id="postgresql-without-server",
         ),
         pytest.param(
+            {"webhook": {"requestBudgetSeconds": 10}},
+            "webhook.requestBudgetSeconds (10) must be below webhook.timeoutSeconds (10)",
+            id="budget-not-below-timeout",
+        ),
+        pytest.param(
             {"organisation": {"config": {"pools": []}, "existingConfigMap": "org"}},
             "give either organisation.config",
             id="two-organisations",
