@@ -7,6 +7,8 @@ helm-python-sdk renders offline at a fixed Kubernetes version (1.36 in 0.2.2) an
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -115,10 +117,17 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
 
 def render(values: Mapping[str, Any] | None = None) -> dict[str, str]:
     """Template path -> rendered text, as `helm template` would print them."""
+    return dict(_render(json.dumps(values or {}, sort_keys=True)))
+
+
+@functools.lru_cache(maxsize=64)
+def _render(values_json: str) -> tuple[tuple[str, str], ...]:
+    """One rendering per set of values (the chart's files do not change during a run)."""
     import helm_python
 
     with helm_python.Chart.load(CHART) as chart:
-        return chart.render(dict(values or {}), name=RELEASE, namespace=NAMESPACE)
+        rendered = chart.render(json.loads(values_json), name=RELEASE, namespace=NAMESPACE)
+    return tuple(rendered.items())
 
 
 def manifests(values: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
