@@ -111,9 +111,7 @@ def test_deployment_pod_is_authorised_as_its_service_account_and_rewritten(
     assert not response.get("warnings")
 
 
-def test_replicas_follow_a_new_configuration_revision(
-    store: Store, tmp_path: Path
-) -> None:
+def test_replicas_follow_a_new_configuration_revision(store: Store, tmp_path: Path) -> None:
     """Two replicas of one workload get the same slices; after a revision that changes
     the SKU, the next replica gets the new one (in its patch and in the ledger), while
     the webhook keeps serving."""
@@ -234,6 +232,35 @@ def test_hami_form_is_checked_counted_and_passed_through(hook: A.Served, store: 
     alloc = ledger.get(store, out["metadata"]["annotations"][ANNOTATION_ALLOCATION_ID])
     assert alloc is not None
     assert (alloc.amount.memory_mib, alloc.amount.compute_pct) == (20000, 60)
+
+
+def test_hami_readme_example_arrives_in_canonical_form_and_is_admitted(
+    hook: A.Served, store: Store
+) -> None:
+    """HAMi's README asks for gpumem 3000 and gpucores 30; kube-apiserver sends the 3000
+    as "3k", which HAMi (and so gpupool) reads as 3000 MiB."""
+    body = A.review(A.pod(A.container(limits=A.gpu(1, gpumem="3000", gpucores="30"))))
+    assert (
+        body["request"]["object"]["spec"]["containers"][0]["resources"]["limits"][
+            "nvidia.com/gpumem"
+        ]
+        == "3k"
+    )
+    _, out = admitted(hook, body)
+    assert limits_of(out)["nvidia.com/gpumem"] == "3000"
+    alloc = ledger.get(store, out["metadata"]["annotations"][ANNOTATION_ALLOCATION_ID])
+    assert alloc is not None
+    assert (alloc.amount.memory_mib, alloc.amount.compute_pct) == (3000, 30)
+
+
+def test_a_thousand_gpus_arrive_as_1k_and_are_denied_for_what_they_are(hook: A.Served) -> None:
+    body = A.review(A.pod(A.container(limits=A.gpu(1000))))
+    assert (
+        body["request"]["object"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+        == "1k"
+    )
+    message = denied(hook, body, Reason.BORROWING_LIMIT_EXCEEDED)
+    assert "ana asked for 1000 slice(s) of SKU small" in message
 
 
 def test_gpu_memory_without_a_count_is_a_one_gpu_request(hook: A.Served, store: Store) -> None:

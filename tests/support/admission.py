@@ -34,6 +34,7 @@ from admission.admitter import Settings
 from admission.server import Webhook, build, uvicorn_config
 from admission.tls import ReloadingContext
 from governance.store import Store
+from tests.support.kube import canonical_resources
 
 _API = k8s.ApiClient()
 
@@ -146,9 +147,13 @@ def review(
     old: k8s.V1Pod | Mapping[str, Any] | None = None,
     namespace: str | None = None,
 ) -> dict[str, Any]:
-    """An AdmissionReview request for a pod, as the API server sends it."""
+    """An AdmissionReview request for a pod, as the API server sends it: every resource
+    quantity in canonical form (``3000`` as ``3k``), as kube-apiserver writes it."""
     body = serialize(obj) if isinstance(obj, k8s.V1Pod) else copy.deepcopy(obj)
     old_body = serialize(old) if isinstance(old, k8s.V1Pod) else copy.deepcopy(old)
+    for pod_body in (body, old_body):
+        if isinstance(pod_body, dict):
+            canonical_resources(pod_body)
     ns = namespace or ((body or old_body or {}).get("metadata", {}).get("namespace")) or "ml"
     return {
         "apiVersion": "admission.k8s.io/v1",
