@@ -12,21 +12,27 @@ each container's grant are resolved; the identity is authorised; the ledger rese
 Kubernetes effective demand in one transaction (a request uid it has seen is not charged
 again); the answer is a JSONPatch from the pool's backend plus the contract's metadata.
 
-Identity. Most pods are created by controllers (ReplicaSet, Job, StatefulSet), whose
-userInfo is the controller's service account, which says nothing about who the pod
-works for. So a pod with a controller ownerReference is authorised as its own service
-account, ``system:serviceaccount:NS:SA`` (``default`` when unset); a pod created
-directly (no controller owner) is authorised as the requesting user and groups. Both
-are meaningful: whoever may create pods in a namespace may run them as any of its
-service accounts (Kubernetes' own rule), and a role binding names the service account
-that a team's workloads run as.
+Identity comes from who sends the request (``userInfo``, set by the API server), never
+from fields the pod's author writes. Most pods are created by controllers (ReplicaSet,
+Job, StatefulSet), whose userInfo is the controller's service account, which says
+nothing about whom the pod works for: a pod created by a *trusted controller*
+(:attr:`Settings.trusted_controllers`, Kubernetes' own by default) is authorised as its
+own service account, ``system:serviceaccount:NS:SA`` (``default`` when unset). Any
+other requester is authorised as itself, its user and groups, whatever owner references
+and service account the pod names: both are the pod author's to write, and a made-up
+controller reference must not turn a member of one queue into the service account of
+another. Whoever may create pods in a namespace may run them as any of its service
+accounts (Kubernetes' own rule), so a role binding names the service account that a
+team's workloads run as, and the people who create pods by hand.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import logging
+import re
 import threading
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,6 +61,13 @@ from governance.store import Store, utcnow
 log = logging.getLogger(__name__)
 
 POSTGRES_WRITER_THREADS = 2
+DEFAULT_TRUSTED_CONTROLLERS = (
+    "system:serviceaccount:kube-system:*",
+    "system:kube-controller-manager",
+)
+"""Kubernetes' own controllers: the kube-controller-manager's per-controller service
+accounts (``--use-service-account-credentials``, the default of kubeadm and the managed
+clusters) and its own user when it runs with one credential."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +90,11 @@ class Settings:
     warm_rbac: bool = True
     """Build the per-department policy enforcers in the background when a configuration
     revision is loaded, so that the first pod of each department does not pay for it."""
+    trusted_controllers: tuple[str, ...] = DEFAULT_TRUSTED_CONTROLLERS
+    """Requesters (``userInfo.username``; globs: ``*``, ``?``, ``[...]``) whose pod
+    creations are authorised as the pod's service account: controllers that create pods
+    for others. Add the operators that do so (``system:serviceaccount:kubeflow:*``,
+    KubeRay's); every other requester is authorised as itself."""
 
 
 class Admitter:
@@ -101,6 +119,7 @@ class Admitter:
             (a for b in self.backends.values() for a in b.gpu_annotations),
         )
         self._tokens = _tokens(self.names)
+        self._trusted = _globs(self.settings.trusted_controllers)
         self._authz: tuple[Org, rbac.Authorizer] | None = None
         self._authz_lock = threading.Lock()
         self._writer: group_commit.LedgerWriter | None = None
@@ -369,7 +388,7 @@ class Admitter:
                     pod,
                     who,
                     Reason.FORBIDDEN,
-                    f"{decision.explanation}{_identity_note(pod, identity)}",
+                    f"{decision.explanation}{self._identity_note(request, pod, identity)}",
                     dept=dept,
                     queue=queue,
                     sku=sku,
@@ -463,11 +482,30 @@ class Admitter:
             raise ConfigError(f"backend {name!r} is not installed in this webhook")
         return backend
 
-    @staticmethod
-    def _identity(request: Request, pod: Pod) -> rbac.Identity:
-        if pod.controlled:
+    def trusted(self, requester: str) -> bool:
+        """Whether ``requester`` is one of :attr:`Settings.trusted_controllers`."""
+        return self._trusted(requester) is not None
+
+    def _identity(self, request: Request, pod: Pod) -> rbac.Identity:
+        if self.trusted(request.user):
             return rbac.Identity(user=f"{rbac.SA_PREFIX}{request.namespace}:{pod.service_account}")
         return rbac.Identity(user=request.user, groups=request.groups)
+
+    def _identity_note(self, request: Request, pod: Pod, identity: rbac.Identity) -> str:
+        if self.trusted(request.user):
+            return (
+                f" (a pod created by the controller {request.user} is authorised as its "
+                f"service account {identity.user}: bind that service account, or set the "
+                "workload's serviceAccountName to one that is bound)"
+            )
+        if pod.controlled:
+            return (
+                f" (the pod names a controller owner, but {request.user or 'the requester'} "
+                "is not a trusted controller, so the pod is authorised as its creator, not "
+                "as its service account; if this is an operator that creates pods for "
+                "users, the platform admins can trust it with --trusted-controller)"
+            )
+        return ""
 
     def _deny(
         self,
@@ -580,14 +618,11 @@ def _what(amount: Resources, sku: str) -> str:
     )
 
 
-def _identity_note(pod: Pod, identity: rbac.Identity) -> str:
-    if pod.controlled:
-        return (
-            f" (a pod created by a controller is authorised as its service account "
-            f"{identity.user}: bind that service account, or set the workload's "
-            "serviceAccountName to one that is bound)"
-        )
-    return ""
+def _globs(patterns: Sequence[str]) -> Callable[[str], re.Match[str] | None]:
+    """One compiled matcher for shell-style globs (fnmatch, case-sensitive)."""
+    if not patterns:
+        return lambda _text: None
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)).match
 
 
 __all__ = ["Admitter", "MalformedReview", "Settings"]

@@ -172,6 +172,58 @@ def test_directly_created_pod_is_authorised_as_the_requesting_user(
         assert f"user:{user}" in message and "dept-admin of ml (user:alice)" in message
 
 
+@pytest.mark.parametrize(
+    ("user", "groups", "labels"),
+    [
+        pytest.param("bob", (), {LABEL_QUEUE: "train"}, id="member-of-another-queue"),
+        pytest.param("vic", (), {}, id="viewer"),
+    ],
+)
+def test_a_made_up_controller_owner_does_not_make_a_user_its_service_account(
+    store: Store, tmp_path: Path, user: str, groups: tuple[str, ...], labels: dict[str, str]
+) -> None:
+    """Owner references and serviceAccountName are the pod author's to write: a pod sent
+    by a person is authorised as that person, whatever controller it claims (issue 13)."""
+    document = A.org_document()
+    document["role_bindings"].append(
+        {"role": "viewer", "department": "ml", "subjects": ["user:vic"]}
+    )
+    A.apply_org(store, document)
+    forged = A.pod(
+        A.container(limits=A.gpu(1)),
+        labels=labels,
+        service_account="trainer",  # bound as a member of every queue of ml
+        owner_kind="ReplicaSet",
+    )
+    with A.serve(store, tmp_path) as hook:
+        message = denied(hook, A.review(forged, user=user, groups=groups), Reason.FORBIDDEN)
+        assert f"user:{user}" in message and "system:serviceaccount:ml:trainer" not in message
+        assert "is not a trusted controller" in message
+        # the same pod sent by the ReplicaSet controller is the service account's
+        admitted(hook, A.review(forged, user=A.REPLICASET_CONTROLLER, groups=()))
+    assert len(ledger.list_allocations(store)) == 1
+
+
+def test_an_operator_configured_as_trusted_creates_pods_as_their_service_account(
+    store: Store, tmp_path: Path
+) -> None:
+    operator = "system:serviceaccount:kubeflow:training-operator"
+    pod = A.pod(A.container(limits=A.gpu(1)), service_account="trainer", owner_kind="Job")
+    with A.serve(store, tmp_path) as hook:
+        message = denied(hook, A.review(pod, user=operator, groups=()), Reason.FORBIDDEN)
+        assert f"(as {operator})" in message
+    settings = Settings(
+        trusted_controllers=(
+            "system:serviceaccount:kube-system:*",
+            "system:serviceaccount:kubeflow:*",
+        )
+    )
+    with A.serve(store, tmp_path, settings=settings) as hook:
+        _, out = admitted(hook, A.review(pod, user=operator, groups=()))
+    alloc = ledger.get(store, out["metadata"]["annotations"][ANNOTATION_ALLOCATION_ID])
+    assert alloc is not None and alloc.subject == "system:serviceaccount:ml:trainer"
+
+
 def test_member_narrowed_to_a_queue_is_denied_other_queues(hook: A.Served) -> None:
     ok = A.review(
         A.pod(A.container(limits=A.gpu(1)), labels={LABEL_QUEUE: "serve"}), user="bob", groups=()
