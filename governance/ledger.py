@@ -23,6 +23,7 @@ transaction starts with ``BEGIN IMMEDIATE``, which serialises writers.
 from __future__ import annotations
 
 import enum
+import logging
 import operator
 import secrets
 import time
@@ -36,11 +37,13 @@ from sqlalchemy.engine import Connection
 
 from governance import quotas, schema
 from governance.contract import Reason, SliceGrant
-from governance.errors import StoreError
+from governance.errors import StoreBusy, StoreError, StoreUnavailable
 from governance.model import Org
 from governance.quotas import Demand, QuotaDecision
 from governance.resources import RESOURCE_NAMES, ZERO, ResourceName, Resources
 from governance.store import Store, utcnow
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TTL = timedelta(minutes=10)
 
@@ -207,31 +210,90 @@ def record_denial(store: Store, denial: Denial) -> None:
     """Keep a denial for the console and audit (the webhook records RBAC and
     placement denials; :func:`reserve` records quota denials itself)."""
     with store.write() as conn:
-        _insert_denial(conn, denial)
+        conn.execute(_INSERT_DENIAL, _denial_row(denial))
 
 
-def record_denials(store: Store, denials: Sequence[Denial], *, wait: bool = True) -> None:
-    """Keep several denials, in one transaction (``wait``: see :meth:`Store.write`)."""
-    if denials:
+def record_denials(store: Store, denials: Sequence[Denial], *, wait: bool = True) -> int:
+    """Keep several denials, in one transaction (``wait``: see :meth:`Store.write`);
+    returns how many were kept.
+
+    Every text is cut to its column (a 600-character username made PostgreSQL refuse a
+    whole group of denials). If the group is refused all the same, each denial is tried
+    on its own, so that one the database refuses costs only itself (logged). An
+    unreachable or (``wait=False``) locked store raises for the group, as before."""
+    if not denials:
+        return 0
+    rows = [_denial_row(d) for d in denials]
+    try:
         with store.write(wait=wait) as conn:
-            conn.execute(_INSERT_DENIAL, [_denial_row(d) for d in denials])
+            conn.execute(_INSERT_DENIAL, rows)
+        return len(rows)
+    except (StoreUnavailable, StoreBusy):
+        raise
+    except StoreError as exc:
+        if len(rows) == 1:
+            raise
+        log.warning("a group of %d denials was refused (%s); recording one by one", len(rows), exc)
+    kept = 0
+    for denial, row in zip(denials, rows, strict=True):
+        try:
+            with store.write(wait=wait) as conn:
+                conn.execute(_INSERT_DENIAL, row)
+            kept += 1
+        except StoreError as exc:  # the audit trail misses this one; the answer stood
+            log.warning(
+                "could not record the denial of %r in %s (%s): %s",
+                denial.subject[:80],
+                denial.namespace,
+                denial.reason,
+                exc,
+            )
+    return kept
 
 
 def _denial_row(denial: Denial) -> dict[str, Any]:
+    return _fit(
+        _DENIAL_LENGTHS,
+        {
+            "at": denial.at,
+            "namespace": denial.namespace,
+            "department": denial.department,
+            "queue": denial.queue,
+            "sku": denial.sku,
+            "subject": denial.subject,
+            "reason": denial.reason,
+            "message": denial.message,
+        },
+    )
+
+
+def _lengths(table: sa.Table) -> dict[str, int]:
+    """The length of each bounded text column (PostgreSQL refuses a longer value)."""
     return {
-        "at": denial.at,
-        "namespace": denial.namespace,
-        "department": denial.department,
-        "queue": denial.queue,
-        "sku": denial.sku,
-        "subject": denial.subject,
-        "reason": denial.reason,
-        "message": denial.message,
+        c.name: c.type.length
+        for c in table.columns
+        if isinstance(c.type, sa.String) and c.type.length is not None
     }
 
 
-def _insert_denial(conn: Connection, denial: Denial) -> None:
-    conn.execute(_INSERT_DENIAL, _denial_row(denial))
+_DENIAL_LENGTHS = _lengths(schema.denials)
+_ALLOCATION_LENGTHS = _lengths(schema.allocations)
+
+
+def _fit(lengths: Mapping[str, int], row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with each text longer than its column cut (:func:`_cut`)."""
+    for name, limit in lengths.items():
+        value = row.get(name)
+        if isinstance(value, str) and len(value) > limit:
+            row[name] = _cut(value, limit)
+    return row
+
+
+def _cut(value: str, limit: int) -> str:
+    """``value`` cut to ``limit`` characters, an ellipsis marking the cut. Names reach
+    the ledger before Kubernetes validates anything: a userInfo name has no bound, and a
+    pod's name is checked only after admission."""
+    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 def recent_denials(
@@ -564,12 +626,14 @@ def _reserve_in(
                 delta[0] += amount.slices
                 delta[1] += amount.memory_mib
                 delta[2] += amount.compute_pct
+        subject = _cut(request.subject, _ALLOCATION_LENGTHS["subject"])
+        pod_name = _cut(request.pod_name, _ALLOCATION_LENGTHS["pod_name"])
         alloc = Allocation(
             id=request.allocation_id or new_allocation_id(),
             request_uid=request.request_uid,
             state=State.RESERVED,
             namespace=request.namespace,
-            pod_name=request.pod_name,
+            pod_name=pod_name,
             pod_uid="",
             department=demand.department,
             queue=demand.queue,
@@ -577,7 +641,7 @@ def _reserve_in(
             pool=demand.pool,
             amount=amount,
             borrowed=decision.borrowed,
-            subject=request.subject,
+            subject=subject,
             grants=dict(request.grants),
             created_at=now,
             expires_at=now + request.ttl,
@@ -589,7 +653,7 @@ def _reserve_in(
             "request_uid": request.request_uid,
             "state": State.RESERVED.value,
             "namespace": request.namespace,
-            "pod_name": request.pod_name,
+            "pod_name": pod_name,
             "pod_uid": "",
             "department": demand.department,
             "queue": demand.queue,
@@ -601,7 +665,7 @@ def _reserve_in(
             "borrowed_slices": decision.borrowed.slices,
             "borrowed_memory_mib": decision.borrowed.memory_mib,
             "borrowed_compute_pct": decision.borrowed.compute_pct,
-            "subject": request.subject,
+            "subject": subject,
             "grants": {name: g.as_dict() for name, g in request.grants.items()},
             "created_at": now,
             "expires_at": now + request.ttl,

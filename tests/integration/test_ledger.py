@@ -277,6 +277,84 @@ def test_recorded_denials_come_back_newest_first_by_department(store: Store) -> 
     assert ledger.recent_denials(store, limit=2) == [third, second]
 
 
+def test_a_group_of_denials_with_an_over_long_username_is_recorded_truncated(
+    store: Store,
+) -> None:
+    """A 600-character username made PostgreSQL refuse a whole group of 31 denials
+    ("value too long"); the fields are cut to their columns instead (issue 13.8)."""
+    long_user = "oidc:" + "u" * 595
+
+    def denial(i: int, subject: str) -> ledger.Denial:
+        return ledger.Denial(
+            at=T0 + timedelta(seconds=i),
+            namespace="ml",
+            department="ml",
+            queue="train",
+            sku="a100-1g",
+            subject=subject,
+            reason="Forbidden",
+            message=f"denial {i}",
+        )
+
+    group = [denial(i, long_user if i == 15 else f"user-{i}") for i in range(31)]
+    assert ledger.record_denials(store, group) == 31
+    recorded = ledger.recent_denials(store, limit=100)
+    assert len(recorded) == 31
+    [cut] = [d for d in recorded if d.message == "denial 15"]
+    limit = schema.denials.c.subject.type.length
+    assert len(cut.subject) == limit and cut.subject.startswith("oidc:uuu")
+    assert cut.subject.endswith("…")
+
+
+def test_a_denial_the_database_refuses_does_not_lose_the_rest_of_its_group(
+    store: Store,
+) -> None:
+    """A group insert that fails is retried one denial at a time: only the bad row is
+    lost (and logged)."""
+    good = [
+        ledger.Denial(
+            at=T0,
+            namespace="ml",
+            department="ml",
+            queue="",
+            sku="",
+            subject=f"user-{i}",
+            reason="Forbidden",
+            message=f"denial {i}",
+        )
+        for i in range(5)
+    ]
+    bad = ledger.Denial(
+        at=T0,
+        namespace="ml",
+        department="ml",
+        queue="",
+        sku="",
+        subject="user-x",
+        reason=None,  # type: ignore[arg-type]  # NOT NULL: refused by both databases
+        message="refused",
+    )
+    assert ledger.record_denials(store, [*good[:2], bad, *good[2:]]) == 5
+    assert sorted(d.subject for d in ledger.recent_denials(store)) == [d.subject for d in good]
+
+
+def test_an_admission_by_an_over_long_subject_is_recorded(store: Store) -> None:
+    reservation = ledger.reserve(
+        store,
+        ORG,
+        demand=sku_demand(ORG, department="ml", queue="train", sku="a100-1g", count=1),
+        request_uid="req-long",
+        namespace="ml",
+        grants=grant_of(1),
+        subject="oidc:" + "u" * 700,
+        ttl=TTL,
+        now=T0,
+    )
+    assert reservation.allowed and reservation.allocation is not None
+    stored = ledger.get(store, reservation.allocation.id)
+    assert stored is not None and len(stored.subject) == schema.allocations.c.subject.type.length
+
+
 # -- bind, release, expire ----------------------------------------------------------------------
 
 
