@@ -5,7 +5,9 @@
      ├── PlacementError         a request that cannot be placed (unknown SKU, queue...)
      └── StoreError             the store failed
           ├── StoreUnavailable  the database cannot be reached; nothing was recorded
-          └── StoreBusy         another writer holds the lock (only when asked not to wait)
+          ├── StoreBusy         another writer holds the lock (only when asked not to wait)
+          └── StoreConflict     the database aborted the transaction to break a deadlock
+                                or a serialisation conflict; running it again is safe
 
 Each carries its context as attributes; only the CLI turns them into exit codes.
 """
@@ -47,6 +49,12 @@ class StoreError(GpupoolError):
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached. Nothing was recorded."""
+
+
+class StoreConflict(StoreError):
+    """PostgreSQL chose this transaction to break a deadlock (SQLSTATE 40P01) or a
+    serialisation conflict (40001) and rolled it back. Nothing was recorded, and the same
+    transaction may simply run again: the ledger does, a bounded number of times."""
 
 
 class StoreBusy(StoreError):

@@ -13,11 +13,16 @@ twice. Entries are never deleted: they are the history that metering reads.
 
 :func:`reserve` is one transaction: it locks the usage rows of every scope on the
 request's path (department first, then the department's per-SKU/per-pool rows, the
-pool, the queue's rows; sorted, so transactions never deadlock), reads the usage of the
-department's queues (for borrowing), asks the pure :func:`governance.quotas.evaluate`,
-and either adds the demand to every row and records the allocation, or records the
-denial. On PostgreSQL the rows are locked with ``SELECT ... FOR UPDATE``; on SQLite the
-transaction starts with ``BEGIN IMMEDIATE``, which serialises writers.
+pool, the queue's rows; sorted), reads the usage of the department's queues (for
+borrowing), asks the pure :func:`governance.quotas.evaluate`, and either adds the demand
+to every row and records the allocation, or records the denial. On PostgreSQL the rows
+are locked with ``SELECT ... ORDER BY scope FOR UPDATE``, one total order for every
+transaction; a row that does not exist yet (the first pod of a department) is created
+first, in a short transaction of its own, and the transaction runs again, so that no
+transaction ever creates a row while it holds others (see :func:`_lock_usage`). A
+transaction that PostgreSQL rolls back all the same (a deadlock or serialisation
+failure, told by its SQLSTATE) runs again, a bounded number of times (:func:`_write`).
+On SQLite the transaction starts with ``BEGIN IMMEDIATE``, which serialises writers.
 """
 
 from __future__ import annotations
@@ -25,19 +30,20 @@ from __future__ import annotations
 import enum
 import logging
 import operator
+import random
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from governance import quotas, schema
 from governance.contract import Reason, SliceGrant
-from governance.errors import StoreBusy, StoreError, StoreUnavailable
+from governance.errors import StoreBusy, StoreConflict, StoreError, StoreUnavailable
 from governance.model import Org
 from governance.quotas import Demand, QuotaDecision
 from governance.resources import RESOURCE_NAMES, ZERO, ResourceName, Resources
@@ -438,17 +444,73 @@ def _rows_to_usage(rows: Iterable[Any]) -> dict[str, Resources]:
     return {scope: Resources(slices=s, memory_mib=m, compute_pct=c) for scope, s, m, c in rows}
 
 
-def _lock_usage(store: Store, conn: Connection, keys: Sequence[str]) -> dict[str, Resources]:
-    """Lock the usage rows of ``keys`` (creating missing ones) and return them."""
-    found = _read_usage_rows(conn, sorted(set(keys)))
-    missing = [k for k in sorted(set(keys)) if k not in found]
-    if missing:
-        # Another transaction may create the same rows meanwhile (PostgreSQL): insert
-        # what is still missing, then read (and lock) those rows as they now are.
+def _lock_usage(
+    store: Store, conn: Connection, keys: Sequence[str], *, create: bool = True
+) -> dict[str, Resources]:
+    """Lock the usage rows of ``keys``, in sorted order, and return them (``create``
+    False: a missing row is left out, which reads as zero, for a dry run that writes
+    nothing).
+
+    On PostgreSQL every row is locked by one ``SELECT ... ORDER BY scope FOR UPDATE``,
+    so that all transactions take their locks in one total order and cannot deadlock.
+    A row that does not exist yet cannot be locked: creating it here, after other rows
+    are held, broke that order (two webhooks bursting into a new department deadlocked,
+    issue 12.3). So a missing row raises :class:`_MissingUsage`, and :func:`_write`
+    creates it in a short transaction of its own and runs the whole transaction again.
+    SQLite serialises writers (``BEGIN IMMEDIATE``): there the rows are created in
+    place."""
+    ordered = sorted(set(keys))
+    found = _read_usage_rows(conn, ordered)
+    missing = [k for k in ordered if k not in found]
+    if missing and create:
+        if not store.is_sqlite:
+            raise _MissingUsage(missing)
         sql = _driver_sql(conn)
         conn.exec_driver_sql(sql.create_usage, [(k,) for k in missing])
         found.update(_read_usage_rows(conn, missing))
     return found
+
+
+class _MissingUsage(Exception):
+    """Usage rows to create before the transaction that needs them can lock them."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        super().__init__(f"usage rows missing: {', '.join(keys)}")
+        self.keys = tuple(keys)
+
+
+CONFLICT_ATTEMPTS = 5
+"""Runs of one transaction that PostgreSQL may roll back to break a deadlock or a
+serialisation conflict (:class:`StoreConflict`) before the error reaches the caller."""
+CONFLICT_BACKOFF_S = 0.01
+"""The first pause before a run again (doubling, with full jitter)."""
+
+_T = TypeVar("_T")
+
+
+def _write(store: Store, work: Callable[[Connection], _T], *, wait: bool = True) -> _T:
+    """``work`` in one write transaction, run again when it needs usage rows created
+    first (:class:`_MissingUsage`: created in their own short transaction, in sorted
+    order, ``ON CONFLICT DO NOTHING``), or when PostgreSQL rolled it back to break a
+    deadlock or a serialisation conflict (at most :data:`CONFLICT_ATTEMPTS` runs)."""
+    conflicts = 0
+    creations = 0
+    while True:
+        try:
+            with store.write(wait=wait) as conn:
+                return work(conn)
+        except _MissingUsage as missing:
+            creations += 1
+            if creations > len(missing.keys) + 2:  # each run creates what it found missing
+                raise StoreError(f"could not create the ledger's {missing}") from None
+            with store.write(wait=wait) as conn:
+                sql = _driver_sql(conn)
+                conn.exec_driver_sql(sql.create_usage, [(k,) for k in sorted(missing.keys)])
+        except StoreConflict:
+            conflicts += 1
+            if conflicts >= CONFLICT_ATTEMPTS:
+                raise
+            time.sleep(random.uniform(0, CONFLICT_BACKOFF_S * 2**conflicts))
 
 
 def _read_usage_rows(conn: Connection, ordered: Sequence[str]) -> dict[str, Resources]:
@@ -517,11 +579,14 @@ def reserve(
         ttl=ttl,
         now=now,
     )
-    with store.write() as conn:
+
+    def work(conn: Connection) -> Reservation:
         (reservation,) = _reserve_in(store, conn, org, [request], dry_run=dry_run)
         if dry_run:
             conn.rollback()
-    return reservation
+        return reservation
+
+    return _write(store, work)
 
 
 def reserve_many(
@@ -540,8 +605,9 @@ def reserve_many(
     ``wait=False``: see :meth:`Store.write`."""
     if not requests:
         return []
-    with store.write(wait=wait) as conn:
-        return _reserve_in(store, conn, org, requests, dry_run=False)
+    return _write(
+        store, lambda conn: _reserve_in(store, conn, org, requests, dry_run=False), wait=wait
+    )
 
 
 def _reserve_in(
@@ -561,7 +627,9 @@ def _reserve_in(
     # every change inside a department holds the department row, which sorts first
     # and is already held.
     paths = [quotas.scope_keys(request.demand) for request in requests]
-    view = _lock_usage(store, conn, sorted({key for keys in paths for key in keys}))
+    view = _lock_usage(
+        store, conn, sorted({key for keys in paths for key in keys}), create=not dry_run
+    )
     siblings_read: set[str] = set()
     added: dict[str, list[int]] = {}  # [slices, memory_mib, compute_pct] per scope
     allocations: list[dict[str, Any]] = []
@@ -592,7 +660,7 @@ def _reserve_in(
                 if key not in view
             ]
             if others:
-                view.update(_lock_usage(store, conn, others))
+                view.update(_lock_usage(store, conn, others, create=not dry_run))
         decision = quotas.evaluate(org, demand, view)
         now = request.now or utcnow()
         if dry_run:
@@ -729,9 +797,10 @@ def bind(
 ) -> Allocation:
     """The pod exists. Idempotent. An entry that had expired (the pod showed up late)
     is charged again and bound: a running pod is always counted."""
-    now = now or utcnow()
+    at = now or utcnow()
     t = schema.allocations
-    with store.write() as conn:
+
+    def work(conn: Connection) -> Allocation:
         alloc = _locked_allocation(store, conn, allocation_id)
         if alloc.state in (State.BOUND, State.RELEASED):
             return alloc
@@ -743,11 +812,13 @@ def bind(
             "state": State.BOUND.value,
             "pod_uid": pod_uid,
             "pod_name": pod_name or alloc.pod_name,
-            "bound_at": now,
+            "bound_at": at,
             "ended_at": None,
         }
         conn.execute(t.update().where(t.c.id == allocation_id).values(**values))
-    return _replace(alloc, values)
+        return _replace(alloc, values)
+
+    return _write(store, work)
 
 
 def release(
@@ -760,18 +831,21 @@ def release(
     """The pod is gone (or never came: ``state=EXPIRED``). Idempotent."""
     if state.live:
         raise ValueError(f"release to a live state {state.value!r}")
-    now = now or utcnow()
+    at = now or utcnow()
     t = schema.allocations
-    with store.write() as conn:
+
+    def work(conn: Connection) -> Allocation:
         alloc = _locked_allocation(store, conn, allocation_id)
         if not alloc.state.live:
             return alloc
         keys = quotas.scope_keys(_demand_of(alloc))
         _lock_usage(store, conn, keys)
         _add_usage(conn, keys, ZERO - alloc.amount)
-        values = {"state": state.value, "ended_at": now}
+        values = {"state": state.value, "ended_at": at}
         conn.execute(t.update().where(t.c.id == allocation_id).values(**values))
-    return _replace(alloc, values)
+        return _replace(alloc, values)
+
+    return _write(store, work)
 
 
 def expire(store: Store, *, now: datetime | None = None) -> list[Allocation]:
