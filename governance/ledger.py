@@ -745,15 +745,7 @@ def _reserve_in(
         out.append(Reservation(decision=decision, allocation=alloc))
     sql = _driver_sql(conn)
     if added:
-        deltas = sorted(added.items())
-        params: list[Any] = []
-        for key, delta in deltas:
-            params.append(key)
-            params += delta
-        conn.exec_driver_sql(
-            sql.add_usage.format(rows=", ".join(sql.add_usage_row for _ in deltas)),
-            tuple(params),
-        )
+        _add_deltas(conn, added)
     if allocations:
         conn.exec_driver_sql(
             sql.insert_allocation.format(
@@ -764,6 +756,20 @@ def _reserve_in(
     if denials:
         conn.execute(_INSERT_DENIAL, denials)
     return out
+
+
+def _add_deltas(conn: Connection, deltas: Mapping[str, Sequence[int]]) -> None:
+    """Add [slices, memory_mib, compute_pct] to each scope's row, in one statement."""
+    sql = _driver_sql(conn)
+    ordered = sorted(deltas.items())
+    params: list[Any] = []
+    for key, delta in ordered:
+        params.append(key)
+        params += delta
+    conn.exec_driver_sql(
+        sql.add_usage.format(rows=", ".join(sql.add_usage_row for _ in ordered)),
+        tuple(params),
+    )
 
 
 def _locked_allocation(store: Store, conn: Connection, allocation_id: str) -> Allocation:
@@ -848,22 +854,50 @@ def release(
     return _write(store, work)
 
 
-def expire(store: Store, *, now: datetime | None = None) -> list[Allocation]:
-    """Expire every reservation whose pod never appeared before its TTL ran out."""
-    now = now or utcnow()
+def expire(
+    store: Store, *, now: datetime | None = None, created_before: datetime | None = None
+) -> list[Allocation]:
+    """Expire every reservation whose pod never appeared before its TTL ran out, and
+    give its quota back; returns the entries expired.
+
+    One conditional statement (``UPDATE ... WHERE state = 'reserved' ... RETURNING``)
+    decides, under each row's lock, which entries expire: one that a pod bound a moment
+    before stays bound (reading the ids first and releasing them after left running
+    pods' entries expired). Only the usage of the entries that this statement changed
+    is given back, in the same transaction.
+
+    ``created_before``: spare entries made at or after this instant. The reconciler
+    passes the time up to which it has seen every pod (less the time a pod may take to
+    be created after its admission), so that a broken watch never expires the entry of
+    a pod that exists but was not seen."""
+    at = now or utcnow()
     t = schema.allocations
-    with store.read() as conn:
-        ids = list(
-            conn.execute(
-                sa.select(t.c.id).where(t.c.state == State.RESERVED.value, t.c.expires_at < now)
-            ).scalars()
-        )
-    expired = []
-    for allocation_id in ids:
-        alloc = release(store, allocation_id, now=now, state=State.EXPIRED)
-        if alloc.state is State.EXPIRED and alloc.ended_at == now:
-            expired.append(alloc)
-    return expired
+    condition = [t.c.state == State.RESERVED.value, t.c.expires_at < at]
+    if created_before is not None:
+        condition.append(t.c.created_at < created_before)
+    statement = (
+        t.update()
+        .where(*condition)
+        .values(state=State.EXPIRED.value, ended_at=at)
+        .returning(*t.columns)
+    )
+
+    def work(conn: Connection) -> list[Allocation]:
+        expired = [_row_to_allocation(row) for row in conn.execute(statement).mappings()]
+        given_back: dict[str, list[int]] = {}
+        for alloc in expired:
+            amount = alloc.amount
+            for key in quotas.scope_keys(_demand_of(alloc)):
+                delta = given_back.setdefault(key, [0, 0, 0])
+                delta[0] -= amount.slices
+                delta[1] -= amount.memory_mib
+                delta[2] -= amount.compute_pct
+        if given_back:
+            _lock_usage(store, conn, sorted(given_back))
+            _add_deltas(conn, given_back)
+        return sorted(expired, key=lambda a: (a.created_at, a.id))
+
+    return _write(store, work)
 
 
 def _replace(alloc: Allocation, values: Mapping[str, Any]) -> Allocation:

@@ -279,16 +279,45 @@ def test_reservations_whose_pod_never_appears_expire(sqlite_rig: Rig) -> None:
     r.run(RecordedPodApi(lists=[pod_list([pod], "2")]), rounds=1)
     r.clock.advance(59)
     assert r.reconciler.expire() == []
-    r.clock.advance(2)
+    r.clock.advance(2)  # past the TTL, but no pod seen since the list: spared
+    assert r.reconciler.expire() == []
+    # a bookmark: the server has sent every event up to now, and no pod came for "lost"
+    r.run(RecordedPodApi(lists=[], watches=[[bookmark("3")]]), rounds=1)
+    assert r.reconciler.synced_at == r.clock.now
     assert [e.id for e in r.reconciler.expire()] == [lost]
     assert (r.state(lost), r.state(seen)) == (State.EXPIRED, State.BOUND)
     assert slices_in_use(r.store) == 1
     assert r.metric("gpupool_reconciler_ledger_actions_total", action="expire") == 1
     # The pod shows up after all (a slow API server): it is counted again.
-    late = make_pod("late", resource_version="3", allocation_id=lost)
+    late = make_pod("late", resource_version="4", allocation_id=lost)
     r.run(RecordedPodApi(lists=[], watches=[[event("ADDED", late)]]), rounds=1)
     assert r.state(lost) is State.BOUND
     assert slices_in_use(r.store) == 2
+
+
+def test_a_broken_watch_never_expires_the_reservation_of_a_pod_it_did_not_see(
+    store_url: str,
+) -> None:
+    """The pod was created after the list; the watch then broke (43 failed attempts in
+    issue 13.4) and its ADDED event never came. Past the TTL the entry is spared while
+    the view is stale, and bound once the watch delivers the pod."""
+    from datetime import timedelta
+
+    r = rig(store_url)
+    r.run(RecordedPodApi(lists=[pod_list([], "5")]), rounds=1)
+    entry = reserve(r.store, now=r.clock.now, ttl=timedelta(seconds=60))
+    pod = make_pod("unseen", resource_version="6", allocation_id=entry)
+    broken = RecordedPodApi(lists=[], watches=[ConnectionResetError("watch broken")] * 43)
+    r.clock.advance(30)
+    r.run(broken, rounds=43)
+    assert r.metric("gpupool_reconciler_errors_total", kind="other") == 43
+    r.clock.advance(600)
+    assert r.reconciler.expire() == []
+    assert r.state(entry) is State.RESERVED
+    r.run(RecordedPodApi(lists=[], watches=[[event("ADDED", pod), bookmark("7")]]), rounds=1)
+    assert r.state(entry) is State.BOUND
+    assert r.reconciler.expire() == []
+    assert slices_in_use(r.store) == 1
 
 
 def test_a_pod_deleted_before_it_was_seen_releases_its_reservation(sqlite_rig: Rig) -> None:
