@@ -53,7 +53,7 @@ from governance.contract import (
     Reason,
     SliceGrant,
 )
-from governance.errors import ConfigError, PlacementError, StoreError
+from governance.errors import ConfigError, NoOrganisation, PlacementError, StoreError
 from governance.model import Org
 from governance.resources import Resources
 from governance.store import Store, utcnow
@@ -249,6 +249,8 @@ class Admitter:
             except StopIteration as done:
                 answer: Response = done.value
                 return answer
+        except NoOrganisation:
+            return self._no_organisation(pod)
         except (StoreError, ConfigError) as exc:  # StoreUnavailable included
             return _store_down(pod, str(exc))
 
@@ -268,8 +270,41 @@ class Admitter:
             except StopIteration as done:
                 answer: Response = done.value
                 return answer
+        except NoOrganisation:
+            return self._no_organisation(pod)
         except (StoreError, ConfigError) as exc:
             return _store_down(pod, str(exc))
+
+    # -- readiness ---------------------------------------------------------------------
+
+    def unready_reason(self) -> str | None:
+        """Why this webhook cannot admit GPU pods now, or None when it can: the store
+        does not answer, or no organisation was ever applied to it (then every GPU pod
+        would be denied, so a replica is not ready). Blocks: call it from a thread."""
+        try:
+            revision = self.store.latest_revision()
+        except StoreError as exc:
+            return str(exc)
+        if revision == 0:
+            return (
+                f"no organisation has been applied to the governance store "
+                f"({self.store.safe_url}) yet, so every GPU pod is denied: run "
+                "`gpupool apply -f org.yaml` against this store"
+            )
+        return None
+
+    def _no_organisation(self, pod: Pod) -> Response:
+        return Response(
+            allowed=False,
+            reason=Reason.NO_ORGANISATION,
+            message=(
+                f"GPU pod {pod.display_name} was not admitted: gpupool has no organisation "
+                f"yet (nothing was ever applied to its store, {self.store.safe_url}), so no "
+                "department, queue or quota exists to admit it against. GPU pods are never "
+                "admitted unchecked: the platform admins must run `gpupool apply -f "
+                "org.yaml` against this store first."
+            ),
+        )
 
     # -- the store, for the steps of _create -------------------------------------------
 

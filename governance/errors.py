@@ -2,6 +2,7 @@
 
     GpupoolError
      ├── ConfigError            invalid configuration (file, path inside it, reason)
+     │    └── NoOrganisation    no organisation was ever applied to the store
      ├── PlacementError         a request that cannot be placed (unknown SKU, queue...)
      └── StoreError             the store failed
           ├── StoreUnavailable  the database cannot be reached; nothing was recorded
@@ -30,6 +31,11 @@ class ConfigError(GpupoolError):
         self.reason = message
         where = ": ".join(part for part in (source, path) if part)
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class NoOrganisation(ConfigError):
+    """The store holds no configuration revision: nothing was ever applied to it. Not an
+    outage (the store answers): the fix is ``gpupool apply -f org.yaml``."""
 
 
 class PlacementError(GpupoolError):

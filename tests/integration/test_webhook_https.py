@@ -657,6 +657,34 @@ def test_store_down_fails_gpu_pods_closed_while_healthz_stays_up(
         assert client.get("/metrics").status_code == 200
 
 
+def test_a_store_with_no_organisation_is_not_ready_and_says_what_to_run(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Not a store outage (issue 12.4): the store answers but holds no organisation."""
+    empty = Store(sqlite_url)
+    try:
+        with A.serve(empty, tmp_path, refresh_s=0.0) as hook, hook.client() as client:
+            ready = client.get("/readyz")
+            assert ready.status_code == 503
+            assert "no organisation has been applied" in ready.text
+            assert "gpupool apply -f org.yaml" in ready.text
+            response = hook.mutate(A.review(A.pod(A.container(limits=A.gpu(1)))), client)
+            assert response["allowed"] is False
+            status = response["status"]
+            assert status["reason"] == Reason.NO_ORGANISATION.value == "NoOrganisation"
+            assert status["code"] == 503
+            assert "has no organisation yet" in status["message"]
+            assert "gpupool apply -f org.yaml" in status["message"]
+            assert "cannot check its quota" not in status["message"]
+            assert hook.mutate(A.review(A.pod(A.container())), client)["allowed"]
+            assert client.get("/healthz").status_code == 200
+            A.apply_org(empty)
+            assert client.get("/readyz").text == "ready"
+            admitted(hook, A.review(A.pod(A.container(limits=A.gpu(1)))))
+    finally:
+        empty.close()
+
+
 def test_metrics_count_decisions_and_show_quota(hook: A.Served) -> None:
     admitted(hook, A.review(A.pod(A.container(limits=A.gpu(3)))))
     denied(
