@@ -115,8 +115,9 @@ def _memory_mib(container: Container, name: str, value: Quantity) -> int:
     (``8Gi`` is 8192 MiB), since nobody writes ``8Gi`` meaning 8 Gi of MiB."""
     expected = "MiB as a whole number (or a binary unit such as 8Gi)"
     parsed = _read(container, name, value, expected)
-    mib = parsed.value / MIB if parsed.format is quantity.Format.BINARY_SI else parsed.value
-    number = quantity.whole(mib)
+    number = quantity.whole(parsed.value)
+    if number is not None and parsed.format is quantity.Format.BINARY_SI:
+        number = number // MIB if number % MIB == 0 else None
     if number is None:
         raise _bad(container, name, value, "a whole number of MiB")
     if number < 0:

@@ -147,6 +147,10 @@ def interpret(text: str, suffix: str) -> tuple[int, int, Format]:
     )
 
 
+_EXACT: Final = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
+"""Arithmetic that never rounds (the cost follows the digits there are, not ``prec``)."""
+
+
 def parse(text: str | int | float) -> Quantity:
     """The quantity ``text`` (a number is read as its decimal text, as the API server
     accepts a JSON number); :class:`InvalidQuantity` when apimachinery would refuse it."""
@@ -154,49 +158,44 @@ def parse(text: str | int | float) -> Quantity:
         raise InvalidQuantity(str(text).lower(), "a boolean is not a quantity")
     if not isinstance(text, str):
         text = str(text)
+    if text.isdigit() and text.isascii():  # a plain count: most quantities a webhook reads
+        return Quantity(value=Decimal(text), format=Format.DECIMAL_SI)
     parts = scan(text)
     base, exponent, fmt = interpret(text, parts.suffix)
-    digits = len(parts.num) + len(parts.denom)
-    # exact arithmetic: enough digits for the number times 2^60, and any exponent
-    context = decimal.Context(
-        prec=digits + 40, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN, traps=[]
-    )
-    with decimal.localcontext(context):
-        value = Decimal(f"{'-' if parts.negative else ''}{parts.num}.{parts.denom or '0'}")
-        value = value.scaleb(exponent) if base == 10 else value * (2**exponent)
-        if value and _exponent(value) < -9:
-            value = value.quantize(NANO, rounding=decimal.ROUND_UP)
-        if fmt is Format.BINARY_SI:
-            if abs(value) > MAX_BINARY:
-                value = MAX_BINARY.copy_sign(value)
-            if 0 < abs(value) < 1:
-                fmt = Format.DECIMAL_SI
+    sign = "-" if parts.negative else ""
+    number = f"{sign}{parts.num}.{parts.denom}" if parts.denom else f"{sign}{parts.num}"
+    # exact: the value's exponent is the fraction's, shifted by a decimal suffix
+    if base == 10:
+        value = _EXACT.scaleb(Decimal(number), exponent)
+        finest = exponent - len(parts.denom)
+    else:
+        value = _EXACT.multiply(Decimal(number), 2**exponent)
+        finest = -len(parts.denom)
+    if finest < -9 and value:
+        value = value.quantize(NANO, rounding=decimal.ROUND_UP, context=_EXACT)
+    if fmt is Format.BINARY_SI:
+        if value.copy_abs() > MAX_BINARY:
+            value = MAX_BINARY.copy_sign(value)
+        if 0 < value.copy_abs() < 1:
+            fmt = Format.DECIMAL_SI
     return Quantity(value=value, format=fmt)
 
 
 def whole(value: Decimal, *, limit: int = 2**63 - 1) -> int | None:
     """``value`` as an int when it is a whole number within +-``limit``, else None
     (a bound first, so that ``1e999999`` never becomes a million-digit int)."""
-    if abs(value) > limit or value != value.to_integral_value():
+    if value.copy_abs() > limit or value != value.to_integral_value(context=_EXACT):
         return None
     return int(value)
 
 
 def normal(value: Decimal) -> str:
     """One text per value, however it was written (``3k``, ``3000`` and ``3e3`` all give
-    "3E+3"): for comparing quantities, never for showing them."""
-    if not value:
-        return "0"
-    digits = len(value.as_tuple().digits)
-    return str(
-        value.normalize(decimal.Context(prec=digits, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN))
-    )
-
-
-def _exponent(value: Decimal) -> int:
-    exponent = value.as_tuple().exponent
-    assert isinstance(exponent, int), value  # parse never makes NaN or infinity
-    return exponent
+    "3000"): for comparing quantities, never for showing them."""
+    number = whole(value)
+    if number is not None:
+        return str(number)
+    return str(value.normalize(_EXACT))
 
 
 __all__ = [
