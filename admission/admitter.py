@@ -5,12 +5,14 @@ calls :meth:`Admitter.quick` on the event loop (everything that needs no store: 
 kinds and operations, non-GPU pods, UPDATEs) and, only for a GPU pod CREATE,
 :meth:`Admitter.admit` in a worker thread (it talks to the store).
 
-For a GPU pod CREATE, in order: a reinvocation (the pod carries an allocation-id that
-the ledger holds for this very request uid) is answered from the ledger; the namespace's
-department, the queue (label ``gpupool.io/queue``, else the department's default) and
-each container's grant are resolved; the identity is authorised; the ledger reserves the
-Kubernetes effective demand in one transaction (a request uid it has seen is not charged
-again); the answer is a JSONPatch from the pool's backend plus the contract's metadata.
+For a GPU pod CREATE, in order: a retry or a reinvocation (the pod carries an
+allocation-id that the ledger holds for this very request uid, or reserved for a pod
+with this pod's fingerprint: :meth:`Admitter._reinvoked`) is answered from the ledger;
+the namespace's department, the queue (label ``gpupool.io/queue``, else the
+department's default) and each container's grant are resolved; the identity is
+authorised; the ledger reserves the Kubernetes effective demand in one transaction (a
+request uid it has seen is not charged again), with the pod's fingerprint; the answer is
+a JSONPatch from the pool's backend plus the contract's metadata.
 
 Identity comes from who sends the request (``userInfo``, set by the API server), never
 from fields the pod's author writes. Most pods are created by controllers (ReplicaSet,
@@ -29,6 +31,7 @@ team's workloads run as, and the people who create pods by hand.
 from __future__ import annotations
 
 import fnmatch
+import hmac
 import logging
 import re
 import threading
@@ -40,6 +43,7 @@ from typing import Any
 import anyio.to_thread
 
 from admission import demand as demand_mod
+from admission import fingerprint
 from admission import patch as patch_mod
 from admission.demand import GpuNames, InvalidDemand, PodDemand
 from admission.review import MalformedReview, Pod, Request, Response, parse_pod
@@ -54,6 +58,7 @@ from governance.contract import (
     SliceGrant,
 )
 from governance.errors import ConfigError, NoOrganisation, PlacementError, StoreError
+from governance.ledger import State
 from governance.model import Org
 from governance.resources import Resources
 from governance.store import Store, utcnow
@@ -204,8 +209,13 @@ class Admitter:
         pod = parse_pod(request.object, namespace=request.namespace)
         if request.operation == "UPDATE":
             return self._update(request, pod), None
-        if not demand_mod.is_gpu_pod(pod, self.names):
+        if not demand_mod.is_gpu_pod(pod, self.names) and not pod.annotations.get(
+            ANNOTATION_ALLOCATION_ID
+        ):
             return self._untouched(pod), None
+        # A pod with an allocation id and no GPU resource may be one gpupool admitted on
+        # a data plane that hands out GPUs by annotation (KAI), called again: the ledger
+        # decides (a forged id is removed there).
         return None, pod
 
     def _update(self, request: Request, pod: Pod) -> Response:
@@ -376,7 +386,11 @@ class Admitter:
         if claimed:
             alloc = yield _Lookup(claimed)
             if alloc is not None and alloc.request_uid == request.uid and alloc.state.live:
+                return self._replay(org, pod, alloc, warnings)  # the API server retried
+            if alloc is not None and self._reinvoked(request, pod, alloc):
                 return self._replay(org, pod, alloc, warnings)
+            if not demand_mod.is_gpu_pod(pod, self.names):
+                return self._untouched(pod)
             warnings.append(
                 f"annotation {ANNOTATION_ALLOCATION_ID}={claimed!r} was not issued for this "
                 "request and was replaced: gpupool.io/ metadata is written by gpupool only."
@@ -441,6 +455,9 @@ class Admitter:
             pod_name=pod.name,
             ttl=self.settings.reservation_ttl,
             now=self.clock(),
+            fingerprint=fingerprint.digest(
+                request, pod, fingerprint.granted(pod, changes, pod_changes, self.names)
+            ),
         )
         reservation: ledger.Reservation = yield _Reserve(org, wish, dry_run=request.dry_run)
         if not reservation.allowed:
@@ -469,6 +486,26 @@ class Admitter:
             names=self.names,
         )
         return Response(allowed=True, reason=Reason.ADMITTED, patch=ops, warnings=warnings)
+
+    def _reinvoked(self, request: Request, pod: Pod, alloc: ledger.Allocation) -> bool:
+        """Whether ``pod`` is the pod ``alloc`` was reserved for, called again under a new
+        request uid after another webhook changed it (docs/protocol.md, "Reinvocation").
+
+        Only an entry still reserved (no pod bound it yet: a reinvocation comes before
+        the pod exists), within its TTL, in this namespace, whose fingerprint is this
+        request's: the same requester, name or generateName, owners and service account,
+        and the very GPU resources gpupool wrote. A copied or forged id fails one of
+        these and is replaced; a pod whose GPU demand changed is a new request."""
+        return (
+            alloc.state is State.RESERVED
+            and alloc.namespace == request.namespace
+            and self.clock() < alloc.expires_at
+            and bool(alloc.fingerprint)
+            and hmac.compare_digest(
+                alloc.fingerprint,
+                fingerprint.digest(request, pod, fingerprint.present(pod, self.names)),
+            )
+        )
 
     def _replay(
         self, org: Org, pod: Pod, alloc: ledger.Allocation, warnings: list[str]

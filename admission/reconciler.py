@@ -28,8 +28,11 @@ idempotent and a released entry never binds again, so correctness does not rest 
 event order; the version bookkeeping only saves work and keeps the metrics honest.
 
 The annotation is never trusted blindly: a pod whose allocation id the ledger does
-not hold, whose namespace differs from the entry's, or that is another pod than the
-one the entry is bound to, is logged as suspicious and changes nothing.
+not hold, or whose namespace differs from the entry's, is logged as suspicious and
+changes nothing. A pod that is another pod than the one the entry is bound to (or was
+admitted for) is a *duplicate claim*: the entry stays with its pod, and the later one
+is counted on an entry of its own while it runs, so that usage counts every pod that
+runs (:meth:`Reconciler._duplicate`).
 
 :func:`run_watch` drives one reconciler against a :class:`PodSource` (the Kubernetes
 adapter, :mod:`admission.kube`): list, watch from the list's resourceVersion, re-list
@@ -193,7 +196,8 @@ def decide(pod: PodView, entry: Allocation | None, *, gone: bool) -> Decision:
         return Decision(
             suspicion=Suspicion.POD_MISMATCH,
             message=f"{ref} carries allocation id {entry.id!r}, which belongs to pod "
-            f"{entry.pod_name or '?'} (uid {entry.pod_uid or '?'}); ignored",
+            f"{entry.pod_name or '?'} (uid {entry.pod_uid or '?'}); the entry stays with "
+            "that pod, this one is counted on an entry of its own while it runs",
         )
     ended = gone or pod.terminal
     if not ended:
@@ -240,6 +244,12 @@ class Metrics:
             "gpupool_reconciler_suspicious_pods",
             "Pods whose allocation-id annotation was not trusted, by reason.",
             ["reason"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "gpupool_reconciler_duplicate_claims",
+            "Pods found running with an allocation id that another pod holds, each "
+            "counted on a ledger entry of its own.",
             registry=registry,
         )
         self.relists = Counter(
@@ -427,8 +437,14 @@ class Reconciler:
         if decision.suspicion is not None:
             log.warning("suspicious pod: %s", decision.message)
             self.metrics.suspicious.labels(decision.suspicion.value).inc()
+            if decision.suspicion is Suspicion.POD_MISMATCH:
+                assert entry is not None
+                self._duplicate(pod, entry, gone=gone)
             return
         assert entry is not None
+        self._steps(pod, entry, decision, gone=gone)
+
+    def _steps(self, pod: PodView, entry: Allocation, decision: Decision, *, gone: bool) -> None:
         for step in decision.steps:
             if step is Step.BIND:
                 ledger.bind(
@@ -445,6 +461,39 @@ class Reconciler:
                     pod.name,
                     "deleted" if gone else pod.phase,
                 )
+
+    def _duplicate(self, pod: PodView, claimed: Allocation, *, gone: bool) -> None:
+        """A second pod carries the id of an entry another pod holds (an annotation
+        copied past the webhook, or two pods the webhook could not tell apart: see
+        docs/protocol.md). The entry stays with its pod; this one is counted on an entry
+        of its own while it runs (:func:`governance.ledger.record_duplicate`), released
+        when it ends, so that usage counts every running pod."""
+        own = ledger.by_request(self.store, ledger.duplicate_uid(pod.uid))
+        if own is None:
+            if gone or pod.terminal:
+                return  # it ended before it was counted: nothing runs
+            own, made = ledger.record_duplicate(
+                self.store, claimed, pod_uid=pod.uid, pod_name=pod.name, now=self.clock()
+            )
+            if made:
+                self.metrics.duplicates.inc()
+                log.warning(
+                    "pod %s/%s (uid %s) claims allocation %s of pod %s (uid %s): counted on "
+                    "an entry of its own, %s (%d slice(s) of %s in queue %s/%s)",
+                    pod.namespace,
+                    pod.name,
+                    pod.uid,
+                    claimed.id,
+                    claimed.pod_name or "?",
+                    claimed.pod_uid or "?",
+                    own.id,
+                    own.amount.slices,
+                    own.sku,
+                    own.department,
+                    own.queue,
+                )
+            return
+        self._steps(pod, own, decide(pod, own, gone=gone), gone=gone)
 
     def _release(self, allocation_id: str) -> None:
         ledger.release(self.store, allocation_id, now=self.clock())

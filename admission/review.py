@@ -117,8 +117,10 @@ class _Container(_Model):
 
 
 class _OwnerReference(_Model):
+    apiVersion: str = ""
     kind: str = ""
     name: str = ""
+    uid: str = ""
     controller: bool | None = None
 
 
@@ -173,6 +175,15 @@ class Container:
 
 
 @dataclass(frozen=True, kw_only=True)
+class OwnerReference:
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+    controller: bool
+
+
+@dataclass(frozen=True, kw_only=True)
 class Pod:
     name: str
     generate_name: str
@@ -181,7 +192,10 @@ class Pod:
     annotations: Mapping[str, str]
     service_account: str
     controlled: bool
-    """Created by a controller (an ownerReference with ``controller: true``)."""
+    """Names a controller (an ownerReference with ``controller: true``): the pod's
+    author writes it, so it decides nothing about identity."""
+    owners: tuple[OwnerReference, ...]
+    """``metadata.ownerReferences``, in order."""
     containers: tuple[Container, ...]
     """Init containers first (in order), then the app containers."""
     scheduler_name: str | None
@@ -303,6 +317,16 @@ def parse_pod(obj: Mapping[str, Any] | _Pod | None, *, namespace: str, what: str
         annotations=meta.annotations or {},
         service_account=spec.serviceAccountName or "default",
         controlled=any(ref.controller for ref in meta.ownerReferences or ()),
+        owners=tuple(
+            OwnerReference(
+                api_version=ref.apiVersion,
+                kind=ref.kind,
+                name=ref.name,
+                uid=ref.uid,
+                controller=bool(ref.controller),
+            )
+            for ref in meta.ownerReferences or ()
+        ),
         containers=tuple(containers),
         scheduler_name=spec.schedulerName,
         node_selector=spec.nodeSelector or {},

@@ -27,6 +27,7 @@ On SQLite the transaction starts with ``BEGIN IMMEDIATE``, which serialises writ
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import logging
 import operator
@@ -85,6 +86,10 @@ class Allocation:
     expires_at: datetime
     bound_at: datetime | None
     ended_at: datetime | None
+    fingerprint: str = ""
+    """Digest of what identified the pod at admission ("" for entries made before
+    migration 0003, and for duplicates): a reinvocation under a new request uid is
+    honoured only for a pod with the same digest (see the admitter)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,6 +153,7 @@ def _row_to_allocation(row: Mapping[Any, Any]) -> Allocation:
         expires_at=row["expires_at"],
         bound_at=row["bound_at"],
         ended_at=row["ended_at"],
+        fingerprint=row["fingerprint"],
     )
 
 
@@ -439,6 +445,36 @@ def _driver_sql(conn: Connection) -> _DriverSql:
     return found
 
 
+def _allocation_row(alloc: Allocation) -> dict[str, Any]:
+    """The ``allocations`` row of ``alloc``, by column name."""
+    amount, borrowed = alloc.amount, alloc.borrowed
+    return {
+        "id": alloc.id,
+        "request_uid": alloc.request_uid,
+        "state": alloc.state.value,
+        "namespace": alloc.namespace,
+        "pod_name": alloc.pod_name,
+        "pod_uid": alloc.pod_uid,
+        "department": alloc.department,
+        "queue": alloc.queue,
+        "sku": alloc.sku,
+        "pool": alloc.pool,
+        "slices": amount.slices,
+        "memory_mib": amount.memory_mib,
+        "compute_pct": amount.compute_pct,
+        "borrowed_slices": borrowed.slices,
+        "borrowed_memory_mib": borrowed.memory_mib,
+        "borrowed_compute_pct": borrowed.compute_pct,
+        "subject": alloc.subject,
+        "grants": {name: g.as_dict() for name, g in alloc.grants.items()},
+        "created_at": alloc.created_at,
+        "expires_at": alloc.expires_at,
+        "bound_at": alloc.bound_at,
+        "ended_at": alloc.ended_at,
+        "fingerprint": alloc.fingerprint,
+    }
+
+
 def _rows_to_usage(rows: Iterable[Any]) -> dict[str, Resources]:
     """Rows of (scope, slices, memory_mib, compute_pct), by scope."""
     return {scope: Resources(slices=s, memory_mib=m, compute_pct=c) for scope, s, m, c in rows}
@@ -548,6 +584,8 @@ class ReserveRequest:
     allocation_id: str | None = None
     ttl: timedelta = DEFAULT_TTL
     now: datetime | None = None
+    fingerprint: str = ""
+    """See :attr:`Allocation.fingerprint`."""
 
 
 def reserve(
@@ -564,6 +602,7 @@ def reserve(
     ttl: timedelta = DEFAULT_TTL,
     dry_run: bool = False,
     now: datetime | None = None,
+    fingerprint: str = "",
 ) -> Reservation:
     """Check every limit on the demand's path and record a reservation, in one
     transaction. A request uid seen before returns its reservation (``replayed``).
@@ -578,6 +617,7 @@ def reserve(
         allocation_id=allocation_id,
         ttl=ttl,
         now=now,
+        fingerprint=fingerprint,
     )
 
     def work(conn: Connection) -> Reservation:
@@ -715,31 +755,9 @@ def _reserve_in(
             expires_at=now + request.ttl,
             bound_at=None,
             ended_at=None,
+            fingerprint=request.fingerprint,
         )
-        values = {
-            "id": alloc.id,
-            "request_uid": request.request_uid,
-            "state": State.RESERVED.value,
-            "namespace": request.namespace,
-            "pod_name": pod_name,
-            "pod_uid": "",
-            "department": demand.department,
-            "queue": demand.queue,
-            "sku": demand.sku,
-            "pool": demand.pool,
-            "slices": demand.amount.slices,
-            "memory_mib": demand.amount.memory_mib,
-            "compute_pct": demand.amount.compute_pct,
-            "borrowed_slices": decision.borrowed.slices,
-            "borrowed_memory_mib": decision.borrowed.memory_mib,
-            "borrowed_compute_pct": decision.borrowed.compute_pct,
-            "subject": subject,
-            "grants": {name: g.as_dict() for name, g in request.grants.items()},
-            "created_at": now,
-            "expires_at": now + request.ttl,
-            "bound_at": None,
-            "ended_at": None,
-        }
+        values = _allocation_row(alloc)
         allocations.append(values)
         seen[request.request_uid] = alloc
         out.append(Reservation(decision=decision, allocation=alloc))
@@ -854,6 +872,57 @@ def release(
     return _write(store, work)
 
 
+DUPLICATE_PREFIX = "duplicate:"
+"""The request uid of a duplicate's entry: this prefix and the pod's uid."""
+
+
+def duplicate_uid(pod_uid: str) -> str:
+    """The request uid under which :func:`record_duplicate` keeps a pod's own entry."""
+    return f"{DUPLICATE_PREFIX}{pod_uid}"
+
+
+def record_duplicate(
+    store: Store,
+    claimed: Allocation,
+    *,
+    pod_uid: str,
+    pod_name: str,
+    now: datetime | None = None,
+) -> tuple[Allocation, bool]:
+    """A second pod runs with the allocation id of ``claimed`` (which another pod holds):
+    give it an entry of its own, bound to it and charged like ``claimed``, so that usage
+    counts every running pod (even past a quota: the pod exists). Idempotent by the
+    pod's uid (:func:`duplicate_uid`); returns (the entry, whether it was made now)."""
+    at = now or utcnow()
+    uid = duplicate_uid(pod_uid)
+    t = schema.allocations
+
+    def work(conn: Connection) -> tuple[Allocation, bool]:
+        found = conn.execute(sa.select(t).where(t.c.request_uid == uid)).mappings().first()
+        if found is not None:
+            return _row_to_allocation(found), False
+        keys = quotas.scope_keys(_demand_of(claimed))
+        _lock_usage(store, conn, keys)
+        _add_usage(conn, keys, claimed.amount)
+        alloc = dataclasses.replace(
+            claimed,
+            id=new_allocation_id(),
+            request_uid=uid,
+            state=State.BOUND,
+            pod_name=_cut(pod_name, _ALLOCATION_LENGTHS["pod_name"]),
+            pod_uid=pod_uid,
+            created_at=at,
+            expires_at=at,
+            bound_at=at,
+            ended_at=None,
+            fingerprint="",
+        )
+        conn.execute(t.insert().values(**_allocation_row(alloc)))
+        return alloc, True
+
+    return _write(store, work)
+
+
 def expire(
     store: Store, *, now: datetime | None = None, created_before: datetime | None = None
 ) -> list[Allocation]:
@@ -901,8 +970,6 @@ def expire(
 
 
 def _replace(alloc: Allocation, values: Mapping[str, Any]) -> Allocation:
-    import dataclasses
-
     changes: dict[str, Any] = dict(values)
     if "state" in changes:
         changes["state"] = State(changes["state"])

@@ -365,6 +365,58 @@ def test_forged_annotations_change_nothing(sqlite_rig: Rig) -> None:
     assert r.metric(suspicious, reason="NamespaceMismatch") == 2
 
 
+def test_two_pods_claiming_one_allocation_are_both_counted(store_url: str) -> None:
+    """The entry stays with the first pod seen; the later claim is counted on an entry
+    of its own while its pod runs (issue 12.2), released when the pod goes, once."""
+    r = rig(store_url)
+    shared = reserve(r.store)  # a generateName pod: no name at admission
+    first = make_pod("trainer-abcde", phase="Running", resource_version="2", allocation_id=shared)
+    later = make_pod("trainer-fghij", phase="Pending", resource_version="3", allocation_id=shared)
+    r.run(
+        RecordedPodApi(
+            lists=[pod_list([first], "2")],
+            watches=[
+                [
+                    event("ADDED", later),
+                    event("MODIFIED", with_state(later, resource_version="4", phase="Running")),
+                ]
+            ],
+        ),
+        rounds=1,
+    )
+    entry = ledger.get(r.store, shared)
+    assert entry is not None and entry.pod_uid == first.metadata.uid
+    own = ledger.by_request(r.store, ledger.duplicate_uid(later.metadata.uid))
+    assert own is not None and own.id != shared
+    assert (own.state, own.pod_uid, own.pod_name) == (
+        State.BOUND,
+        later.metadata.uid,
+        "trainer-fghij",
+    )
+    assert (own.amount, own.department, own.queue) == (entry.amount, entry.department, entry.queue)
+    assert slices_in_use(r.store) == 2
+    assert r.metric("gpupool_reconciler_duplicate_claims_total") == 1
+    assert r.metric("gpupool_reconciler_suspicious_pods_total", reason="PodMismatch") == 2
+
+    # a re-list that shows both again counts the later one once
+    r.reconciler.resource_version = None
+    r.run(RecordedPodApi(lists=[pod_list([first, later], "5")]), rounds=1)
+    assert slices_in_use(r.store) == 2
+    assert r.metric("gpupool_reconciler_duplicate_claims_total") == 1
+
+    # the later pod goes: its own entry is released, the first pod keeps its entry
+    r.run(
+        RecordedPodApi(
+            lists=[], watches=[[event("DELETED", with_state(later, resource_version="6"))]]
+        ),
+        rounds=1,
+    )
+    assert ledger.get(r.store, own.id).state is State.RELEASED  # type: ignore[union-attr]
+    assert r.state(shared) is State.BOUND
+    assert slices_in_use(r.store) == 1
+    assert ledger.rebuild_usage(r.store) == 1
+
+
 def test_a_namespaced_reconciler_leaves_other_namespaces_alone(sqlite_url: str) -> None:
     everything = rig(sqlite_url)
     mine, theirs = reserve(everything.store), reserve(everything.store, namespace="team-b")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-import subprocess
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +18,6 @@ import pytest
 from governance import ledger, quotas
 from governance.resources import ZERO, Resources
 from governance.store import Store
-from tests.integration.test_webhook_serving import _wait_ready
 from tests.support import admission as A
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
@@ -65,16 +63,10 @@ def test_sixty_pods_into_a_fresh_department_from_two_webhooks_admit_exactly_the_
 ) -> None:
     store = Store(pg_database)
     A.apply_org(store, burst_org())
-    cert, key = A.self_signed(tmp_path)
-    ports = [A.free_port(), A.free_port()]
-    procs = [
-        A.start_webhook_process(pg_database, cert, key, p, stderr=subprocess.PIPE) for p in ports
-    ]
-    stack = contextlib.ExitStack()
-    try:
-        urls = [f"https://127.0.0.1:{p}" for p in ports]
-        for url, proc in zip(urls, procs, strict=True):
-            _wait_ready(url, cert, proc)
+    with (
+        A.webhook_processes(pg_database, tmp_path) as (urls, cert),
+        contextlib.ExitStack() as stack,
+    ):
         ctx = ssl.create_default_context(cafile=str(cert))
         clients = [
             stack.enter_context(httpx.Client(verify=ctx, timeout=30, base_url=url)) for url in urls
@@ -107,14 +99,6 @@ def test_sixty_pods_into_a_fresh_department_from_two_webhooks_admit_exactly_the_
             assert all(a["allowed"] or a["status"]["code"] < 500 for _, a in answers)
             used = ledger.usage(store)[quotas.department_scope(namespace)]
             assert used.slices == QUOTA
-    finally:
-        stack.close()
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=15)
-            if proc.stderr is not None:
-                proc.stderr.close()
     live = usage_of_live_allocations(store)
     assert {k: v for k, v in ledger.usage(store).items() if not v.is_zero()} == live
     assert len(ledger.list_allocations(store)) == 1 + ROUNDS * QUOTA

@@ -31,6 +31,7 @@ from cryptography.x509.oid import NameOID
 from kubernetes import client as k8s
 
 from admission.admitter import Settings
+from admission.review import Response, render
 from admission.server import Webhook, build, uvicorn_config
 from admission.tls import ReloadingContext
 from governance.store import Store
@@ -174,6 +175,23 @@ def review(
             "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
         },
     }
+
+
+def json_bytes(body: Mapping[str, Any]) -> bytes:
+    """An AdmissionReview as the bytes the API server posts."""
+    import json
+
+    return json.dumps(body).encode()
+
+
+def response_of(body: Mapping[str, Any], answer: Response) -> dict[str, Any]:
+    """The ``response`` of the AdmissionReview that carries ``answer`` (what an
+    :class:`~admission.admitter.Admitter` decided without HTTP)."""
+    import json
+
+    rendered: dict[str, Any] = json.loads(render(body["request"]["uid"], answer))
+    response: dict[str, Any] = rendered["response"]
+    return response
 
 
 def apply_patch(obj: Mapping[str, Any], response: Mapping[str, Any]) -> dict[str, Any]:
@@ -468,6 +486,45 @@ def serve(
         server.should_exit = True
         thread.join(timeout=10)
         tls.stop()
+
+
+def wait_ready(url: str, cert: Path, proc: subprocess.Popen[bytes]) -> None:
+    """Until ``url``'s /readyz answers 200 (the process's stderr if it exits first)."""
+    deadline = time.monotonic() + 30
+    ctx = ssl.create_default_context(cafile=str(cert))
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "exited")
+        try:
+            if httpx.get(f"{url}/readyz", verify=ctx, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("webhook did not become ready")
+
+
+@contextmanager
+def webhook_processes(
+    store_url: str, tmp_path: Path, count: int = 2
+) -> Iterator[tuple[list[str], Path]]:
+    """``count`` `gpupool webhook` processes on one store, ready; yields their URLs and
+    the certificate to trust. They are stopped (SIGTERM) on exit."""
+    cert, key = self_signed(tmp_path)
+    ports = [free_port() for _ in range(count)]
+    procs = [start_webhook_process(store_url, cert, key, p, stderr=subprocess.PIPE) for p in ports]
+    try:
+        urls = [f"https://127.0.0.1:{p}" for p in ports]
+        for url, proc in zip(urls, procs, strict=True):
+            wait_ready(url, cert, proc)
+        yield urls, cert
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=15)
+            if proc.stderr is not None:
+                proc.stderr.close()
 
 
 def start_webhook_process(
