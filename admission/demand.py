@@ -97,6 +97,8 @@ def _read(container: Container, name: str, value: Quantity, expected: str) -> qu
 def _integer(container: Container, name: str, value: Quantity) -> int:
     """A count: a non-negative whole number (Kubernetes' rule for extended resources);
     ``1k`` is 1000 and ``1500m`` is not whole."""
+    if isinstance(value, str) and value.isdigit() and value.isascii():
+        return int(value)  # the common case, without building a Decimal
     expected = "a whole number"
     number = quantity.whole(_read(container, name, value, expected).value)
     if number is None:

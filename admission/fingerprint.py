@@ -24,7 +24,6 @@ requester, gives another digest: a new request, charged anew.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 
 from admission.demand import GpuNames
@@ -72,19 +71,27 @@ def present(pod: Pod, names: GpuNames) -> tuple[GpuShape, dict[str, str]]:
 def digest(request: Request, pod: Pod, gpu: tuple[GpuShape, Mapping[str, str]]) -> str:
     """64 hex digits (SHA-256) of the requester, the pod's identity and ``gpu``."""
     shape, annotations = gpu
-    # a flat JSON list in a fixed order (sorting here, not in json.dumps): unambiguous,
-    # and cheap enough for every admission
-    document = [
+    fields = [
         request.user,
         request.namespace or pod.namespace,
         pod.name,
         pod.generate_name,
-        [[o.api_version, o.kind, o.name, o.uid, o.controller] for o in pod.owners],
-        pod.service_account,
-        sorted((name, sorted(fields.items())) for name, fields in shape.items()),
-        sorted(annotations.items()),
+        str(len(pod.owners)),
     ]
-    text = json.dumps(document, separators=(",", ":"))
+    for o in pod.owners:
+        fields += (o.api_version, o.kind, o.name, o.uid, "1" if o.controller else "0")
+    fields += (pod.service_account, str(len(shape)))
+    for container in sorted(shape):
+        resources = shape[container]
+        fields += (container, str(len(resources)))
+        for key in sorted(resources):
+            fields += (key, resources[key])
+    fields.append(str(len(annotations)))
+    for key in sorted(annotations):
+        fields += (key, annotations[key])
+    # each field prefixed by its length: unambiguous whatever the texts hold, and a few
+    # microseconds (json.dumps of the same took as long as the rest of the digest)
+    text = "".join(f"{len(f)}:{f}" for f in fields)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

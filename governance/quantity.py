@@ -147,6 +147,8 @@ def interpret(text: str, suffix: str) -> tuple[int, int, Format]:
     )
 
 
+_SI_MULTIPLIERS: Final = {s: 10**e for s, e in DECIMAL_SUFFIXES.items() if e > 0}
+
 _EXACT: Final = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
 """Arithmetic that never rounds (the cost follows the digits there are, not ``prec``)."""
 
@@ -158,8 +160,19 @@ def parse(text: str | int | float) -> Quantity:
         raise InvalidQuantity(str(text).lower(), "a boolean is not a quantity")
     if not isinstance(text, str):
         text = str(text)
-    if text.isdigit() and text.isascii():  # a plain count: most quantities a webhook reads
-        return Quantity(value=Decimal(text), format=Format.DECIMAL_SI)
+    if text.isascii():
+        # the forms the API server sends for GPU requests, without the scanner: a plain
+        # count ("2", "20480"), a count with a decimal or binary suffix ("3k", "8Gi")
+        if text.isdigit():
+            return Quantity(value=Decimal(text), format=Format.DECIMAL_SI)
+        if text[:-1].isdigit() and text[-1] in _SI_MULTIPLIERS:
+            return Quantity(
+                value=Decimal(int(text[:-1]) * _SI_MULTIPLIERS[text[-1]]),
+                format=Format.DECIMAL_SI,
+            )
+        if text[:-2].isdigit() and text[-2:] in BINARY_SUFFIXES:
+            shifted = int(text[:-2]) << BINARY_SUFFIXES[text[-2:]]
+            return Quantity(value=min(Decimal(shifted), MAX_BINARY), format=Format.BINARY_SI)
     parts = scan(text)
     base, exponent, fmt = interpret(text, parts.suffix)
     sign = "-" if parts.negative else ""
