@@ -5,28 +5,37 @@ calls :meth:`Admitter.quick` on the event loop (everything that needs no store: 
 kinds and operations, non-GPU pods, UPDATEs) and, only for a GPU pod CREATE,
 :meth:`Admitter.admit` in a worker thread (it talks to the store).
 
-For a GPU pod CREATE, in order: a reinvocation (the pod carries an allocation-id that
-the ledger holds for this very request uid) is answered from the ledger; the namespace's
-department, the queue (label ``gpupool.io/queue``, else the department's default) and
-each container's grant are resolved; the identity is authorised; the ledger reserves the
-Kubernetes effective demand in one transaction (a request uid it has seen is not charged
-again); the answer is a JSONPatch from the pool's backend plus the contract's metadata.
+For a GPU pod CREATE, in order: a retry or a reinvocation (the pod carries an
+allocation-id that the ledger holds for this very request uid, or reserved for a pod
+with this pod's fingerprint: :meth:`Admitter._reinvoked`) is answered from the ledger;
+the namespace's department, the queue (label ``gpupool.io/queue``, else the
+department's default) and each container's grant are resolved; the identity is
+authorised; the ledger reserves the Kubernetes effective demand in one transaction (a
+request uid it has seen is not charged again), with the pod's fingerprint; the answer is
+a JSONPatch from the pool's backend plus the contract's metadata.
 
-Identity. Most pods are created by controllers (ReplicaSet, Job, StatefulSet), whose
-userInfo is the controller's service account, which says nothing about who the pod
-works for. So a pod with a controller ownerReference is authorised as its own service
-account, ``system:serviceaccount:NS:SA`` (``default`` when unset); a pod created
-directly (no controller owner) is authorised as the requesting user and groups. Both
-are meaningful: whoever may create pods in a namespace may run them as any of its
-service accounts (Kubernetes' own rule), and a role binding names the service account
-that a team's workloads run as.
+Identity comes from who sends the request (``userInfo``, set by the API server), never
+from fields the pod's author writes. Most pods are created by controllers (ReplicaSet,
+Job, StatefulSet), whose userInfo is the controller's service account, which says
+nothing about whom the pod works for: a pod created by a *trusted controller*
+(:attr:`Settings.trusted_controllers`, Kubernetes' own by default) is authorised as its
+own service account, ``system:serviceaccount:NS:SA`` (``default`` when unset). Any
+other requester is authorised as itself, its user and groups, whatever owner references
+and service account the pod names: both are the pod author's to write, and a made-up
+controller reference must not turn a member of one queue into the service account of
+another. Whoever may create pods in a namespace may run them as any of its service
+accounts (Kubernetes' own rule), so a role binding names the service account that a
+team's workloads run as, and the people who create pods by hand.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import hmac
 import logging
+import re
 import threading
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,6 +43,7 @@ from typing import Any
 import anyio.to_thread
 
 from admission import demand as demand_mod
+from admission import fingerprint
 from admission import patch as patch_mod
 from admission.demand import GpuNames, InvalidDemand, PodDemand
 from admission.review import MalformedReview, Pod, Request, Response, parse_pod
@@ -47,7 +57,8 @@ from governance.contract import (
     Reason,
     SliceGrant,
 )
-from governance.errors import ConfigError, PlacementError, StoreError
+from governance.errors import ConfigError, NoOrganisation, PlacementError, StoreError
+from governance.ledger import State
 from governance.model import Org
 from governance.resources import Resources
 from governance.store import Store, utcnow
@@ -55,6 +66,13 @@ from governance.store import Store, utcnow
 log = logging.getLogger(__name__)
 
 POSTGRES_WRITER_THREADS = 2
+DEFAULT_TRUSTED_CONTROLLERS = (
+    "system:serviceaccount:kube-system:*",
+    "system:kube-controller-manager",
+)
+"""Kubernetes' own controllers: the kube-controller-manager's per-controller service
+accounts (``--use-service-account-credentials``, the default of kubeadm and the managed
+clusters) and its own user when it runs with one credential."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +95,11 @@ class Settings:
     warm_rbac: bool = True
     """Build the per-department policy enforcers in the background when a configuration
     revision is loaded, so that the first pod of each department does not pay for it."""
+    trusted_controllers: tuple[str, ...] = DEFAULT_TRUSTED_CONTROLLERS
+    """Requesters (``userInfo.username``; globs: ``*``, ``?``, ``[...]``) whose pod
+    creations are authorised as the pod's service account: controllers that create pods
+    for others. Add the operators that do so (``system:serviceaccount:kubeflow:*``,
+    KubeRay's); every other requester is authorised as itself."""
 
 
 class Admitter:
@@ -101,6 +124,7 @@ class Admitter:
             (a for b in self.backends.values() for a in b.gpu_annotations),
         )
         self._tokens = _tokens(self.names)
+        self._trusted = _globs(self.settings.trusted_controllers)
         self._authz: tuple[Org, rbac.Authorizer] | None = None
         self._authz_lock = threading.Lock()
         self._writer: group_commit.LedgerWriter | None = None
@@ -185,8 +209,13 @@ class Admitter:
         pod = parse_pod(request.object, namespace=request.namespace)
         if request.operation == "UPDATE":
             return self._update(request, pod), None
-        if not demand_mod.is_gpu_pod(pod, self.names):
+        if not demand_mod.is_gpu_pod(pod, self.names) and not pod.annotations.get(
+            ANNOTATION_ALLOCATION_ID
+        ):
             return self._untouched(pod), None
+        # A pod with an allocation id and no GPU resource may be one gpupool admitted on
+        # a data plane that hands out GPUs by annotation (KAI), called again: the ledger
+        # decides (a forged id is removed there).
         return None, pod
 
     def _update(self, request: Request, pod: Pod) -> Response:
@@ -230,6 +259,8 @@ class Admitter:
             except StopIteration as done:
                 answer: Response = done.value
                 return answer
+        except NoOrganisation:
+            return self._no_organisation(pod)
         except (StoreError, ConfigError) as exc:  # StoreUnavailable included
             return _store_down(pod, str(exc))
 
@@ -249,8 +280,41 @@ class Admitter:
             except StopIteration as done:
                 answer: Response = done.value
                 return answer
+        except NoOrganisation:
+            return self._no_organisation(pod)
         except (StoreError, ConfigError) as exc:
             return _store_down(pod, str(exc))
+
+    # -- readiness ---------------------------------------------------------------------
+
+    def unready_reason(self) -> str | None:
+        """Why this webhook cannot admit GPU pods now, or None when it can: the store
+        does not answer, or no organisation was ever applied to it (then every GPU pod
+        would be denied, so a replica is not ready). Blocks: call it from a thread."""
+        try:
+            revision = self.store.latest_revision()
+        except StoreError as exc:
+            return str(exc)
+        if revision == 0:
+            return (
+                f"no organisation has been applied to the governance store "
+                f"({self.store.safe_url}) yet, so every GPU pod is denied: run "
+                "`gpupool apply -f org.yaml` against this store"
+            )
+        return None
+
+    def _no_organisation(self, pod: Pod) -> Response:
+        return Response(
+            allowed=False,
+            reason=Reason.NO_ORGANISATION,
+            message=(
+                f"GPU pod {pod.display_name} was not admitted: gpupool has no organisation "
+                f"yet (nothing was ever applied to its store, {self.store.safe_url}), so no "
+                "department, queue or quota exists to admit it against. GPU pods are never "
+                "admitted unchecked: the platform admins must run `gpupool apply -f "
+                "org.yaml` against this store first."
+            ),
+        )
 
     # -- the store, for the steps of _create -------------------------------------------
 
@@ -322,7 +386,11 @@ class Admitter:
         if claimed:
             alloc = yield _Lookup(claimed)
             if alloc is not None and alloc.request_uid == request.uid and alloc.state.live:
+                return self._replay(org, pod, alloc, warnings)  # the API server retried
+            if alloc is not None and self._reinvoked(request, pod, alloc):
                 return self._replay(org, pod, alloc, warnings)
+            if not demand_mod.is_gpu_pod(pod, self.names):
+                return self._untouched(pod)
             warnings.append(
                 f"annotation {ANNOTATION_ALLOCATION_ID}={claimed!r} was not issued for this "
                 "request and was replaced: gpupool.io/ metadata is written by gpupool only."
@@ -369,7 +437,7 @@ class Admitter:
                     pod,
                     who,
                     Reason.FORBIDDEN,
-                    f"{decision.explanation}{_identity_note(pod, identity)}",
+                    f"{decision.explanation}{self._identity_note(request, pod, identity)}",
                     dept=dept,
                     queue=queue,
                     sku=sku,
@@ -387,6 +455,9 @@ class Admitter:
             pod_name=pod.name,
             ttl=self.settings.reservation_ttl,
             now=self.clock(),
+            fingerprint=fingerprint.digest(
+                request, pod, fingerprint.granted(pod, changes, pod_changes, self.names)
+            ),
         )
         reservation: ledger.Reservation = yield _Reserve(org, wish, dry_run=request.dry_run)
         if not reservation.allowed:
@@ -415,6 +486,26 @@ class Admitter:
             names=self.names,
         )
         return Response(allowed=True, reason=Reason.ADMITTED, patch=ops, warnings=warnings)
+
+    def _reinvoked(self, request: Request, pod: Pod, alloc: ledger.Allocation) -> bool:
+        """Whether ``pod`` is the pod ``alloc`` was reserved for, called again under a new
+        request uid after another webhook changed it (docs/protocol.md, "Reinvocation").
+
+        Only an entry still reserved (no pod bound it yet: a reinvocation comes before
+        the pod exists), within its TTL, in this namespace, whose fingerprint is this
+        request's: the same requester, name or generateName, owners and service account,
+        and the very GPU resources gpupool wrote. A copied or forged id fails one of
+        these and is replaced; a pod whose GPU demand changed is a new request."""
+        return (
+            alloc.state is State.RESERVED
+            and alloc.namespace == request.namespace
+            and self.clock() < alloc.expires_at
+            and bool(alloc.fingerprint)
+            and hmac.compare_digest(
+                alloc.fingerprint,
+                fingerprint.digest(request, pod, fingerprint.present(pod, self.names)),
+            )
+        )
 
     def _replay(
         self, org: Org, pod: Pod, alloc: ledger.Allocation, warnings: list[str]
@@ -463,11 +554,30 @@ class Admitter:
             raise ConfigError(f"backend {name!r} is not installed in this webhook")
         return backend
 
-    @staticmethod
-    def _identity(request: Request, pod: Pod) -> rbac.Identity:
-        if pod.controlled:
+    def trusted(self, requester: str) -> bool:
+        """Whether ``requester`` is one of :attr:`Settings.trusted_controllers`."""
+        return self._trusted(requester) is not None
+
+    def _identity(self, request: Request, pod: Pod) -> rbac.Identity:
+        if self.trusted(request.user):
             return rbac.Identity(user=f"{rbac.SA_PREFIX}{request.namespace}:{pod.service_account}")
         return rbac.Identity(user=request.user, groups=request.groups)
+
+    def _identity_note(self, request: Request, pod: Pod, identity: rbac.Identity) -> str:
+        if self.trusted(request.user):
+            return (
+                f" (a pod created by the controller {request.user} is authorised as its "
+                f"service account {identity.user}: bind that service account, or set the "
+                "workload's serviceAccountName to one that is bound)"
+            )
+        if pod.controlled:
+            return (
+                f" (the pod names a controller owner, but {request.user or 'the requester'} "
+                "is not a trusted controller, so the pod is authorised as its creator, not "
+                "as its service account; if this is an operator that creates pods for "
+                "users, the platform admins can trust it with --trusted-controller)"
+            )
+        return ""
 
     def _deny(
         self,
@@ -580,14 +690,11 @@ def _what(amount: Resources, sku: str) -> str:
     )
 
 
-def _identity_note(pod: Pod, identity: rbac.Identity) -> str:
-    if pod.controlled:
-        return (
-            f" (a pod created by a controller is authorised as its service account "
-            f"{identity.user}: bind that service account, or set the workload's "
-            "serviceAccountName to one that is bound)"
-        )
-    return ""
+def _globs(patterns: Sequence[str]) -> Callable[[str], re.Match[str] | None]:
+    """One compiled matcher for shell-style globs (fnmatch, case-sensitive)."""
+    if not patterns:
+        return lambda _text: None
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)).match
 
 
 __all__ = ["Admitter", "MalformedReview", "Settings"]

@@ -8,7 +8,8 @@ raw ASGI (:class:`Front`), the other endpoints on a FastAPI app behind it.
   the pod (reason InternalError): never an HTTP 500, which the API server would turn
   into an unexplained failure.
 - ``GET /healthz``: the process serves (never touches the store).
-- ``GET /readyz``: 200 when the store answers, else 503 with the reason.
+- ``GET /readyz``: 200 when the store answers and holds an organisation, else 503 with
+  the reason.
 - ``GET /metrics``: Prometheus exposition of the registry passed in.
 
 Requests that need no store (non-GPU pods, UPDATEs, other kinds) are answered on the
@@ -39,7 +40,6 @@ from admission import review
 from admission.admitter import Admitter
 from admission.metrics import Metrics
 from governance.contract import Reason
-from governance.errors import StoreError
 from governance.store import Store
 
 log = logging.getLogger(__name__)
@@ -221,10 +221,9 @@ def create_app(
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        try:
-            await anyio.to_thread.run_sync(store.ping)
-        except StoreError as exc:
-            return PlainTextResponse(f"not ready: {exc}", status_code=503)
+        reason = await anyio.to_thread.run_sync(admitter.unready_reason)
+        if reason is not None:
+            return PlainTextResponse(f"not ready: {reason}", status_code=503)
         return PlainTextResponse("ready")
 
     @app.get("/metrics")

@@ -14,16 +14,20 @@ a data plane's own resource (``nvidia.com/mig-1g.10gb``, ``huawei.com/Ascend910B
 is refused: the webhook writes those names, users ask in one of the forms above.
 
 Quantities are read from ``limits``, else ``requests`` (Kubernetes requires them equal
-for extended resources).
+for extended resources), by apimachinery's rules (:mod:`governance.quantity`): the API
+server sends them in canonical form, ``3000`` as ``3k``. Then each resource's unit
+applies: counts (``nvidia.com/gpu``, ``gpupool.io/<sku>``, ``gpumem-percentage``,
+``gpucores``) must be whole numbers; ``gpumem`` is a number of MiB as HAMi reads it
+(``3k`` is 3000 MiB), a binary unit being bytes (``8Gi`` is 8192 MiB).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from admission.review import Container, Pod, Quantity
+from governance import quantity
 from governance.contract import (
     LABEL_SKU,
     PREFIX,
@@ -81,65 +85,77 @@ def is_gpu_pod(pod: Pod, names: GpuNames) -> bool:
     return any(is_gpu_container(c, names) for c in pod.containers)
 
 
-_INT = re.compile(r"^\+?[0-9]+$")
-_BINARY = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024**2}
-_DECIMAL = {"k": 1000 / 1048576, "M": 1e6 / 1048576, "G": 1e9 / 1048576, "T": 1e12 / 1048576}
-_QUANTITY = re.compile(r"^\+?([0-9]+(?:\.[0-9]*)?)(Ki|Mi|Gi|Ti|k|M|G|T|m)?$")
+def _read(container: Container, name: str, value: Quantity, expected: str) -> quantity.Quantity:
+    """The quantity as apimachinery reads it: the API server sends it in canonical form
+    (``3000`` arrives as ``3k``, ``1000`` as ``1k``), so suffixes must be honoured."""
+    try:
+        return quantity.parse(value)
+    except quantity.InvalidQuantity as exc:
+        raise _bad(container, name, value, expected, why=exc.reason) from None
 
 
 def _integer(container: Container, name: str, value: Quantity) -> int:
-    """A count: a non-negative whole number (Kubernetes' rule for extended resources)."""
-    if isinstance(value, bool):
-        raise _bad(container, name, value, "a whole number")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, float):
-        if not value.is_integer():
-            raise _bad(container, name, value, "a whole number")
-        number = int(value)
-    else:
-        text = value.strip()
-        if not _INT.match(text):
-            raise _bad(container, name, value, "a whole number")
-        number = int(text)
+    """A count: a non-negative whole number (Kubernetes' rule for extended resources);
+    ``1k`` is 1000 and ``1500m`` is not whole."""
+    if isinstance(value, str) and value.isdigit() and value.isascii():
+        return int(value)  # the common case, without building a Decimal
+    expected = "a whole number"
+    number = quantity.whole(_read(container, name, value, expected).value)
+    if number is None:
+        raise _bad(container, name, value, expected)
     if number < 0:
         raise _bad(container, name, value, "a whole number, 0 or more")
     return number
 
 
+MIB = 1024 * 1024
+
+
 def _memory_mib(container: Container, name: str, value: Quantity) -> int:
-    """HAMi's gpumem: MiB as a plain number, or a quantity with a unit (8Gi, 8000M)."""
-    if isinstance(value, bool):
-        raise _bad(container, name, value, "MiB as a whole number (or 8Gi)")
-    text = str(value) if isinstance(value, int | float) else value.strip()
-    match = _QUANTITY.match(text)
-    if not match or match.group(2) == "m":
-        raise _bad(container, name, value, "MiB as a whole number (or 8Gi)")
-    number = float(match.group(1))
-    unit = match.group(2)
-    mib = number * (_BINARY.get(unit, 0) or _DECIMAL.get(unit, 0)) if unit else number
-    if mib != int(mib):
+    """HAMi's gpumem: a count of MiB, read as HAMi reads it (the quantity's value), so
+    ``3000`` and its canonical form ``3k`` are both 3000 MiB; a binary unit is bytes
+    (``8Gi`` is 8192 MiB), since nobody writes ``8Gi`` meaning 8 Gi of MiB."""
+    expected = "MiB as a whole number (or a binary unit such as 8Gi)"
+    parsed = _read(container, name, value, expected)
+    number = quantity.whole(parsed.value)
+    if number is not None and parsed.format is quantity.Format.BINARY_SI:
+        number = number // MIB if number % MIB == 0 else None
+    if number is None:
         raise _bad(container, name, value, "a whole number of MiB")
-    return int(mib)
+    if number < 0:
+        raise _bad(container, name, value, "a whole number of MiB, 0 or more")
+    return number
 
 
-def _bad(container: Container, name: str, value: object, expected: str) -> InvalidDemand:
+def _bad(
+    container: Container, name: str, value: object, expected: str, *, why: str = ""
+) -> InvalidDemand:
+    detail = f"; {why}" if why else ""
     return InvalidDemand(
-        f"container {container.name!r} asks for {name}: {value!r}, which is not {expected}. "
-        f"Write it as {expected} in resources.limits."
+        f"container {container.name!r} asks for {name}: {value!r}, which is not {expected}"
+        f"{detail}. Write it as {expected} in resources.limits."
     )
 
 
 def _quantity(container: Container, name: str) -> Quantity | None:
     limit = container.limits.get(name)
     request = container.requests.get(name)
-    if limit is not None and request is not None and str(limit) != str(request):
+    if limit is not None and request is not None and not _same(limit, request):
         raise InvalidDemand(
             f"container {container.name!r} asks for {name} with requests {request!r} and "
             f"limits {limit!r}: GPU resources cannot be overcommitted, so set them equal "
             "(or set only limits)."
         )
     return limit if limit is not None else request
+
+
+def _same(a: Quantity, b: Quantity) -> bool:
+    """Equal as quantities (``1k`` and ``1000``); a text that does not parse compares as
+    text, and is reported when it is read."""
+    try:
+        return quantity.parse(a).value == quantity.parse(b).value
+    except quantity.InvalidQuantity:
+        return str(a) == str(b)
 
 
 @dataclass(frozen=True, kw_only=True)

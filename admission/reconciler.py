@@ -6,9 +6,18 @@ and moves the entry along (see :mod:`governance.ledger`)::
 
     pod seen (Pending/Running)        reserved|expired -> bound
     pod Succeeded/Failed or deleted   bound -> released  (reserved -> bound -> released)
-    no pod within the TTL             reserved -> expired   (periodic)
+    no pod within the TTL             reserved -> expired   (periodic, only while the
+                                      view of pods is current: see below)
     start-up / re-list after 410      bind the pods listed, release bound entries
                                       whose pod is not in the list
+
+Expiry judges that a pod never appeared, which only a current view of the pods can
+tell: with the watch broken, an existing pod's reservation would look abandoned. So the
+reconciler keeps :attr:`Reconciler.synced_at`, the last instant up to which it has seen
+every pod event (a full list, a watch BOOKMARK, a watch that the server ended after
+delivering its events), and expires only entries made :data:`CREATION_GRACE` before
+that instant; the expiry itself is one conditional statement
+(:func:`governance.ledger.expire`).
 
 The core is a state machine fed with :class:`WatchEvent` values: :func:`decide` is
 pure (a pod and its ledger entry in, ledger steps out), :class:`Reconciler` applies the
@@ -19,8 +28,11 @@ idempotent and a released entry never binds again, so correctness does not rest 
 event order; the version bookkeeping only saves work and keeps the metrics honest.
 
 The annotation is never trusted blindly: a pod whose allocation id the ledger does
-not hold, whose namespace differs from the entry's, or that is another pod than the
-one the entry is bound to, is logged as suspicious and changes nothing.
+not hold, or whose namespace differs from the entry's, is logged as suspicious and
+changes nothing. A pod that is another pod than the one the entry is bound to (or was
+admitted for) is a *duplicate claim*: the entry stays with its pod, and the later one
+is counted on an entry of its own while it runs, so that usage counts every pod that
+runs (:meth:`Reconciler._duplicate`).
 
 :func:`run_watch` drives one reconciler against a :class:`PodSource` (the Kubernetes
 adapter, :mod:`admission.kube`): list, watch from the list's resourceVersion, re-list
@@ -57,6 +69,12 @@ log = logging.getLogger("gpupool.reconciler")
 Clock = Callable[[], datetime]
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+CREATION_GRACE = timedelta(seconds=60)
+"""How long after its admission a pod may still be created: the create request that
+carried the admission ends within kube-apiserver's request timeout (60 s by default).
+A reservation is judged only once the reconciler has seen the pods up to this long
+after it was made."""
 
 
 # -- values ------------------------------------------------------------------------------
@@ -178,7 +196,8 @@ def decide(pod: PodView, entry: Allocation | None, *, gone: bool) -> Decision:
         return Decision(
             suspicion=Suspicion.POD_MISMATCH,
             message=f"{ref} carries allocation id {entry.id!r}, which belongs to pod "
-            f"{entry.pod_name or '?'} (uid {entry.pod_uid or '?'}); ignored",
+            f"{entry.pod_name or '?'} (uid {entry.pod_uid or '?'}); the entry stays with "
+            "that pod, this one is counted on an entry of its own while it runs",
         )
     ended = gone or pod.terminal
     if not ended:
@@ -227,6 +246,12 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.duplicates = Counter(
+            "gpupool_reconciler_duplicate_claims",
+            "Pods found running with an allocation id that another pod holds, each "
+            "counted on a ledger entry of its own.",
+            registry=registry,
+        )
         self.relists = Counter(
             "gpupool_reconciler_relists",
             "Full lists of pods (start-up, 410 Gone, after an error).",
@@ -252,6 +277,12 @@ class Metrics:
         self.last_expire = Gauge(
             "gpupool_reconciler_last_expire_timestamp_seconds",
             "Unix time of the last completed expiry pass.",
+            registry=registry,
+        )
+        self.last_sync = Gauge(
+            "gpupool_reconciler_last_sync_timestamp_seconds",
+            "Unix time up to which the reconciler has seen every pod event (a full list, "
+            "a watch bookmark, a watch the server ended); expiry spares newer entries.",
             registry=registry,
         )
 
@@ -292,13 +323,17 @@ class Reconciler:
         self.clock = clock
         self.resource_version: str | None = None
         """Where the next watch resumes; None: a full list is needed first."""
+        self.synced_at: datetime | None = None
+        """Up to when every pod event has been seen (None: not yet); see the module."""
         self._versions: dict[str, str] = {}
         self._tombstones: OrderedDict[str, None] = OrderedDict()
 
     # The watch protocol.
 
-    def resync(self, snapshot: Snapshot) -> None:
-        """Make the ledger agree with a full list of pods."""
+    def resync(self, snapshot: Snapshot, *, listed_at: datetime | None = None) -> None:
+        """Make the ledger agree with a full list of pods, asked for at ``listed_at``
+        (default: now)."""
+        listed_at = listed_at or self.clock()
         self._versions = {p.uid: p.resource_version for p in snapshot.pods}
         self._tombstones.clear()
         present: set[str] = set()
@@ -320,6 +355,13 @@ class Reconciler:
                 self._release(entry.id)
         self.resource_version = snapshot.resource_version
         self.metrics.last_resync.set(self.clock().timestamp())
+        self.caught_up(listed_at)
+
+    def caught_up(self, at: datetime) -> None:
+        """Every pod event up to ``at`` has been applied."""
+        if self.synced_at is None or at > self.synced_at:
+            self.synced_at = at
+            self.metrics.last_sync.set(at.timestamp())
 
     def handle(self, event: WatchEvent) -> None:
         """Apply one watch event. Raises :class:`Gone` or :class:`WatchFailed` for an
@@ -336,11 +378,18 @@ class Reconciler:
             self._on_pod(event.type, event.pod)
         if event.resource_version:
             self.resource_version = event.resource_version
+        if event.type is EventType.BOOKMARK:
+            # the server sends a bookmark once it has sent every event before it
+            self.caught_up(self.clock())
 
     def expire(self) -> list[Allocation]:
-        """Expire reservations whose pod never appeared within their TTL."""
+        """Expire reservations whose pod never appeared within their TTL, among those
+        made :data:`CREATION_GRACE` before :attr:`synced_at` (none before a first sync):
+        a reservation made later may have a pod that the reconciler has not seen."""
         now = self.clock()
-        expired = ledger.expire(self.store, now=now)
+        if self.synced_at is None:
+            return []
+        expired = ledger.expire(self.store, now=now, created_before=self.synced_at - CREATION_GRACE)
         for entry in expired:
             log.info(
                 "allocation %s (%s/%s) expired: no pod appeared before %s",
@@ -388,8 +437,14 @@ class Reconciler:
         if decision.suspicion is not None:
             log.warning("suspicious pod: %s", decision.message)
             self.metrics.suspicious.labels(decision.suspicion.value).inc()
+            if decision.suspicion is Suspicion.POD_MISMATCH:
+                assert entry is not None
+                self._duplicate(pod, entry, gone=gone)
             return
         assert entry is not None
+        self._steps(pod, entry, decision, gone=gone)
+
+    def _steps(self, pod: PodView, entry: Allocation, decision: Decision, *, gone: bool) -> None:
         for step in decision.steps:
             if step is Step.BIND:
                 ledger.bind(
@@ -406,6 +461,39 @@ class Reconciler:
                     pod.name,
                     "deleted" if gone else pod.phase,
                 )
+
+    def _duplicate(self, pod: PodView, claimed: Allocation, *, gone: bool) -> None:
+        """A second pod carries the id of an entry another pod holds (an annotation
+        copied past the webhook, or two pods the webhook could not tell apart: see
+        docs/protocol.md). The entry stays with its pod; this one is counted on an entry
+        of its own while it runs (:func:`governance.ledger.record_duplicate`), released
+        when it ends, so that usage counts every running pod."""
+        own = ledger.by_request(self.store, ledger.duplicate_uid(pod.uid))
+        if own is None:
+            if gone or pod.terminal:
+                return  # it ended before it was counted: nothing runs
+            own, made = ledger.record_duplicate(
+                self.store, claimed, pod_uid=pod.uid, pod_name=pod.name, now=self.clock()
+            )
+            if made:
+                self.metrics.duplicates.inc()
+                log.warning(
+                    "pod %s/%s (uid %s) claims allocation %s of pod %s (uid %s): counted on "
+                    "an entry of its own, %s (%d slice(s) of %s in queue %s/%s)",
+                    pod.namespace,
+                    pod.name,
+                    pod.uid,
+                    claimed.id,
+                    claimed.pod_name or "?",
+                    claimed.pod_uid or "?",
+                    own.id,
+                    own.amount.slices,
+                    own.sku,
+                    own.department,
+                    own.queue,
+                )
+            return
+        self._steps(pod, own, decide(pod, own, gone=gone), gone=gone)
 
     def _release(self, allocation_id: str) -> None:
         ledger.release(self.store, allocation_id, now=self.clock())
@@ -461,13 +549,17 @@ def run_watch(
         try:
             if reconciler.resource_version is None:
                 reconciler.metrics.relists.labels(relist_reason).inc()
-                reconciler.resync(source.list_pods())
+                listed_at = reconciler.clock()
+                reconciler.resync(source.list_pods(), listed_at=listed_at)
             assert reconciler.resource_version is not None
             for event in source.watch_pods(reconciler.resource_version):
                 if stop.is_set():
                     # Leadership may be gone: apply nothing more.
                     return
                 reconciler.handle(event)
+            # The server ended the watch (its timeout) after the events it had: the
+            # view was current until now. A broken watch raises instead.
+            reconciler.caught_up(reconciler.clock())
             backoff.reset()
             stop.wait(rewatch_pause_s)
         except Gone as exc:

@@ -19,7 +19,7 @@ import base64
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import to_json
@@ -117,8 +117,10 @@ class _Container(_Model):
 
 
 class _OwnerReference(_Model):
+    apiVersion: str = ""
     kind: str = ""
     name: str = ""
+    uid: str = ""
     controller: bool | None = None
 
 
@@ -172,6 +174,17 @@ class Container:
         return set(self.limits) | set(self.requests)
 
 
+class OwnerReference(NamedTuple):
+    """One of ``metadata.ownerReferences`` (a named tuple rather than a frozen dataclass:
+    one is built per owner of every pod parsed, and a tuple costs a third as much)."""
+
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+    controller: bool
+
+
 @dataclass(frozen=True, kw_only=True)
 class Pod:
     name: str
@@ -181,7 +194,10 @@ class Pod:
     annotations: Mapping[str, str]
     service_account: str
     controlled: bool
-    """Created by a controller (an ownerReference with ``controller: true``)."""
+    """Names a controller (an ownerReference with ``controller: true``): the pod's
+    author writes it, so it decides nothing about identity."""
+    owners: tuple[OwnerReference, ...]
+    """``metadata.ownerReferences``, in order."""
     containers: tuple[Container, ...]
     """Init containers first (in order), then the app containers."""
     scheduler_name: str | None
@@ -303,6 +319,10 @@ def parse_pod(obj: Mapping[str, Any] | _Pod | None, *, namespace: str, what: str
         annotations=meta.annotations or {},
         service_account=spec.serviceAccountName or "default",
         controlled=any(ref.controller for ref in meta.ownerReferences or ()),
+        owners=tuple(
+            OwnerReference(ref.apiVersion, ref.kind, ref.name, ref.uid, bool(ref.controller))
+            for ref in meta.ownerReferences or ()
+        ),
         containers=tuple(containers),
         scheduler_name=spec.schedulerName,
         node_selector=spec.nodeSelector or {},

@@ -33,7 +33,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from governance import backends, ledger, rbac, schema
 from governance.contract import SKU_CUSTOM
-from governance.errors import ConfigError, Forbidden
+from governance.errors import ConfigError, Forbidden, NoOrganisation
 from governance.model import ROLES, Department, Org, Pool, Queue, Quota, RoleBinding, Sku
 from governance.quotas import borrowing_ceiling, department_scope, pool_scope, queue_scope
 from governance.resources import (
@@ -1402,7 +1402,7 @@ class OrgSource:
         if self._org is None or revision != self._revision:
             latest = self.store.latest_config()
             if latest is None:
-                raise ConfigError(
+                raise NoOrganisation(
                     "no configuration has been applied to this governance store yet: "
                     "run `gpupool apply -f org.yaml` first",
                     source=self.store.safe_url,

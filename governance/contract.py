@@ -185,6 +185,7 @@ class Reason(enum.StrEnum):
     IMMUTABLE_GPU_FIELDS = "ImmutableGPUFields"
     # 500-ish: the platform
     STORE_UNAVAILABLE = "StoreUnavailable"
+    NO_ORGANISATION = "NoOrganisation"
     INTERNAL_ERROR = "InternalError"
     MALFORMED_REVIEW = "MalformedAdmissionReview"
 
@@ -203,6 +204,7 @@ _HTTP_CODES = {
     Reason.QUEUE_OF_OTHER_DEPARTMENT: 422,
     Reason.IMMUTABLE_GPU_FIELDS: 422,
     Reason.STORE_UNAVAILABLE: 503,
+    Reason.NO_ORGANISATION: 503,
     Reason.INTERNAL_ERROR: 500,
     Reason.MALFORMED_REVIEW: 400,
 }

@@ -2,11 +2,14 @@
 
     GpupoolError
      ├── ConfigError            invalid configuration (file, path inside it, reason)
+     │    └── NoOrganisation    no organisation was ever applied to the store
      ├── PlacementError         a request that cannot be placed (unknown SKU, queue...)
      ├── Forbidden              the caller may not make this change (RBAC said no)
      └── StoreError             the store failed
           ├── StoreUnavailable  the database cannot be reached; nothing was recorded
-          └── StoreBusy         another writer holds the lock (only when asked not to wait)
+          ├── StoreBusy         another writer holds the lock (only when asked not to wait)
+          └── StoreConflict     the database aborted the transaction to break a deadlock
+                                or a serialisation conflict; running it again is safe
 
 Each carries its context as attributes; only the CLI turns them into exit codes.
 """
@@ -29,6 +32,11 @@ class ConfigError(GpupoolError):
         self.reason = message
         where = ": ".join(part for part in (source, path) if part)
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class NoOrganisation(ConfigError):
+    """The store holds no configuration revision: nothing was ever applied to it. Not an
+    outage (the store answers): the fix is ``gpupool apply -f org.yaml``."""
 
 
 class PlacementError(GpupoolError):
@@ -59,6 +67,12 @@ class StoreError(GpupoolError):
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached. Nothing was recorded."""
+
+
+class StoreConflict(StoreError):
+    """PostgreSQL chose this transaction to break a deadlock (SQLSTATE 40P01) or a
+    serialisation conflict (40001) and rolled it back. Nothing was recorded, and the same
+    transaction may simply run again: the ledger does, a bounded number of times."""
 
 
 class StoreBusy(StoreError):

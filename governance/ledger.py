@@ -13,34 +13,44 @@ twice. Entries are never deleted: they are the history that metering reads.
 
 :func:`reserve` is one transaction: it locks the usage rows of every scope on the
 request's path (department first, then the department's per-SKU/per-pool rows, the
-pool, the queue's rows; sorted, so transactions never deadlock), reads the usage of the
-department's queues (for borrowing), asks the pure :func:`governance.quotas.evaluate`,
-and either adds the demand to every row and records the allocation, or records the
-denial. On PostgreSQL the rows are locked with ``SELECT ... FOR UPDATE``; on SQLite the
-transaction starts with ``BEGIN IMMEDIATE``, which serialises writers.
+pool, the queue's rows; sorted), reads the usage of the department's queues (for
+borrowing), asks the pure :func:`governance.quotas.evaluate`, and either adds the demand
+to every row and records the allocation, or records the denial. On PostgreSQL the rows
+are locked with ``SELECT ... ORDER BY scope FOR UPDATE``, one total order for every
+transaction; a row that does not exist yet (the first pod of a department) is created
+first, in a short transaction of its own, and the transaction runs again, so that no
+transaction ever creates a row while it holds others (see :func:`_lock_usage`). A
+transaction that PostgreSQL rolls back all the same (a deadlock or serialisation
+failure, told by its SQLSTATE) runs again, a bounded number of times (:func:`_write`).
+On SQLite the transaction starts with ``BEGIN IMMEDIATE``, which serialises writers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import logging
 import operator
+import random
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from governance import quotas, schema
 from governance.contract import Reason, SliceGrant
-from governance.errors import StoreError
+from governance.errors import StoreBusy, StoreConflict, StoreError, StoreUnavailable
 from governance.model import Org
 from governance.quotas import Demand, QuotaDecision
 from governance.resources import RESOURCE_NAMES, ZERO, ResourceName, Resources
 from governance.store import Store, utcnow
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TTL = timedelta(minutes=10)
 
@@ -76,6 +86,10 @@ class Allocation:
     expires_at: datetime
     bound_at: datetime | None
     ended_at: datetime | None
+    fingerprint: str = ""
+    """Digest of what identified the pod at admission ("" for entries made before
+    migration 0004, and for duplicates): a reinvocation under a new request uid is
+    honoured only for a pod with the same digest (see the admitter)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,6 +153,7 @@ def _row_to_allocation(row: Mapping[Any, Any]) -> Allocation:
         expires_at=row["expires_at"],
         bound_at=row["bound_at"],
         ended_at=row["ended_at"],
+        fingerprint=row["fingerprint"],
     )
 
 
@@ -207,31 +222,90 @@ def record_denial(store: Store, denial: Denial) -> None:
     """Keep a denial for the console and audit (the webhook records RBAC and
     placement denials; :func:`reserve` records quota denials itself)."""
     with store.write() as conn:
-        _insert_denial(conn, denial)
+        conn.execute(_INSERT_DENIAL, _denial_row(denial))
 
 
-def record_denials(store: Store, denials: Sequence[Denial], *, wait: bool = True) -> None:
-    """Keep several denials, in one transaction (``wait``: see :meth:`Store.write`)."""
-    if denials:
+def record_denials(store: Store, denials: Sequence[Denial], *, wait: bool = True) -> int:
+    """Keep several denials, in one transaction (``wait``: see :meth:`Store.write`);
+    returns how many were kept.
+
+    Every text is cut to its column (a 600-character username made PostgreSQL refuse a
+    whole group of denials). If the group is refused all the same, each denial is tried
+    on its own, so that one the database refuses costs only itself (logged). An
+    unreachable or (``wait=False``) locked store raises for the group, as before."""
+    if not denials:
+        return 0
+    rows = [_denial_row(d) for d in denials]
+    try:
         with store.write(wait=wait) as conn:
-            conn.execute(_INSERT_DENIAL, [_denial_row(d) for d in denials])
+            conn.execute(_INSERT_DENIAL, rows)
+        return len(rows)
+    except (StoreUnavailable, StoreBusy):
+        raise
+    except StoreError as exc:
+        if len(rows) == 1:
+            raise
+        log.warning("a group of %d denials was refused (%s); recording one by one", len(rows), exc)
+    kept = 0
+    for denial, row in zip(denials, rows, strict=True):
+        try:
+            with store.write(wait=wait) as conn:
+                conn.execute(_INSERT_DENIAL, row)
+            kept += 1
+        except StoreError as exc:  # the audit trail misses this one; the answer stood
+            log.warning(
+                "could not record the denial of %r in %s (%s): %s",
+                denial.subject[:80],
+                denial.namespace,
+                denial.reason,
+                exc,
+            )
+    return kept
 
 
 def _denial_row(denial: Denial) -> dict[str, Any]:
+    return _fit(
+        _DENIAL_LENGTHS,
+        {
+            "at": denial.at,
+            "namespace": denial.namespace,
+            "department": denial.department,
+            "queue": denial.queue,
+            "sku": denial.sku,
+            "subject": denial.subject,
+            "reason": denial.reason,
+            "message": denial.message,
+        },
+    )
+
+
+def _lengths(table: sa.Table) -> dict[str, int]:
+    """The length of each bounded text column (PostgreSQL refuses a longer value)."""
     return {
-        "at": denial.at,
-        "namespace": denial.namespace,
-        "department": denial.department,
-        "queue": denial.queue,
-        "sku": denial.sku,
-        "subject": denial.subject,
-        "reason": denial.reason,
-        "message": denial.message,
+        c.name: c.type.length
+        for c in table.columns
+        if isinstance(c.type, sa.String) and c.type.length is not None
     }
 
 
-def _insert_denial(conn: Connection, denial: Denial) -> None:
-    conn.execute(_INSERT_DENIAL, _denial_row(denial))
+_DENIAL_LENGTHS = _lengths(schema.denials)
+_ALLOCATION_LENGTHS = _lengths(schema.allocations)
+
+
+def _fit(lengths: Mapping[str, int], row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` with each text longer than its column cut (:func:`_cut`)."""
+    for name, limit in lengths.items():
+        value = row.get(name)
+        if isinstance(value, str) and len(value) > limit:
+            row[name] = _cut(value, limit)
+    return row
+
+
+def _cut(value: str, limit: int) -> str:
+    """``value`` cut to ``limit`` characters, an ellipsis marking the cut. Names reach
+    the ledger before Kubernetes validates anything: a userInfo name has no bound, and a
+    pod's name is checked only after admission."""
+    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 def recent_denials(
@@ -371,22 +445,108 @@ def _driver_sql(conn: Connection) -> _DriverSql:
     return found
 
 
+def _allocation_row(alloc: Allocation) -> dict[str, Any]:
+    """The ``allocations`` row of ``alloc``, by column name."""
+    amount, borrowed = alloc.amount, alloc.borrowed
+    return {
+        "id": alloc.id,
+        "request_uid": alloc.request_uid,
+        "state": alloc.state.value,
+        "namespace": alloc.namespace,
+        "pod_name": alloc.pod_name,
+        "pod_uid": alloc.pod_uid,
+        "department": alloc.department,
+        "queue": alloc.queue,
+        "sku": alloc.sku,
+        "pool": alloc.pool,
+        "slices": amount.slices,
+        "memory_mib": amount.memory_mib,
+        "compute_pct": amount.compute_pct,
+        "borrowed_slices": borrowed.slices,
+        "borrowed_memory_mib": borrowed.memory_mib,
+        "borrowed_compute_pct": borrowed.compute_pct,
+        "subject": alloc.subject,
+        "grants": {name: g.as_dict() for name, g in alloc.grants.items()},
+        "created_at": alloc.created_at,
+        "expires_at": alloc.expires_at,
+        "bound_at": alloc.bound_at,
+        "ended_at": alloc.ended_at,
+        "fingerprint": alloc.fingerprint,
+    }
+
+
 def _rows_to_usage(rows: Iterable[Any]) -> dict[str, Resources]:
     """Rows of (scope, slices, memory_mib, compute_pct), by scope."""
     return {scope: Resources(slices=s, memory_mib=m, compute_pct=c) for scope, s, m, c in rows}
 
 
-def _lock_usage(store: Store, conn: Connection, keys: Sequence[str]) -> dict[str, Resources]:
-    """Lock the usage rows of ``keys`` (creating missing ones) and return them."""
-    found = _read_usage_rows(conn, sorted(set(keys)))
-    missing = [k for k in sorted(set(keys)) if k not in found]
-    if missing:
-        # Another transaction may create the same rows meanwhile (PostgreSQL): insert
-        # what is still missing, then read (and lock) those rows as they now are.
+def _lock_usage(
+    store: Store, conn: Connection, keys: Sequence[str], *, create: bool = True
+) -> dict[str, Resources]:
+    """Lock the usage rows of ``keys``, in sorted order, and return them (``create``
+    False: a missing row is left out, which reads as zero, for a dry run that writes
+    nothing).
+
+    On PostgreSQL every row is locked by one ``SELECT ... ORDER BY scope FOR UPDATE``,
+    so that all transactions take their locks in one total order and cannot deadlock.
+    A row that does not exist yet cannot be locked: creating it here, after other rows
+    are held, broke that order (two webhooks bursting into a new department deadlocked,
+    issue 12.3). So a missing row raises :class:`_MissingUsage`, and :func:`_write`
+    creates it in a short transaction of its own and runs the whole transaction again.
+    SQLite serialises writers (``BEGIN IMMEDIATE``): there the rows are created in
+    place."""
+    ordered = sorted(set(keys))
+    found = _read_usage_rows(conn, ordered)
+    missing = [k for k in ordered if k not in found]
+    if missing and create:
+        if not store.is_sqlite:
+            raise _MissingUsage(missing)
         sql = _driver_sql(conn)
         conn.exec_driver_sql(sql.create_usage, [(k,) for k in missing])
         found.update(_read_usage_rows(conn, missing))
     return found
+
+
+class _MissingUsage(Exception):
+    """Usage rows to create before the transaction that needs them can lock them."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        super().__init__(f"usage rows missing: {', '.join(keys)}")
+        self.keys = tuple(keys)
+
+
+CONFLICT_ATTEMPTS = 5
+"""Runs of one transaction that PostgreSQL may roll back to break a deadlock or a
+serialisation conflict (:class:`StoreConflict`) before the error reaches the caller."""
+CONFLICT_BACKOFF_S = 0.01
+"""The first pause before a run again (doubling, with full jitter)."""
+
+_T = TypeVar("_T")
+
+
+def _write(store: Store, work: Callable[[Connection], _T], *, wait: bool = True) -> _T:
+    """``work`` in one write transaction, run again when it needs usage rows created
+    first (:class:`_MissingUsage`: created in their own short transaction, in sorted
+    order, ``ON CONFLICT DO NOTHING``), or when PostgreSQL rolled it back to break a
+    deadlock or a serialisation conflict (at most :data:`CONFLICT_ATTEMPTS` runs)."""
+    conflicts = 0
+    creations = 0
+    while True:
+        try:
+            with store.write(wait=wait) as conn:
+                return work(conn)
+        except _MissingUsage as missing:
+            creations += 1
+            if creations > len(missing.keys) + 2:  # each run creates what it found missing
+                raise StoreError(f"could not create the ledger's {missing}") from None
+            with store.write(wait=wait) as conn:
+                sql = _driver_sql(conn)
+                conn.exec_driver_sql(sql.create_usage, [(k,) for k in sorted(missing.keys)])
+        except StoreConflict:
+            conflicts += 1
+            if conflicts >= CONFLICT_ATTEMPTS:
+                raise
+            time.sleep(random.uniform(0, CONFLICT_BACKOFF_S * 2**conflicts))
 
 
 def _read_usage_rows(conn: Connection, ordered: Sequence[str]) -> dict[str, Resources]:
@@ -424,6 +584,8 @@ class ReserveRequest:
     allocation_id: str | None = None
     ttl: timedelta = DEFAULT_TTL
     now: datetime | None = None
+    fingerprint: str = ""
+    """See :attr:`Allocation.fingerprint`."""
 
 
 def reserve(
@@ -440,6 +602,7 @@ def reserve(
     ttl: timedelta = DEFAULT_TTL,
     dry_run: bool = False,
     now: datetime | None = None,
+    fingerprint: str = "",
 ) -> Reservation:
     """Check every limit on the demand's path and record a reservation, in one
     transaction. A request uid seen before returns its reservation (``replayed``).
@@ -454,12 +617,16 @@ def reserve(
         allocation_id=allocation_id,
         ttl=ttl,
         now=now,
+        fingerprint=fingerprint,
     )
-    with store.write() as conn:
+
+    def work(conn: Connection) -> Reservation:
         (reservation,) = _reserve_in(store, conn, org, [request], dry_run=dry_run)
         if dry_run:
             conn.rollback()
-    return reservation
+        return reservation
+
+    return _write(store, work)
 
 
 def reserve_many(
@@ -478,8 +645,9 @@ def reserve_many(
     ``wait=False``: see :meth:`Store.write`."""
     if not requests:
         return []
-    with store.write(wait=wait) as conn:
-        return _reserve_in(store, conn, org, requests, dry_run=False)
+    return _write(
+        store, lambda conn: _reserve_in(store, conn, org, requests, dry_run=False), wait=wait
+    )
 
 
 def _reserve_in(
@@ -499,7 +667,9 @@ def _reserve_in(
     # every change inside a department holds the department row, which sorts first
     # and is already held.
     paths = [quotas.scope_keys(request.demand) for request in requests]
-    view = _lock_usage(store, conn, sorted({key for keys in paths for key in keys}))
+    view = _lock_usage(
+        store, conn, sorted({key for keys in paths for key in keys}), create=not dry_run
+    )
     siblings_read: set[str] = set()
     added: dict[str, list[int]] = {}  # [slices, memory_mib, compute_pct] per scope
     allocations: list[dict[str, Any]] = []
@@ -530,7 +700,7 @@ def _reserve_in(
                 if key not in view
             ]
             if others:
-                view.update(_lock_usage(store, conn, others))
+                view.update(_lock_usage(store, conn, others, create=not dry_run))
         decision = quotas.evaluate(org, demand, view)
         now = request.now or utcnow()
         if dry_run:
@@ -564,12 +734,14 @@ def _reserve_in(
                 delta[0] += amount.slices
                 delta[1] += amount.memory_mib
                 delta[2] += amount.compute_pct
+        subject = _cut(request.subject, _ALLOCATION_LENGTHS["subject"])
+        pod_name = _cut(request.pod_name, _ALLOCATION_LENGTHS["pod_name"])
         alloc = Allocation(
             id=request.allocation_id or new_allocation_id(),
             request_uid=request.request_uid,
             state=State.RESERVED,
             namespace=request.namespace,
-            pod_name=request.pod_name,
+            pod_name=pod_name,
             pod_uid="",
             department=demand.department,
             queue=demand.queue,
@@ -577,51 +749,21 @@ def _reserve_in(
             pool=demand.pool,
             amount=amount,
             borrowed=decision.borrowed,
-            subject=request.subject,
+            subject=subject,
             grants=dict(request.grants),
             created_at=now,
             expires_at=now + request.ttl,
             bound_at=None,
             ended_at=None,
+            fingerprint=request.fingerprint,
         )
-        values = {
-            "id": alloc.id,
-            "request_uid": request.request_uid,
-            "state": State.RESERVED.value,
-            "namespace": request.namespace,
-            "pod_name": request.pod_name,
-            "pod_uid": "",
-            "department": demand.department,
-            "queue": demand.queue,
-            "sku": demand.sku,
-            "pool": demand.pool,
-            "slices": demand.amount.slices,
-            "memory_mib": demand.amount.memory_mib,
-            "compute_pct": demand.amount.compute_pct,
-            "borrowed_slices": decision.borrowed.slices,
-            "borrowed_memory_mib": decision.borrowed.memory_mib,
-            "borrowed_compute_pct": decision.borrowed.compute_pct,
-            "subject": request.subject,
-            "grants": {name: g.as_dict() for name, g in request.grants.items()},
-            "created_at": now,
-            "expires_at": now + request.ttl,
-            "bound_at": None,
-            "ended_at": None,
-        }
+        values = _allocation_row(alloc)
         allocations.append(values)
         seen[request.request_uid] = alloc
         out.append(Reservation(decision=decision, allocation=alloc))
     sql = _driver_sql(conn)
     if added:
-        deltas = sorted(added.items())
-        params: list[Any] = []
-        for key, delta in deltas:
-            params.append(key)
-            params += delta
-        conn.exec_driver_sql(
-            sql.add_usage.format(rows=", ".join(sql.add_usage_row for _ in deltas)),
-            tuple(params),
-        )
+        _add_deltas(conn, added)
     if allocations:
         conn.exec_driver_sql(
             sql.insert_allocation.format(
@@ -632,6 +774,20 @@ def _reserve_in(
     if denials:
         conn.execute(_INSERT_DENIAL, denials)
     return out
+
+
+def _add_deltas(conn: Connection, deltas: Mapping[str, Sequence[int]]) -> None:
+    """Add [slices, memory_mib, compute_pct] to each scope's row, in one statement."""
+    sql = _driver_sql(conn)
+    ordered = sorted(deltas.items())
+    params: list[Any] = []
+    for key, delta in ordered:
+        params.append(key)
+        params += delta
+    conn.exec_driver_sql(
+        sql.add_usage.format(rows=", ".join(sql.add_usage_row for _ in ordered)),
+        tuple(params),
+    )
 
 
 def _locked_allocation(store: Store, conn: Connection, allocation_id: str) -> Allocation:
@@ -665,9 +821,10 @@ def bind(
 ) -> Allocation:
     """The pod exists. Idempotent. An entry that had expired (the pod showed up late)
     is charged again and bound: a running pod is always counted."""
-    now = now or utcnow()
+    at = now or utcnow()
     t = schema.allocations
-    with store.write() as conn:
+
+    def work(conn: Connection) -> Allocation:
         alloc = _locked_allocation(store, conn, allocation_id)
         if alloc.state in (State.BOUND, State.RELEASED):
             return alloc
@@ -679,11 +836,13 @@ def bind(
             "state": State.BOUND.value,
             "pod_uid": pod_uid,
             "pod_name": pod_name or alloc.pod_name,
-            "bound_at": now,
+            "bound_at": at,
             "ended_at": None,
         }
         conn.execute(t.update().where(t.c.id == allocation_id).values(**values))
-    return _replace(alloc, values)
+        return _replace(alloc, values)
+
+    return _write(store, work)
 
 
 def release(
@@ -696,41 +855,121 @@ def release(
     """The pod is gone (or never came: ``state=EXPIRED``). Idempotent."""
     if state.live:
         raise ValueError(f"release to a live state {state.value!r}")
-    now = now or utcnow()
+    at = now or utcnow()
     t = schema.allocations
-    with store.write() as conn:
+
+    def work(conn: Connection) -> Allocation:
         alloc = _locked_allocation(store, conn, allocation_id)
         if not alloc.state.live:
             return alloc
         keys = quotas.scope_keys(_demand_of(alloc))
         _lock_usage(store, conn, keys)
         _add_usage(conn, keys, ZERO - alloc.amount)
-        values = {"state": state.value, "ended_at": now}
+        values = {"state": state.value, "ended_at": at}
         conn.execute(t.update().where(t.c.id == allocation_id).values(**values))
-    return _replace(alloc, values)
+        return _replace(alloc, values)
+
+    return _write(store, work)
 
 
-def expire(store: Store, *, now: datetime | None = None) -> list[Allocation]:
-    """Expire every reservation whose pod never appeared before its TTL ran out."""
-    now = now or utcnow()
+DUPLICATE_PREFIX = "duplicate:"
+"""The request uid of a duplicate's entry: this prefix and the pod's uid."""
+
+
+def duplicate_uid(pod_uid: str) -> str:
+    """The request uid under which :func:`record_duplicate` keeps a pod's own entry."""
+    return f"{DUPLICATE_PREFIX}{pod_uid}"
+
+
+def record_duplicate(
+    store: Store,
+    claimed: Allocation,
+    *,
+    pod_uid: str,
+    pod_name: str,
+    now: datetime | None = None,
+) -> tuple[Allocation, bool]:
+    """A second pod runs with the allocation id of ``claimed`` (which another pod holds):
+    give it an entry of its own, bound to it and charged like ``claimed``, so that usage
+    counts every running pod (even past a quota: the pod exists). Idempotent by the
+    pod's uid (:func:`duplicate_uid`); returns (the entry, whether it was made now)."""
+    at = now or utcnow()
+    uid = duplicate_uid(pod_uid)
     t = schema.allocations
-    with store.read() as conn:
-        ids = list(
-            conn.execute(
-                sa.select(t.c.id).where(t.c.state == State.RESERVED.value, t.c.expires_at < now)
-            ).scalars()
+
+    def work(conn: Connection) -> tuple[Allocation, bool]:
+        found = conn.execute(sa.select(t).where(t.c.request_uid == uid)).mappings().first()
+        if found is not None:
+            return _row_to_allocation(found), False
+        keys = quotas.scope_keys(_demand_of(claimed))
+        _lock_usage(store, conn, keys)
+        _add_usage(conn, keys, claimed.amount)
+        alloc = dataclasses.replace(
+            claimed,
+            id=new_allocation_id(),
+            request_uid=uid,
+            state=State.BOUND,
+            pod_name=_cut(pod_name, _ALLOCATION_LENGTHS["pod_name"]),
+            pod_uid=pod_uid,
+            created_at=at,
+            expires_at=at,
+            bound_at=at,
+            ended_at=None,
+            fingerprint="",
         )
-    expired = []
-    for allocation_id in ids:
-        alloc = release(store, allocation_id, now=now, state=State.EXPIRED)
-        if alloc.state is State.EXPIRED and alloc.ended_at == now:
-            expired.append(alloc)
-    return expired
+        conn.execute(t.insert().values(**_allocation_row(alloc)))
+        return alloc, True
+
+    return _write(store, work)
+
+
+def expire(
+    store: Store, *, now: datetime | None = None, created_before: datetime | None = None
+) -> list[Allocation]:
+    """Expire every reservation whose pod never appeared before its TTL ran out, and
+    give its quota back; returns the entries expired.
+
+    One conditional statement (``UPDATE ... WHERE state = 'reserved' ... RETURNING``)
+    decides, under each row's lock, which entries expire: one that a pod bound a moment
+    before stays bound (reading the ids first and releasing them after left running
+    pods' entries expired). Only the usage of the entries that this statement changed
+    is given back, in the same transaction.
+
+    ``created_before``: spare entries made at or after this instant. The reconciler
+    passes the time up to which it has seen every pod (less the time a pod may take to
+    be created after its admission), so that a broken watch never expires the entry of
+    a pod that exists but was not seen."""
+    at = now or utcnow()
+    t = schema.allocations
+    condition = [t.c.state == State.RESERVED.value, t.c.expires_at < at]
+    if created_before is not None:
+        condition.append(t.c.created_at < created_before)
+    statement = (
+        t.update()
+        .where(*condition)
+        .values(state=State.EXPIRED.value, ended_at=at)
+        .returning(*t.columns)
+    )
+
+    def work(conn: Connection) -> list[Allocation]:
+        expired = [_row_to_allocation(row) for row in conn.execute(statement).mappings()]
+        given_back: dict[str, list[int]] = {}
+        for alloc in expired:
+            amount = alloc.amount
+            for key in quotas.scope_keys(_demand_of(alloc)):
+                delta = given_back.setdefault(key, [0, 0, 0])
+                delta[0] -= amount.slices
+                delta[1] -= amount.memory_mib
+                delta[2] -= amount.compute_pct
+        if given_back:
+            _lock_usage(store, conn, sorted(given_back))
+            _add_deltas(conn, given_back)
+        return sorted(expired, key=lambda a: (a.created_at, a.id))
+
+    return _write(store, work)
 
 
 def _replace(alloc: Allocation, values: Mapping[str, Any]) -> Allocation:
-    import dataclasses
-
     changes: dict[str, Any] = dict(values)
     if "state" in changes:
         changes["state"] = State(changes["state"])

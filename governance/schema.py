@@ -95,6 +95,9 @@ allocations = Table(
     Column("expires_at", UTCDateTime(), nullable=False),
     Column("bound_at", UTCDateTime(), nullable=True),
     Column("ended_at", UTCDateTime(), nullable=True),
+    # what identified the pod at admission (admission/fingerprint.py; migration 0004):
+    # a reinvocation under a new request uid is recognised by it
+    Column("fingerprint", String(64), nullable=False, server_default=""),
     Index("ix_allocations_state", "state"),
     Index("ix_allocations_department", "department", "state"),
     Index("ix_allocations_pod_uid", "pod_uid"),

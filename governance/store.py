@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from governance import schema
-from governance.errors import ConfigError, StoreBusy, StoreError, StoreUnavailable
+from governance.errors import ConfigError, StoreBusy, StoreConflict, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +82,35 @@ def _is_disconnect(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(exc, OperationalError)
+
+
+# Errors are told apart by their codes, never by words in their text: PostgreSQL's
+# deadlock report says "blocked by process", which a test for "locked" took for a busy
+# timeout.
+CONFLICT_SQLSTATES = frozenset({"40001", "40P01"})
+"""serialization_failure, deadlock_detected: the transaction was rolled back to let
+another one through, and may run again."""
+LOCK_SQLSTATES = frozenset({"55P03"})
+"""lock_not_available: a lock wait ran past ``lock_timeout`` (or NOWAIT)."""
+SQLITE_BUSY, SQLITE_LOCKED = 5, 6
+"""SQLite's primary result codes for a database (or table) locked by another connection."""
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """PostgreSQL's SQLSTATE of a driver error (psycopg's ``sqlstate``), else None."""
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return code if isinstance(code, str) else None
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    return sqlstate(exc) in CONFLICT_SQLSTATES
+
+
+def _is_locked(exc: BaseException) -> bool:
+    if sqlstate(exc) in LOCK_SQLSTATES:
+        return True
+    code = getattr(getattr(exc, "orig", None), "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED)
 
 
 class Store:
@@ -193,7 +222,13 @@ class Store:
         except StoreError:
             raise
         except (DBAPIError, OSError) as exc:
-            locked = isinstance(exc, OperationalError) and "locked" in str(exc.orig)
+            if _is_conflict(exc):
+                raise StoreConflict(
+                    f"the governance store ({self.safe_url}) rolled this transaction back to "
+                    f"let a concurrent one through: {_first_line(exc)}. Nothing was "
+                    "recorded; it can run again."
+                ) from exc
+            locked = _is_locked(exc)
             if busy and locked:
                 raise StoreBusy(
                     f"the governance store ({self.safe_url}) is locked by another writer. "

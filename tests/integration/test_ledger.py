@@ -8,7 +8,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -277,6 +277,84 @@ def test_recorded_denials_come_back_newest_first_by_department(store: Store) -> 
     assert ledger.recent_denials(store, limit=2) == [third, second]
 
 
+def test_a_group_of_denials_with_an_over_long_username_is_recorded_truncated(
+    store: Store,
+) -> None:
+    """A 600-character username made PostgreSQL refuse a whole group of 31 denials
+    ("value too long"); the fields are cut to their columns instead (issue 13.8)."""
+    long_user = "oidc:" + "u" * 595
+
+    def denial(i: int, subject: str) -> ledger.Denial:
+        return ledger.Denial(
+            at=T0 + timedelta(seconds=i),
+            namespace="ml",
+            department="ml",
+            queue="train",
+            sku="a100-1g",
+            subject=subject,
+            reason="Forbidden",
+            message=f"denial {i}",
+        )
+
+    group = [denial(i, long_user if i == 15 else f"user-{i}") for i in range(31)]
+    assert ledger.record_denials(store, group) == 31
+    recorded = ledger.recent_denials(store, limit=100)
+    assert len(recorded) == 31
+    [cut] = [d for d in recorded if d.message == "denial 15"]
+    limit = schema.denials.c.subject.type.length
+    assert len(cut.subject) == limit and cut.subject.startswith("oidc:uuu")
+    assert cut.subject.endswith("…")
+
+
+def test_a_denial_the_database_refuses_does_not_lose_the_rest_of_its_group(
+    store: Store,
+) -> None:
+    """A group insert that fails is retried one denial at a time: only the bad row is
+    lost (and logged)."""
+    good = [
+        ledger.Denial(
+            at=T0,
+            namespace="ml",
+            department="ml",
+            queue="",
+            sku="",
+            subject=f"user-{i}",
+            reason="Forbidden",
+            message=f"denial {i}",
+        )
+        for i in range(5)
+    ]
+    bad = ledger.Denial(
+        at=T0,
+        namespace="ml",
+        department="ml",
+        queue="",
+        sku="",
+        subject="user-x",
+        reason=None,  # type: ignore[arg-type]  # NOT NULL: refused by both databases
+        message="refused",
+    )
+    assert ledger.record_denials(store, [*good[:2], bad, *good[2:]]) == 5
+    assert sorted(d.subject for d in ledger.recent_denials(store)) == [d.subject for d in good]
+
+
+def test_an_admission_by_an_over_long_subject_is_recorded(store: Store) -> None:
+    reservation = ledger.reserve(
+        store,
+        ORG,
+        demand=sku_demand(ORG, department="ml", queue="train", sku="a100-1g", count=1),
+        request_uid="req-long",
+        namespace="ml",
+        grants=grant_of(1),
+        subject="oidc:" + "u" * 700,
+        ttl=TTL,
+        now=T0,
+    )
+    assert reservation.allowed and reservation.allocation is not None
+    stored = ledger.get(store, reservation.allocation.id)
+    assert stored is not None and len(stored.subject) == schema.allocations.c.subject.type.length
+
+
 # -- bind, release, expire ----------------------------------------------------------------------
 
 
@@ -376,6 +454,66 @@ def test_expire_frees_reservations_past_their_ttl_only(store: Store) -> None:
     assert ledger.expire(store, now=t) == [], "expiring again does nothing"
     assert live_usage(store) == expected_usage(ledger.list_allocations(store))
     assert live_usage(store)["department/ml"].slices == 2
+
+
+def test_expiry_beside_binding_never_leaves_a_bound_pod_expired(store: Store) -> None:
+    """The reconciler binds pods while an expiry pass runs: an entry that its pod bound
+    is never expired after (expiry read the reserved ids, then released them with a
+    check that accepted *bound*: 7-205 running pods' entries ended expired, issue 13.4).
+    An entry that expiry took first is bound again by its pod and charged again."""
+    ids = []
+    for i in range(30):
+        r = reserve(store, f"race-{i}", department="cv", queue="main", now=T0)
+        assert r.allocation is not None
+        ids.append(r.allocation.id)
+    late = T0 + TTL + timedelta(seconds=1)
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def binder() -> None:
+        barrier.wait(10)
+        for i, allocation_id in enumerate(ids):
+            ledger.bind(store, allocation_id, pod_uid=f"pod-{i}", now=late)
+
+    def expirer() -> None:
+        barrier.wait(10)
+        for _ in range(20):
+            ledger.expire(store, now=late)
+
+    def guarded(target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+        return run
+
+    threads = [threading.Thread(target=guarded(f)) for f in (binder, expirer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    everything = ledger.list_allocations(store)
+    assert {a.state for a in everything} == {State.BOUND}
+    assert live_usage(store) == expected_usage(everything)
+    assert live_usage(store)["department/cv"].slices == 30
+
+
+def test_expiry_spares_entries_made_after_the_pods_were_last_seen(store: Store) -> None:
+    """``created_before``: an entry whose pod could exist unseen (the watch is broken
+    since) is not expired, however old."""
+    seen = reserve(store, "seen", department="cv", queue="main", now=T0).allocation
+    unseen = reserve(
+        store, "unseen", department="cv", queue="main", now=T0 + timedelta(minutes=2)
+    ).allocation
+    assert seen and unseen
+    later = T0 + timedelta(hours=1)
+    expired = ledger.expire(store, now=later, created_before=T0 + timedelta(minutes=1))
+    assert [a.id for a in expired] == [seen.id]
+    assert ledger.get(store, unseen.id).state is State.RESERVED  # type: ignore[union-attr]
+    assert live_usage(store) == expected_usage(ledger.list_allocations(store))
 
 
 def test_a_late_pod_binding_an_expired_entry_is_charged_again(store: Store) -> None:

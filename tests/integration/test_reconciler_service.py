@@ -91,6 +91,8 @@ def test_only_the_leader_acts_and_a_follower_takes_over(store: Store) -> None:
         assert b_metrics.get_sample_value("gpupool_reconciler_leader") == 0
 
         clock.advance(601)  # past the reservation TTL
+        # the leader's watch is healthy: the server keeps ending its (empty) watches
+        wait_for(lambda: a.reconciler is not None and a.reconciler.synced_at == clock.now)
         a.step()  # the leader expires
         b.step()  # the follower does not
         assert ledger.get(store, lost).state is State.EXPIRED  # type: ignore[union-attr]

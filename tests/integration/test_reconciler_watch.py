@@ -279,16 +279,45 @@ def test_reservations_whose_pod_never_appears_expire(sqlite_rig: Rig) -> None:
     r.run(RecordedPodApi(lists=[pod_list([pod], "2")]), rounds=1)
     r.clock.advance(59)
     assert r.reconciler.expire() == []
-    r.clock.advance(2)
+    r.clock.advance(2)  # past the TTL, but no pod seen since the list: spared
+    assert r.reconciler.expire() == []
+    # a bookmark: the server has sent every event up to now, and no pod came for "lost"
+    r.run(RecordedPodApi(lists=[], watches=[[bookmark("3")]]), rounds=1)
+    assert r.reconciler.synced_at == r.clock.now
     assert [e.id for e in r.reconciler.expire()] == [lost]
     assert (r.state(lost), r.state(seen)) == (State.EXPIRED, State.BOUND)
     assert slices_in_use(r.store) == 1
     assert r.metric("gpupool_reconciler_ledger_actions_total", action="expire") == 1
     # The pod shows up after all (a slow API server): it is counted again.
-    late = make_pod("late", resource_version="3", allocation_id=lost)
+    late = make_pod("late", resource_version="4", allocation_id=lost)
     r.run(RecordedPodApi(lists=[], watches=[[event("ADDED", late)]]), rounds=1)
     assert r.state(lost) is State.BOUND
     assert slices_in_use(r.store) == 2
+
+
+def test_a_broken_watch_never_expires_the_reservation_of_a_pod_it_did_not_see(
+    store_url: str,
+) -> None:
+    """The pod was created after the list; the watch then broke (43 failed attempts in
+    issue 13.4) and its ADDED event never came. Past the TTL the entry is spared while
+    the view is stale, and bound once the watch delivers the pod."""
+    from datetime import timedelta
+
+    r = rig(store_url)
+    r.run(RecordedPodApi(lists=[pod_list([], "5")]), rounds=1)
+    entry = reserve(r.store, now=r.clock.now, ttl=timedelta(seconds=60))
+    pod = make_pod("unseen", resource_version="6", allocation_id=entry)
+    broken = RecordedPodApi(lists=[], watches=[ConnectionResetError("watch broken")] * 43)
+    r.clock.advance(30)
+    r.run(broken, rounds=43)
+    assert r.metric("gpupool_reconciler_errors_total", kind="other") == 43
+    r.clock.advance(600)
+    assert r.reconciler.expire() == []
+    assert r.state(entry) is State.RESERVED
+    r.run(RecordedPodApi(lists=[], watches=[[event("ADDED", pod), bookmark("7")]]), rounds=1)
+    assert r.state(entry) is State.BOUND
+    assert r.reconciler.expire() == []
+    assert slices_in_use(r.store) == 1
 
 
 def test_a_pod_deleted_before_it_was_seen_releases_its_reservation(sqlite_rig: Rig) -> None:
@@ -334,6 +363,58 @@ def test_forged_annotations_change_nothing(sqlite_rig: Rig) -> None:
     assert r.metric(suspicious, reason="PodMismatch") == 2
     assert r.metric(suspicious, reason="UnknownAllocation") == 1
     assert r.metric(suspicious, reason="NamespaceMismatch") == 2
+
+
+def test_two_pods_claiming_one_allocation_are_both_counted(store_url: str) -> None:
+    """The entry stays with the first pod seen; the later claim is counted on an entry
+    of its own while its pod runs (issue 12.2), released when the pod goes, once."""
+    r = rig(store_url)
+    shared = reserve(r.store)  # a generateName pod: no name at admission
+    first = make_pod("trainer-abcde", phase="Running", resource_version="2", allocation_id=shared)
+    later = make_pod("trainer-fghij", phase="Pending", resource_version="3", allocation_id=shared)
+    r.run(
+        RecordedPodApi(
+            lists=[pod_list([first], "2")],
+            watches=[
+                [
+                    event("ADDED", later),
+                    event("MODIFIED", with_state(later, resource_version="4", phase="Running")),
+                ]
+            ],
+        ),
+        rounds=1,
+    )
+    entry = ledger.get(r.store, shared)
+    assert entry is not None and entry.pod_uid == first.metadata.uid
+    own = ledger.by_request(r.store, ledger.duplicate_uid(later.metadata.uid))
+    assert own is not None and own.id != shared
+    assert (own.state, own.pod_uid, own.pod_name) == (
+        State.BOUND,
+        later.metadata.uid,
+        "trainer-fghij",
+    )
+    assert (own.amount, own.department, own.queue) == (entry.amount, entry.department, entry.queue)
+    assert slices_in_use(r.store) == 2
+    assert r.metric("gpupool_reconciler_duplicate_claims_total") == 1
+    assert r.metric("gpupool_reconciler_suspicious_pods_total", reason="PodMismatch") == 2
+
+    # a re-list that shows both again counts the later one once
+    r.reconciler.resource_version = None
+    r.run(RecordedPodApi(lists=[pod_list([first, later], "5")]), rounds=1)
+    assert slices_in_use(r.store) == 2
+    assert r.metric("gpupool_reconciler_duplicate_claims_total") == 1
+
+    # the later pod goes: its own entry is released, the first pod keeps its entry
+    r.run(
+        RecordedPodApi(
+            lists=[], watches=[[event("DELETED", with_state(later, resource_version="6"))]]
+        ),
+        rounds=1,
+    )
+    assert ledger.get(r.store, own.id).state is State.RELEASED  # type: ignore[union-attr]
+    assert r.state(shared) is State.BOUND
+    assert slices_in_use(r.store) == 1
+    assert ledger.rebuild_usage(r.store) == 1
 
 
 def test_a_namespaced_reconciler_leaves_other_namespaces_alone(sqlite_url: str) -> None:

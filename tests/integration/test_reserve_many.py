@@ -206,6 +206,10 @@ def test_empty_group_does_not_touch_the_store(tmp_path: Path) -> None:
         unreachable.close()
 
 
+def nonzero(usage: dict[str, Resources]) -> dict[str, Resources]:
+    return {k: v for k, v in usage.items() if not v.is_zero()}
+
+
 @pytest.mark.parametrize(
     "taken_in_ledger",
     [
@@ -231,7 +235,9 @@ def test_group_whose_transaction_fails_records_nothing_of_it(
         ledger.reserve_many(store, ORG, group)
     # a broken request is not a store that went away (the writers retry the former)
     assert not isinstance(info.value, StoreUnavailable)
-    assert ledger.usage(store) == before  # no usage row added, not even an empty one
+    # no usage changed (PostgreSQL may have created the path's missing rows, empty, in a
+    # transaction of their own before: locking them in one order needs them to exist)
+    assert nonzero(ledger.usage(store)) == nonzero(before)
     assert ledger.list_allocations(store) == kept
     assert ledger.recent_denials(store) == []
     for uid in ("x", "y", "z", "w"):

@@ -111,9 +111,7 @@ def test_deployment_pod_is_authorised_as_its_service_account_and_rewritten(
     assert not response.get("warnings")
 
 
-def test_replicas_follow_a_new_configuration_revision(
-    store: Store, tmp_path: Path
-) -> None:
+def test_replicas_follow_a_new_configuration_revision(store: Store, tmp_path: Path) -> None:
     """Two replicas of one workload get the same slices; after a revision that changes
     the SKU, the next replica gets the new one (in its patch and in the ledger), while
     the webhook keeps serving."""
@@ -172,6 +170,58 @@ def test_directly_created_pod_is_authorised_as_the_requesting_user(
     else:
         message = denied(hook, body, Reason.FORBIDDEN)
         assert f"user:{user}" in message and "dept-admin of ml (user:alice)" in message
+
+
+@pytest.mark.parametrize(
+    ("user", "groups", "labels"),
+    [
+        pytest.param("bob", (), {LABEL_QUEUE: "train"}, id="member-of-another-queue"),
+        pytest.param("vic", (), {}, id="viewer"),
+    ],
+)
+def test_a_made_up_controller_owner_does_not_make_a_user_its_service_account(
+    store: Store, tmp_path: Path, user: str, groups: tuple[str, ...], labels: dict[str, str]
+) -> None:
+    """Owner references and serviceAccountName are the pod author's to write: a pod sent
+    by a person is authorised as that person, whatever controller it claims (issue 13)."""
+    document = A.org_document()
+    document["role_bindings"].append(
+        {"role": "viewer", "department": "ml", "subjects": ["user:vic"]}
+    )
+    A.apply_org(store, document)
+    forged = A.pod(
+        A.container(limits=A.gpu(1)),
+        labels=labels,
+        service_account="trainer",  # bound as a member of every queue of ml
+        owner_kind="ReplicaSet",
+    )
+    with A.serve(store, tmp_path) as hook:
+        message = denied(hook, A.review(forged, user=user, groups=groups), Reason.FORBIDDEN)
+        assert f"user:{user}" in message and "system:serviceaccount:ml:trainer" not in message
+        assert "is not a trusted controller" in message
+        # the same pod sent by the ReplicaSet controller is the service account's
+        admitted(hook, A.review(forged, user=A.REPLICASET_CONTROLLER, groups=()))
+    assert len(ledger.list_allocations(store)) == 1
+
+
+def test_an_operator_configured_as_trusted_creates_pods_as_their_service_account(
+    store: Store, tmp_path: Path
+) -> None:
+    operator = "system:serviceaccount:kubeflow:training-operator"
+    pod = A.pod(A.container(limits=A.gpu(1)), service_account="trainer", owner_kind="Job")
+    with A.serve(store, tmp_path) as hook:
+        message = denied(hook, A.review(pod, user=operator, groups=()), Reason.FORBIDDEN)
+        assert f"(as {operator})" in message
+    settings = Settings(
+        trusted_controllers=(
+            "system:serviceaccount:kube-system:*",
+            "system:serviceaccount:kubeflow:*",
+        )
+    )
+    with A.serve(store, tmp_path, settings=settings) as hook:
+        _, out = admitted(hook, A.review(pod, user=operator, groups=()))
+    alloc = ledger.get(store, out["metadata"]["annotations"][ANNOTATION_ALLOCATION_ID])
+    assert alloc is not None and alloc.subject == "system:serviceaccount:ml:trainer"
 
 
 def test_member_narrowed_to_a_queue_is_denied_other_queues(hook: A.Served) -> None:
@@ -234,6 +284,35 @@ def test_hami_form_is_checked_counted_and_passed_through(hook: A.Served, store: 
     alloc = ledger.get(store, out["metadata"]["annotations"][ANNOTATION_ALLOCATION_ID])
     assert alloc is not None
     assert (alloc.amount.memory_mib, alloc.amount.compute_pct) == (20000, 60)
+
+
+def test_hami_readme_example_arrives_in_canonical_form_and_is_admitted(
+    hook: A.Served, store: Store
+) -> None:
+    """HAMi's README asks for gpumem 3000 and gpucores 30; kube-apiserver sends the 3000
+    as "3k", which HAMi (and so gpupool) reads as 3000 MiB."""
+    body = A.review(A.pod(A.container(limits=A.gpu(1, gpumem="3000", gpucores="30"))))
+    assert (
+        body["request"]["object"]["spec"]["containers"][0]["resources"]["limits"][
+            "nvidia.com/gpumem"
+        ]
+        == "3k"
+    )
+    _, out = admitted(hook, body)
+    assert limits_of(out)["nvidia.com/gpumem"] == "3000"
+    alloc = ledger.get(store, out["metadata"]["annotations"][ANNOTATION_ALLOCATION_ID])
+    assert alloc is not None
+    assert (alloc.amount.memory_mib, alloc.amount.compute_pct) == (3000, 30)
+
+
+def test_a_thousand_gpus_arrive_as_1k_and_are_denied_for_what_they_are(hook: A.Served) -> None:
+    body = A.review(A.pod(A.container(limits=A.gpu(1000))))
+    assert (
+        body["request"]["object"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+        == "1k"
+    )
+    message = denied(hook, body, Reason.BORROWING_LIMIT_EXCEEDED)
+    assert "ana asked for 1000 slice(s) of SKU small" in message
 
 
 def test_gpu_memory_without_a_count_is_a_one_gpu_request(hook: A.Served, store: Store) -> None:
@@ -576,6 +655,34 @@ def test_store_down_fails_gpu_pods_closed_while_healthz_stays_up(
         ready = client.get("/readyz")
         assert ready.status_code == 503 and "cannot be reached" in ready.text
         assert client.get("/metrics").status_code == 200
+
+
+def test_a_store_with_no_organisation_is_not_ready_and_says_what_to_run(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """Not a store outage (issue 12.4): the store answers but holds no organisation."""
+    empty = Store(sqlite_url)
+    try:
+        with A.serve(empty, tmp_path, refresh_s=0.0) as hook, hook.client() as client:
+            ready = client.get("/readyz")
+            assert ready.status_code == 503
+            assert "no organisation has been applied" in ready.text
+            assert "gpupool apply -f org.yaml" in ready.text
+            response = hook.mutate(A.review(A.pod(A.container(limits=A.gpu(1)))), client)
+            assert response["allowed"] is False
+            status = response["status"]
+            assert status["reason"] == Reason.NO_ORGANISATION.value == "NoOrganisation"
+            assert status["code"] == 503
+            assert "has no organisation yet" in status["message"]
+            assert "gpupool apply -f org.yaml" in status["message"]
+            assert "cannot check its quota" not in status["message"]
+            assert hook.mutate(A.review(A.pod(A.container())), client)["allowed"]
+            assert client.get("/healthz").status_code == 200
+            A.apply_org(empty)
+            assert client.get("/readyz").text == "ready"
+            admitted(hook, A.review(A.pod(A.container(limits=A.gpu(1)))))
+    finally:
+        empty.close()
 
 
 def test_metrics_count_decisions_and_show_quota(hook: A.Served) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -88,36 +87,13 @@ def test_certificate_rotation_under_load_drops_no_request(sqlite_url: str, tmp_p
     assert hook.tls.reloads in (1, 2)
 
 
-def _wait_ready(url: str, cert: Path, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    ctx = ssl.create_default_context(cafile=str(cert))
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "exited")
-        try:
-            if httpx.get(f"{url}/readyz", verify=ctx, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("webhook did not become ready")
-
-
 @pytest.mark.postgres
 def test_two_webhook_processes_never_admit_past_a_quota(pg_database: str, tmp_path: Path) -> None:
     store = Store(pg_database)
     doc = A.org_document(slices=5)
     doc["departments"][0]["queues"][0]["borrowing_limit"] = {"slices": 0}
     A.apply_org(store, doc)
-    cert, key = A.self_signed(tmp_path)
-    ports = [A.free_port(), A.free_port()]
-    procs = [
-        A.start_webhook_process(pg_database, cert, key, p, stderr=subprocess.PIPE) for p in ports
-    ]
-    try:
-        urls = [f"https://127.0.0.1:{p}" for p in ports]
-        for url, proc in zip(urls, procs, strict=True):
-            _wait_ready(url, cert, proc)
+    with A.webhook_processes(pg_database, tmp_path) as (urls, cert):
         ctx = ssl.create_default_context(cafile=str(cert))
         bodies = [
             A.review(A.pod(A.container(limits=A.gpu(1)), name=f"burst-{i}")) for i in range(24)
@@ -132,13 +108,6 @@ def test_two_webhook_processes_never_admit_past_a_quota(pg_database: str, tmp_pa
 
         with ThreadPoolExecutor(max_workers=24) as pool:
             answers = list(pool.map(post, range(24)))
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=15)
-            if proc.stderr is not None:
-                proc.stderr.close()
     allowed = [a for a in answers if a["allowed"]]
     refused = [a for a in answers if not a["allowed"]]
     assert len(allowed) == 5

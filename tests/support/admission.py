@@ -31,9 +31,11 @@ from cryptography.x509.oid import NameOID
 from kubernetes import client as k8s
 
 from admission.admitter import Settings
+from admission.review import Response, render
 from admission.server import Webhook, build, uvicorn_config
 from admission.tls import ReloadingContext
 from governance.store import Store
+from tests.support.kube import canonical_resources
 
 _API = k8s.ApiClient()
 
@@ -146,9 +148,13 @@ def review(
     old: k8s.V1Pod | Mapping[str, Any] | None = None,
     namespace: str | None = None,
 ) -> dict[str, Any]:
-    """An AdmissionReview request for a pod, as the API server sends it."""
+    """An AdmissionReview request for a pod, as the API server sends it: every resource
+    quantity in canonical form (``3000`` as ``3k``), as kube-apiserver writes it."""
     body = serialize(obj) if isinstance(obj, k8s.V1Pod) else copy.deepcopy(obj)
     old_body = serialize(old) if isinstance(old, k8s.V1Pod) else copy.deepcopy(old)
+    for pod_body in (body, old_body):
+        if isinstance(pod_body, dict):
+            canonical_resources(pod_body)
     ns = namespace or ((body or old_body or {}).get("metadata", {}).get("namespace")) or "ml"
     return {
         "apiVersion": "admission.k8s.io/v1",
@@ -169,6 +175,23 @@ def review(
             "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
         },
     }
+
+
+def json_bytes(body: Mapping[str, Any]) -> bytes:
+    """An AdmissionReview as the bytes the API server posts."""
+    import json
+
+    return json.dumps(body).encode()
+
+
+def response_of(body: Mapping[str, Any], answer: Response) -> dict[str, Any]:
+    """The ``response`` of the AdmissionReview that carries ``answer`` (what an
+    :class:`~admission.admitter.Admitter` decided without HTTP)."""
+    import json
+
+    rendered: dict[str, Any] = json.loads(render(body["request"]["uid"], answer))
+    response: dict[str, Any] = rendered["response"]
+    return response
 
 
 def apply_patch(obj: Mapping[str, Any], response: Mapping[str, Any]) -> dict[str, Any]:
@@ -463,6 +486,45 @@ def serve(
         server.should_exit = True
         thread.join(timeout=10)
         tls.stop()
+
+
+def wait_ready(url: str, cert: Path, proc: subprocess.Popen[bytes]) -> None:
+    """Until ``url``'s /readyz answers 200 (the process's stderr if it exits first)."""
+    deadline = time.monotonic() + 30
+    ctx = ssl.create_default_context(cafile=str(cert))
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "exited")
+        try:
+            if httpx.get(f"{url}/readyz", verify=ctx, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("webhook did not become ready")
+
+
+@contextmanager
+def webhook_processes(
+    store_url: str, tmp_path: Path, count: int = 2
+) -> Iterator[tuple[list[str], Path]]:
+    """``count`` `gpupool webhook` processes on one store, ready; yields their URLs and
+    the certificate to trust. They are stopped (SIGTERM) on exit."""
+    cert, key = self_signed(tmp_path)
+    ports = [free_port() for _ in range(count)]
+    procs = [start_webhook_process(store_url, cert, key, p, stderr=subprocess.PIPE) for p in ports]
+    try:
+        urls = [f"https://127.0.0.1:{p}" for p in ports]
+        for url, proc in zip(urls, procs, strict=True):
+            wait_ready(url, cert, proc)
+        yield urls, cert
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=15)
+            if proc.stderr is not None:
+                proc.stderr.close()
 
 
 def start_webhook_process(

@@ -111,6 +111,7 @@ REASONS: dict[str, tuple[str, int]] = {
     "QUEUE_OF_OTHER_DEPARTMENT": ("QueueOfOtherDepartment", 422),
     "IMMUTABLE_GPU_FIELDS": ("ImmutableGPUFields", 422),
     "STORE_UNAVAILABLE": ("StoreUnavailable", 503),
+    "NO_ORGANISATION": ("NoOrganisation", 503),
     "INTERNAL_ERROR": ("InternalError", 500),
     "MALFORMED_REVIEW": ("MalformedAdmissionReview", 400),
 }

@@ -85,6 +85,49 @@ def test_request_forms(
     assert requests_of(pod) == {"main": expected}
 
 
+@pytest.mark.parametrize(
+    ("limits", "expected"),
+    [
+        pytest.param(
+            {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "3k", "nvidia.com/gpucores": "30"},
+            SliceRequest(count=1, custom=True, memory_mib=3000, compute_pct=30),
+            id="gpumem-3k-is-3000-mib",
+        ),
+        pytest.param(
+            {"nvidia.com/gpu": "2", "nvidia.com/gpumem": "10k"},
+            SliceRequest(count=2, custom=True, memory_mib=10000),
+            id="gpumem-10k",
+        ),
+        pytest.param(
+            {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "1Gi"},
+            SliceRequest(count=1, custom=True, memory_mib=1024),
+            id="gpumem-binary-is-bytes",
+        ),
+        pytest.param({"nvidia.com/gpu": "1k"}, SliceRequest(count=1000), id="gpu-1k"),
+        pytest.param({"nvidia.com/gpu": "1e1"}, SliceRequest(count=10), id="gpu-exponent"),
+        pytest.param({"gpupool.io/large": "2"}, SliceRequest(count=2, sku="large"), id="sku"),
+        pytest.param(
+            {"nvidia.com/gpu": "1", "nvidia.com/gpucores": "10k"},
+            SliceRequest(count=1, custom=True, compute_pct=10000),
+            id="cores-read-then-judged-by-placement",
+        ),
+    ],
+)
+def test_canonical_quantities_are_read_with_each_resources_unit(
+    limits: dict[str, str], expected: SliceRequest
+) -> None:
+    pod = parse_pod(
+        {"spec": {"containers": [{"name": "main", "resources": {"limits": limits}}]}},
+        namespace="ml",
+    )
+    assert requests_of(pod) == {"main": expected}
+
+
+def test_requests_and_limits_equal_as_quantities_are_equal() -> None:
+    pod = parsed(A.container(limits={"nvidia.com/gpu": "1k"}, requests={"nvidia.com/gpu": "1000"}))
+    assert requests_of(pod)["main"].count == 1000
+
+
 def test_requests_alone_count_and_must_equal_limits() -> None:
     pod = parsed(A.container(requests={"nvidia.com/gpu": "2"}))
     assert requests_of(pod)["main"].count == 2
@@ -97,6 +140,13 @@ def test_requests_alone_count_and_must_equal_limits() -> None:
     ("limits", "needle"),
     [
         pytest.param({"nvidia.com/gpu": "500m"}, "not a whole number", id="milli"),
+        pytest.param({"nvidia.com/gpu": "1500m"}, "not a whole number", id="one-and-a-half"),
+        pytest.param({"nvidia.com/gpu": "2mi"}, "unknown suffix 'mi'", id="not-a-quantity"),
+        pytest.param(
+            {"nvidia.com/gpu": "1", "nvidia.com/gpumem": "1500m"},
+            "not a whole number of MiB",
+            id="milli-mib",
+        ),
         pytest.param({"nvidia.com/gpu": "-2"}, "not a whole number", id="negative"),
         pytest.param(
             {"nvidia.com/gpu": "0", "nvidia.com/gpumem": "100"},
