@@ -136,7 +136,7 @@ def run_once(
     sequence = arrival_order(demand, fleet.capacity_gpu_milli, rng, ratio=ratio, order=order)
     setup = Setup(kinds=kinds, models=fleet.models, workload=tuple(pods))
     scheduler = Scheduler(fleet, kinds, policies.create(policy, setup), rng)
-    arrived: FloatArray = np.cumsum(demand[sequence]) * (100.0 / fleet.capacity_gpu_milli)
+    arrived = np.cumsum(demand[sequence], dtype=np.float64) * (100.0 / fleet.capacity_gpu_milli)
     allocated = np.empty(len(sequence))
     failed = failed_milli = 0
     capacity = fleet.capacity_gpu_milli
