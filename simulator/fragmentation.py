@@ -44,7 +44,6 @@ class PodType:
     num_gpu: int
     gpu_milli: int
     gpu_models: tuple[str, ...]
-    memory_mib: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,7 +56,6 @@ class Target:
     types: tuple[PodType, ...]
     probability: FloatArray
     cpu_milli: IntArray
-    memory_mib: IntArray
     num_gpu: IntArray
     gpu_milli: IntArray
     allowed: BoolArray
@@ -67,25 +65,16 @@ class Target:
 
 
 def target_of(
-    pods: Iterable[Pod],
-    models: Sequence[str],
-    *,
-    popularity: float = POPULARITY,
-    memory: bool = False,
+    pods: Iterable[Pod], models: Sequence[str], *, popularity: float = POPULARITY
 ) -> Target:
     """The target workload of ``pods``: the popular types covering ``popularity`` of
-    them, most popular first (ties in a fixed order), probabilities summing to 1.
-
-    With ``memory``, a type also has the pods' memory, and a node without that much
-    free memory cannot host it (the paper's measure has no memory).
-    """
+    them, most popular first (ties in a fixed order), probabilities summing to 1."""
     counts = Counter(
         PodType(
             cpu_milli=p.cpu_milli,
             num_gpu=p.num_gpu,
             gpu_milli=p.gpu_milli,
             gpu_models=tuple(sorted(p.gpu_models)),
-            memory_mib=p.memory_mib if memory else 0,
         )
         for p in pods
     )
@@ -99,7 +88,6 @@ def target_of(
             item[0].num_gpu,
             item[0].gpu_milli,
             item[0].cpu_milli,
-            item[0].memory_mib,
             item[0].gpu_models,
         ),
     )
@@ -116,7 +104,6 @@ def target_of(
         types=types,
         probability=probability,
         cpu_milli=np.array([t.cpu_milli for t in types], dtype=np.int64),
-        memory_mib=np.array([t.memory_mib for t in types], dtype=np.int64),
         num_gpu=np.array([t.num_gpu for t in types], dtype=np.int64),
         gpu_milli=np.array([t.gpu_milli for t in types], dtype=np.int64),
         allowed=np.array(
@@ -127,7 +114,7 @@ def target_of(
 
 
 def node_fragmentation(
-    target: Target, *, cpu_free: int, memory_free: int, gpu_free: Sequence[int], model: int
+    target: Target, *, cpu_free: int, gpu_free: Sequence[int], model: int
 ) -> float:
     """F(node) in GPU thousandths, written out type by type (the reference)."""
     total = sum(gpu_free)
@@ -139,7 +126,6 @@ def node_fragmentation(
             and model >= 0
             and bool(target.allowed[t, model])
             and cpu_free >= target.cpu_milli[t]
-            and memory_free >= target.memory_mib[t]
             and sum(1 for g in gpu_free if g >= milli) >= target.num_gpu[t]
         )
         unusable = sum(g for g in gpu_free if g < milli) if hostable else total
@@ -158,20 +144,13 @@ class Moves:
     """
 
     cpu_milli: IntArray
-    memory_mib: IntArray
     count: IntArray
     before: IntArray
     after: IntArray
 
 
 def fragmentation_after(
-    target: Target,
-    *,
-    cpu_free: int,
-    memory_free: int,
-    gpu_free: IntArray,
-    model: int,
-    moves: Moves,
+    target: Target, *, cpu_free: int, gpu_free: IntArray, model: int, moves: Moves
 ) -> tuple[float, FloatArray]:
     """F(node) now, and F after each candidate move, in GPU thousandths.
 
@@ -187,22 +166,14 @@ def fragmentation_after(
     accepts = (milli > 0) & (target.allowed[:, model] if model >= 0 else False)
     p = target.probability
 
-    def measure(
-        ge_: IntArray, small_: IntArray, total_: IntArray, cpu_: IntArray, memory_: IntArray
-    ) -> FloatArray:
-        hostable = (
-            accepts
-            & (ge_ >= target.num_gpu)
-            & (cpu_[..., None] >= target.cpu_milli)
-            & (memory_[..., None] >= target.memory_mib)
-        )
+    def measure(ge_: IntArray, small_: IntArray, total_: IntArray, cpu_: IntArray) -> FloatArray:
+        hostable = accepts & (ge_ >= target.num_gpu) & (cpu_[..., None] >= target.cpu_milli)
         unusable = np.where(hostable, small_, total_[..., None])
         return np.asarray(unusable @ p, dtype=np.float64)
 
-    def scalar(value: int) -> IntArray:
-        return np.array(value, dtype=np.int64)
-
-    now = float(measure(ge, small, scalar(total), scalar(cpu_free), scalar(memory_free)))
+    now = float(
+        measure(ge, small, np.array(total, dtype=np.int64), np.array(cpu_free, dtype=np.int64))
+    )
     k = moves.count[:, None]
     b = moves.before[:, None]
     a = moves.after[:, None]
@@ -211,5 +182,4 @@ def fragmentation_after(
     small_after = small + k * (np.where(a < m, a, 0) - np.where(b < m, b, 0))
     total_after = total + moves.count * (moves.after - moves.before)  # (C,)
     cpu_after = cpu_free - moves.cpu_milli
-    memory_after = memory_free - moves.memory_mib
-    return now, measure(ge_after, small_after, total_after, cpu_after, memory_after)
+    return now, measure(ge_after, small_after, total_after, cpu_after)

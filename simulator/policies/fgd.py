@@ -53,7 +53,6 @@ def candidate_moves(kinds: Kinds, free: IntArray, fits: BoolArray) -> Candidates
     return Candidates(
         moves=fragmentation.Moves(
             cpu_milli=kinds.cpu_milli[kind],
-            memory_mib=kinds.memory_mib[kind],
             count=np.concatenate([np.ones(len(one_kind), dtype=np.int64), kinds.num_gpu[other]]),
             before=np.concatenate([before_one, whole]),
             after=np.concatenate([before_one - kinds.gpu_milli[one_kind], np.zeros_like(whole)]),
@@ -96,7 +95,6 @@ class FragmentationGradientDescent(Policy):
         now, after = fragmentation.fragmentation_after(
             self.target,
             cpu_free=int(fleet.cpu_free[node]),
-            memory_free=int(fleet.memory_free[node]),
             gpu_free=free,
             model=int(fleet.model[node]),
             moves=candidates.moves,
