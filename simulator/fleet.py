@@ -90,11 +90,17 @@ class Kinds:
 class Fleet:
     """The nodes and what is free on them. Mutable: the scheduler places and releases."""
 
-    def __init__(self, nodes: Sequence[Node]) -> None:
+    def __init__(self, nodes: Sequence[Node], *, models: Sequence[str] | None = None) -> None:
+        """``models`` fixes the model indices (a part of a larger fleet keeps the
+        larger fleet's, so that kinds built for one serve both); default: the models
+        of ``nodes``, sorted."""
         if not nodes:
             raise ConfigError("the fleet has no nodes")
         self.nodes = tuple(nodes)
-        self.models: tuple[str, ...] = tuple(sorted({n.model for n in nodes if n.gpus}))
+        present = {n.model for n in nodes if n.gpus}
+        self.models: tuple[str, ...] = tuple(models) if models else tuple(sorted(present))
+        if not present <= set(self.models):
+            raise ValueError(f"models {sorted(present - set(self.models))} are not indexed")
         model_index = {m: i for i, m in enumerate(self.models)}
         n = len(nodes)
         self.max_gpus = max(node.gpus for node in nodes)

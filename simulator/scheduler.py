@@ -9,8 +9,11 @@ is scored again, for every kind.
 Scores only ever depend on the node they are about (every published policy is a
 per-node score plugin), which is what makes the table exact, not an approximation.
 
-At the start many nodes are identical (the Alibaba fleet's 1,213 nodes have 15
-shapes), so the first scoring is done once per distinct node state.
+Because a score depends only on the node's state, scores are remembered by state
+(:meth:`~simulator.fleet.Fleet.state_key`): the Alibaba fleet's 1,213 nodes start in
+15 distinct states, and in a replay nodes keep coming back to states they had (empty,
+above all). The memo may be shared by schedulers of one policy and one set of kinds,
+as the replay's fleet-size search does.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ import numpy as np
 
 from simulator.fleet import Fleet, IntArray, Kinds
 from simulator.policies.base import FloatArray, Policy
+
+Memo = dict[tuple[int, ...], tuple[FloatArray, IntArray]]
+"""Node state -> (every kind's score there, -inf where it does not fit; GPU hints)."""
+
+MEMO_LIMIT = 200_000
+"""Entries before the memo starts over (~2 KB each with the trace's 91 kinds)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,7 +42,12 @@ class Scheduler:
     """Places and releases pods of ``kinds`` on ``fleet`` (which it mutates)."""
 
     def __init__(
-        self, fleet: Fleet, kinds: Kinds, policy: Policy, rng: np.random.Generator
+        self,
+        fleet: Fleet,
+        kinds: Kinds,
+        policy: Policy,
+        rng: np.random.Generator,
+        memo: Memo | None = None,
     ) -> None:
         self.fleet = fleet
         self.kinds = kinds
@@ -43,23 +57,22 @@ class Scheduler:
         self.hint: IntArray = np.full((len(kinds), len(fleet)), -1, dtype=np.int64)
         names = [node.name for node in fleet.nodes]
         self.name_rank: IntArray = np.argsort(np.argsort(names, kind="stable")).astype(np.int64)
-        done: dict[tuple[int, ...], int] = {}
+        self.memo: Memo = {} if memo is None else memo
         for node in range(len(fleet)):
-            key = fleet.state_key(node)
-            twin = done.get(key)
-            if twin is None:
-                self.refresh(node)
-                done[key] = node
-            else:
-                self.table[:, node] = self.table[:, twin]
-                self.hint[:, node] = self.hint[:, twin]
+            self.refresh(node)
 
     def refresh(self, node: int) -> None:
         """Score every kind on ``node`` again (after it changed)."""
-        fits = self.fleet.fits(self.kinds, node)
-        scores = self.policy.score(self.fleet, node, fits)
-        self.table[:, node] = np.where(fits, scores.score, -np.inf)
-        self.hint[:, node] = scores.gpu
+        key = self.fleet.state_key(node)
+        known = self.memo.get(key)
+        if known is None:
+            if len(self.memo) >= MEMO_LIMIT:
+                self.memo.clear()
+            fits = self.fleet.fits(self.kinds, node)
+            scores = self.policy.score(self.fleet, node, fits)
+            known = (np.where(fits, scores.score, -np.inf), scores.gpu)
+            self.memo[key] = known
+        self.table[:, node], self.hint[:, node] = known
 
     def fits_anywhere(self, kind: int) -> bool:
         return bool(np.isfinite(self.table[kind].max()))
