@@ -102,6 +102,14 @@ def arrival_order(
     return sequence[: over[0]] if len(over) else sequence
 
 
+def estimated_length(pods: Sequence[Pod], nodes: Sequence[Node], ratio: float) -> int:
+    """About how many pods one run places (for a progress bar): the trace, scaled to
+    ask for ``ratio`` times the fleet's GPUs."""
+    demand = sum(p.gpu_milli_total for p in pods)
+    capacity = sum(n.gpus for n in nodes) * 1000
+    return max(1, round(len(pods) * ratio * capacity / demand)) if demand else len(pods)
+
+
 def curve_of(arrived_pct: FloatArray, allocated_pct: FloatArray, top: int) -> dict[int, float]:
     """The value for each whole percentage 0..top of arrived workload (see the module)."""
     bucket = np.round(arrived_pct)
