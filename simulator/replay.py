@@ -376,17 +376,36 @@ def gpus_needed(
 
 @dataclass(frozen=True, kw_only=True)
 class Saving:
-    """GPUs needed with slicing and with whole cards, for the same trace."""
+    """GPUs needed with slicing and with whole cards, for the same trace.
+
+    A sliced cluster can always fall back to giving pods whole cards, so slicing never
+    needs more GPUs than whole cards: :attr:`sliced_gpus` is the smaller of the two.
+    A placement heuristic can still do worse sliced than whole-card on some trace (a
+    property test found one with random placement on CPU-bound nodes); then
+    :attr:`anomaly` is true and the whole-card figure stands for both.
+    """
 
     sliced: Needed
     whole_cards: Needed
 
     @property
+    def sliced_gpus(self) -> int | None:
+        found = [g for g in (self.sliced.gpus, self.whole_cards.gpus) if g is not None]
+        return min(found) if found else None
+
+    @property
+    def anomaly(self) -> bool:
+        """The policy's own sliced placement needed more than its whole-card one."""
+        return self.sliced_gpus != self.sliced.gpus
+
+    @property
     def saving(self) -> float | None:
-        """1 - sliced / whole-card GPUs; None when either fleet was not enough."""
-        if self.sliced.gpus is None or not self.whole_cards.gpus:
+        """1 - sliced / whole-card GPUs; None when the whole fleet does not serve the
+        trace with whole cards."""
+        sliced = self.sliced_gpus
+        if sliced is None or not self.whole_cards.gpus:
             return None
-        return 1.0 - self.sliced.gpus / self.whole_cards.gpus
+        return 1.0 - sliced / self.whole_cards.gpus
 
 
 def saving(

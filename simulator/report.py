@@ -98,6 +98,8 @@ def saving_data(saving: Saving) -> dict[str, Any]:
     return {
         "sliced": _needed_data(saving.sliced),
         "whole_cards": _needed_data(saving.whole_cards),
+        "sliced_gpus": saving.sliced_gpus,
+        "anomaly": saving.anomaly,
         "saving": None if saving.saving is None else round(saving.saving, 4),
     }
 
@@ -129,7 +131,7 @@ def replay_table(results: Sequence[ReplayResult], savings: Sequence[Saving | Non
             f"{result.occupancy_pct.mean:.2f}",
             f"{w.p50:.0f}/{w.p90:.0f}/{result.wait_max_s:.0f}",
             denied,
-            _gpus(saving.sliced) if saving else "-",
+            (_gpus(saving.sliced) + (" (anomaly)" if saving.anomaly else "")) if saving else "-",
             _gpus(saving.whole_cards) if saving else "-",
             f"{saving.saving:.1%}" if saving and saving.saving is not None else "-",
         )
@@ -180,7 +182,7 @@ def write_html(
         row += 1
     if savings:
         names = [name for name, _ in savings]
-        sliced = [s.sliced.gpus for _, s in savings]
+        sliced = [s.sliced_gpus for _, s in savings]
         whole = [s.whole_cards.gpus for _, s in savings]
         for label, gpus in (("sliced", sliced), ("whole cards", whole)):
             figure.add_trace(go.Bar(x=names, y=gpus, name=label), row=row, col=1)
