@@ -3,7 +3,7 @@
 State is kept in numpy arrays indexed by node (and GPU slot), because a placement
 policy scores every node for every pod: the fill experiment on the Alibaba trace asks
 1,213 nodes about ~10,800 pods per run. Pods are grouped into *kinds* (same CPU,
-memory, GPU count, GPU share and model constraint): the trace's 8,152 pods are 91
+memory, GPU count, GPU share and model constraint): the trace's 8,152 pods are 151
 kinds, so a policy scores a node once for every kind when that node changes, and
 placing a pod is a look-up in that table (see :mod:`simulator.scheduler`).
 

@@ -10,8 +10,10 @@ Each pod, independently:
   320 11%, 650 8%, 230 5%, 460 4%, 160 and 590 2.5%, renormalised);
 - *CPU*: log-normal around :attr:`Mix.cpu_milli_median` for its class (trace medians:
   12.5 cores CPU-only, 4 sharing, 11.4 cores per whole GPU), spread
-  :attr:`Mix.cpu_sigma`, rounded to a tenth of a core; *memory*:
-  :attr:`Mix.memory_mib_per_core` (trace median ~4 GiB per core) times the cores;
+  :attr:`Mix.cpu_sigma`, rounded to a tenth of a core and at most
+  :attr:`Mix.cpu_milli_max` (96 cores, the trace's most common 8-GPU node, so that
+  every pod fits it); *memory*: :attr:`Mix.memory_mib_per_core` (trace median ~4 GiB
+  per core) times the cores;
 - *arrival*: a Poisson process of :attr:`Mix.arrivals_per_hour` (the trace's last
   30 days: ~10 an hour);
 - *duration*: log-normal, median :attr:`Mix.duration_median_s` (trace: 540 s) and
@@ -63,6 +65,7 @@ class Mix:
         default_factory=lambda: {"cpu": 12_500, "sharing": 4_000, "per_gpu": 11_400}
     )
     cpu_sigma: float = 0.5
+    cpu_milli_max: int = 96_000
     memory_mib_per_core: int = 4 * 1024
     arrivals_per_hour: float = 10.0
     duration_median_s: float = 540.0
@@ -103,7 +106,8 @@ def generate(count: int, *, seed: int = 42, mix: Mix | None = None) -> list[Pod]
         else:
             num_gpu, milli = kind, MILLI_PER_GPU
             median = mix.cpu_milli_median["per_gpu"] * kind
-        cpu = max(100, int(round(median * rng.lognormal(0.0, mix.cpu_sigma), -2)))
+        drawn = int(round(median * rng.lognormal(0.0, mix.cpu_sigma), -2))
+        cpu = min(max(100, drawn), mix.cpu_milli_max)
         department = int(rng.choice(mix.departments, p=zipf / zipf.sum())) + 1
         pods.append(
             Pod(

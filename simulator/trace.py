@@ -249,9 +249,14 @@ def read_nodes(path: Path) -> list[Node]:
 
 
 def shared_trace_dir(repository_root: Path) -> Path:
-    """Where the project keeps the trace: ``../shared/data/alibaba-gpu-2023`` next to
-    the repository (never a copy inside it)."""
-    return repository_root.parent / "shared" / "data" / "alibaba-gpu-2023"
+    """Where the project keeps the trace (never a copy inside the repository):
+    ``../shared/data/alibaba-gpu-2023`` next to the repository, or the nearest such
+    folder further up (a worktree in a subfolder shares its checkout's data)."""
+    relative = Path("shared") / "data" / "alibaba-gpu-2023"
+    for folder in repository_root.resolve().parents:
+        if (folder / relative).is_dir():
+            return folder / relative
+    return repository_root.resolve().parent / relative
 
 
 DEFAULT_POD_LIST = "openb_pod_list_default.csv"
