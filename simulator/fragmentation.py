@@ -23,11 +23,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
 
+from simulator.fleet import KindKey
 from simulator.trace import Pod
 
 FloatArray = NDArray[np.float64]
@@ -39,21 +40,14 @@ POPULARITY = 0.95
 
 
 @dataclass(frozen=True, kw_only=True)
-class PodType:
-    cpu_milli: int
-    num_gpu: int
-    gpu_milli: int
-    gpu_models: tuple[str, ...]
-
-
-@dataclass(frozen=True, kw_only=True)
 class Target:
     """The target workload's pod types and their probabilities, as aligned arrays.
 
     ``allowed[t, m]`` says whether type ``t`` accepts the fleet's model ``m``.
     """
 
-    types: tuple[PodType, ...]
+    types: tuple[KindKey, ...]
+    """The pod types: kinds with memory set to 0 (the measure has no memory)."""
     probability: FloatArray
     cpu_milli: IntArray
     num_gpu: IntArray
@@ -69,15 +63,7 @@ def target_of(
 ) -> Target:
     """The target workload of ``pods``: the popular types covering ``popularity`` of
     them, most popular first (ties in a fixed order), probabilities summing to 1."""
-    counts = Counter(
-        PodType(
-            cpu_milli=p.cpu_milli,
-            num_gpu=p.num_gpu,
-            gpu_milli=p.gpu_milli,
-            gpu_models=tuple(sorted(p.gpu_models)),
-        )
-        for p in pods
-    )
+    counts = Counter(replace(KindKey.of(p), memory_mib=0) for p in pods)
     if not counts:
         raise ValueError("the target workload has no pods")
     total = sum(counts.values())
@@ -91,7 +77,7 @@ def target_of(
             item[0].gpu_models,
         ),
     )
-    chosen: list[tuple[PodType, int]] = []
+    chosen: list[tuple[KindKey, int]] = []
     covered = 0
     for pod_type, count in ranked:
         if covered >= popularity * total:

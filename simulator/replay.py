@@ -420,24 +420,16 @@ def saving(
 ) -> Saving:
     """GPUs needed to serve ``pods`` at ``acceptance`` as sliced, and with every pod
     given whole cards (a sharing pod takes a card of its own)."""
-    whole = [p.as_whole_cards() for p in pods]
-    return Saving(
-        sliced=gpus_needed(
-            pods,
+
+    def needed(trace: Sequence[Pod]) -> Needed:
+        return gpus_needed(
+            trace,
             nodes,
             policy,
             acceptance=acceptance,
             admission=admission,
             seed=seed,
             on_probe=on_probe,
-        ),
-        whole_cards=gpus_needed(
-            whole,
-            nodes,
-            policy,
-            acceptance=acceptance,
-            admission=admission,
-            seed=seed,
-            on_probe=on_probe,
-        ),
-    )
+        )
+
+    return Saving(sliced=needed(pods), whole_cards=needed([p.as_whole_cards() for p in pods]))

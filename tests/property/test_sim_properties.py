@@ -45,14 +45,18 @@ pods_strategy = st.lists(
 )
 
 
-def make_nodes(raw: list[tuple[int, int, int, str]]) -> list[Node]:
+RawNodes = list[tuple[int, int, int, str]]
+RawPods = list[tuple[int, int, int, int, tuple[str, ...], int, int]]
+
+
+def make_nodes(raw: RawNodes) -> list[Node]:
     return [
         Node(name=f"n{i}", cpu_milli=c * 1000, memory_mib=m * 1024, gpus=g, model=model)
         for i, (g, c, m, model) in enumerate(raw)
     ]
 
 
-def make_pods(raw: list[tuple[int, int, int, int, tuple[str, ...], int, int]]) -> list[Pod]:
+def make_pods(raw: RawPods) -> list[Pod]:
     return [
         Pod(
             name=f"p{i}",
@@ -84,8 +88,8 @@ def naive_fits(fleet: Fleet, pod: Pod, node: int) -> bool:
 @SETTINGS
 @given(nodes_strategy, pods_strategy, st.sampled_from(list(policies.REGISTRY)), st.integers(0, 9))
 def test_placement_never_overcommits_and_refuses_only_what_fits_nowhere(
-    raw_nodes: list[tuple[int, int, int, str]],
-    raw_pods: list[tuple[int, int, int, int, tuple[str, ...], int, int]],
+    raw_nodes: RawNodes,
+    raw_pods: RawPods,
     policy: str,
     seed: int,
 ) -> None:
@@ -112,8 +116,8 @@ def test_placement_never_overcommits_and_refuses_only_what_fits_nowhere(
 @SETTINGS
 @given(nodes_strategy, pods_strategy, st.sampled_from(list(policies.REGISTRY)), st.integers(0, 99))
 def test_same_seed_same_result(
-    raw_nodes: list[tuple[int, int, int, str]],
-    raw_pods: list[tuple[int, int, int, int, tuple[str, ...], int, int]],
+    raw_nodes: RawNodes,
+    raw_pods: RawPods,
     policy: str,
     seed: int,
 ) -> None:
@@ -135,8 +139,8 @@ def test_same_seed_same_result(
     st.sampled_from([0.5, 0.8, 1.0]),
 )
 def test_slicing_never_needs_more_gpus_than_whole_cards(
-    raw_nodes: list[tuple[int, int, int, str]],
-    raw_pods: list[tuple[int, int, int, int, tuple[str, ...], int, int]],
+    raw_nodes: RawNodes,
+    raw_pods: RawPods,
     policy: str,
     acceptance: float,
 ) -> None:
