@@ -105,7 +105,11 @@ def saving_data(saving: Saving) -> dict[str, Any]:
 
 
 def replay_table(results: Sequence[ReplayResult], savings: Sequence[Saving | None]) -> Table:
-    table = Table(title="Replay over time", box=None)
+    table = Table(
+        title="Replay over time",
+        caption="every pod admitted: departments and quotas come with the governance decision",
+        box=None,
+    )
     for column in (
         "POLICY",
         "GPUS",
@@ -161,7 +165,8 @@ def write_html(
     if fills:
         titles.append("GPU capacity allocated (%) by workload arrived (% of capacity)")
     if savings:
-        titles.append("GPUs needed to serve the trace")
+        share = savings[0][1].sliced.acceptance
+        titles.append(f"GPUs needed to serve the trace ({share:.0%} of pods start on arrival)")
     figure = make_subplots(rows=rows, cols=1, subplot_titles=titles, vertical_spacing=0.12)
     row = 1
     if fills:
