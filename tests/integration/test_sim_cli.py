@@ -105,9 +105,9 @@ def test_bad_input_exits_2_with_a_clear_message(
 
 def test_generated_workload_replays_with_gpus_needed(tmp_path: Path) -> None:
     generated = tmp_path / "w.csv"
-    made = gpupool("simulate", "generate", "--count", "300", "--seed", "3", "--out", str(generated))
+    made = gpupool("simulate", "generate", "--count", "150", "--seed", "3", "--out", str(generated))
     assert made.returncode == 0, made.stderr
-    assert len(workload.read_workload(generated)) == 300
+    assert len(workload.read_workload(generated)) == 150
     nodes = tmp_path / "nodes.csv"
     nodes.write_text(
         "sn,cpu_milli,memory_mib,gpu,model\n"
@@ -119,7 +119,7 @@ def test_generated_workload_replays_with_gpus_needed(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
-    assert data["pods"] == 300 and data["denied"] == {}
+    assert data["pods"] == 150 and data["denied"] == {}
     needed = data["needed"]
     assert needed["sliced_gpus"] <= needed["whole_cards"]["gpus"]
     assert 0.0 <= needed["saving"] < 1.0
