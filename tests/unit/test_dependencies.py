@@ -16,7 +16,9 @@ import pytest
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-OWN = {"governance", "admission", "exporter", "dashboard", "tests", "bench"}
+PACKAGES = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+OWN = {pattern.rstrip("*") for pattern in PACKAGES["find"]["include"]} | {"tests", "bench"}
+"""The project's own top-level packages (as pyproject.toml ships them), tests and bench."""
 
 
 def declared(extra: str, project: dict[str, object]) -> set[str]:
