@@ -449,7 +449,8 @@ class Run:
     offered: float | None = None
     send_lag_ms: list[float] = field(default_factory=list)
     """Open loop: how late each request went out after its slot."""
-    socket_errors: str = ""
+    mean_group: float | None = None
+    """GPU runs: reservations per ledger transaction (the group commit)."""
 
     @property
     def p50_ms(self) -> float:
@@ -614,10 +615,13 @@ def check_gpu_outcome(store: Store, run: Run, bodies: list[dict[str, Any]]) -> d
 # -- profile ---------------------------------------------------------------------------
 
 
-def profile(store: Store, bodies: list[dict[str, Any]], concurrency: int = 32) -> str:
-    """The handler as the server runs it, without HTTP: ``concurrency`` requests at a
-    time on one event loop (parse, decide, group-committed reservation, render), with
-    the policy enforcers warmed first as the webhook does before its first requests."""
+def profile(store: Store, bodies: list[dict[str, Any]]) -> tuple[str, dict[str, float]]:
+    """The handler as the server runs it, without HTTP (parse, decide, group-committed
+    reservation, render), with the policy enforcers warmed first as the webhook does
+    before its first requests. First its CPU time per GPU admission (no profiler) one
+    at a time, as at a moderate offered rate where every reservation is a transaction
+    of its own, and 32 at a time, as in the closed-loop run; then a pyinstrument
+    profile of 32 at a time. Returns the text and the two CPU figures."""
     import asyncio
 
     from pyinstrument import Profiler
@@ -638,7 +642,7 @@ def profile(store: Store, bodies: list[dict[str, Any]], concurrency: int = 32) -
             answer = await admitter.admit_async(req, pod)
         return review.render(req.uid, answer)
 
-    async def run(chunk: list[bytes]) -> None:
+    async def run(chunk: list[bytes], concurrency: int) -> None:
         pending = iter(chunk)
 
         async def worker() -> None:
@@ -647,12 +651,21 @@ def profile(store: Store, bodies: list[dict[str, Any]], concurrency: int = 32) -
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
-    asyncio.run(run(raw[: len(raw) // 4]))  # caches, connections, usage rows
-    measured = raw[len(raw) // 4 :]
+    quarter = len(raw) // 4
+    asyncio.run(run(raw[:quarter], 32))  # caches, connections, usage rows
+    cpu_ms: dict[str, float] = {}
+    for concurrency, chunk in (
+        (1, raw[quarter : 2 * quarter]),
+        (32, raw[2 * quarter : 3 * quarter]),
+    ):
+        started = time.thread_time()  # on SQLite the reservation runs on this thread too
+        asyncio.run(run(chunk, concurrency))
+        cpu_ms[str(concurrency)] = (time.thread_time() - started) / len(chunk) * 1000
+    measured = raw[3 * quarter :]
     profiler = Profiler(interval=0.0005)
     started = time.perf_counter()
     profiler.start()
-    asyncio.run(run(measured))
+    asyncio.run(run(measured, 32))
     profiler.stop()
     per = (time.perf_counter() - started) / max(1, len(measured)) * 1000
     admitter.close()
@@ -660,9 +673,11 @@ def profile(store: Store, bodies: list[dict[str, Any]], concurrency: int = 32) -
     lines = [line for line in text.splitlines() if line.strip()]
     shown = int(os.environ.get("PROFILE_LINES", "60"))
     return (
-        f"in-process handler, {concurrency} at a time on one event loop: {per:.2f} ms per "
-        "GPU admission (under the profiler)\n" + "\n".join(lines[:shown])
-    )
+        f"in-process handler, CPU per GPU admission: {cpu_ms['1']:.3f} ms one at a time, "
+        f"{cpu_ms['32']:.3f} ms 32 at a time on one event loop\n"
+        f"profile of 32 at a time: {per:.2f} ms per GPU admission (under the profiler)\n"
+        + "\n".join(lines[:shown])
+    ), cpu_ms
 
 
 def group_counts(metrics_url: str) -> tuple[float, float]:
@@ -836,7 +851,10 @@ def main() -> None:
             return run
 
         def gpu_run(name: str, hook: Webhook, **kw: Any) -> Run:
+            commits0, writes0 = group_counts(hook.metrics_url)
             run = wrk(name, hook.url, "gpu.jsonl", hook.proc.pid, "patch", **kw)
+            commits1, writes1 = group_counts(hook.metrics_url)
+            run.mean_group = (writes1 - writes0) / max(1.0, commits1 - commits0)
             outcomes[name] = check_gpu_outcome(hook.store, run, gpu_bodies)
             return run
 
@@ -848,10 +866,7 @@ def main() -> None:
         )
         lean_r = wrk("floor, plain Starlette route", lean_url, "gpu.jsonl", lean.pid, "echo")
         floor_b = wrk("floor, run 2", floor_url, "gpu.jsonl", floor.pid, "echo")
-        commits0, writes0 = group_counts(sqlite_hook.metrics_url)
         gpu_r = gpu_run("webhook, GPU pods", sqlite_hook)
-        commits1, writes1 = group_counts(sqlite_hook.metrics_url)
-        mean_group = (writes1 - writes0) / max(1.0, commits1 - commits0)
         floor_rps = (floor_a.rate + floor_b.rate) / 2
         floor_cpu = (floor_a.cpu_ms + floor_b.cpu_ms) / 2
         # Full runs: the same GPU load at fewer connections: how the p99 follows the
@@ -870,9 +885,7 @@ def main() -> None:
 
         if pg_hook is not None:
             pg_floor = wrk("floor, beside PostgreSQL", floor_url, "gpu.jsonl", floor.pid, "echo")
-            commits0, writes0 = group_counts(pg_hook.metrics_url)
             pg_gpu = gpu_run("webhook, GPU pods, PostgreSQL", pg_hook)
-            commits1, writes1 = group_counts(pg_hook.metrics_url)
             pg_rate = OPEN_RATES["pg"]
             pg_open_floor = wrk(
                 f"floor at {pg_rate}/s", floor_url, "gpu.jsonl", floor.pid, "echo", rate=pg_rate
@@ -892,7 +905,8 @@ def main() -> None:
                     "pg_floor_per_s": round(pg_floor.rate, 1),
                     "pg_floor_ratio": round(pg_gpu.rate / pg_floor.rate, 3),
                     "pg_cpu_ms_per_admission": round(pg_gpu.cpu_ms, 3),
-                    "pg_mean_group": round((writes1 - writes0) / max(1.0, commits1 - commits0), 1),
+                    "pg_mean_group": round(pg_gpu.mean_group or 0, 1),
+                    f"open_mean_group_pg_{pg_rate}": round(pg_open.mean_group or 0, 2),
                     f"open_p50_ms_pg_{pg_rate}": round(pg_open.p50_ms, 2),
                     f"open_p99_ms_pg_{pg_rate}": round(pg_open.p99_ms, 2),
                     f"open_rate_pg_{pg_rate}": round(pg_open.rate, 1),
@@ -909,10 +923,10 @@ def main() -> None:
     answer = json.loads(sample)["response"]
     assert answer["allowed"], answer
     ops = json.loads(base64.b64decode(answer["patch"]))
-    profile_text = (
-        profile(sqlite_hook.store, reviews(gpu_review(rng, 1), rng, 800 if quick else 4000, 1000))
+    profile_text, handler_cpu_ms = (
+        profile(sqlite_hook.store, reviews(gpu_review(rng, 1), rng, 1200 if quick else 6000, 1000))
         if do_profile
-        else ""
+        else ("", {})
     )
     for hook in hooks:
         hook.store.close()
@@ -929,15 +943,16 @@ def main() -> None:
     )
     print(
         f"{'run':40} {'offered':>8} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'samples':>8} "
-        f"{'lag p99':>8} {'CPU ms/req':>10}"
+        f"{'lag p99':>8} {'CPU ms/req':>10} {'group':>6}"
     )
     for r in runs:
         offered = f"{r.offered:8.0f}" if r.offered else f"{'closed':>8}"
         lag = f"{stats.percentile(r.send_lag_ms, 0.99):8.2f}" if r.send_lag_ms else f"{'':8}"
         kept = "" if r.rate_kept else "  (rate not kept)"
+        group = f"{r.mean_group:6.1f}" if r.mean_group is not None else f"{'':6}"
         print(
             f"{r.name:40} {offered} {r.rate:8.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} "
-            f"{r.samples:8d} {lag} {r.cpu_ms:10.3f}{kept}"
+            f"{r.samples:8d} {lag} {r.cpu_ms:10.3f} {group}{kept}"
         )
     print("outcome, every GPU run (answers allowed, reservations, in flight at the stop):")
     for name, o in outcomes.items():
@@ -946,7 +961,6 @@ def main() -> None:
             f"({o['reserved_in_flight_at_stop']} of them in flight at the stop), "
             f"{o['answers_decoded']} answers patched onto their pods and matched"
         )
-    print(f"ledger transactions (group commit) during the GPU run: mean group {mean_group:.1f}")
     # wrk keeps every connection's request in flight, so by Little's law the mean
     # latency is connections / throughput whatever the server does.
     bound_ms = args.connections / max(1.0, gpu_r.rate) * 1000
@@ -995,7 +1009,8 @@ def main() -> None:
         "non_gpu_lean_cpu_ratio": round(lean_r.cpu_ms / cpu_r.cpu_ms, 3),
         "reserved": outcomes["webhook, GPU pods"]["reserved"],
         "answered_allowed": outcomes["webhook, GPU pods"]["answered_allowed"],
-        "mean_group": round(mean_group, 1),
+        "mean_group": round(gpu_r.mean_group or 0, 1),
+        f"open_mean_group_sqlite_{rate}": round(open_gpu.mean_group or 0, 2),
         "connections": args.connections,
         "gpu_p99_ms_by_connections": {
             str(c): round(r.p99_ms, 2)
@@ -1010,6 +1025,7 @@ def main() -> None:
         **{k: None for k in ("pg_floor_ratio", f"open_p99_ms_pg_{OPEN_RATES['pg']}")},
         **results,
         "open_rates_kept": all(r.rate_kept for r in runs),
+        "handler_cpu_ms_by_concurrency": {k: round(v, 3) for k, v in handler_cpu_ms.items()},
         "outcome_checked": True,
         "samples": samples,
         "targets": {k: f"{op} {v:g}" for k, (op, v) in TARGETS.items()},
