@@ -68,9 +68,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -87,6 +86,7 @@ from governance import config, contract, quotas, schema  # noqa: E402
 from governance.resources import Resources  # noqa: E402
 from governance.store import Store, utcnow  # noqa: E402
 from tests.support import admission as A  # noqa: E402
+from tests.support.databases import fresh_database  # noqa: E402
 
 LUA = ROOT / "bench" / "admission.lua"
 CURVE_CONNECTIONS = (8, 16)
@@ -396,30 +396,6 @@ def wait_up(url: str, proc: subprocess.Popen[bytes], body: dict[str, Any]) -> No
             pass
         time.sleep(0.1)
     raise SystemExit(f"{url} did not come up")
-
-
-@contextmanager
-def pg_database(server_url: str) -> Iterator[str]:
-    """A fresh database on the PostgreSQL server at ``server_url``, dropped afterwards."""
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    name = f"gpupool_bench_{secrets.token_hex(6)}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()  # no pooled connection inherited by the loader process
-    try:
-        yield (
-            sa.engine.make_url(server_url).set(database=name).render_as_string(hide_password=False)
-        )
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
-                ),
-                {"n": name},
-            )
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 # -- wrk -------------------------------------------------------------------------------
@@ -760,6 +736,22 @@ def main() -> None:
     profile_group.add_argument("--profile", action="store_true", help="profile quick runs too")
     profile_group.add_argument("--no-profile", action="store_true")
     args = parser.parse_args()
+    pg_url, pg_skipped = pg_server_url(args)
+    with ExitStack() as cleanup:  # the database and the files go whatever happens
+        pg_store_url = (
+            cleanup.enter_context(fresh_database(pg_url, prefix="gpupool_bench_"))
+            if pg_url
+            else None
+        )
+        work = Path(tempfile.mkdtemp(prefix="bench-admission-"))
+        cleanup.callback(shutil.rmtree, work, ignore_errors=True)
+        measure(args, work, pg_store_url, pg_skipped)
+
+
+def measure(
+    args: argparse.Namespace, work: Path, pg_store_url: str | None, pg_skipped: str
+) -> None:
+    """Every run, then the table and the JSON (see the module docstring)."""
     quick = args.quick
     seconds = args.seconds or (1 if quick else 10)
     open_seconds = {  # enough answers for a p99 at each rate
@@ -768,8 +760,6 @@ def main() -> None:
         for rate in OPEN_RATES.values()
     }
     do_profile = args.profile or not (quick or args.no_profile)
-    pg_url, pg_skipped = pg_server_url(args)
-    work = Path(tempfile.mkdtemp(prefix="bench-admission-"))
     t0 = time.perf_counter()
     doc = large_org()
     cert, key = A.self_signed(work)
@@ -784,8 +774,6 @@ def main() -> None:
     outcomes: dict[str, dict[str, int]] = {}
     runs: list[Run] = []
     pg_samples: dict[str, int] = {}
-    pg_cm = pg_database(pg_url) if pg_url else None
-    pg_store_url = pg_cm.__enter__() if pg_cm is not None else None
     try:
         # PostgreSQL's store is loaded in a process of its own while this one loads
         # SQLite's (the setup is not measured; --quick must end within 30 s).
@@ -930,9 +918,6 @@ def main() -> None:
     )
     for hook in hooks:
         hook.store.close()
-    if pg_cm is not None:
-        pg_cm.__exit__(None, None, None)
-    shutil.rmtree(work, ignore_errors=True)
 
     print(
         f"setup: large organisation + 30,000 allocations in {setup_s:.1f} s"

@@ -95,24 +95,6 @@ def table_inputs(sort_by: list[dict[str, str]] | None = None) -> list[tuple[str,
     ]
 
 
-def body(outputs: list[tuple[str, str]], inputs: list[tuple[str, str, Any]]) -> dict[str, Any]:
-    return {
-        "output": (
-            f"{outputs[0][0]}.{outputs[0][1]}"
-            if len(outputs) == 1
-            else ".." + "...".join(f"{i}.{p}" for i, p in outputs) + ".."
-        ),
-        "outputs": (
-            {"id": outputs[0][0], "property": outputs[0][1]}
-            if len(outputs) == 1
-            else [{"id": i, "property": p} for i, p in outputs]
-        ),
-        "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs],
-        "changedPropIds": [f"{inputs[0][0]}.{inputs[0][1]}"],
-        "state": [],
-    }
-
-
 def _ms(call: Callable[[], Any]) -> float:
     t0 = time.perf_counter()
     call()
@@ -312,15 +294,15 @@ def measure_callbacks(
     busiest_first = [{"column_id": "memory_used_gib", "direction": "desc"}]
     calls = {
         "overview/platform-admin": (
-            body(OVERVIEW, [("range", "value", "1h"), ("tick", "n_intervals", 0)]),
+            sup.callback_body(OVERVIEW, [("range", "value", "1h"), ("tick", "n_intervals", 0)]),
             sup.PLATFORM_ADMIN,
         ),
         "overview/dept-admin": (
-            body(OVERVIEW, [("range", "value", "1h"), ("tick", "n_intervals", 0)]),
+            sup.callback_body(OVERVIEW, [("range", "value", "1h"), ("tick", "n_intervals", 0)]),
             sup.dept_admin(dept),
         ),
         "department/platform-admin": (
-            body(
+            sup.callback_body(
                 DEPARTMENT,
                 [
                     ("dept-select", "value", dept),
@@ -331,7 +313,7 @@ def measure_callbacks(
             sup.PLATFORM_ADMIN,
         ),
         "gpus/platform-admin": (
-            body(
+            sup.callback_body(
                 GPUS_PAGE,
                 [
                     ("gpu-department", "value", "*"),
@@ -340,13 +322,16 @@ def measure_callbacks(
             ),
             sup.PLATFORM_ADMIN,
         ),
-        "gpu-table/platform-admin": (body(GPU_TABLE, table_inputs()), sup.PLATFORM_ADMIN),
+        "gpu-table/platform-admin": (
+            sup.callback_body(GPU_TABLE, table_inputs()),
+            sup.PLATFORM_ADMIN,
+        ),
         "gpu-table-sorted/platform-admin": (
-            body(GPU_TABLE, table_inputs(busiest_first)),
+            sup.callback_body(GPU_TABLE, table_inputs(busiest_first)),
             sup.PLATFORM_ADMIN,
         ),
         "gpu-slices/platform-admin": (
-            body(
+            sup.callback_body(
                 GPU_SLICES,
                 [
                     ("gpu-selected", "data", gpu),
@@ -357,7 +342,7 @@ def measure_callbacks(
             sup.PLATFORM_ADMIN,
         ),
         "gpus/dept-admin": (
-            body(
+            sup.callback_body(
                 GPUS_PAGE,
                 [
                     ("gpu-department", "value", "*"),
@@ -366,7 +351,10 @@ def measure_callbacks(
             ),
             sup.dept_admin(dept),
         ),
-        "gpu-table/dept-admin": (body(GPU_TABLE, table_inputs()), sup.dept_admin(dept)),
+        "gpu-table/dept-admin": (
+            sup.callback_body(GPU_TABLE, table_inputs()),
+            sup.dept_admin(dept),
+        ),
     }
     out: dict[str, Any] = {}
     for name, (payload, headers) in calls.items():
@@ -428,7 +416,7 @@ def main() -> int:
 
     baseline = baseline_app()
     bclient = baseline.server.test_client()
-    bpayload = body([("out", "children")], [("in", "children", "x")])
+    bpayload = sup.callback_body([("out", "children")], [("in", "children", "x")])
 
     def baseline_call() -> None:
         assert bclient.post("/_dash-update-component", json=bpayload).status_code == 200

@@ -18,8 +18,8 @@ skips (the ``gpu`` marker: CI has no GPU) stay skips.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Generator, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import hypothesis  # noqa: F401 - see below
@@ -95,27 +95,14 @@ def pg_database() -> Iterator[str]:
         pytest.skip(f"no PostgreSQL server: set {PG_URL_ENV} (see scripts/dev-postgres.sh)")
     import sqlalchemy as sa
 
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    name = f"gpupool_t_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"PostgreSQL at {PG_URL_ENV} is not reachable: {exc.orig}")
-    url = sa.engine.make_url(base).set(database=name).render_as_string(hide_password=False)
-    try:
+    from tests.support.databases import fresh_database
+
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(fresh_database(base))
+        except sa.exc.OperationalError as exc:
+            pytest.skip(f"PostgreSQL at {PG_URL_ENV} is not reachable: {exc.orig}")
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
-                ),
-                {"n": name},
-            )
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

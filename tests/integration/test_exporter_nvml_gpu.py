@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ import pytest
 from exporter.backends.nvml import NvmlBackend
 from exporter.model import MIB, BackendReading
 from governance import contract
+from tests.support.exporter import free_port, start_exporter_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -213,13 +213,6 @@ def test_a_process_that_allocates_gpu_memory_is_listed_with_it(nvml: Any) -> Non
         backend.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def test_the_exporter_process_serves_every_gpu_with_dcgm_names(nvml: Any) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -227,27 +220,8 @@ def test_the_exporter_process_serves_every_gpu_with_dcgm_names(nvml: Any) -> Non
         _text(nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(i)))
         for i in range(nvml.nvmlDeviceGetCount())
     }
-    port = _free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter",
-            "--backend",
-            "nvml",
-            "--no-kubernetes",
-            "--address",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--interval",
-            "1",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    port = free_port()
+    process = start_exporter_process(port, "nvml", "--no-kubernetes")
     try:
         served: dict[str, set[str]] = {}
         body = ""

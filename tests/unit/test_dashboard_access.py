@@ -113,19 +113,12 @@ def test_the_console_reads_every_group_of_the_header(tmp_path: Path) -> None:
     try:
         sup.seed_ledger(store, ORG, fleet)
         app = create_app(sup.make_console(store, ORG, sup.direct_source(fleet)))
-        outputs = list(app_module.OVERVIEW_OUTPUTS)
         reply = app.server.test_client().post(
             "/_dash-update-component",
-            json={
-                "output": ".." + "...".join(f"{i}.{p}" for i, p in outputs) + "..",
-                "outputs": [{"id": i, "property": p} for i, p in outputs],
-                "inputs": [
-                    {"id": "range", "property": "value", "value": "1h"},
-                    {"id": "tick", "property": "n_intervals", "value": 0},
-                ],
-                "changedPropIds": ["range.value"],
-                "state": [],
-            },
+            json=sup.callback_body(
+                list(app_module.OVERVIEW_OUTPUTS),
+                [("range", "value", "1h"), ("tick", "n_intervals", 0)],
+            ),
             headers={"X-Forwarded-User": "lee", "X-Forwarded-Groups": f"ml-team, {MINE}-admins"},
         )
     finally:
