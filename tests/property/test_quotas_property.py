@@ -586,10 +586,13 @@ def test_boundaries_are_drawn_often() -> None:
     scenarios_drawn = sum(
         seen[f"scenario {where}"] for where in ("at the limit", "one over", "elsewhere")
     )
+    # Half the expected shares at the most (scenarios: 8-12% at the limit, 12-25% one
+    # over; the _fits cases: 13-20% each), so that the check is about being drawn at
+    # all, not about hypothesis's exact choices.
     assert scenarios_drawn >= 100
-    assert seen["scenario at the limit"] >= scenarios_drawn // 8, seen
-    assert seen["scenario one over"] >= scenarios_drawn // 8, seen
+    assert seen["scenario at the limit"] >= scenarios_drawn // 20, seen
+    assert seen["scenario one over"] >= scenarios_drawn // 20, seen
     assert seen["scenario usage above 1,000 MiB"] == 0, seen
     asked = sum(v for k, v in seen.items() if k.startswith("limit "))
-    assert seen["limit at the limit"] >= asked // 6, seen
-    assert seen["limit one over"] >= asked // 6, seen
+    assert seen["limit at the limit"] >= asked // 16, seen
+    assert seen["limit one over"] >= asked // 16, seen
