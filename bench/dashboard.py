@@ -7,18 +7,27 @@ real Prometheus (backfilled with promtool):
   from navigation until every figure is drawn and every table filled. Cold: the first
   visit (nothing cached; mostly the browser parsing Dash's and plotly.js's
   scripts); warm: the median of later visits (scripts cached), the figure the target
-  applies to. Both are printed with the same two figures of a trivial Dash app;
+  applies to. Each is measured beside the same figure of a trivial Dash app (the
+  baseline), visits alternating between the two; a page of the browser's own is
+  opened first, so that starting the browser is paid by nobody measured;
 * per-callback server latency (p50/p95) of the overview, department and GPU callbacks,
   for a platform admin and for a department admin, through Flask's test client; the
   GPU page has three: the heat map, a page of the GPU table (in its default order, and
   sorted by memory used, which reads that figure of every GPU) and the slices of a
-  clicked GPU;
-* a baseline in the same run: a trivial Dash callback (returns a string) served the
-  same way, so that the ratio survives a noisy, shared machine;
+  clicked GPU. Every call is followed by a call of the baseline, a trivial Dash
+  callback (returns a string) served the same way, so that each ratio compares two
+  figures of the same moments on a noisy, shared machine;
 * what a page sends: figure JSON bytes per page and WebGL traces per page.
 
+The history Prometheus holds is 30 points 2 minutes apart (the hour the pages show).
+``--quick`` measures the same callbacks, history, renders (cold and warm) and
+interleaved baseline on a fleet a tenth the size (10 departments, about 300 GPUs: the
+full fleet's history takes about 80 s to generate and backfill) with fewer
+repetitions, never fewer than a percentile needs (bench/stats.py); the JSON says how
+many samples each figure rests on.
+
 Targets (issue 6): first render <= 1.5 s, callbacks <= 300 ms p95, <= 4 WebGL figures
-and <= 1 MB of figure data per page.
+and <= 1 MB of figure data per page (for the full fleet).
 
     python bench/dashboard.py [--quick] [--screenshots docs/img]
 
@@ -30,8 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-import statistics
 import sys
 import tempfile
 import threading
@@ -39,6 +46,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -50,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 import dash  # noqa: E402
 from dash import Input, Output, html  # noqa: E402
 
+from bench import stats  # noqa: E402
 from dashboard import app as app_module  # noqa: E402
 from dashboard.app import create_app  # noqa: E402
 from dashboard.direct import DirectSource  # noqa: E402
@@ -59,7 +68,13 @@ from tests.support import dashboard as sup  # noqa: E402
 
 DEPARTMENTS = 100
 GPUS = 3000
+QUICK_SCALE = 10
+"""--quick's fleet: DEPARTMENTS and GPUS divided by this."""
+HISTORY_POINTS = 30
+HISTORY_STEP_S = 120.0
 EXPORTERS = 8
+CALLBACK_REPS = {"quick": stats.min_samples(0.95), "full": 40}
+WARM_RENDERS = {"quick": 2, "full": 5}
 
 # The outputs of each page callback, as the app declares them.
 OVERVIEW = list(app_module.OVERVIEW_OUTPUTS)
@@ -80,38 +95,24 @@ def table_inputs(sort_by: list[dict[str, str]] | None = None) -> list[tuple[str,
     ]
 
 
-def body(outputs: list[tuple[str, str]], inputs: list[tuple[str, str, Any]]) -> dict[str, Any]:
-    return {
-        "output": (
-            f"{outputs[0][0]}.{outputs[0][1]}"
-            if len(outputs) == 1
-            else ".." + "...".join(f"{i}.{p}" for i, p in outputs) + ".."
-        ),
-        "outputs": (
-            {"id": outputs[0][0], "property": outputs[0][1]}
-            if len(outputs) == 1
-            else [{"id": i, "property": p} for i, p in outputs]
-        ),
-        "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs],
-        "changedPropIds": [f"{inputs[0][0]}.{inputs[0][1]}"],
-        "state": [],
-    }
+def _ms(call: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    call()
+    return (time.perf_counter() - t0) * 1000
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))
-    return ordered[k]
-
-
-def time_calls(call: Callable[[], Any], reps: int) -> list[float]:
+def time_calls(
+    call: Callable[[], Any], baseline: Callable[[], Any], reps: int
+) -> tuple[list[float], list[float]]:
+    """Milliseconds of ``reps`` calls of ``call``, each followed by one of
+    ``baseline``: the two series see the same moments of a noisy machine."""
     call()  # warm
-    out = []
+    baseline()
+    ours, base = [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
-        call()
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
+        ours.append(_ms(call))
+        base.append(_ms(baseline))
+    return ours, base
 
 
 def baseline_app() -> dash.Dash:
@@ -224,16 +225,34 @@ def first_render(driver: Any, url: str, path: str = "/", timeout: float = 30.0) 
     raise RuntimeError(f"{url}{path} did not finish rendering in {timeout}s")
 
 
-def renders(driver: Any, url: str, warm: int) -> tuple[float, float | None]:
-    """(cold, warm) first render of the app at ``url``: the first visit (a new origin:
-    nothing of it in the browser's HTTP or code cache), then the median of ``warm``
-    visits after a warm-up one (scripts cached and compiled: the figure a returning
-    user sees); warm is None when ``warm`` is 0 (--quick, to end within 30 s)."""
+@dataclass(frozen=True, kw_only=True)
+class Renders:
+    """First renders of one app: the cold visit and the warm ones."""
+
+    cold_s: float
+    warm_s: list[float]
+
+    @property
+    def warm_median_s(self) -> float:
+        return stats.percentile(self.warm_s, 0.5)
+
+
+def renders(driver: Any, url: str, baseline_url: str, warm: int) -> tuple[Renders, Renders]:
+    """First renders of the app at ``url`` and of the baseline at ``baseline_url``,
+    visits alternating: each one's first visit (a new origin: nothing of it in the
+    browser's HTTP or code cache), a warm-up visit each (Chromium keeps compiled code
+    from the second visit on), then ``warm`` rounds of one visit each (scripts cached
+    and compiled: the figure a returning user sees)."""
+    base_cold = first_render(driver, baseline_url)
     cold = first_render(driver, url)
-    if not warm:
-        return cold, None
-    first_render(driver, url)  # Chromium keeps compiled code from the second visit on
-    return cold, statistics.median(first_render(driver, url) for _ in range(warm))
+    first_render(driver, baseline_url)
+    first_render(driver, url)
+    ours: list[float] = []
+    base: list[float] = []
+    for _ in range(warm):
+        base.append(first_render(driver, baseline_url))
+        ours.append(first_render(driver, url))
+    return Renders(cold_s=cold, warm_s=ours), Renders(cold_s=base_cold, warm_s=base)
 
 
 def screenshots(driver: Any, url: str, folder: Path, user: dict[str, str]) -> list[str]:
@@ -266,20 +285,24 @@ def screenshots(driver: Any, url: str, folder: Path, user: dict[str, str]) -> li
     return saved
 
 
-def measure_callbacks(app: dash.Dash, reps: int, dept: str, gpu: str) -> dict[str, Any]:
+def measure_callbacks(
+    app: dash.Dash, reps: int, dept: str, gpu: str, baseline: Callable[[], Any]
+) -> dict[str, Any]:
+    """p50/p95 of each callback over ``reps`` calls, each call followed by one of
+    ``baseline`` (its p95 over the same moments is the callback's own baseline)."""
     client = app.server.test_client()
     busiest_first = [{"column_id": "memory_used_gib", "direction": "desc"}]
     calls = {
         "overview/platform-admin": (
-            body(OVERVIEW, [("range", "value", "1h"), ("tick", "n_intervals", 0)]),
+            sup.callback_body(OVERVIEW, [("range", "value", "1h"), ("tick", "n_intervals", 0)]),
             sup.PLATFORM_ADMIN,
         ),
         "overview/dept-admin": (
-            body(OVERVIEW, [("range", "value", "1h"), ("tick", "n_intervals", 0)]),
+            sup.callback_body(OVERVIEW, [("range", "value", "1h"), ("tick", "n_intervals", 0)]),
             sup.dept_admin(dept),
         ),
         "department/platform-admin": (
-            body(
+            sup.callback_body(
                 DEPARTMENT,
                 [
                     ("dept-select", "value", dept),
@@ -290,7 +313,7 @@ def measure_callbacks(app: dash.Dash, reps: int, dept: str, gpu: str) -> dict[st
             sup.PLATFORM_ADMIN,
         ),
         "gpus/platform-admin": (
-            body(
+            sup.callback_body(
                 GPUS_PAGE,
                 [
                     ("gpu-department", "value", "*"),
@@ -299,13 +322,16 @@ def measure_callbacks(app: dash.Dash, reps: int, dept: str, gpu: str) -> dict[st
             ),
             sup.PLATFORM_ADMIN,
         ),
-        "gpu-table/platform-admin": (body(GPU_TABLE, table_inputs()), sup.PLATFORM_ADMIN),
+        "gpu-table/platform-admin": (
+            sup.callback_body(GPU_TABLE, table_inputs()),
+            sup.PLATFORM_ADMIN,
+        ),
         "gpu-table-sorted/platform-admin": (
-            body(GPU_TABLE, table_inputs(busiest_first)),
+            sup.callback_body(GPU_TABLE, table_inputs(busiest_first)),
             sup.PLATFORM_ADMIN,
         ),
         "gpu-slices/platform-admin": (
-            body(
+            sup.callback_body(
                 GPU_SLICES,
                 [
                     ("gpu-selected", "data", gpu),
@@ -316,7 +342,7 @@ def measure_callbacks(app: dash.Dash, reps: int, dept: str, gpu: str) -> dict[st
             sup.PLATFORM_ADMIN,
         ),
         "gpus/dept-admin": (
-            body(
+            sup.callback_body(
                 GPUS_PAGE,
                 [
                     ("gpu-department", "value", "*"),
@@ -325,7 +351,10 @@ def measure_callbacks(app: dash.Dash, reps: int, dept: str, gpu: str) -> dict[st
             ),
             sup.dept_admin(dept),
         ),
-        "gpu-table/dept-admin": (body(GPU_TABLE, table_inputs()), sup.dept_admin(dept)),
+        "gpu-table/dept-admin": (
+            sup.callback_body(GPU_TABLE, table_inputs()),
+            sup.dept_admin(dept),
+        ),
     }
     out: dict[str, Any] = {}
     for name, (payload, headers) in calls.items():
@@ -338,11 +367,16 @@ def measure_callbacks(app: dash.Dash, reps: int, dept: str, gpu: str) -> dict[st
             assert reply.status_code == 200, reply.status_code
             last["json"] = reply.get_json()
 
-        samples = time_calls(call, reps)
+        samples, base = time_calls(call, baseline, reps)
         size, webgl = figure_stats(last["json"])
+        p95 = stats.percentile(samples, 0.95)
+        base_p95 = stats.percentile(base, 0.95)
         out[name] = {
-            "p50_ms": round(statistics.median(samples), 1),
-            "p95_ms": round(percentile(samples, 0.95), 1),
+            "p50_ms": round(stats.percentile(samples, 0.5), 1),
+            "p95_ms": round(p95, 1),
+            "baseline_p95_ms": round(base_p95, 2),
+            "ratio_p95": round(p95 / base_p95, 1),
+            "samples": len(samples),
             "figure_bytes": size,
             "webgl_traces": webgl,
         }
@@ -351,22 +385,27 @@ def measure_callbacks(app: dash.Dash, reps: int, dept: str, gpu: str) -> dict[st
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions; ends within 30 s")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a tenth of the fleet, fewer repetitions; ends within 30 s",
+    )
     parser.add_argument(
         "--screenshots", type=Path, help="save page screenshots (Prometheus source) here"
     )
     parser.add_argument("--no-browser", action="store_true", help="skip the Chromium render")
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    reps = 2 if args.quick else 30
-    warm_renders = 0 if args.quick else 5
-    history_points = 2 if args.quick and not args.screenshots else 30
+    mode = "quick" if args.quick else "full"
+    reps = CALLBACK_REPS[mode]
+    warm_renders = WARM_RENDERS[mode]
+    scale = QUICK_SCALE if args.quick else 1
     t_start = time.perf_counter()
     browser_ok = not args.no_browser and sup.have_chromium()
     prom_missing = sup.prometheus_missing()
 
     t0 = time.perf_counter()
-    org = sup.make_org(DEPARTMENTS, GPUS)
+    org = sup.make_org(DEPARTMENTS // scale, GPUS // scale)
     fleet = sup.make_fleet(org)
     tmp = Path(tempfile.mkdtemp(prefix="gpupool-bench-dashboard-"))
     store = Store(f"sqlite:///{tmp / 'gpupool.db'}")
@@ -377,9 +416,10 @@ def main() -> int:
 
     baseline = baseline_app()
     bclient = baseline.server.test_client()
-    bpayload = body([("out", "children")], [("in", "children", "x")])
-    base = time_calls(lambda: bclient.post("/_dash-update-component", json=bpayload), 20)
-    base_p95 = percentile(base, 0.95)
+    bpayload = sup.callback_body([("out", "children")], [("in", "children", "x")])
+
+    def baseline_call() -> None:
+        assert bclient.post("/_dash-update-component", json=bpayload).status_code == 200
 
     def load_prometheus() -> tuple[str, Any, float]:
         # As in production, the console reads the series of recording-rules.yaml; they
@@ -388,24 +428,38 @@ def main() -> int:
         # record from Prometheus's start.
         t0 = time.perf_counter()
         text = sup.openmetrics(
-            fleet, sup.instants(datetime.now(UTC), history_points, 120.0), recorded=True
+            fleet,
+            sup.instants(datetime.now(UTC), HISTORY_POINTS, HISTORY_STEP_S),
+            recorded=True,
         )
         url, process = sup.start_prometheus(tmp / "prometheus", text, timeout_s=120)
         return url, process, time.perf_counter() - t0
 
     # --quick backfills Prometheus while the direct source is measured (to end within
-    # 30 s; it costs the direct figures some CPU); the full run loads it afterwards.
+    # 30 s; it costs the direct figures some CPU, and their baseline the same); the
+    # full run loads it afterwards.
     loader = ThreadPoolExecutor(max_workers=1)
     prom_future = loader.submit(load_prometheus) if prom_missing is None and args.quick else None
     results: dict[str, Any] = {}
     driver = chromium() if browser_ok else None
-    base_render: tuple[float, float | None] | None = None
-    if driver is not None:
-        if not args.quick:  # the browser's own first page, paid by nobody measured
-            with serving(baseline_app()) as url:
-                first_render(driver, url)
-        with serving(baseline) as url:
-            base_render = renders(driver, url, warm_renders)
+    if driver is not None:  # the browser's own first page, paid by nobody measured
+        with serving(baseline_app()) as url:
+            first_render(driver, url)
+
+    def measure(entry: dict[str, Any], app: dash.Dash) -> None:
+        entry["callbacks"] = measure_callbacks(app, reps, dept, gpu, baseline_call)
+        if driver is None:
+            return
+        # A new baseline server for each source: a new origin, so its first visit is
+        # cold again, as the console's is.
+        with serving(app) as url, serving(baseline_app()) as base_url:
+            ours, base = renders(driver, url, base_url, warm_renders)
+        entry["first_render_cold_s"] = round(ours.cold_s, 3)
+        entry["first_render_s"] = round(ours.warm_median_s, 3)
+        entry["baseline_first_render_cold_s"] = round(base.cold_s, 3)
+        entry["baseline_first_render_s"] = round(base.warm_median_s, 3)
+        entry["warm_renders"] = len(ours.warm_s)
+
     try:
         with exporters(fleet, EXPORTERS) as urls:
             # One scrape up front; measured requests read it (in production the
@@ -418,12 +472,7 @@ def main() -> int:
             app = create_app(console)
             console.warm_up()  # as `gpupool dashboard` does before serving
             entry: dict[str, Any] = {"scrape_s": round(scrape_s, 3)}
-            entry["callbacks"] = measure_callbacks(app, reps, dept, gpu)
-            if driver is not None:
-                with serving(app) as url:
-                    cold, warm = renders(driver, url, warm_renders)
-                    entry["first_render_cold_s"] = round(cold, 3)
-                    entry["first_render_s"] = round(warm if warm is not None else cold, 3)
+            measure(entry, app)
             results["direct"] = entry
             source.stop()
 
@@ -437,16 +486,12 @@ def main() -> int:
                 app = create_app(console)
                 console.warm_up()  # as `gpupool dashboard` does before serving
                 entry = {"backfill_s": round(load_s, 3)}
-                entry["callbacks"] = measure_callbacks(app, reps, dept, gpu)
-                if driver is not None:
+                measure(entry, app)
+                if driver is not None and args.screenshots:
                     with serving(app) as url:
-                        cold, warm = renders(driver, url, warm_renders)
-                        entry["first_render_cold_s"] = round(cold, 3)
-                        entry["first_render_s"] = round(warm if warm is not None else cold, 3)
-                        if args.screenshots:
-                            entry["screenshots"] = screenshots(
-                                driver, url, args.screenshots, sup.PLATFORM_ADMIN
-                            )
+                        entry["screenshots"] = screenshots(
+                            driver, url, args.screenshots, sup.PLATFORM_ADMIN
+                        )
                 results["prometheus"] = entry
                 prom.close()
             finally:
@@ -458,70 +503,74 @@ def main() -> int:
 
     print(
         f"organisation: {len(org.departments)} departments, {len(fleet.gpus)} GPUs, "
-        f"{len(fleet.slices)} slices, {allocations} allocations (setup {setup_s:.1f} s)"
+        f"{len(fleet.slices)} slices, {allocations} allocations (setup {setup_s:.1f} s); "
+        f"history {HISTORY_POINTS} points {HISTORY_STEP_S:g} s apart; {reps} calls of each "
+        f"callback, each followed by a call of the baseline (a trivial Dash callback)"
     )
     print(
-        f"baseline trivial Dash callback: p50 {statistics.median(base):.1f} ms, "
-        f"p95 {base_p95:.1f} ms"
+        f"{'source':<11} {'callback':<32} {'p50 ms':>8} {'p95 ms':>8} {'base p95':>9} "
+        f"{'x base':>7} {'fig KB':>7} {'webgl':>5}"
     )
-    print(
-        f"{'source':<11} {'callback':<28} {'p50 ms':>8} {'p95 ms':>8} {'x base':>7} "
-        f"{'fig KB':>7} {'webgl':>5}"
-    )
-    measured = "cold" if args.quick else "warm"
-    base_first = (base_render[1] or base_render[0]) if base_render else None
     worst_p95 = 0.0
+    worst_ratio = 0.0
     worst_fig = 0
     worst_webgl = 0
+    base_p95s: list[float] = []
     for name, entry in results.items():
         for cb, m in entry["callbacks"].items():
             worst_p95 = max(worst_p95, m["p95_ms"])
+            worst_ratio = max(worst_ratio, m["ratio_p95"])
             worst_fig = max(worst_fig, m["figure_bytes"])
             worst_webgl = max(worst_webgl, m["webgl_traces"])
+            base_p95s.append(m["baseline_p95_ms"])
             print(
-                f"{name:<11} {cb:<28} {m['p50_ms']:>8.1f} {m['p95_ms']:>8.1f} "
-                f"{m['p95_ms'] / base_p95:>7.1f} {m['figure_bytes'] / 1024:>7.0f} "
-                f"{m['webgl_traces']:>5}"
+                f"{name:<11} {cb:<32} {m['p50_ms']:>8.1f} {m['p95_ms']:>8.1f} "
+                f"{m['baseline_p95_ms']:>9.2f} {m['ratio_p95']:>7.1f} "
+                f"{m['figure_bytes'] / 1024:>7.0f} {m['webgl_traces']:>5}"
             )
         if "first_render_s" in entry:
-            cold_note = "" if args.quick else f", {entry['first_render_cold_s']:.3f} s cold"
             print(
-                f"{name:<11} first render (Chromium)      {entry['first_render_s']:>8.3f} s "
-                f"{measured}{cold_note}"
+                f"{name:<11} first render (Chromium), median of {entry['warm_renders']} warm: "
+                f"{entry['first_render_s']:.3f} s (baseline {entry['baseline_first_render_s']:.3f}"
+                f" s); cold {entry['first_render_cold_s']:.3f} s (baseline "
+                f"{entry['baseline_first_render_cold_s']:.3f} s)"
             )
-    renders_s = [e["first_render_s"] for e in results.values() if "first_render_s" in e]
-    colds_s = [e["first_render_cold_s"] for e in results.values() if "first_render_cold_s" in e]
-    if base_render is not None:
-        cold_note = "" if args.quick else f", {base_render[0]:.3f} s cold"
-        print(
-            f"baseline    first render (trivial Dash app) {base_first:>8.3f} s "
-            f"{measured}{cold_note}"
-        )
+    rendered = {k: e for k, e in results.items() if "first_render_s" in e}
+
+    def worst(key: str) -> tuple[float | None, float | None]:
+        """The slowest source's figure and its ratio to the baseline beside it."""
+        if not rendered:
+            return None, None
+        slowest = max(rendered.values(), key=lambda e: e[key])
+        return slowest[key], round(slowest[key] / slowest[f"baseline_{key}"], 1)
+
+    first_render_s, first_render_ratio = worst("first_render_s")
+    cold_s, cold_ratio = worst("first_render_cold_s")
     summary = {
         "bench": "dashboard",
         "quick": args.quick,
         "departments": len(org.departments),
         "gpus": len(fleet.gpus),
         "slices": len(fleet.slices),
-        "first_render_s": max(renders_s) if renders_s else None,
-        "first_render_s_by_source": {k: e.get("first_render_s") for k, e in results.items()},
-        "first_render_measured": measured,
-        "baseline_first_render_s": round(base_first, 3) if base_first else None,
-        "first_render_ratio": round(max(renders_s) / base_first, 1)
-        if renders_s and base_first
-        else None,
-        "first_render_cold_s": max(colds_s) if colds_s else None,
-        "baseline_first_render_cold_s": round(base_render[0], 3) if base_render else None,
-        "first_render_cold_ratio": round(max(colds_s) / base_render[0], 1)
-        if colds_s and base_render
-        else None,
+        "history_points": HISTORY_POINTS,
+        "first_render_s": first_render_s,
+        "first_render_s_by_source": {k: e["first_render_s"] for k, e in rendered.items()},
+        "first_render_ratio": first_render_ratio,
+        "first_render_cold_s": cold_s,
+        "first_render_cold_ratio": cold_ratio,
         "callback_p95_ms": worst_p95,
-        "baseline_callback_p95_ms": round(base_p95, 2),
-        "callback_p95_ratio": round(worst_p95 / base_p95, 1) if base_p95 else None,
+        "baseline_callback_p95_ms": round(max(base_p95s), 2) if base_p95s else None,
+        "callback_p95_ratio": worst_ratio,
         "figure_bytes_max_per_page": worst_fig,
         "webgl_figures_max_per_page": worst_webgl,
         "direct_scrape_s": results.get("direct", {}).get("scrape_s"),
         "prometheus_backfill_s": results.get("prometheus", {}).get("backfill_s"),
+        "samples": {
+            "callback_p95_ms": reps,
+            "baseline_callback_p95_ms": reps,
+            "first_render_s": warm_renders if rendered else 0,
+            "first_render_cold_s": 1 if rendered else 0,
+        },
         "skipped": [
             s
             for s, missing in (

@@ -14,7 +14,8 @@ Budgets (issue 5): p99 <= 50 ms at 8 x 32, <= 2x the floor, RSS <= 120 MiB, grow
 
     python bench/exporter.py [--quick]
 
-Prints a table, then one JSON object as the last line.
+Prints a table, then one JSON object as the last line; ``scrapes_per_shape`` says how
+many scrapes of each (the exporter's and the floor's alike) its percentiles rest on.
 """
 
 from __future__ import annotations
@@ -23,15 +24,16 @@ import argparse
 import http.client
 import json
 import resource
-import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from bench import stats
 from exporter.backends import simulated
 from exporter.collector import SnapshotCollector
 from exporter.sampler import Sampler
@@ -58,11 +60,6 @@ def _scrape_times(port: int, count: int) -> tuple[list[float], int, int]:
     return times, size, series
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(round(q * (len(ordered) - 1)), len(ordered) - 1)]
-
-
 def _floor_registry(text_series: list[tuple[str, dict[str, str], float]]) -> CollectorRegistry:
     """A plain registry with the same series as static Gauges (the cheapest exposition)."""
     registry = CollectorRegistry()
@@ -87,10 +84,12 @@ def _parse(registry: CollectorRegistry) -> list[tuple[str, dict[str, str], float
     return out
 
 
-def run(quick: bool) -> dict[str, float]:
-    scrapes = 60 if quick else 400
+def run(quick: bool) -> dict[str, Any]:
+    scrapes = 150 if quick else 400
+    least = stats.min_samples(0.99)  # scrapes a p99 needs, whatever the deadline says
     rows = []
-    result: dict[str, float] = {}
+    result: dict[str, Any] = {}
+    per_shape: dict[str, int] = {}
     for slices in SHAPES:
         node = simulated.SimulatedNode(
             simulated.Simulation.uniform(gpus=GPUS, slices_per_gpu=slices)
@@ -119,7 +118,7 @@ def run(quick: bool) -> dict[str, float]:
         floor_times: list[float] = []
         deadline = time.perf_counter() + (7.0 if quick else 120.0)
         for _ in range(scrapes):
-            if len(times) >= 20 and time.perf_counter() > deadline:
+            if len(times) >= least and time.perf_counter() > deadline:
                 break  # --quick must end within 30 s even on a loaded machine
             ours, size, series = _scrape_times(server.port, 1)
             floor, _, floor_series = _scrape_times(floor_server.port, 1)
@@ -129,10 +128,11 @@ def run(quick: bool) -> dict[str, float]:
         server.stop()
         floor_server.stop()
 
-        p50, p99 = statistics.median(times), _pct(times, 0.99)
-        f50, f99 = statistics.median(floor_times), _pct(floor_times, 0.99)
+        p50, p99 = stats.percentile(times, 0.5), stats.percentile(times, 0.99)
+        f50, f99 = stats.percentile(floor_times, 0.5), stats.percentile(floor_times, 0.99)
         rows.append((f"{GPUS}x{slices}", series, size, p50, p99, f50, f99, p50 / f50))
         key = f"{GPUS}x{slices}"
+        per_shape[key] = len(times)
         result[f"scrape_p50_ms_{key}"] = round(p50, 3)
         result[f"scrape_p99_ms_{key}"] = round(p99, 3)
         result[f"floor_p50_ms_{key}"] = round(f50, 3)
@@ -148,16 +148,16 @@ def run(quick: bool) -> dict[str, float]:
         result["scrape_p50_ms_8x32"] / result["scrape_p50_ms_8x1"], 2
     )
     result["series_growth_8x1_to_8x32"] = round(result["series_8x32"] / result["series_8x1"], 2)
-    result["scrapes_per_shape"] = min(len(times), scrapes)
+    result["scrapes_per_shape"] = per_shape
 
     print(
         f"{'node':>6} {'series':>7} {'bytes':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'floor p50':>9} {'floor p99':>9} {'ratio':>6}"
+        f"{'floor p50':>9} {'floor p99':>9} {'ratio':>6} {'scrapes':>8}"
     )
     for name, series, size, p50, p99, f50, f99, ratio in rows:
         print(
             f"{name:>6} {series:>7} {size:>8} {p50:>8.2f} {p99:>8.2f} {f50:>9.2f} "
-            f"{f99:>9.2f} {ratio:>6.2f}"
+            f"{f99:>9.2f} {ratio:>6.2f} {per_shape[name]:>8}"
         )
     print(
         f"peak RSS {rss_mib:.1f} MiB; p50 growth 8x1 -> 8x32: "

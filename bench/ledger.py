@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sqlalchemy as sa
 
+from bench import stats
 from governance import ledger, quotas, schema
 from governance.contract import SliceGrant
 from governance.model import Department, Org, Pool, Queue, Quota, Sku
@@ -182,9 +184,7 @@ def populate(store: Store, org: Org, rng: random.Random) -> None:
 
 
 def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
-    return ordered[index]
+    return stats.percentile(values, pct / 100)
 
 
 def time_calls(n: int, fn: Callable[[int], object]) -> list[float]:
@@ -299,6 +299,12 @@ def main() -> None:
         )
     out = {k: round(v, 4) for k, v in {**results, **setup}.items()}
     out["iterations"] = iterations
+    # how many calls each percentile rests on (the floor's: its two runs together)
+    out["samples"] = {
+        k: 2 * iterations if "_floor_" in k else iterations
+        for k in results
+        if re.search(r"_p\d+_ms$", k)
+    }
     out["targets"] = {"sqlite_reserve_p99_ms": 2.0, "sqlite_floor_ratio": 0.3}
     print(json.dumps(out, sort_keys=True))
 

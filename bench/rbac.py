@@ -11,7 +11,11 @@ times, per decision:
 
 and, as the baseline in the same run, one plain Casbin enforcer over all rules (what
 ``casbin.Enforcer(model, adapter).enforce_ex`` costs without the per-department split).
-Prints a table, then one JSON object as the last line. ``--quick`` ends within 30 s.
+Every answer is checked: the allow questions (a member of the department) must be
+allowed and the deny ones (a member of another department) denied, by the facade and
+by the baseline alike; the bench fails at the first wrong answer. Prints a table, then
+one JSON object as the last line (``samples``: how many calls each row rests on).
+``--quick`` ends within 30 s.
 
     python bench/rbac.py [--quick] [--departments N]
 """
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import casbin
 
+from bench import stats
 from governance import rbac
 from governance.model import RoleBinding
 
@@ -63,15 +67,23 @@ def bindings(departments: int) -> list[RoleBinding]:
     return out
 
 
-def per_call_us(fn: Callable[[int], object], n: int) -> tuple[float, float]:
-    """Median and p99 of ``fn(i)`` for i in range(n), in microseconds."""
+class WrongAnswer(SystemExit):
+    """A question got the other answer than the bindings give."""
+
+
+def per_call_us(
+    name: str, fn: Callable[[int], bool], n: int, *, allowed: bool
+) -> tuple[float, float]:
+    """Median and p99 of ``fn(i)`` for i in range(n), in microseconds; every call must
+    answer ``allowed``."""
     samples = []
     for i in range(n):
         t = time.perf_counter()
-        fn(i)
+        answer = fn(i)
         samples.append((time.perf_counter() - t) * 1e6)
-    samples.sort()
-    return statistics.median(samples), samples[min(n - 1, int(n * 0.99))]
+        if answer is not allowed:
+            raise WrongAnswer(f"{name}: question {i} answered allowed={answer}, expected {allowed}")
+    return stats.percentile(samples, 0.5), stats.percentile(samples, 0.99)
 
 
 def main() -> None:
@@ -92,34 +104,42 @@ def main() -> None:
 
     step = max(1, depts // n)
     picks = [(i * step) % depts for i in range(n)]
-    first = per_call_us(lambda i: auth.can_use(who(picks[i]), f"dept-{picks[i]}", "q0", "s0"), n)
-    allow = per_call_us(lambda i: auth.can_use(who(picks[i]), f"dept-{picks[i]}", "q1", "s1"), n)
+
+    def use(asker: int, dept: int, queue: str, sku: str) -> bool:
+        return auth.can_use(who(asker), f"dept-{dept}", queue, sku).allowed
+
+    first = per_call_us("first", lambda i: use(picks[i], picks[i], "q0", "s0"), n, allowed=True)
+    allow = per_call_us("allow", lambda i: use(picks[i], picks[i], "q1", "s1"), n, allowed=True)
     # A user of the next department asks in this one (already warm): denied.
     deny = per_call_us(
-        lambda i: auth.can_use(who((picks[i] + 1) % depts), f"dept-{picks[i]}", "q2", "s2"), n
+        "deny", lambda i: use((picks[i] + 1) % depts, picks[i], "q2", "s2"), n, allowed=False
     )
-    cached = per_call_us(lambda i: auth.can_use(who(picks[i]), f"dept-{picks[i]}", "q1", "s1"), n)
+    cached = per_call_us("cached", lambda i: use(picks[i], picks[i], "q1", "s1"), n, allowed=True)
 
     # Baseline: one enforcer over every rule, asked the same uncached questions.
     enforcer = casbin.Enforcer(str(rbac.MODEL_PATH), rbac.ListAdapter(policies))
     enforcer.add_function("objectMatch", rbac.object_match)
     for d in picks:  # build the per-domain role managers first, as the facade does
         enforcer.enforce_ex(f"user:u{d}-3", f"dept-{d}", "queue/q0/sku/s0", "use")
-    m = max(20, n // 10)
+    m = max(stats.min_samples(0.99), n // 10)
 
-    def base_allow(i: int) -> None:
+    def base_allow(i: int) -> bool:
         d = picks[i]
         for subject in (f"user:u{d}-3", "group:system:authenticated"):
             if enforcer.enforce_ex(subject, f"dept-{d}", "queue/q1/sku/s1", "use")[0]:
-                return
+                return True
+        return False
 
-    def base_deny(i: int) -> None:
+    def base_deny(i: int) -> bool:
         d = picks[i]
-        for subject in (f"user:u{(d + 1) % depts}-3", "group:system:authenticated"):
-            enforcer.enforce_ex(subject, f"dept-{d}", "queue/q2/sku/s2", "use")
+        answers = [
+            enforcer.enforce_ex(subject, f"dept-{d}", "queue/q2/sku/s2", "use")[0]
+            for subject in (f"user:u{(d + 1) % depts}-3", "group:system:authenticated")
+        ]
+        return any(answers)
 
-    b_allow = per_call_us(base_allow, m)
-    b_deny = per_call_us(base_deny, m)
+    b_allow = per_call_us("baseline allow", base_allow, m, allowed=True)
+    b_deny = per_call_us("baseline deny", base_deny, m, allowed=False)
 
     rows = [
         ("first question in a department", *first),
@@ -147,6 +167,15 @@ def main() -> None:
         "baseline_deny_p50_us": round(b_deny[0], 1),
         "allow_speedup_vs_baseline": round(b_allow[0] / allow[0], 1),
         "deny_speedup_vs_baseline": round(b_deny[0] / deny[0], 1),
+        "answers_checked": True,
+        "samples": {
+            "first_p50_us": n,
+            "uncached_allow_p99_us": n,
+            "uncached_deny_p50_us": n,
+            "cached_p99_us": n,
+            "baseline_allow_p50_us": m,
+            "baseline_deny_p50_us": m,
+        },
     }
     print(json.dumps(result))
 

@@ -38,16 +38,7 @@ def console(tmp_path: Path) -> Iterator[str]:
 
 
 def overview(url: str, headers: dict[str, str]) -> httpx.Response:
-    body = {
-        "output": ".." + "...".join(f"{i}.{p}" for i, p in OVERVIEW) + "..",
-        "outputs": [{"id": i, "property": p} for i, p in OVERVIEW],
-        "inputs": [
-            {"id": "range", "property": "value", "value": "1h"},
-            {"id": "tick", "property": "n_intervals", "value": 0},
-        ],
-        "changedPropIds": ["range.value"],
-        "state": [],
-    }
+    body = sup.callback_body(OVERVIEW, [("range", "value", "1h"), ("tick", "n_intervals", 0)])
     return httpx.post(f"{url}/_dash-update-component", json=body, headers=headers, timeout=30)
 
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.support.exporter import free_port
+from tests.support.exporter import free_port, start_exporter_process
 
 pytestmark = pytest.mark.e2e
 
@@ -34,26 +31,7 @@ def test_nvml_backend_without_a_driver_keeps_serving_and_reports_the_error() -> 
     if _nvml_present():
         pytest.skip("this machine has a working NVML; the test needs one without")
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter",
-            "--backend",
-            "nvml",
-            "--no-kubernetes",
-            "--address",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--interval",
-            "1",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    process = start_exporter_process(port, "nvml", "--no-kubernetes")
     try:
         body = ""
         deadline = time.monotonic() + 15

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -15,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from governance import contract
-from tests.support.exporter import PROMETHEUS, PROMTOOL, free_port, running_prometheus
+from tests.support.exporter import (
+    PROMETHEUS,
+    PROMTOOL,
+    free_port,
+    running_prometheus,
+    start_exporter_process,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.prometheus]
 
@@ -33,25 +37,7 @@ ALLOWED_LINT = (
 @pytest.fixture(scope="module")
 def exporter_url() -> Iterator[str]:
     port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter",
-            "--backend",
-            "simulated",
-            "--port",
-            str(port),
-            "--address",
-            "127.0.0.1",
-            "--interval",
-            "1",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    process = start_exporter_process(port, "simulated")
     url = f"http://127.0.0.1:{port}/metrics"
     try:
         deadline = time.monotonic() + 15

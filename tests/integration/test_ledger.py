@@ -9,6 +9,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from tests.support.core import (
     make_sku,
     sku_demand,
 )
+from tests.support.databases import fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -787,31 +789,15 @@ def pg_linguistic_url() -> Iterator[str]:
     base = os.environ.get("GPUPOOL_TEST_PG_URL")
     if not base:
         pytest.skip("no PostgreSQL server: set GPUPOOL_TEST_PG_URL")
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    name = f"gpupool_icu_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text(
-                    f'CREATE DATABASE "{name}" TEMPLATE template0 LOCALE_PROVIDER icu '
-                    "ICU_LOCALE 'en-u-ka-shifted' LOCALE 'C.UTF-8'"
-                )
+    icu = "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-u-ka-shifted' LOCALE 'C.UTF-8'"
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(
+                fresh_database(base, prefix="gpupool_icu_", create_options=icu)
             )
-    except sa.exc.DBAPIError as exc:
-        admin.dispose()
-        pytest.skip(f"cannot create an ICU-collated database: {exc.orig}")
-    try:
-        yield sa.engine.make_url(base).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
-                ),
-                {"n": name},
-            )
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+        except sa.exc.DBAPIError as exc:
+            pytest.skip(f"cannot create an ICU-collated database: {exc.orig}")
+        yield url
 
 
 @pytest.mark.postgres

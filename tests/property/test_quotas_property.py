@@ -9,15 +9,22 @@ and a borrowing limit B may reach
 
 (within N the department total alone applies; above it the borrowing rules do). A
 resource that is not requested is not checked. Unlimited is infinity, 0 admits nothing.
+
+Off-by-one mistakes live at the limits, so the strategies make them likely: a share of
+the scenarios is moved so that the tightest limit is met exactly or passed by one, and
+the test of ``_fits``/``_check`` draws usage and amounts that sum to the limit, one
+over or one under it most of the time. ``test_boundaries_are_drawn_often`` counts
+them (``--hypothesis-show-statistics`` shows the same as events).
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from governance import quotas
@@ -43,7 +50,11 @@ def _value(limit: Limit) -> float:
     return math.inf if limit.value is None else limit.value
 
 
-def reference_allows(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> bool:
+def reference_headroom(
+    org: Org, demand: Demand, usage: Mapping[str, Resources]
+) -> dict[str, float]:
+    """Per resource the demand asks for, how far the tightest of its limits is from
+    ``used + requested`` (negative: passed by that much; infinity: no limit)."""
     dept = org.departments[demand.department]
     queue = org.queues[(demand.department, demand.queue)]
     pool = org.pools[demand.pool]
@@ -52,52 +63,58 @@ def reference_allows(org: Org, demand: Demand, usage: Mapping[str, Resources]) -
     def used(key: str, resource: str) -> int:
         return usage.get(key, ZERO).get(resource)  # type: ignore[arg-type]
 
+    headroom: dict[str, float] = {}
     for r in RESOURCE_NAMES:
         want = demand.amount.get(r)
         if want == 0:
             continue
-        hard_caps: list[tuple[int, float]] = [
+        caps: list[tuple[int, float]] = [
             (used(quotas.department_scope(d), r), _value(dept.quota.total.get(r))),
             (used(quotas.pool_scope(p), r), _value(pool.capacity_limits.get(r))),
         ]
         if s in queue.nominal.per_sku:
-            hard_caps.append(
+            caps.append(
                 (used(f"queue/{d}/{q}/sku/{s}", r), _value(queue.nominal.per_sku[s].get(r)))
             )
         if p in queue.nominal.per_pool:
-            hard_caps.append(
+            caps.append(
                 (used(f"queue/{d}/{q}/pool/{p}", r), _value(queue.nominal.per_pool[p].get(r)))
             )
         if s in dept.quota.per_sku:
-            hard_caps.append(
-                (used(f"department/{d}/sku/{s}", r), _value(dept.quota.per_sku[s].get(r)))
-            )
+            caps.append((used(f"department/{d}/sku/{s}", r), _value(dept.quota.per_sku[s].get(r))))
         if p in dept.quota.per_pool:
-            hard_caps.append(
+            caps.append(
                 (used(f"department/{d}/pool/{p}", r), _value(dept.quota.per_pool[p].get(r)))
             )
-        if any(in_use + want > cap for in_use, cap in hard_caps):
-            return False
         nominal = _value(queue.nominal.total.get(r))
-        if nominal == math.inf:
-            continue
-        reserved = sum(
-            max(used(quotas.queue_scope(d, other.name), r), _value(other.nominal.total.get(r)))
-            if not other.nominal.total.get(r).unlimited
-            else used(quotas.queue_scope(d, other.name), r)
-            for other in org.queues_of(d)
-            if other.name != q
-        )
-        reach = max(
-            nominal,
-            min(
-                nominal + _value(queue.borrowing_limit.get(r)),
-                _value(dept.quota.total.get(r)) - reserved,
-            ),
-        )
-        if used(quotas.queue_scope(d, q), r) + want > reach:
-            return False
-    return True
+        if nominal != math.inf:
+            reserved = sum(
+                max(used(quotas.queue_scope(d, other.name), r), _value(other.nominal.total.get(r)))
+                if not other.nominal.total.get(r).unlimited
+                else used(quotas.queue_scope(d, other.name), r)
+                for other in org.queues_of(d)
+                if other.name != q
+            )
+            reach = max(
+                nominal,
+                min(
+                    nominal + _value(queue.borrowing_limit.get(r)),
+                    _value(dept.quota.total.get(r)) - reserved,
+                ),
+            )
+            caps.append((used(quotas.queue_scope(d, q), r), reach))
+        headroom[r] = min(cap - (in_use + want) for in_use, cap in caps)
+    return headroom
+
+
+def reference_allows(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> bool:
+    return all(h >= 0 for h in reference_headroom(org, demand, usage).values())
+
+
+def boundary(headroom: Mapping[str, float]) -> str:
+    """Where the tightest limit of a decision lies: exactly met, passed by one, or else."""
+    tightest = min(headroom.values(), default=math.inf)
+    return {0: "at the limit", -1: "one over"}.get(tightest, "elsewhere")  # type: ignore[call-overload]
 
 
 # -- strategies --------------------------------------------------------------------------------
@@ -178,7 +195,7 @@ def orgs(draw: st.DrawFn, *, caps: bool = True, guaranteed: bool = False) -> Org
 
 # Compute on the same small scale as the others (pool capacity is gpus x 100 x factor:
 # with 0-2 GPUs it binds sometimes).
-amounts = st.builds(
+small_amounts = st.builds(
     Resources,
     slices=st.integers(0, SMALL),
     memory_mib=st.integers(0, SMALL),
@@ -203,7 +220,7 @@ def demands(draw: st.DrawFn, org: Org) -> Demand:
         queue=queue,
         sku=draw(st.sampled_from(SKUS)),
         pool=POOL,
-        amount=draw(st.one_of(amounts, single_amounts)),
+        amount=draw(st.one_of(small_amounts, single_amounts)),
     )
 
 
@@ -213,7 +230,7 @@ def usages(draw: st.DrawFn, org: Org) -> dict[str, Resources]:
     its queues' (sometimes plus or minus a stray amount), the pool's at least the
     department's; per-SKU and per-pool rows within their totals. evaluate is pure, so
     the figures need not be exactly consistent."""
-    small = amounts
+    small = small_amounts
     usage: dict[str, Resources] = {}
     dept_total = ZERO
     for _, q in sorted(org.queues):
@@ -235,10 +252,48 @@ def usages(draw: st.DrawFn, org: Org) -> dict[str, Resources]:
     return usage
 
 
+Scenario = tuple[Org, Demand, dict[str, Resources]]
+
+
 @st.composite
-def scenarios(draw: st.DrawFn, *, caps: bool = True) -> tuple[Org, Demand, dict[str, Resources]]:
+def scenarios(draw: st.DrawFn, *, caps: bool = True) -> Scenario:
     org = draw(orgs(caps=caps))
     return org, draw(demands(org)), draw(usages(org))
+
+
+@st.composite
+def boundary_scenarios(draw: st.DrawFn, *, caps: bool = True) -> Scenario:
+    """A scenario whose demand is moved so that its tightest limit is met exactly or
+    passed by one (a resource with a finite limit: its amount shifted by its headroom;
+    a resource still past that mark asks for less, down to nothing)."""
+    org, demand, usage = draw(scenarios(caps=caps))
+    headroom = reference_headroom(org, demand, usage)
+    finite = sorted(r for r, h in headroom.items() if h != math.inf)
+    if not finite:
+        return org, demand, usage
+    target = draw(st.sampled_from([0, -1]))
+    binding = draw(st.sampled_from(finite))
+    amount = {r: demand.amount.get(r) for r in RESOURCE_NAMES}
+    for r in finite:
+        shift = int(headroom[r]) - target
+        if r == binding:
+            amount[r] = max(1, amount[r] + shift)
+        elif shift < 0:  # this one is past the target: ask for less
+            amount[r] = max(0, amount[r] + shift)
+    moved = Demand(
+        department=demand.department,
+        queue=demand.queue,
+        sku=demand.sku,
+        pool=demand.pool,
+        amount=Resources(**amount),
+    )
+    return org, moved, usage
+
+
+def any_scenario() -> st.SearchStrategy[Scenario]:
+    return st.one_of(
+        scenarios(), scenarios(caps=False), boundary_scenarios(), boundary_scenarios(caps=False)
+    )
 
 
 # -- properties ---------------------------------------------------------------------------------
@@ -273,13 +328,14 @@ def _borrowing_example() -> tuple[Org, Demand, dict[str, Resources]]:
 
 
 @SETTINGS
-@given(st.one_of(scenarios(), scenarios(caps=False)))
+@given(any_scenario())
 @example(_borrowing_example())
 def test_evaluate_agrees_with_the_reference(
     scenario: tuple[Org, Demand, dict[str, Resources]],
 ) -> None:
     org, demand, usage = scenario
     decision = quotas.evaluate(org, demand, usage)
+    event(boundary(reference_headroom(org, demand, usage)))
     assert decision.allowed is reference_allows(org, demand, usage)
     if decision.allowed:
         assert decision.reason is Reason.ADMITTED
@@ -310,7 +366,7 @@ def _admitted(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> Deman
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scenarios(), st.data())
+@given(st.one_of(scenarios(), boundary_scenarios()), st.data())
 def test_a_smaller_demand_or_usage_is_admitted_whenever_a_larger_one_is(
     scenario: tuple[Org, Demand, dict[str, Resources]], data: st.DataObject
 ) -> None:
@@ -336,7 +392,7 @@ def test_a_smaller_demand_or_usage_is_admitted_whenever_a_larger_one_is(
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scenarios())
+@given(st.one_of(scenarios(), boundary_scenarios()))
 def test_admitted_demand_never_takes_a_department_past_its_limits(
     scenario: tuple[Org, Demand, dict[str, Resources]],
 ) -> None:
@@ -417,7 +473,7 @@ def test_history_keeps_every_limit_and_every_queue_can_reach_its_nominal_quota(
 
 
 @SETTINGS
-@given(st.one_of(scenarios(), scenarios(caps=False)))
+@given(any_scenario())
 def test_a_demand_that_does_not_borrow_is_decided_without_the_other_queues(
     scenario: tuple[Org, Demand, dict[str, Resources]],
 ) -> None:
@@ -444,21 +500,59 @@ def test_a_demand_that_does_not_borrow_is_decided_without_the_other_queues(
         assert quotas.evaluate(org, demand, without) == quotas.evaluate(org, demand, usage)
 
 
-amounts = st.builds(
+# Figures far above the small limits, as real usage is (MiB of memory, percent of
+# compute over many GPUs).
+wide_amounts = st.builds(
     Resources,
     slices=st.integers(0, 20),
     memory_mib=st.integers(0, 400_000),
     compute_pct=st.integers(0, 2_000),
 )
+# used + amount - limit, per resource: mostly at the limit, one over or one under.
+limit_offsets = st.sampled_from([0, 0, 1, 1, -1, 3])
+
+
+@st.composite
+def near_limits(draw: st.DrawFn) -> tuple[Limits, Resources, Resources]:
+    """Limits, a usage and an amount: for a resource with a finite limit, usually a
+    usage and an amount that sum to the limit plus a small offset (the amount 0 at
+    times: not asked for); otherwise, and now and then, both drawn from the wide range."""
+    caps = draw(limits())
+    wide_used, wide_amount = draw(wide_amounts), draw(wide_amounts)
+    used: dict[str, int] = {}
+    amount: dict[str, int] = {}
+    for r in RESOURCE_NAMES:
+        cap = caps.get(r).value
+        if cap is None or draw(st.integers(0, 5)) == 0:
+            used[r], amount[r] = wide_used.get(r), wide_amount.get(r)
+            continue
+        total = max(0, cap + draw(limit_offsets))
+        amount[r] = draw(st.integers(0, total))
+        used[r] = total - amount[r]
+    return caps, Resources(**used), Resources(**amount)
+
+
+def limit_boundaries(caps: Limits, used: Resources, amount: Resources) -> list[str]:
+    """For each resource asked for, where used + amount lies against its finite limit."""
+    out = []
+    for r in RESOURCE_NAMES:
+        cap = caps.get(r).value
+        if cap is not None and amount.get(r) > 0:
+            over = used.get(r) + amount.get(r) - cap
+            out.append({0: "at the limit", 1: "one over"}.get(over, "elsewhere"))
+    return out
 
 
 @SETTINGS
-@given(limits(), amounts, amounts)
+@given(near_limits())
 def test_a_limit_is_broken_exactly_when_a_resource_asked_for_goes_past_it(
-    caps: Limits, used: Resources, amount: Resources
+    case: tuple[Limits, Resources, Resources],
 ) -> None:
     """_check's quick test (_fits) and its loop, against the rule written per
     resource: a resource the amount asks for, whose limit used + amount exceeds."""
+    caps, used, amount = case
+    for where in limit_boundaries(caps, used, amount):
+        event(where)
     broken = [
         name
         for name in RESOURCE_NAMES
@@ -471,3 +565,34 @@ def test_a_limit_is_broken_exactly_when_a_resource_asked_for_goes_past_it(
     assert (violation.resource if violation is not None else None) == (
         broken[0] if broken else None
     )
+
+
+def test_boundaries_are_drawn_often() -> None:
+    """The strategies above put a fair share of their examples exactly at a limit and
+    one over it (the old ones put none: 0 of 900 examples of the _fits test summed to
+    the limit, and 208 of 300 scenarios used more memory than any limit allows)."""
+    seen: Counter[str] = Counter()
+
+    @settings(max_examples=300, database=None, derandomize=True, deadline=None)
+    @given(any_scenario(), near_limits())
+    def draw(scenario: Scenario, case: tuple[Limits, Resources, Resources]) -> None:
+        org, demand, usage = scenario
+        seen["scenario " + boundary(reference_headroom(org, demand, usage))] += 1
+        seen["scenario usage above 1,000 MiB"] += any(u.memory_mib > 1000 for u in usage.values())
+        for where in limit_boundaries(*case):
+            seen["limit " + where] += 1
+
+    draw()
+    scenarios_drawn = sum(
+        seen[f"scenario {where}"] for where in ("at the limit", "one over", "elsewhere")
+    )
+    # Half the expected shares at the most (scenarios: 8-12% at the limit, 12-25% one
+    # over; the _fits cases: 13-20% each), so that the check is about being drawn at
+    # all, not about hypothesis's exact choices.
+    assert scenarios_drawn >= 100
+    assert seen["scenario at the limit"] >= scenarios_drawn // 20, seen
+    assert seen["scenario one over"] >= scenarios_drawn // 20, seen
+    assert seen["scenario usage above 1,000 MiB"] == 0, seen
+    asked = sum(v for k, v in seen.items() if k.startswith("limit "))
+    assert seen["limit at the limit"] >= asked // 16, seen
+    assert seen["limit one over"] >= asked // 16, seen

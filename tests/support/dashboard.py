@@ -733,6 +733,28 @@ def instants(now: datetime, count: int, step_s: float) -> list[datetime]:
 PLATFORM_ADMIN = {"X-Forwarded-User": "pat", "X-Forwarded-Groups": "platform"}
 
 
+def callback_body(
+    outputs: Sequence[tuple[str, str]], inputs: Sequence[tuple[str, str, Any]]
+) -> dict[str, Any]:
+    """The JSON Dash's renderer posts to /_dash-update-component for the callback with
+    these (id, property) outputs, fired by a change of its first input."""
+    return {
+        "output": (
+            f"{outputs[0][0]}.{outputs[0][1]}"
+            if len(outputs) == 1
+            else ".." + "...".join(f"{i}.{p}" for i, p in outputs) + ".."
+        ),
+        "outputs": (
+            {"id": outputs[0][0], "property": outputs[0][1]}
+            if len(outputs) == 1
+            else [{"id": i, "property": p} for i, p in outputs]
+        ),
+        "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs],
+        "changedPropIds": [f"{inputs[0][0]}.{inputs[0][1]}"],
+        "state": [],
+    }
+
+
 def dept_admin(department: str) -> dict[str, str]:
     return {"X-Forwarded-User": f"{department}-lead", "X-Forwarded-Groups": f"{department}-admins"}
 

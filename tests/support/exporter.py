@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -491,6 +492,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def start_exporter_process(port: int, backend: str, *extra: str) -> subprocess.Popen[bytes]:
+    """``python -m exporter`` on 127.0.0.1:``port`` with ``backend``, sampling every
+    second; its stderr piped (the caller closes it), stdout discarded."""
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.Popen(
+        [
+            *(sys.executable, "-m", "exporter", "--backend", backend, *extra),
+            *("--address", "127.0.0.1", "--port", str(port), "--interval", "1"),
+        ],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
 
 
 @dataclass
