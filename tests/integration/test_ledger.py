@@ -7,7 +7,6 @@ import contextlib
 import os
 import socket
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta, timezone
