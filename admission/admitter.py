@@ -24,9 +24,10 @@ that a team's workloads run as.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -77,6 +78,12 @@ class Settings:
     warm_rbac: bool = True
     """Build the per-department policy enforcers in the background when a configuration
     revision is loaded, so that the first pod of each department does not pay for it."""
+    request_budget_s: float | None = 8.0
+    """A GPU pod CREATE on the event loop (:meth:`Admitter.admit_async`) is answered
+    within this many seconds, or denied with StoreUnavailable: below the webhook's
+    timeoutSeconds (10 in the chart), so that the API server hears a reason rather than a
+    timeout, and a pod is never admitted after its client gave up. A reservation that
+    the store commits after the budget is released (:mod:`governance.writer`)."""
 
 
 class Admitter:
@@ -90,9 +97,13 @@ class Admitter:
         settings: Settings | None = None,
         clock: Callable[[], datetime] = utcnow,
         backend_table: Mapping[str, Backend] | None = None,
+        org_async: Callable[[], Awaitable[Org]] | None = None,
     ) -> None:
         self.store = store
         self.org = org
+        self.org_async = org_async
+        """The organisation for :meth:`admit_async`, never blocking the loop
+        (:class:`admission.organisation.LiveOrg`); None: :attr:`org` is called there."""
         self.settings = settings or Settings()
         self.clock = clock
         self.backends = dict(backends.BACKENDS if backend_table is None else backend_table)
@@ -239,9 +250,22 @@ class Admitter:
         the loop itself for SQLite (:class:`~governance.writer.InlineWriter`, never
         waiting for a lock); for PostgreSQL the groups form on the loop and threads
         write them (:class:`~governance.writer.ThreadGroupWriter`), and the reads it
-        answers over the network run in a worker thread."""
+        answers over the network run in a worker thread. Answered within
+        :attr:`Settings.request_budget_s`."""
+        budget = self.settings.request_budget_s
         try:
-            steps = self._create(request, pod)
+            async with asyncio.timeout(budget):
+                return await self._admit_async(request, pod)
+        except TimeoutError:
+            return _store_down(
+                pod,
+                f"the store did not answer within the request budget of {budget:g} s",
+            )
+
+    async def _admit_async(self, request: Request, pod: Pod) -> Response:
+        try:
+            org = await self.org_async() if self.org_async is not None else self.org()
+            steps = self._create(request, pod, org)
             try:
                 step = next(steps)
                 while True:
@@ -272,11 +296,16 @@ class Admitter:
         if isinstance(step, _Lookup):
             if inline:  # a WAL reader never waits for a writer
                 return ledger.get(self.store, step.allocation_id)
-            return await anyio.to_thread.run_sync(ledger.get, self.store, step.allocation_id)
+            # abandoned, not awaited, when the request's budget runs out
+            return await anyio.to_thread.run_sync(
+                ledger.get, self.store, step.allocation_id, abandon_on_cancel=True
+            )
         if isinstance(step, _Reserve):
             if step.dry_run:
                 # dry runs are rare: a thread, so that the loop never waits for a lock
-                return await anyio.to_thread.run_sync(_dry_run, self.store, step)
+                return await anyio.to_thread.run_sync(
+                    _dry_run, self.store, step, abandon_on_cancel=True
+                )
             return await self._loop_writer(inline).reserve(step.org, step.request)
         try:
             await self._loop_writer(inline).record_denial(step)
@@ -313,10 +342,12 @@ class Admitter:
                     ).start()
             return current[1]
 
-    def _create(self, request: Request, pod: Pod) -> Generator[_Step, Any, Response]:
+    def _create(
+        self, request: Request, pod: Pod, org: Org | None = None
+    ) -> Generator[_Step, Any, Response]:
         """The decision, as a generator: it yields each step that needs the store and
         is sent the step's result (see :meth:`admit` and :meth:`admit_async`)."""
-        org = self.org()
+        org = org if org is not None else self.org()
         warnings: list[str] = []
         claimed = pod.annotations.get(ANNOTATION_ALLOCATION_ID)
         if claimed:

@@ -22,6 +22,7 @@ path.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -131,6 +132,38 @@ class Front:
 
 MUTATE_PATH = "/mutate"
 
+DEFAULT_READY_TIMEOUT_S = 1.0
+"""/readyz answers "not ready" when the store has not answered its ping by then (the
+kubelet's probes time out after 1 s unless told otherwise)."""
+
+
+class _StoreProbe:
+    """The store's ping for /readyz: one at a time, in a worker thread, awaited at
+    most ``timeout_s``. Against a hung store every probe would otherwise leave a thread
+    behind it; here the probes that come while one ping is stuck wait on that one."""
+
+    def __init__(self, store: Store, *, timeout_s: float) -> None:
+        self.store = store
+        self.timeout_s = timeout_s
+        self._ping: asyncio.Task[None] | None = None
+
+    async def check(self) -> str | None:
+        """None when the store answered; else why not."""
+        task = self._ping
+        if task is None or task.done():
+            task = self._ping = asyncio.get_running_loop().create_task(
+                anyio.to_thread.run_sync(self.store.ping, abandon_on_cancel=True)
+            )
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        try:
+            await asyncio.wait_for(asyncio.shield(task), self.timeout_s)
+        except TimeoutError:
+            return f"the governance store did not answer within {self.timeout_s:g} s"
+        except StoreError as exc:
+            return str(exc)
+        return None
+
+
 _JSON_HEADERS = ((b"content-type", b"application/json"),)
 
 
@@ -162,6 +195,7 @@ def create_app(
     registry: CollectorRegistry,
     metrics: Metrics | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
 ) -> Front:
     metrics = metrics or Metrics(registry)
 
@@ -219,12 +253,13 @@ def create_app(
     async def healthz() -> Response:
         return PlainTextResponse("ok")
 
+    probe = _StoreProbe(store, timeout_s=ready_timeout_s)
+
     @app.get("/readyz")
     async def readyz() -> Response:
-        try:
-            await anyio.to_thread.run_sync(store.ping)
-        except StoreError as exc:
-            return PlainTextResponse(f"not ready: {exc}", status_code=503)
+        problem = await probe.check()
+        if problem is not None:
+            return PlainTextResponse(f"not ready: {problem}", status_code=503)
         return PlainTextResponse("ready")
 
     @app.get("/metrics")

@@ -13,7 +13,7 @@ from admission.server import build, tune_gc, uvicorn_config
 from admission.tls import ReloadingContext
 from governance.contract import DEFAULT_WEBHOOK_PORT
 from governance.errors import GpupoolError
-from governance.store import ENV_STORE, Store
+from governance.store import ENV_STORE, Store, Timeouts
 
 
 @click.command("webhook")
@@ -54,6 +54,15 @@ from governance.store import ENV_STORE, Store
     help="Seconds between checks for a new configuration revision.",
 )
 @click.option(
+    "--request-budget",
+    "request_budget_s",
+    default=8.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds within which a GPU pod is answered; past it, denied with StoreUnavailable "
+    "(keep it below the webhook's timeoutSeconds).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -69,6 +78,7 @@ def webhook(
     allow_unowned_namespaces: bool,
     max_body_bytes: int,
     config_refresh: float,
+    request_budget_s: float,
     log_level: str,
 ) -> None:
     """Serve the mutating admission webhook (POST /mutate, /healthz, /readyz, /metrics)."""
@@ -78,11 +88,15 @@ def webhook(
     # Casbin logs every policy of every enforcer it builds at INFO (one per department).
     logging.getLogger("casbin").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
-        store = Store(store_url)
+        # every wait on the store ends before the request budget does
+        store = Store(store_url, timeouts=Timeouts.within(request_budget_s))
         hook = build(
             store,
             config_file=config_file,
-            settings=Settings(allow_unowned_namespaces=allow_unowned_namespaces),
+            settings=Settings(
+                allow_unowned_namespaces=allow_unowned_namespaces,
+                request_budget_s=request_budget_s,
+            ),
             refresh_s=config_refresh,
             max_body_bytes=max_body_bytes,
         )

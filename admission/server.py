@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from admission.admitter import Admitter, Settings
 from admission.app import DEFAULT_MAX_BODY_BYTES, Front, create_app
 from admission.metrics import Metrics, QuotaCollector, WriterCollector
+from admission.organisation import LiveOrg
 from admission.tls import ReloadingContext
 from governance import config
 from governance.store import Store
@@ -67,7 +68,8 @@ def build(
             log.info("applied %s as configuration revision %s", config_file, result.revision)
     source = config.OrgSource(store, refresh_s=refresh_s)
     registry = registry or CollectorRegistry()
-    admitter = Admitter(store=store, org=source.get, settings=settings)
+    live = LiveOrg(source)  # the event loop's view: refreshed in a thread, never on the loop
+    admitter = Admitter(store=store, org=source.get, settings=settings, org_async=live.get)
     registry.register(QuotaCollector(store, source.get))
     registry.register(WriterCollector(admitter.writer_counts))
     app = create_app(

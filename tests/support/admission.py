@@ -414,9 +414,9 @@ class Served:
     cert: Path
     key: Path
 
-    def client(self, **kwargs: Any) -> httpx.Client:
+    def client(self, *, timeout: float = 10, **kwargs: Any) -> httpx.Client:
         ctx = ssl.create_default_context(cafile=str(self.cert))
-        return httpx.Client(base_url=self.url, verify=ctx, timeout=10, **kwargs)
+        return httpx.Client(base_url=self.url, verify=ctx, timeout=timeout, **kwargs)
 
     def mutate(self, body: Mapping[str, Any], client: httpx.Client | None = None) -> dict[str, Any]:
         """POST an AdmissionReview; return its ``response``."""
