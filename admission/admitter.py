@@ -56,6 +56,10 @@ from governance.store import Store, utcnow
 log = logging.getLogger(__name__)
 
 POSTGRES_WRITER_THREADS = 2
+DEFAULT_MAX_GPU_CONTAINERS = 16
+"""A pod runs on one node, and nodes hold 8 GPUs (16 at most today): 16 GPU containers
+give every GPU of the largest node its own container. A forged pod of 25,000 GPU
+containers was admitted, reserving 25,000 slices, and got a 12 MiB answer."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +82,9 @@ class Settings:
     warm_rbac: bool = True
     """Build the per-department policy enforcers in the background when a configuration
     revision is loaded, so that the first pod of each department does not pay for it."""
+    max_gpu_containers: int = DEFAULT_MAX_GPU_CONTAINERS
+    """GPU containers (init containers and sidecars included) a pod may have; a pod with
+    more is denied (InvalidRequest) before anything is computed for them."""
     request_budget_s: float | None = 8.0
     """A GPU pod CREATE on the event loop (:meth:`Admitter.admit_async`) is answered
     within this many seconds, or denied with StoreUnavailable: below the webhook's
@@ -369,6 +376,19 @@ class Admitter:
                 return self._untouched(pod)
             return (yield from self._deny(request, pod, who, exc.code, str(exc), org=org))
         dept, queue = target.department.name, target.queue.name
+        gpu_containers = sum(demand_mod.is_gpu_container(c, self.names) for c in pod.containers)
+        if gpu_containers > self.settings.max_gpu_containers:
+            limit = self.settings.max_gpu_containers
+            message = (
+                f"{gpu_containers} containers ask for GPUs, and a pod may have {limit} at "
+                "most (gpupool webhook --max-gpu-containers): split the work across pods, "
+                "or give each container more slices"
+            )
+            return (
+                yield from self._deny(
+                    request, pod, who, Reason.INVALID_REQUEST, message, dept=dept, queue=queue
+                )
+            )
         try:
             wanted: PodDemand = demand_mod.pod_demand(pod, self.names)
         except InvalidDemand as exc:

@@ -3,12 +3,16 @@ raw ASGI (:class:`Front`), the other endpoints on a FastAPI app behind it.
 
 - ``POST /mutate``: an AdmissionReview (admission.k8s.io/v1) in, the AdmissionReview
   answer out. A body that is not one gets HTTP 400 with the reason; a body over
-  ``max_body_bytes`` gets 413; every decision, allowed or denied, is HTTP 200 (the
-  denial's code and reason are in the review's status). An unexpected error denies
-  the pod (reason InternalError): never an HTTP 500, which the API server would turn
-  into an unexplained failure.
-- ``GET /healthz``: the process serves (never touches the store).
-- ``GET /readyz``: 200 when the store answers, else 503 with the reason.
+  ``max_body_bytes`` gets 413, one that does not arrive within the body timeout 408,
+  one that would take the bodies held at once past their bound 503 (Overloaded), and a
+  caller without a verified client certificate, when one is required, 401; every
+  decision, allowed or denied, is HTTP 200 (the denial's code and reason are in the
+  review's status). An unexpected error denies the pod (reason InternalError): never
+  an HTTP 500, which the API server would turn into an unexplained failure.
+- ``GET /healthz``: the process serves (never touches the store; no client
+  certificate asked, since the kubelet's probes have none).
+- ``GET /readyz``: 200 when the store answers within a second, else 503 with the
+  reason.
 - ``GET /metrics``: Prometheus exposition of the registry passed in.
 
 Requests that need no store (non-GPU pods, UPDATEs, other kinds) are answered on the
@@ -28,6 +32,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import NamedTuple
 
 import anyio.to_thread
 from fastapi import FastAPI
@@ -48,6 +53,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 """An AdmissionReview carries the object and the old object; etcd caps an object at
 1.5 MiB, so twice that and some room."""
+DEFAULT_BODY_TIMEOUT_S = 5.0
+"""The API server sends a request's body at once, right after its headers."""
+DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+"""16 bodies of the largest size at once; an AdmissionReview is usually under 20 KiB."""
 
 
 class Front:
@@ -70,11 +79,26 @@ class Front:
         *,
         max_body_bytes: int,
         metrics: Metrics,
+        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+        max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
+        require_client_cert: bool = False,
     ) -> None:
         self.api = api
         self.mutate = mutate
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
+        self.body_timeout_s = body_timeout_s
+        """From the end of a request's headers to the end of its body (408 past it)."""
+        self.max_buffered_bytes = max_buffered_bytes
+        """Bytes of request bodies held at once, every connection together (503
+        Overloaded past it): with 100 connections each sending 4 MiB - 1 and stalling,
+        the process grew from 80 to 548 MiB."""
+        self.require_client_cert = require_client_cert
+        """Answer /mutate only to a caller whose client certificate the server verified
+        (--client-ca): anyone else is refused with 401 Unauthenticated."""
+        self.buffered_bytes = 0
+        self.buffered_peak_bytes = 0
+        """The most :attr:`buffered_bytes` ever held (never above the bound)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != MUTATE_PATH:
@@ -88,47 +112,116 @@ class Front:
                 extra=((b"allow", b"POST"),),
             )
             return
-        body = await self._body(scope, receive)
-        if isinstance(body, tuple):
-            self.metrics.observe("unknown", "denied", Reason.MALFORMED_REVIEW.value, 0.0)
-            await _send(send, *body)
+        if self.require_client_cert and not _client_cert_name(scope):
+            await self._refuse(
+                send,
+                401,
+                Reason.UNAUTHENTICATED,
+                "this webhook answers only the Kubernetes API server: present a client "
+                "certificate signed by the CA given to gpupool webhook --client-ca (the "
+                "API server's admission kubeconfig for webhooks names it)",
+            )
             return
-        if body is None:  # the client went away before sending the whole body
-            return
-        status, content = await self.mutate(body)
-        await _send(send, status, content)
+        held = [0]  # bytes of this request counted in buffered_bytes
+        try:
+            body = await self._body(scope, receive, held)
+            if isinstance(body, _Refusal):
+                await self._refuse(send, *body)
+                return
+            if body is None:  # the client went away before sending the whole body
+                return
+            status, content = await self.mutate(body)
+            await _send(send, status, content)
+        finally:
+            self.buffered_bytes -= held[0]
 
-    async def _body(self, scope: Scope, receive: Receive) -> bytes | tuple[int, bytes] | None:
-        """The request body; (413, error) when it is over the limit; None when the
-        client disconnected first."""
+    async def _refuse(self, send: Send, status: int, reason: Reason, message: str) -> None:
+        """An error answer before any decision; the connection is closed after it (its
+        body may be unread)."""
+        self.metrics.observe("unknown", "denied", reason.value, 0.0)
+        await _send(send, status, _error_body(reason, message), extra=_CLOSE)
+
+    def _hold(self, held: list[int], size: int) -> _Refusal | None:
+        """Count ``size`` more bytes of this request as held, if the bound allows."""
+        if self.buffered_bytes + size > self.max_buffered_bytes:
+            return _Refusal(
+                503,
+                Reason.OVERLOADED,
+                f"the webhook holds {self.buffered_bytes} bytes of request bodies, and "
+                f"{size} more would pass its bound of {self.max_buffered_bytes}: retry",
+            )
+        self.buffered_bytes += size
+        held[0] += size
+        self.buffered_peak_bytes = max(self.buffered_peak_bytes, self.buffered_bytes)
+        return None
+
+    async def _body(
+        self, scope: Scope, receive: Receive, held: list[int]
+    ) -> bytes | _Refusal | None:
+        """The request body; a refusal when it is over a limit or late; None when the
+        client disconnected first. The declared length is counted as held before
+        reading; a chunked body as it streams in."""
         limit = self.max_body_bytes
         length = Headers(scope=scope).get("content-length")
         if length is not None and not (length.isascii() and length.isdigit()):
-            return 400, _error_body(
+            return _Refusal(
+                400,
                 Reason.MALFORMED_REVIEW,
                 f"the Content-Length header {length!r} is not a number of bytes",
             )
         if length is not None and int(length) > limit:
-            return 413, _error_body(
+            return _Refusal(
+                413,
                 Reason.MALFORMED_REVIEW,
                 f"request body of {length} bytes is over the limit of {limit} bytes",
             )
+        declared = int(length) if length is not None else None
+        if declared is not None and (refused := self._hold(held, declared)) is not None:
+            return refused
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return 413, _error_body(
-                    Reason.MALFORMED_REVIEW, f"request body is over the limit of {limit} bytes"
-                )
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return None
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit or (declared is not None and size > declared):
+                        return _Refusal(
+                            413,
+                            Reason.MALFORMED_REVIEW,
+                            f"request body is over the limit of {limit} bytes",
+                        )
+                    if declared is None and (refused := self._hold(held, len(chunk))):
+                        return refused
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        except TimeoutError:
+            return _Refusal(
+                408,
+                Reason.REQUEST_TIMEOUT,
+                f"the request body did not arrive within {self.body_timeout_s:g} s "
+                f"({size} bytes came)",
+            )
 
+
+class _Refusal(NamedTuple):
+    status: int
+    reason: Reason
+    message: str
+
+
+def _client_cert_name(scope: Scope) -> str | None:
+    """The verified client certificate's subject (admission.connection puts it there)."""
+    tls = scope.get("extensions", {}).get("tls") or {}
+    name = tls.get("client_cert_name")
+    return name if isinstance(name, str) else None
+
+
+_CLOSE = ((b"connection", b"close"),)
 
 MUTATE_PATH = "/mutate"
 
@@ -196,6 +289,9 @@ def create_app(
     metrics: Metrics | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
+    require_client_cert: bool = False,
 ) -> Front:
     metrics = metrics or Metrics(registry)
 
@@ -267,4 +363,12 @@ def create_app(
         data = await anyio.to_thread.run_sync(generate_latest, registry)
         return Response(data, media_type=CONTENT_TYPE_LATEST)
 
-    return Front(app, mutate, max_body_bytes=max_body_bytes, metrics=metrics)
+    return Front(
+        app,
+        mutate,
+        max_body_bytes=max_body_bytes,
+        metrics=metrics,
+        body_timeout_s=body_timeout_s,
+        max_buffered_bytes=max_buffered_bytes,
+        require_client_cert=require_client_cert,
+    )
