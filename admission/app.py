@@ -223,6 +223,26 @@ def _client_cert_name(scope: Scope) -> str | None:
 
 _CLOSE = ((b"connection", b"close"),)
 
+API_SERVER_REQUEST_BYTES = 3 * 1024 * 1024
+"""The largest request body the Kubernetes API server accepts (its MaxRequestBodyBytes)."""
+MAX_CREATE_REVIEW_BYTES = API_SERVER_REQUEST_BYTES + 64 * 1024
+"""A CREATE's review carries the pod once (no oldObject) and an envelope of a few KiB:
+anything larger holds a pod that the API server would not have taken, so it did not
+send it. UPDATEs carry two objects and keep the body limit (``max_body_bytes``)."""
+
+
+def _too_large(parsed: review.Request, size: int) -> review.Response:
+    return review.Response(
+        allowed=False,
+        reason=Reason.INVALID_REQUEST,
+        message=(
+            f"this CREATE review is {size} bytes: its pod is larger than the "
+            f"{API_SERVER_REQUEST_BYTES}-byte request the Kubernetes API server accepts, "
+            f"so it did not come from the API server (request by {parsed.user or 'nobody'})"
+        ),
+    )
+
+
 MUTATE_PATH = "/mutate"
 
 DEFAULT_READY_TIMEOUT_S = 1.0
@@ -316,6 +336,11 @@ def create_app(
             if admitter.plain(body):  # asks for no GPU: the head is enough
                 parsed = review.parse_review(body, head_only=True)
                 answer = review.Response(allowed=True, reason=Reason.NOT_GPU)
+            elif (
+                len(body) > MAX_CREATE_REVIEW_BYTES
+                and (parsed := review.parse_review(body, head_only=True)).operation == "CREATE"
+            ):
+                answer = _too_large(parsed, len(body))
             else:
                 parsed = review.parse_review(body)
                 quick, pod = admitter.quick(parsed)

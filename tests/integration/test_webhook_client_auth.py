@@ -201,3 +201,23 @@ def test_a_forged_pod_of_thousands_of_gpu_containers_is_denied_with_a_small_answ
     assert response["status"]["reason"] == Reason.INVALID_REQUEST.value
     assert "5000 containers ask for GPUs" in response["status"]["message"]
     assert ledger.list_allocations(store) == []
+
+
+def test_a_create_larger_than_the_api_server_accepts_is_denied(
+    store: Store, tmp_path: Path
+) -> None:
+    padding = {"example.com/blob": "x" * (3 * 1024 * 1024 + 100 * 1024)}
+    huge = A.pod(A.container(limits=A.gpu(1)), annotations=padding)
+    with A.serve(store, tmp_path) as served, served.client() as client:
+        denied = served.mutate(A.review(huge), client)
+        # an UPDATE carries the pod twice: the body limit (4 MiB) is its bound
+        blob = {"example.com/blob": "x" * (1900 * 1024)}  # 3.7 MiB with its old version
+        same = A.pod(A.container(limits=A.gpu(1)), annotations=blob)
+        updated = served.mutate(A.review(same, operation="UPDATE", old=same), client)
+    assert denied["status"]["reason"] == Reason.INVALID_REQUEST.value
+    assert (
+        "larger than the 3145728-byte request the Kubernetes API server accepts"
+        in (denied["status"]["message"])
+    )
+    assert updated["allowed"]
+    assert ledger.list_allocations(store) == []
