@@ -37,6 +37,14 @@ def server() -> Iterator[Server]:
         yield pg
 
 
+def _store(server: Server) -> Store:
+    """A store in a new database of ``server``, as the webhook opens it, organised."""
+    url = server.create_database(f"hang_{uuid.uuid4().hex[:8]}")
+    store = Store(url, timeouts=Timeouts.within(BUDGET_S))
+    A.apply_org(store)
+    return store
+
+
 def _live(store: Store) -> int:
     t = schema.allocations
     with store.read() as conn:
@@ -61,9 +69,7 @@ def _wait_for(check: Any, seconds: float) -> bool:
 def test_a_stopped_postgres_never_blocks_the_loop_and_leaves_no_reservation(
     server: Server, tmp_path: Path
 ) -> None:
-    url = server.create_database(f"hang_{uuid.uuid4().hex[:8]}")
-    store = Store(url, timeouts=Timeouts.within(BUDGET_S))
-    A.apply_org(store)
+    store = _store(server)
     settings = Settings(request_budget_s=BUDGET_S)
     try:
         with A.serve(store, tmp_path, settings=settings, refresh_s=0.2) as hook:
@@ -121,9 +127,7 @@ def test_the_webhook_answers_within_its_budget_when_the_org_was_never_loaded(
     server: Server, tmp_path: Path
 ) -> None:
     """Started while the store hangs: nothing to serve from, every GPU pod denied in time."""
-    url = server.create_database(f"cold_{uuid.uuid4().hex[:8]}")
-    store = Store(url, timeouts=Timeouts.within(BUDGET_S))
-    A.apply_org(store)
+    store = _store(server)
     try:
         server.stop()
         try:

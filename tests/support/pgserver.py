@@ -9,7 +9,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.admission import free_port
+
 
 def _bin_dir() -> Path | None:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
@@ -26,13 +27,6 @@ def _bin_dir() -> Path | None:
         return Path(found[-1])
     initdb = shutil.which("initdb")
     return Path(initdb).parent if initdb else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -88,7 +82,7 @@ def throwaway_postgres() -> Iterator[Server]:
         os.chown(root, user.pw_uid, user.pw_gid)
         as_postgres = ["runuser", "-u", "postgres", "--"]
     data = root / "data"
-    port = _free_port()
+    port = free_port()
     ctl = [*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log")]
     try:
         subprocess.run(
