@@ -53,8 +53,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 """An AdmissionReview carries the object and the old object; etcd caps an object at
 1.5 MiB, so twice that and some room."""
-DEFAULT_BODY_TIMEOUT_S = 5.0
-"""The API server sends a request's body at once, right after its headers."""
 DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 """16 bodies of the largest size at once; an AdmissionReview is usually under 20 KiB."""
 
@@ -79,7 +77,6 @@ class Front:
         *,
         max_body_bytes: int,
         metrics: Metrics,
-        body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
         max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
         require_client_cert: bool = False,
     ) -> None:
@@ -87,8 +84,6 @@ class Front:
         self.mutate = mutate
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
-        self.body_timeout_s = body_timeout_s
-        """From the end of a request's headers to the end of its body (408 past it)."""
         self.max_buffered_bytes = max_buffered_bytes
         """Bytes of request bodies held at once, every connection together (503
         Overloaded past it): with 100 connections each sending 4 MiB - 1 and stalling,
@@ -158,9 +153,10 @@ class Front:
     async def _body(
         self, scope: Scope, receive: Receive, held: list[int]
     ) -> bytes | _Refusal | None:
-        """The request body; a refusal when it is over a limit or late; None when the
-        client disconnected first. The declared length is counted as held before
-        reading; a chunked body as it streams in."""
+        """The request body; a refusal when it is over a limit; None when the client
+        disconnected first (or was cut off: the time a body may take is bounded by the
+        connection, :mod:`admission.connection`). The declared length is counted as
+        held before reading; a chunked body as it streams in."""
         limit = self.max_body_bytes
         length = Headers(scope=scope).get("content-length")
         if length is not None and not (length.isascii() and length.isdigit()):
@@ -180,32 +176,21 @@ class Front:
             return refused
         chunks: list[bytes] = []
         size = 0
-        try:
-            async with asyncio.timeout(self.body_timeout_s):
-                while True:
-                    message = await receive()
-                    if message["type"] != "http.request":
-                        return None
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > limit or (declared is not None and size > declared):
-                        return _Refusal(
-                            413,
-                            Reason.MALFORMED_REVIEW,
-                            f"request body is over the limit of {limit} bytes",
-                        )
-                    if declared is None and (refused := self._hold(held, len(chunk))):
-                        return refused
-                    chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        except TimeoutError:
-            return _Refusal(
-                408,
-                Reason.REQUEST_TIMEOUT,
-                f"the request body did not arrive within {self.body_timeout_s:g} s "
-                f"({size} bytes came)",
-            )
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit or (declared is not None and size > declared):
+                return _Refusal(
+                    413, Reason.MALFORMED_REVIEW, f"request body is over the limit of {limit} bytes"
+                )
+            if declared is None and (refused := self._hold(held, len(chunk))):
+                return refused
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class _Refusal(NamedTuple):
@@ -309,7 +294,6 @@ def create_app(
     metrics: Metrics | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
-    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES,
     require_client_cert: bool = False,
 ) -> Front:
@@ -393,7 +377,6 @@ def create_app(
         mutate,
         max_body_bytes=max_body_bytes,
         metrics=metrics,
-        body_timeout_s=body_timeout_s,
         max_buffered_bytes=max_buffered_bytes,
         require_client_cert=require_client_cert,
     )

@@ -13,8 +13,16 @@ import sqlalchemy as sa
 import uvicorn
 
 from admission.admitter import DEFAULT_MAX_GPU_CONTAINERS, Settings
-from admission.app import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_BUFFERED_BYTES
-from admission.server import DEFAULT_MAX_CONNECTIONS, Limits, build, tune_gc, uvicorn_config
+from admission.app import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_BUFFERED_BYTES
+from admission.connection import DEFAULT_BODY_TIMEOUT_S
+from admission.server import (
+    DEFAULT_MAX_CONNECTIONS,
+    Limits,
+    apply_config,
+    build,
+    tune_gc,
+    uvicorn_config,
+)
 from admission.tls import SELF_SIGNED_HOSTS, ReloadingContext, self_signed
 from governance import retention
 from governance.cli import handle_errors
@@ -190,6 +198,13 @@ def webhook(
     else:
         assert tls_cert is not None and tls_key is not None
         tls_cert_path, tls_key_path = Path(tls_cert), Path(tls_key)
+    if config_file is not None:
+        # an administrative write, which may take longer than a request's budget
+        setup = Store(store_url)
+        try:
+            apply_config(setup, config_file)
+        finally:
+            setup.close()
     # every wait on the store ends before the request budget does
     store = Store(store_url, timeouts=Timeouts.within(request_budget_s))
     pruner: retention.DenialPruner | None = None
@@ -203,7 +218,6 @@ def webhook(
         )
         hook = build(
             store,
-            config_file=config_file,
             settings=Settings(
                 allow_unowned_namespaces=allow_unowned_namespaces,
                 request_budget_s=request_budget_s,

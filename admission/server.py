@@ -15,13 +15,13 @@ from prometheus_client import CollectorRegistry
 
 from admission.admitter import Admitter, Settings
 from admission.app import (
-    DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_BUFFERED_BYTES,
     Front,
     create_app,
 )
 from admission.connection import (
+    DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_HEADER_TIMEOUT_S,
     DEFAULT_MAX_HEADER_BYTES,
     ConnectionLimits,
@@ -72,13 +72,15 @@ class Limits:
     """See :class:`admission.connection.ConnectionLimits`."""
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
-    """See :class:`admission.app.Front`."""
     max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
+    """See :class:`admission.app.Front`."""
 
     @property
     def connection(self) -> ConnectionLimits:
         return ConnectionLimits(
-            header_timeout_s=self.header_timeout_s, max_header_bytes=self.max_header_bytes
+            header_timeout_s=self.header_timeout_s,
+            body_timeout_s=self.body_timeout_s,
+            max_header_bytes=self.max_header_bytes,
         )
 
 
@@ -90,6 +92,14 @@ class Webhook:
     registry: CollectorRegistry
     org_source: config.OrgSource
     limits: Limits
+
+
+def apply_config(store: Store, config_file: str | Path) -> None:
+    """Apply the organisation in ``config_file`` (as ``gpupool apply``), logging a new
+    revision."""
+    result = config.apply(store, config.load_file(config_file), source=str(config_file))
+    if result.changed:
+        log.info("applied %s as configuration revision %s", config_file, result.revision)
 
 
 def build(
@@ -108,9 +118,7 @@ def build(
     TLS layer verified (``ReloadingContext(client_ca=...)``)."""
     limits = limits or Limits()
     if config_file is not None:
-        result = config.apply(store, config.load_file(config_file), source=str(config_file))
-        if result.changed:
-            log.info("applied %s as configuration revision %s", config_file, result.revision)
+        apply_config(store, config_file)
     source = config.OrgSource(store, refresh_s=refresh_s)
     registry = registry or CollectorRegistry()
     live = LiveOrg(source)  # the event loop's view: refreshed in a thread, never on the loop
@@ -123,7 +131,6 @@ def build(
         registry=registry,
         metrics=Metrics(registry),
         max_body_bytes=max_body_bytes,
-        body_timeout_s=limits.body_timeout_s,
         max_buffered_bytes=limits.max_buffered_bytes,
         require_client_cert=require_client_cert,
     )

@@ -23,7 +23,8 @@ SQLite's write-ahead log is checkpointed by a background thread: PASSIVE every
 it never catches up, so the log is never restarted and grew to 571 MB for a 9 MB
 database), then TRUNCATE once the log passes ``wal_truncate_bytes``, which completes
 the checkpoint and empties the file while writers wait at most
-:data:`WAL_TRUNCATE_BUSY_MS` for it. :meth:`Store.close` truncates it too.
+:data:`WAL_TRUNCATE_BUSY_MS` for it (more after failures, and less often).
+:meth:`Store.close` truncates it too.
 """
 
 from __future__ import annotations
@@ -67,12 +68,14 @@ before it left."""
 WAL_TRUNCATE_BUSY_MS = 100
 """SQLite: how long the TRUNCATE checkpoint waits for readers and writers to finish.
 Writers that begin meanwhile wait for it (the webhook's on-loop writer hands its group
-to a thread instead); a checkpoint that cannot finish in time is tried again next round,
-waiting twice as long each time it failed in a row, up to :data:`WAL_TRUNCATE_BUSY_MAX_MS`
-(a reader thread that the GIL keeps from finishing its snapshot must not keep the log
-growing for good)."""
-WAL_TRUNCATE_BUSY_MAX_MS = 2_000
-_SQLITE_PROGRESS_STEPS = 10_000
+to a thread instead). After a checkpoint that could not finish in time, the next waits
+twice as long, up to :data:`WAL_TRUNCATE_BUSY_MAX_MS` (a reader thread that the GIL
+keeps from finishing its snapshot must not keep the log growing), and comes 1, 3, 7...
+rounds later (at most :data:`WAL_TRUNCATE_MAX_SKIP`) unless a PASSIVE round copied
+every frame: a long reader then holds writers back 0.4 s in 32 rounds at most."""
+WAL_TRUNCATE_BUSY_MAX_MS = 400
+WAL_TRUNCATE_MAX_SKIP = 31
+_SQLITE_PROGRESS_STEPS = 1_000_000
 """SQLite virtual-machine steps between two checks of the statement deadline."""
 
 
@@ -179,6 +182,7 @@ class Store:
         self.wal_truncations = 0
         """TRUNCATE checkpoints that completed (the checkpointer's and close's)."""
         self._truncate_failures = 0
+        self._truncate_skip = 0
         self._checkpointer: threading.Thread | None = None
         self._closed = threading.Event()
         self._migrating = False
@@ -323,15 +327,21 @@ class Store:
         """Copy the WAL into the database every few seconds, off the request path.
 
         PASSIVE never blocks readers or writers; once the log is larger than
-        :attr:`wal_truncate_bytes`, a TRUNCATE follows it (see the module docstring). A
-        checkpoint that fails (the file went away, the store is closing) is tried again
-        on the next round."""
+        :attr:`wal_truncate_bytes`, a TRUNCATE follows it (see the module docstring and
+        :data:`WAL_TRUNCATE_BUSY_MS`). A checkpoint that fails (the file went away, the
+        store is closing) is tried again on the next round."""
         while not self._closed.wait(self.checkpoint_interval_s):
             try:
-                self._checkpoint("PASSIVE")
+                _busy, frames, done = self._checkpoint("PASSIVE")
                 limit = self.wal_truncate_bytes
                 if limit is not None and self.wal_bytes() > limit:
-                    self._truncate_wal()
+                    # After failures, wait some rounds unless PASSIVE copied every frame:
+                    # a reader that holds an old snapshot (a long report, a backup) would
+                    # keep each TRUNCATE holding the writers back while it waits for it.
+                    if self._truncate_skip > 0 and done < frames:
+                        self._truncate_skip -= 1
+                    else:
+                        self._truncate_wal()
             except Exception:  # a background chore must never die loudly
                 log.debug("WAL checkpoint failed; retrying next round", exc_info=True)
 
@@ -371,6 +381,7 @@ class Store:
         busy, frames, done = self._checkpoint("TRUNCATE", busy_ms=busy_ms)
         if busy:
             self._truncate_failures = min(self._truncate_failures + 1, 16)
+            self._truncate_skip = min(2**self._truncate_failures - 1, WAL_TRUNCATE_MAX_SKIP)
             log.info(
                 "WAL checkpoint could not finish within %d ms (%d of %d frames copied); "
                 "retrying next round",
@@ -380,6 +391,7 @@ class Store:
             )
             return False
         self._truncate_failures = 0
+        self._truncate_skip = 0
         self.wal_truncations += 1
         return True
 

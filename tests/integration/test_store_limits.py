@@ -6,6 +6,7 @@ PostgreSQL (real servers; a socket that never answers stands for a stopped one).
 from __future__ import annotations
 
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -68,7 +69,7 @@ def test_sqlite_wal_stays_bounded_under_sustained_writes(tmp_path: Path) -> None
         f"sqlite:///{tmp_path / 'passive.db'}", checkpoint_interval_s=0.01, wal_truncate_bytes=None
     )
     try:
-        passive_largest = _sustained(passive)
+        _sustained(passive)
         passive_settled = _settled_wal_bytes(passive, below=WAL_LIMIT, rounds=20)
     finally:
         passive.close()
@@ -78,22 +79,45 @@ def test_sqlite_wal_stays_bounded_under_sustained_writes(tmp_path: Path) -> None
         wal_truncate_bytes=WAL_LIMIT,
     )
     try:
-        largest = _sustained(store)
+        _sustained(store)
+        truncated_while_writing = store.wal_truncations
         settled = _settled_wal_bytes(store, below=WAL_LIMIT)
-        assert store.wal_truncations > 0
         with store.read() as conn:  # every write is there
             assert conn.execute(sa.select(sa.func.count()).select_from(schema.usage)).scalar() == (
                 WRITES
             )
     finally:
         store.close()
-    # PASSIVE alone never completes while writes keep coming: the log only grows, and
-    # keeps its size afterwards
-    assert passive_settled > 16 * WAL_LIMIT, passive_settled
-    # truncated whenever it passes the limit (it grows a little between two rounds,
-    # more when the GIL keeps the checkpointer waiting)
-    assert largest < passive_largest / 2, (largest, passive_largest)
+    # PASSIVE checkpoints never shrink the file: it keeps the size the writes gave it
+    # (2.7 to 10.8 MB in runs here, 6.6 MB of frames written)
+    assert passive_settled > 2 * WAL_LIMIT, passive_settled
+    # truncated while the writes came, and down to the limit once they stopped
+    assert truncated_while_writing > 0
     assert settled <= WAL_LIMIT, settled
+
+
+def test_a_wal_grown_behind_a_long_reader_is_truncated_once_the_reader_ends(
+    tmp_path: Path,
+) -> None:
+    """A reader that holds its snapshot (a long report, a backup) keeps any checkpoint
+    from completing; once it ends, only TRUNCATE gives the space back."""
+    sizes = {}
+    for name, limit in (("passive", None), ("bounded", WAL_LIMIT)):
+        path = tmp_path / f"{name}.db"
+        store = Store(f"sqlite:///{path}", checkpoint_interval_s=0.01, wal_truncate_bytes=limit)
+        reader = sqlite3.connect(path, isolation_level=None)
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM usage").fetchone()  # holds its snapshot
+            _sustained(store, writes=1500)
+            assert store.wal_bytes() > 4 * WAL_LIMIT  # nothing could be checkpointed
+            reader.execute("COMMIT")
+            sizes[name] = _settled_wal_bytes(store, below=WAL_LIMIT)
+        finally:
+            reader.close()
+            store.close()
+    assert sizes["passive"] > 4 * WAL_LIMIT, sizes
+    assert sizes["bounded"] <= WAL_LIMIT, sizes
 
 
 def test_closing_the_store_truncates_the_wal(tmp_path: Path) -> None:

@@ -96,6 +96,15 @@ def post_head(length: int, extra: bytes = b"") -> bytes:
     )
 
 
+def released(hook: A.Served) -> bool:
+    """Whether the bodies held for closed connections were let go (the server learns
+    of a close a moment after the client does)."""
+    deadline = time.monotonic() + READ_S
+    while hook.hook.app.buffered_bytes and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return hook.hook.app.buffered_bytes == 0
+
+
 def assert_still_serving(hook: A.Served) -> None:
     with hook.client(timeout=2.0) as client:
         assert client.get("/healthz").status_code == 200
@@ -140,7 +149,7 @@ def test_clients_that_stall_in_their_body_get_408_and_are_closed(hook: A.Served)
         answers = [answer_of(sock) for sock in socks]
     assert {status_of(a) for a in answers} == {408}
     assert Reason.REQUEST_TIMEOUT.value.encode() in answers[0]
-    assert hook.hook.app.buffered_bytes == 0  # nothing is held once they are gone
+    assert released(hook)  # nothing is held once they are gone
 
 
 def test_bodies_held_at_once_stay_under_their_bound(hook: A.Served) -> None:
@@ -157,7 +166,7 @@ def test_bodies_held_at_once_stay_under_their_bound(hook: A.Served) -> None:
     assert any(Reason.OVERLOADED.value.encode() in a for a in answers)
     app = hook.hook.app
     assert app.buffered_peak_bytes <= LIMITS.max_buffered_bytes
-    assert app.buffered_peak_bytes >= 3 * size and app.buffered_bytes == 0
+    assert app.buffered_peak_bytes >= 3 * size and released(hook)
     assert_still_serving(hook)
 
 
