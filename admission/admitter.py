@@ -30,12 +30,13 @@ team's workloads run as, and the people who create pods by hand.
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import hmac
 import logging
 import re
 import threading
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -73,6 +74,10 @@ DEFAULT_TRUSTED_CONTROLLERS = (
 """Kubernetes' own controllers: the kube-controller-manager's per-controller service
 accounts (``--use-service-account-credentials``, the default of kubeadm and the managed
 clusters) and its own user when it runs with one credential."""
+DEFAULT_MAX_GPU_CONTAINERS = 16
+"""A pod runs on one node, and nodes hold 8 GPUs (16 at most today): 16 GPU containers
+give every GPU of the largest node its own container. A forged pod of 25,000 GPU
+containers was admitted, reserving 25,000 slices, and got a 12 MiB answer."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +105,15 @@ class Settings:
     creations are authorised as the pod's service account: controllers that create pods
     for others. Add the operators that do so (``system:serviceaccount:kubeflow:*``,
     KubeRay's); every other requester is authorised as itself."""
+    max_gpu_containers: int = DEFAULT_MAX_GPU_CONTAINERS
+    """GPU containers (init containers and sidecars included) a pod may have; a pod with
+    more is denied (InvalidRequest) before anything is computed for them."""
+    request_budget_s: float | None = 8.0
+    """A GPU pod CREATE on the event loop (:meth:`Admitter.admit_async`) is answered
+    within this many seconds, or denied with StoreUnavailable: below the webhook's
+    timeoutSeconds (10 in the chart), so that the API server hears a reason rather than a
+    timeout, and a pod is never admitted after its client gave up. A reservation that
+    the store commits after the budget is released (:mod:`governance.writer`)."""
 
 
 class Admitter:
@@ -113,9 +127,13 @@ class Admitter:
         settings: Settings | None = None,
         clock: Callable[[], datetime] = utcnow,
         backend_table: Mapping[str, Backend] | None = None,
+        org_async: Callable[[], Awaitable[Org]] | None = None,
     ) -> None:
         self.store = store
         self.org = org
+        self.org_async = org_async
+        """The organisation for :meth:`admit_async`, never blocking the loop
+        (:class:`admission.organisation.LiveOrg`); None: :attr:`org` is called there."""
         self.settings = settings or Settings()
         self.clock = clock
         self.backends = dict(backends.BACKENDS if backend_table is None else backend_table)
@@ -270,9 +288,22 @@ class Admitter:
         the loop itself for SQLite (:class:`~governance.writer.InlineWriter`, never
         waiting for a lock); for PostgreSQL the groups form on the loop and threads
         write them (:class:`~governance.writer.ThreadGroupWriter`), and the reads it
-        answers over the network run in a worker thread."""
+        answers over the network run in a worker thread. Answered within
+        :attr:`Settings.request_budget_s`."""
+        budget = self.settings.request_budget_s
         try:
-            steps = self._create(request, pod)
+            async with asyncio.timeout(budget):
+                return await self._admit_async(request, pod)
+        except TimeoutError:
+            return _store_down(
+                pod,
+                f"the store did not answer within the request budget of {budget:g} s",
+            )
+
+    async def _admit_async(self, request: Request, pod: Pod) -> Response:
+        try:
+            org = await self.org_async() if self.org_async is not None else self.org()
+            steps = self._create(request, pod, org)
             try:
                 step = next(steps)
                 while True:
@@ -336,11 +367,16 @@ class Admitter:
         if isinstance(step, _Lookup):
             if inline:  # a WAL reader never waits for a writer
                 return ledger.get(self.store, step.allocation_id)
-            return await anyio.to_thread.run_sync(ledger.get, self.store, step.allocation_id)
+            # abandoned, not awaited, when the request's budget runs out
+            return await anyio.to_thread.run_sync(
+                ledger.get, self.store, step.allocation_id, abandon_on_cancel=True
+            )
         if isinstance(step, _Reserve):
             if step.dry_run:
                 # dry runs are rare: a thread, so that the loop never waits for a lock
-                return await anyio.to_thread.run_sync(_dry_run, self.store, step)
+                return await anyio.to_thread.run_sync(
+                    _dry_run, self.store, step, abandon_on_cancel=True
+                )
             return await self._loop_writer(inline).reserve(step.org, step.request)
         try:
             await self._loop_writer(inline).record_denial(step)
@@ -377,10 +413,12 @@ class Admitter:
                     ).start()
             return current[1]
 
-    def _create(self, request: Request, pod: Pod) -> Generator[_Step, Any, Response]:
+    def _create(
+        self, request: Request, pod: Pod, org: Org | None = None
+    ) -> Generator[_Step, Any, Response]:
         """The decision, as a generator: it yields each step that needs the store and
         is sent the step's result (see :meth:`admit` and :meth:`admit_async`)."""
-        org = self.org()
+        org = org if org is not None else self.org()
         warnings: list[str] = []
         claimed = pod.annotations.get(ANNOTATION_ALLOCATION_ID)
         if claimed:
@@ -406,6 +444,19 @@ class Admitter:
                 return self._untouched(pod)
             return (yield from self._deny(request, pod, who, exc.code, str(exc), org=org))
         dept, queue = target.department.name, target.queue.name
+        gpu_containers = sum(demand_mod.is_gpu_container(c, self.names) for c in pod.containers)
+        if gpu_containers > self.settings.max_gpu_containers:
+            limit = self.settings.max_gpu_containers
+            message = (
+                f"{gpu_containers} containers ask for GPUs, and a pod may have {limit} at "
+                "most (gpupool webhook --max-gpu-containers): split the work across pods, "
+                "or give each container more slices"
+            )
+            return (
+                yield from self._deny(
+                    request, pod, who, Reason.INVALID_REQUEST, message, dept=dept, queue=queue
+                )
+            )
         try:
             wanted: PodDemand = demand_mod.pod_demand(pod, self.names)
         except InvalidDemand as exc:

@@ -255,6 +255,94 @@ def run(
     }
 
 
+def wal_sustained(
+    path: Path, org: Org, seconds: float, *, truncate_bytes: int | None, rng: random.Random
+) -> dict[str, float]:
+    """SQLite's WAL after ``seconds`` of sustained admissions on a copy of the populated
+    database: groups of 16 reservations (``ledger.reserve_many``, as the webhook's group
+    commit writes them), each then released one by one (as the reconciler does), while
+    another thread reads about every millisecond. ``truncate_bytes`` None is the baseline, PASSIVE
+    checkpoints only (the store before TRUNCATE checkpoints)."""
+    import threading
+
+    store = Store(f"sqlite:///{path}", migrate=False, wal_truncate_bytes=truncate_bytes)
+    names = list(org.departments)
+    stop = threading.Event()
+    probe = ledger.list_allocations(store)[0].id
+
+    def reader() -> None:  # a read every millisecond or so, each its own snapshot
+        while not stop.wait(0.001):
+            ledger.get(store, probe)
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    samples: list[float] = []
+    largest = 0
+    end = time.monotonic() + seconds
+    try:
+        while time.monotonic() < end:
+            group = []
+            for _ in range(16):
+                demand, grant = demand_for(
+                    org, rng.choice(names), f"q{rng.randrange(QUEUES_PER_DEPARTMENT)}"
+                )
+                group.append(
+                    ledger.ReserveRequest(
+                        demand=demand,
+                        request_uid=str(uuid.uuid4()),
+                        namespace=f"{demand.department}-ns",
+                        grants={"main": grant},
+                    )
+                )
+            t0 = time.perf_counter()
+            reserved = ledger.reserve_many(store, org, group)
+            samples.append((time.perf_counter() - t0) * 1000)
+            for r in reserved:
+                if r.allocation is not None:
+                    t0 = time.perf_counter()
+                    ledger.release(store, r.allocation.id)
+                    samples.append((time.perf_counter() - t0) * 1000)
+            largest = max(largest, store.wal_bytes())
+    finally:
+        stop.set()
+        thread.join(10)
+    wal_end = store.wal_bytes()
+    store.close()
+    return {
+        "wal_mib_end": wal_end / 2**20,
+        "wal_mib_max": largest / 2**20,
+        "transactions_per_s": len(samples) / seconds,
+        "transaction_p99_ms": percentile(samples, 99),
+        "transaction_max_ms": max(samples),
+    }
+
+
+def wal_section(db: Path, org: Org, seconds: float, rng: random.Random) -> dict[str, float]:
+    """:func:`wal_sustained` with the store's TRUNCATE checkpoints and, as the baseline
+    in the same run, with PASSIVE ones only, each on its own copy of ``db``. A quick run
+    is too short to reach the default truncation size: it uses 16 MiB."""
+    import shutil
+
+    from governance.store import DEFAULT_WAL_TRUNCATE_BYTES
+
+    limit = 16 * 2**20 if seconds < 10 else DEFAULT_WAL_TRUNCATE_BYTES
+    out: dict[str, float] = {"wal_truncate_mib": limit / 2**20, "wal_run_s": seconds}
+    for label, truncate in (("wal", limit), ("wal_baseline_passive", None)):
+        copy = db.with_name(f"{label}.db")
+        shutil.copyfile(db, copy)
+        for key, value in wal_sustained(
+            copy, org, seconds, truncate_bytes=truncate, rng=rng
+        ).items():
+            out[f"{label}_{key}"] = value
+    out["wal_end_ratio_to_baseline"] = (
+        out["wal_wal_mib_end"] / out["wal_baseline_passive_wal_mib_end"]
+    )
+    out["wal_p99_ratio_to_baseline"] = (
+        out["wal_transaction_p99_ms"] / out["wal_baseline_passive_transaction_p99_ms"]
+    )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer iterations (< 30 s)")
@@ -281,6 +369,7 @@ def main() -> None:
             setup[f"{label}_populate_s"] = time.perf_counter() - t0
             results.update(run(label, store, org, iterations, rng))
             store.close()
+        wal = wal_section(Path(tmp) / "bench.db", org, 4.0 if args.quick else 30.0, rng)
     print(
         f"ledger benchmark: {DEPARTMENTS} departments, {DEPARTMENTS * QUEUES_PER_DEPARTMENT} "
         f"queues, {POLICIES} policies, {LIVE_ALLOCATIONS} live allocations, "
@@ -297,7 +386,21 @@ def main() -> None:
             f"{r['cycle_p99_ms']:>8.3f}ms {r['reserves_per_s']:>11.0f} "
             f"{r['floor_per_s']:>9.0f} {r['floor_ratio']:>6.2f}"
         )
-    out = {k: round(v, 4) for k, v in {**results, **setup}.items()}
+    print(
+        f"\nSQLite WAL after {wal['wal_run_s']:.0f} s of sustained admissions (groups of 16 "
+        "reserved, then released) beside a reader:"
+    )
+    print(f"{'checkpoints':<26} {'WAL end':>9} {'WAL max':>9} {'tx/s':>7} {'tx p99':>9}")
+    for label, name in (
+        ("wal", f"TRUNCATE past {wal['wal_truncate_mib']:.0f} MiB"),
+        ("wal_baseline_passive", "baseline: PASSIVE only"),
+    ):
+        r = {k.removeprefix(label + "_"): v for k, v in wal.items() if k.startswith(label)}
+        print(
+            f"{name:<26} {r['wal_mib_end']:>7.1f}Mi {r['wal_mib_max']:>7.1f}Mi "
+            f"{r['transactions_per_s']:>7.0f} {r['transaction_p99_ms']:>7.2f}ms"
+        )
+    out = {k: round(v, 4) for k, v in {**results, **setup, **wal}.items()}
     out["iterations"] = iterations
     # how many calls each percentile rests on (the floor's: its two runs together)
     out["samples"] = {

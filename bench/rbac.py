@@ -86,6 +86,51 @@ def per_call_us(
     return stats.percentile(samples, 0.5), stats.percentile(samples, 0.99)
 
 
+def identities(policies: list[rbac.Policy], seen: int, probe: int) -> dict[str, float]:
+    """Decisions for identities never seen before, in one warm department: the median
+    for the first ``probe`` ones and after ``seen`` others were asked (users who come in
+    through their group, as through an identity provider). Baseline, the same run: the
+    same questions put to Casbin's role manager directly (``rbac.holders`` without the
+    bound subjects, then ``rbac.match``), which is what the facade did before it kept
+    unbound subjects away from Casbin."""
+    dept, obj = "dept-0", rbac.use_object("q0", "s0")
+    auth = rbac.Authorizer.from_policies(policies)
+    dept_rules = [r for r in policies if r[0] == "g" and r[3] in (dept, "*")] + [
+        r for r in policies if r[0] == "p" and r[2] in (dept, "*")
+    ]
+    enforcer = casbin.Enforcer(str(rbac.MODEL_PATH), rbac.ListAdapter(dept_rules))
+    enforcer.add_function("objectMatch", rbac.object_match)
+
+    def identity(i: int) -> rbac.Identity:
+        return rbac.Identity(user=f"new-{i}", groups=("system:authenticated", "team-0"))
+
+    def facade(i: int) -> None:
+        assert auth.can_use(identity(i), dept, "q0", "s0").allowed
+
+    def direct(i: int) -> None:
+        for subject in identity(i).subjects():
+            held = rbac.holders(enforcer, subject, dept)
+            if rbac.match(enforcer, subject, dept, obj, rbac.ACTION_USE, held) is not None:
+                return
+        raise AssertionError("the baseline denied a member")
+
+    out: dict[str, float] = {}
+    for name, ask in (("facade", facade), ("baseline", direct)):
+        early = per_call_us(ask, probe)[0]
+        for i in range(probe, seen):
+            ask(i)
+        late = per_call_us(lambda i, ask=ask: ask(seen + i), probe)[0]
+        out[f"{name}_new_identity_p50_us_first"] = round(early, 1)
+        out[f"{name}_new_identity_p50_us_after_seen"] = round(late, 1)
+        out[f"{name}_growth_ratio"] = round(late / early, 2)
+    out["identities_seen"] = seen
+    late = "new_identity_p50_us_after_seen"
+    out["after_seen_speedup_vs_baseline"] = round(
+        out[f"baseline_{late}"] / out[f"facade_{late}"], 1
+    )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -140,6 +185,7 @@ def main() -> None:
 
     b_allow = per_call_us("baseline allow", base_allow, m, allowed=True)
     b_deny = per_call_us("baseline deny", base_deny, m, allowed=False)
+    fresh = identities(policies, seen=2000 if args.quick else 5000, probe=100)
 
     rows = [
         ("first question in a department", *first),
@@ -153,6 +199,13 @@ def main() -> None:
     print(f"{'decision':48} {'p50 us':>10} {'p99 us':>10}")
     for name, p50, p99 in rows:
         print(f"{name:48} {p50:10.1f} {p99:10.1f}")
+    print(f"\nnew identities, p50 us: first 100 / after {fresh['identities_seen']:.0f} others")
+    for name in ("facade", "baseline"):
+        print(
+            f"{name + (' (Casbin role manager)' if name == 'baseline' else ''):48} "
+            f"{fresh[name + '_new_identity_p50_us_first']:10.1f} "
+            f"{fresh[name + '_new_identity_p50_us_after_seen']:10.1f}"
+        )
     result = {
         "policies": len(policies),
         "departments": depts,
@@ -176,6 +229,7 @@ def main() -> None:
             "baseline_allow_p50_us": m,
             "baseline_deny_p50_us": m,
         },
+        **fresh,
     }
     print(json.dumps(result))
 

@@ -272,9 +272,101 @@ class OrgDoc(_Doc):
 # --------------------------------------------------------------------------------------
 
 
+MAX_YAML_DEPTH: Final = 64
+"""Nesting the YAML loader accepts (an organisation document needs about six levels).
+
+PyYAML composes nested nodes recursively, and the line map walks them the same way: a
+document of 50,000 ``[`` ended in a RecursionError traceback instead of an error."""
+
+MAX_ALIAS_NODES: Final = 100_000
+"""Nodes that aliases may add to a document, an alias counting as the whole of what it
+names. Aliases are shared while composing, but everything after (the line map, pydantic,
+the JSON stored as the revision) walks the expanded document: 331 bytes of nested
+aliases became 2.3 million entries, and 481 bytes took 37 s and 4 GB. 100,000 leaves
+room for anchors used as defaults across thousands of entries."""
+
+
+class DocumentTooLarge(yaml.YAMLError):
+    """Composing the document would go past :data:`MAX_YAML_DEPTH` or
+    :data:`MAX_ALIAS_NODES`; ``path`` and ``line`` say where."""
+
+    def __init__(self, message: str, *, path: str, line: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = path
+        self.line = line
+
+
 class _Loader(yaml.SafeLoader):
-    """Safe YAML that refuses duplicate keys and keeps timestamps as strings (the
-    document is stored as JSON)."""
+    """Safe YAML that refuses duplicate keys, keeps timestamps as strings (the
+    document is stored as JSON), and refuses documents whose nesting or aliases would
+    cost far more than their size (:class:`DocumentTooLarge`)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._path: list[str] = []
+        self._alias_nodes = 0
+        self._extents: dict[int, tuple[int, int]] = {}
+        """(nodes, depth) of each anchored node once expanded, by id(node)."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if isinstance(index, yaml.ScalarNode):
+            self._path.append(f".{index.value}")
+        elif isinstance(index, int):
+            self._path.append(f"[{index}]")
+        else:  # the root, or a mapping's key
+            self._path.append("")
+        self._depth += 1
+        try:
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            if self._depth > MAX_YAML_DEPTH:
+                raise self._too_large(f"nesting deeper than {MAX_YAML_DEPTH} levels", mark)
+            aliased = self.check_event(yaml.AliasEvent)
+            node = super().compose_node(parent, index)
+            if aliased and node is not None:
+                nodes, depth = self._extent(node)
+                if self._depth - 1 + depth > MAX_YAML_DEPTH:
+                    raise self._too_large(
+                        f"nesting deeper than {MAX_YAML_DEPTH} levels once its aliases "
+                        "are expanded",
+                        mark,
+                    )
+                self._alias_nodes += nodes
+                if self._alias_nodes > MAX_ALIAS_NODES:
+                    raise self._too_large(
+                        f"aliases expand the document by more than {MAX_ALIAS_NODES:,} "
+                        "nodes (an alias counts as everything its anchor names); write "
+                        "the repeated parts out, or use fewer nested aliases",
+                        mark,
+                    )
+            return node
+        finally:
+            self._depth -= 1
+            self._path.pop()
+
+    def _too_large(self, what: str, mark: yaml.Mark) -> DocumentTooLarge:
+        path = "".join(self._path).lstrip(".")
+        return DocumentTooLarge(f"the document is refused: {what}", path=path, line=mark.line + 1)
+
+    def _extent(self, node: yaml.Node) -> tuple[int, int]:
+        """(nodes, depth) of ``node`` with its aliases expanded; linear in the composed
+        nodes, since each is measured once (its depth is bounded by the composition's)."""
+        found = self._extents.get(id(node))
+        if found is not None:
+            return found
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        nodes, depth = 1, 1
+        for child in children:
+            child_nodes, child_depth = self._extent(child)
+            nodes += child_nodes
+            depth = max(depth, child_depth + 1)
+        self._extents[id(node)] = (nodes, depth)
+        return nodes, depth
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, yaml.Node] = {}
@@ -341,6 +433,10 @@ def load_document(text: str, *, source: str) -> dict[str, Any]:
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
+    except DocumentTooLarge as exc:
+        raise ConfigError(
+            f"invalid YAML: {exc.message} (line {exc.line})", source=source, path=exc.path
+        ) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -188,6 +188,13 @@ class Reason(enum.StrEnum):
     NO_ORGANISATION = "NoOrganisation"
     INTERNAL_ERROR = "InternalError"
     MALFORMED_REVIEW = "MalformedAdmissionReview"
+    # the webhook's HTTP edge, before any decision
+    UNAUTHENTICATED = "Unauthenticated"
+    """The caller presented no client certificate that the webhook's --client-ca signed."""
+    REQUEST_TIMEOUT = "RequestTimeout"
+    """The request's body did not arrive within the webhook's read timeout."""
+    OVERLOADED = "Overloaded"
+    """The webhook holds as many request bodies as its memory bound allows."""
 
     @property
     def http_code(self) -> int:
@@ -207,6 +214,9 @@ _HTTP_CODES = {
     Reason.NO_ORGANISATION: 503,
     Reason.INTERNAL_ERROR: 500,
     Reason.MALFORMED_REVIEW: 400,
+    Reason.UNAUTHENTICATED: 401,
+    Reason.REQUEST_TIMEOUT: 408,
+    Reason.OVERLOADED: 503,
 }
 
 # --------------------------------------------------------------------------------------

@@ -17,6 +17,13 @@ retried request by request, so that one bad request cannot fail the others.
 Callers get a :class:`concurrent.futures.Future` per request (``.result()`` blocks a
 worker thread; ``asyncio.wrap_future`` awaits it on an event loop).
 
+A caller may give up (the webhook answers every request within its budget, and denies
+it when the store has not answered by then). A write not yet taken into a group is then
+dropped; one already on its way to the store (a stopped PostgreSQL commits it when it
+resumes) is released as soon as it is known to have been made
+(:func:`release_abandoned`), since its pod was denied and will never come: no quota is
+held for a request answered "no".
+
 :class:`InlineWriter` is the same group commit run on an asyncio event loop itself,
 for SQLite: an embedded database's statements are CPU work of microseconds, and
 handing each group to a thread and back costs more (thread wake-ups, the GIL) than
@@ -76,6 +83,41 @@ def reserve_group(
             for request in requests
             for outcome in reserve_group(store, org, [request], wait=wait)
         ]
+
+
+def abandoned_allocation(outcome: object) -> str | None:
+    """The allocation that ``outcome`` made, if it is a new reservation (not a replay of
+    one made before): what to release when its caller is gone."""
+    if (
+        isinstance(outcome, ledger.Reservation)
+        and outcome.allowed
+        and not outcome.replayed
+        and outcome.allocation is not None
+    ):
+        return outcome.allocation.id
+    return None
+
+
+def release_abandoned(store: Store, allocation_ids: Sequence[str]) -> None:
+    """Release reservations made for requests that were answered before the store
+    committed them (their pods were denied). One that cannot be released now expires
+    with its reservation TTL, as any reservation whose pod never came."""
+    for allocation_id in allocation_ids:
+        try:
+            ledger.release(store, allocation_id, state=ledger.State.EXPIRED)
+        except Exception as exc:
+            log.warning(
+                "reservation %s was made after its request had been answered, and cannot "
+                "be released now (%s): it expires with its TTL",
+                allocation_id,
+                exc,
+            )
+        else:
+            log.warning(
+                "reservation %s was made after its request had been answered (denied at "
+                "its budget); released",
+                allocation_id,
+            )
 
 
 @dataclass(frozen=True)
@@ -353,7 +395,7 @@ class InlineWriter(_LoopGroups):
             if len(busy) < len(items):  # retried one by one, some written here
                 self.groups += 1
             for org, request, future in busy:
-                _chain(loop, self.fallback.reserve(org, request), future)
+                _chain(loop, self.fallback.reserve(org, request), future, self.store)
         for (*_, future), outcome in zip(items, outcomes, strict=True):
             if not isinstance(outcome, StoreBusy):
                 _settle(future, outcome)
@@ -376,7 +418,7 @@ class InlineWriter(_LoopGroups):
         except StoreBusy:
             self._handed_over(len(items))
             for denial, future in items:
-                _chain(loop, self.fallback.record_denial(denial), future)
+                _chain(loop, self.fallback.record_denial(denial), future, self.store)
             return
         except Exception as exc:
             _fail([future for _, future in items], exc)
@@ -471,10 +513,20 @@ class ThreadGroupWriter(_LoopGroups):
             denied: BaseException | None = failed
         else:
             outcomes, denied = done.result()
+        abandoned = []
         for (*_, future), outcome in zip(reserves, outcomes, strict=True):
+            if future.cancelled():  # its caller went away while it was being written
+                gone = abandoned_allocation(outcome)
+                if gone is not None:
+                    abandoned.append(gone)
             _settle(future, outcome)  # left alone if its caller went away meanwhile
         for _, future in denials:
             _settle(future, denied)
+        if abandoned:
+            try:
+                loop.run_in_executor(self._executor, release_abandoned, self.store, abandoned)
+            except RuntimeError:  # closing: released in this thread instead
+                release_abandoned(self.store, abandoned)
         if self._reserves or self._denials:
             self._schedule(loop, 1)
 
@@ -508,15 +560,29 @@ def _by_org(items: Sequence[_T], org: Callable[[_T], Org], size: int) -> list[Se
 
 
 def _chain(
-    loop: asyncio.AbstractEventLoop, source: Future[Any], target: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop,
+    source: Future[Any],
+    target: asyncio.Future[Any],
+    store: Store,
 ) -> None:
-    """Settle ``target`` (on ``loop``) as ``source`` (in a writer thread) settles."""
+    """Settle ``target`` (on ``loop``) as ``source`` (in a writer thread) settles. A
+    ``target`` cancelled (its caller gave up) cancels ``source`` if it is still queued,
+    and a reservation ``source`` made all the same is released."""
 
     def copy(done: Future[Any]) -> None:
+        if done.cancelled():
+            return
         exc = done.exception()
-        _settle(target, exc if exc is not None else done.result())
+        outcome = exc if exc is not None else done.result()
+        if target.cancelled():
+            gone = abandoned_allocation(outcome)
+            if gone is not None:
+                loop.run_in_executor(None, release_abandoned, store, [gone])
+            return
+        _settle(target, outcome)
 
     source.add_done_callback(lambda done: loop.call_soon_threadsafe(copy, done))
+    target.add_done_callback(lambda settled: source.cancel() if settled.cancelled() else None)
 
 
 __all__ = [
@@ -525,5 +591,7 @@ __all__ = [
     "InlineWriter",
     "LedgerWriter",
     "ThreadGroupWriter",
+    "abandoned_allocation",
+    "release_abandoned",
     "reserve_group",
 ]

@@ -632,3 +632,57 @@ def test_monitoring_crds_appear_only_when_asked_for() -> None:
 def test_recording_rules_in_the_chart_are_the_consoles() -> None:
     shipped = (chart.CHART / "files" / "recording-rules.yaml").read_text()
     assert shipped == (ROOT / "dashboard" / "recording-rules.yaml").read_text()
+
+
+# -- the chart and the components agree ----------------------------------------------
+
+
+def _gpupool_containers(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(object/container, container) of every container that runs the project's image."""
+    repository = yaml.safe_load((chart.CHART / "values.yaml").read_text())["image"]["repository"]
+    found = []
+    for obj in objects:
+        spec = obj.get("spec", {})
+        pod = spec.get("template", spec.get("jobTemplate", {}).get("spec", {}).get("template"))
+        if not pod:
+            continue
+        pod_spec = pod["spec"]
+        for container in pod_spec.get("initContainers", []) + pod_spec["containers"]:
+            if container["image"].startswith(repository):
+                found.append(
+                    (f"{obj['kind']}/{obj['metadata']['name']}/{container['name']}", container)
+                )
+    return found
+
+
+@COMBINATIONS
+def test_every_command_line_the_chart_writes_is_one_the_cli_accepts(values: dict[str, Any]) -> None:
+    """Each gpupool container's arguments name a real subcommand, only options that it
+    declares, and a value each Choice option accepts: the chart and the components are
+    written apart, and a flag renamed on one side must fail here, not in a cluster."""
+    import click
+
+    from governance.cli import cli
+
+    containers = _gpupool_containers(chart.manifests(values))
+    assert containers, "the chart runs no gpupool container"
+    root = click.Context(cli)
+    for where, container in containers:
+        args = container.get("args", [])
+        assert args, f"{where}: no arguments (the image's entry point is gpupool)"
+        command = cli.get_command(root, args[0])
+        assert command is not None, f"{where}: gpupool has no subcommand {args[0]!r}"
+        options = {
+            name: param
+            for param in command.params
+            if isinstance(param, click.Option)
+            for name in (*param.opts, *param.secondary_opts)
+        }
+        for arg in args[1:]:
+            if not arg.startswith("-"):
+                continue
+            flag, _, value = arg.partition("=")
+            assert flag in options, f"{where}: `gpupool {args[0]}` has no option {flag}"
+            kind = options[flag].type
+            if value and isinstance(kind, click.Choice):
+                kind.convert(value, options[flag], click.Context(command))

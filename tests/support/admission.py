@@ -32,7 +32,7 @@ from kubernetes import client as k8s
 
 from admission.admitter import Settings
 from admission.review import Response, render
-from admission.server import Webhook, build, uvicorn_config
+from admission.server import Limits, Webhook, build, uvicorn_config
 from admission.tls import ReloadingContext
 from governance.store import Store
 from tests.support.kube import canonical_resources
@@ -437,9 +437,19 @@ class Served:
     cert: Path
     key: Path
 
-    def client(self, **kwargs: Any) -> httpx.Client:
+    def client(
+        self,
+        *,
+        timeout: float = 10,
+        client_cert: tuple[Path, Path] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Client:
+        """An HTTPS client trusting the webhook's certificate; ``client_cert``: the
+        (certificate, key) it presents, as the API server does."""
         ctx = ssl.create_default_context(cafile=str(self.cert))
-        return httpx.Client(base_url=self.url, verify=ctx, timeout=10, **kwargs)
+        if client_cert is not None:
+            ctx.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
+        return httpx.Client(base_url=self.url, verify=ctx, timeout=timeout, **kwargs)
 
     def mutate(self, body: Mapping[str, Any], client: httpx.Client | None = None) -> dict[str, Any]:
         """POST an AdmissionReview; return its ``response``."""
@@ -464,15 +474,25 @@ def serve(
     *,
     settings: Settings | None = None,
     reload_interval_s: float = 0.2,
+    limits: Limits | None = None,
+    client_ca: Path | None = None,
     **build_kwargs: Any,
 ) -> Iterator[Served]:
-    """The webhook over HTTPS on a loopback port, in a thread, for the duration."""
+    """The webhook over HTTPS on a loopback port, in a thread, for the duration.
+    ``client_ca``: /mutate requires a client certificate that it signed."""
     cert, key = self_signed(tmp_path)
-    hook = build(store, settings=settings, **build_kwargs)
-    tls = ReloadingContext(cert, key)
+    hook = build(
+        store,
+        settings=settings,
+        limits=limits,
+        require_client_cert=client_ca is not None,
+        **build_kwargs,
+    )
+    tls = ReloadingContext(cert, key, client_ca=client_ca)
     tls.start(reload_interval_s)
     port = free_port()
-    server = uvicorn.Server(uvicorn_config(hook.app, tls, host="127.0.0.1", port=port))
+    config = uvicorn_config(hook.app, tls, host="127.0.0.1", port=port, limits=limits)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -549,6 +569,7 @@ def start_webhook_process(
             str(port),
             "--log-level",
             "warning",
+            "--allow-unauthenticated",
         ],
         cwd=Path(__file__).resolve().parents[2],
         stdout=subprocess.DEVNULL if stderr is not None else None,

@@ -114,6 +114,9 @@ REASONS: dict[str, tuple[str, int]] = {
     "NO_ORGANISATION": ("NoOrganisation", 503),
     "INTERNAL_ERROR": ("InternalError", 500),
     "MALFORMED_REVIEW": ("MalformedAdmissionReview", 400),
+    "UNAUTHENTICATED": ("Unauthenticated", 401),
+    "REQUEST_TIMEOUT": ("RequestTimeout", 408),
+    "OVERLOADED": ("Overloaded", 503),
 }
 
 
