@@ -193,22 +193,6 @@ def per_department(rows: Iterable[UsageRow]) -> list[UsageRow]:
     ]
 
 
-def history_point(at: datetime, rows: Iterable[UsageRow]) -> HistoryPoint:
-    mem_limit = mem_used = comp_limit = comp_used = 0.0
-    for r in rows:
-        mem_limit += r.memory_limit_bytes
-        mem_used += r.memory_used_bytes
-        comp_limit += r.compute_limit_ratio
-        comp_used += r.compute_used_ratio
-    return HistoryPoint(
-        at=at,
-        memory_limit_bytes=mem_limit,
-        memory_used_bytes=mem_used,
-        compute_limit_ratio=comp_limit,
-        compute_used_ratio=comp_used,
-    )
-
-
 def top_waste(slices: Iterable[SliceSample], limit: int) -> list[SliceSample]:
     """The idle slices that hold the most memory (then compute), most wasteful first."""
     idle = [s for s in slices if s.idle]
