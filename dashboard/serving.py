@@ -20,7 +20,7 @@ How it is bounded (:class:`Limits`; each is a flag of ``gpupool dashboard``):
   ``limit_request_*``), and a body above :data:`dashboard.app.MAX_BODY_BYTES` gets
   413 (Flask).
 
-Warm-up: the app is built and warmed (:meth:`dashboard.pages.Console.warm_up`) in the
+Warm-up: the app is built and warmed (:meth:`dashboard.shared.Console.warm_up`) in the
 master, before gunicorn listens, so every worker starts warm (``preload_app``; the
 workers share the master's warm pages copy-on-write) and none takes traffic before.
 What must not cross a fork is reopened in each worker (:class:`ConsoleServer`'s
