@@ -7,8 +7,8 @@ fails::
 
     @dataclass(frozen=True, kw_only=True)
     class Outputs(callbacks.Outputs):
-        status: Annotated[list[Any], Out("ov-status", "children", failed=ALERT)]
-        capacity: Annotated[views.Figure, Out("ov-capacity", "figure", failed=FIGURE)]
+        status: Annotated[list[Any], Out("ov-status", "children", ALERT)]
+        capacity: Annotated[views.Figure, Out("ov-capacity", "figure", FIGURE)]
 
 Dash's ``Output`` list (:meth:`Outputs.dash`), the tuple the callback returns
 (:meth:`Outputs.values`) and its error state (:meth:`Outputs.failed`) are all derived
@@ -86,13 +86,12 @@ class Outputs:
     def failed(cls, failure: Failure, **given: Any) -> Self:
         """The outputs of a callback that failed: each field as its :class:`Out`
         says, but those ``given``."""
+        fields = _fields(cls)
+        unknown = set(given) - {name for name, _ in fields}
+        if unknown:
+            raise TypeError(f"{cls.__qualname__} has no output {', '.join(sorted(unknown))}")
         make: Callable[..., Self] = cls
-        return make(
-            **{
-                name: given[name] if name in given else failure.shown(out.failed)
-                for name, out in _fields(cls)
-            }
-        )
+        return make(**{name: given.get(name, failure.shown(out.failed)) for name, out in fields})
 
     def values(self) -> tuple[Any, ...]:
         """What the callback returns: each field's value, in the order of :meth:`dash`."""

@@ -36,6 +36,25 @@ def test_every_output_must_be_given_a_value() -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Page(callbacks.Outputs):
+    status: Annotated[list[Any], Out("p-status", "children", callbacks.ALERT)]
+    kpis: Annotated[list[Any], Out("p-kpis", "children")]
+    figure: Annotated[dict[str, Any], Out("p-graph", "figure", callbacks.FIGURE)]
+    note: Annotated[Any, Out("p-table-note", "children", callbacks.NOTE)]
+    title: Annotated[str, Out("p-title", "children")]
+
+
+def test_a_failed_callback_shows_what_each_output_declares_for_failure() -> None:
+    failure = callbacks.Failure(alert=["alert"], figure={"data": []}, note="why")
+    failed = Page.failed(failure, title="Slices")
+    assert failed == Page(
+        status=["alert"], kpis=[], figure={"data": []}, note="why", title="Slices"
+    )
+    with pytest.raises(TypeError, match="Page has no output tittle"):
+        Page.failed(failure, tittle="typo")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Unnamed(callbacks.Outputs):
     title: Annotated[str, Out("t", "children")]
     rows: list[Any]
