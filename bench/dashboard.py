@@ -59,9 +59,9 @@ import dash  # noqa: E402
 from dash import Input, Output, html  # noqa: E402
 
 from bench import stats  # noqa: E402
-from dashboard import app as app_module  # noqa: E402
 from dashboard.app import create_app  # noqa: E402
 from dashboard.direct import DirectSource  # noqa: E402
+from dashboard.pages import department, gpus, overview  # noqa: E402
 from dashboard.prometheus import PrometheusSource  # noqa: E402
 from governance.store import Store  # noqa: E402
 from tests.support import dashboard as sup  # noqa: E402
@@ -77,11 +77,11 @@ CALLBACK_REPS = {"quick": stats.min_samples(0.95), "full": 40}
 WARM_RENDERS = {"quick": 2, "full": 5}
 
 # The outputs of each page callback, as the app declares them.
-OVERVIEW = list(app_module.OVERVIEW_OUTPUTS)
-DEPARTMENT = list(app_module.DEPARTMENT_OUTPUTS)
-GPUS_PAGE = list(app_module.GPU_OUTPUTS)
-GPU_TABLE = [*app_module.GPU_TABLE_OUTPUTS, ("gpu-table", "page_current")]
-GPU_SLICES = list(app_module.GPU_SLICE_OUTPUTS)
+OVERVIEW = list(overview.Outputs.spec())
+DEPARTMENT = list(department.Outputs.spec())
+GPUS_PAGE = list(gpus.HeatmapOutputs.spec())
+GPU_TABLE = list(gpus.TableOutputs.spec())
+GPU_SLICES = list(gpus.SlicesOutputs.spec())
 
 
 def table_inputs(sort_by: list[dict[str, str]] | None = None) -> list[tuple[str, str, Any]]:

@@ -224,8 +224,8 @@ def dashboard(
     )
     source = build_source(prometheus, exporters, scrape_interval, recording_rules, start=False)
     from dashboard.app import create_app
-    from dashboard.pages import Console
     from dashboard.serving import ConsoleServer, Limits
+    from dashboard.shared import Console
 
     sock = gcli.listen(host, port)  # exit 4 before anything else starts
     try:

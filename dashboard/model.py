@@ -139,22 +139,25 @@ def usage_rows(slices: Iterable[SliceSample]) -> list[UsageRow]:
             row[5] += 1
             row[6] += s.wasted_memory_bytes
             row[7] += s.wasted_compute_ratio
-    return [
-        UsageRow(
-            department=d,
-            queue=q,
-            sku=k,
-            slices=int(v[0]),
-            memory_limit_bytes=v[1],
-            memory_used_bytes=v[2],
-            compute_limit_ratio=v[3],
-            compute_used_ratio=v[4],
-            idle_slices=int(v[5]),
-            idle_memory_bytes=v[6],
-            idle_compute_ratio=v[7],
-        )
-        for (d, q, k), v in sorted(acc.items())
-    ]
+    return [_usage_row(key, v) for key, v in sorted(acc.items())]
+
+
+def _usage_row(key: tuple[str, str, str], v: list[float]) -> UsageRow:
+    """The row of (department, queue, SKU) from its sums, in :class:`UsageRow`'s order."""
+    department, queue, sku = key
+    return UsageRow(
+        department=department,
+        queue=queue,
+        sku=sku,
+        slices=int(v[0]),
+        memory_limit_bytes=v[1],
+        memory_used_bytes=v[2],
+        compute_limit_ratio=v[3],
+        compute_used_ratio=v[4],
+        idle_slices=int(v[5]),
+        idle_memory_bytes=v[6],
+        idle_compute_ratio=v[7],
+    )
 
 
 def per_department(rows: Iterable[UsageRow]) -> list[UsageRow]:
@@ -175,38 +178,7 @@ def per_department(rows: Iterable[UsageRow]) -> list[UsageRow]:
             )
         ):
             v[i] += x
-    return [
-        UsageRow(
-            department=d,
-            queue="",
-            sku="",
-            slices=int(v[0]),
-            memory_limit_bytes=v[1],
-            memory_used_bytes=v[2],
-            compute_limit_ratio=v[3],
-            compute_used_ratio=v[4],
-            idle_slices=int(v[5]),
-            idle_memory_bytes=v[6],
-            idle_compute_ratio=v[7],
-        )
-        for d, v in sorted(acc.items())
-    ]
-
-
-def history_point(at: datetime, rows: Iterable[UsageRow]) -> HistoryPoint:
-    mem_limit = mem_used = comp_limit = comp_used = 0.0
-    for r in rows:
-        mem_limit += r.memory_limit_bytes
-        mem_used += r.memory_used_bytes
-        comp_limit += r.compute_limit_ratio
-        comp_used += r.compute_used_ratio
-    return HistoryPoint(
-        at=at,
-        memory_limit_bytes=mem_limit,
-        memory_used_bytes=mem_used,
-        compute_limit_ratio=comp_limit,
-        compute_used_ratio=comp_used,
-    )
+    return [_usage_row((d, "", ""), v) for d, v in sorted(acc.items())]
 
 
 def top_waste(slices: Iterable[SliceSample], limit: int) -> list[SliceSample]:

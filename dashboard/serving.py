@@ -17,9 +17,10 @@ How it is bounded (:class:`Limits`; each is a flag of ``gpupool dashboard``):
   and body must arrive within ``read_timeout_s`` (:class:`DeadlineSocket`), and each
   write of the answer within the same time, else the connection is closed;
 * the request line, the number and size of headers are limited (gunicorn's
-  ``limit_request_*``), and a body above ``max_body_bytes`` gets 413 (Flask).
+  ``limit_request_*``), and a body above :data:`dashboard.app.MAX_BODY_BYTES` gets
+  413 (Flask).
 
-Warm-up: the app is built and warmed (:meth:`dashboard.pages.Console.warm_up`) in the
+Warm-up: the app is built and warmed (:meth:`dashboard.shared.Console.warm_up`) in the
 master, before gunicorn listens, so every worker starts warm (``preload_app``; the
 workers share the master's warm pages copy-on-write) and none takes traffic before.
 What must not cross a fork is reopened in each worker (:class:`ConsoleServer`'s
@@ -49,7 +50,6 @@ class Limits:
     worker_connections: int = 100
     read_timeout_s: float = 10.0
     keepalive_s: int = 5
-    max_body_bytes: int = 2 * 1024 * 1024
     limit_request_line: int = 8190
     limit_request_fields: int = 100
     limit_request_field_size: int = 8190

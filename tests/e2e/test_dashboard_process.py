@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dashboard.app import OVERVIEW_OUTPUTS
+from dashboard.pages import overview as overview_page
 from governance import config
 from governance.store import Store
 from tests.support import dashboard as sup
@@ -18,7 +18,7 @@ from tests.support.org import org_document
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-OVERVIEW = list(OVERVIEW_OUTPUTS)
+OVERVIEW = list(overview_page.Outputs.spec())
 
 
 @pytest.fixture

@@ -18,8 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from dashboard.app import DEPARTMENT_OUTPUTS, create_app
+from dashboard.app import create_app
 from dashboard.direct import DirectSource
+from dashboard.pages import department
 from governance.model import Org
 from governance.store import Store
 from tests.support import dashboard as sup
@@ -295,8 +296,8 @@ def test_gpu_table_pages_and_filters_through_the_server(browser: Any, console_ur
 def test_forged_callback_over_http_gets_no_other_department(console_url: Any) -> None:
     url, _, _ = console_url
     body = {
-        "output": ".." + "...".join(f"{i}.{p}" for i, p in DEPARTMENT_OUTPUTS) + "..",
-        "outputs": [{"id": i, "property": p} for i, p in DEPARTMENT_OUTPUTS],
+        "output": ".." + "...".join(f"{i}.{p}" for i, p in department.Outputs.spec()) + "..",
+        "outputs": [{"id": i, "property": p} for i, p in department.Outputs.spec()],
         "inputs": [
             {"id": "dept-select", "property": "value", "value": "nlp"},
             {"id": "range", "property": "value", "value": "1h"},

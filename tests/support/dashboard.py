@@ -35,7 +35,7 @@ from prometheus_client.registry import Collector
 from dashboard.access import ProxyHeaders, Trust
 from dashboard.direct import DirectSource
 from dashboard.model import SliceSample
-from dashboard.pages import Console
+from dashboard.shared import Console
 from dashboard.sources import Source
 from governance import contract, ledger
 from governance.model import Department, Org, Pool, Queue, Quota, RoleBinding, Sku

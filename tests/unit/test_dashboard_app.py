@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from dashboard import app as app_module
-from dashboard import views
+from dashboard import callbacks, components, pages, views
 from dashboard.access import DevUser
 from dashboard.app import create_app
 from dashboard.cli import dashboard as dashboard_command
+from dashboard.pages import department, gpus, overview
 from governance.model import Org
 from governance.store import Store
 from tests.support import dashboard as sup
@@ -68,8 +68,8 @@ def spec(outputs: Any) -> str:
     return ".." + "...".join(f"{i}.{p}" for i, p in outputs) + ".."
 
 
-OVERVIEW = spec(app_module.OVERVIEW_OUTPUTS)
-DEPARTMENT = spec(app_module.DEPARTMENT_OUTPUTS)
+OVERVIEW = spec(overview.Outputs.spec())
+DEPARTMENT = spec(department.Outputs.spec())
 
 
 def no_other(text: str, org: Org) -> None:
@@ -162,6 +162,67 @@ def test_layout_arrives_with_the_viewers_page_filled(
     no_other(reply.get_data(as_text=True), org)
 
 
+def props_of(node: Any) -> list[dict[str, Any]]:
+    """The props of every component in a layout's JSON."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, list):
+        for item in node:
+            found += props_of(item)
+    elif isinstance(node, dict) and "props" in node:
+        found.append(node["props"])
+        for value in node["props"].values():
+            if isinstance(value, list | dict):
+                found += props_of(value)
+    return found
+
+
+def components_of(node: Any) -> list[dict[str, Any]]:
+    """The props of every component with an id in a layout's JSON."""
+    return [props for props in props_of(node) if "id" in props]
+
+
+@pytest.mark.parametrize("page", pages.PAGES, ids=lambda p: p.path)
+def test_every_page_lays_out_what_its_callbacks_and_downloads_name(
+    client: Any, page: pages.Page
+) -> None:
+    """The registry's contract with a page module: each output its callbacks declare
+    is a component of its layout with that property filled, and its CSV buttons and
+    its download are exactly the tables it declares."""
+    headers = {**sup.PLATFORM_ADMIN, "Referer": f"http://console.test{page.path}"}
+    laid_out = components_of(client.get("/_dash-layout", headers=headers).get_json())
+    by_id = {str(c["id"]): c for c in laid_out if isinstance(c["id"], str)}
+    declared = [
+        cls
+        for cls in vars(page.module).values()
+        if isinstance(cls, type) and issubclass(cls, callbacks.Outputs)
+    ]
+    assert declared, page
+    for cls in declared:
+        for component, prop in cls.spec():
+            assert component in by_id and prop in by_id[component], (cls, component, prop)
+            assert component.startswith(page.module.PREFIX + "-"), component
+    buttons = {
+        c["id"]["table"]
+        for c in laid_out
+        if isinstance(c["id"], dict)
+        and c["id"].get("type") == components.csv_button_type(page.module.PREFIX)
+    }
+    assert buttons == set(page.module.DOWNLOADS.tables)
+    assert components.download_id(page.module.PREFIX) in by_id
+    chrome = {"range", "refresh", "tick"}
+    for state in page.module.DOWNLOADS.params.values():
+        assert state.component_id in by_id or state.component_id in chrome, state
+
+
+def test_the_navbar_lists_the_registered_pages_and_others_are_404(client: Any) -> None:
+    layout = client.get("/_dash-layout", headers=sup.PLATFORM_ADMIN).get_json()
+    links = [c for c in props_of(layout) if c.get("active") == "exact"]
+    assert [(c["href"], c["children"]) for c in links] == [
+        (p.path, p.title) for p in pages.PAGES
+    ]
+    assert client.get("/nowhere", headers=sup.PLATFORM_ADMIN).status_code == 404
+
+
 @pytest.mark.parametrize(
     "referrer",
     [pytest.param(None, id="no-referrer"), pytest.param("http://x/elsewhere", id="unknown-page")],
@@ -211,9 +272,9 @@ def test_forged_department_in_a_callback_gets_no_data(client: Any, world: Any, f
         no_other(text, org)
 
 
-GPU_HEAT = spec(app_module.GPU_OUTPUTS)
-GPU_TABLE = spec([*app_module.GPU_TABLE_OUTPUTS, ("gpu-table", "page_current")])
-GPU_SLICES = spec(app_module.GPU_SLICE_OUTPUTS)
+GPU_HEAT = spec(gpus.HeatmapOutputs.spec())
+GPU_TABLE = spec(gpus.TableOutputs.spec())
+GPU_SLICES = spec(gpus.SlicesOutputs.spec())
 
 
 def table_inputs(dept: str, **props: Any) -> list[tuple[str, str, Any]]:

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from dashboard import pages, views
+from dashboard import pages, shared, views
 from dashboard.access import AccessError
 from dashboard.direct import DirectSource
 from dashboard.model import GPU_MEASURES, GpuRow, HistoryPoint, SliceSample, UsageRow
-from dashboard.pages import Console
+from dashboard.pages import department, gpus, overview
 from dashboard.prometheus import PrometheusSource
+from dashboard.shared import Console
 from dashboard.sources import Departments
 from governance.model import Org
 from governance.store import Store
@@ -81,7 +82,7 @@ def test_a_request_without_proxy_identity_is_refused(console: Console) -> None:
 
 def test_overview_of_a_dept_admin_holds_no_other_department(console: Console, world: Any) -> None:
     _, org, _ = world
-    result = console.overview(console.scope(sup.dept_admin(VIEWER_DEPT)), "1h")
+    result = overview.result(console, console.scope(sup.dept_admin(VIEWER_DEPT)), "1h")
     assert result.department_rows and {r["department"] for r in result.department_rows} == {
         VIEWER_DEPT
     }
@@ -95,7 +96,7 @@ def test_overview_of_the_platform_admin_shows_capacity_and_fleet_utilisation(
     console: Console, world: Any
 ) -> None:
     _, org, fleet = world
-    result = console.overview(console.scope(sup.PLATFORM_ADMIN), "1h")
+    result = overview.result(console, console.scope(sup.PLATFORM_ADMIN), "1h")
     kpis = {k.label: k for k in result.kpis}
     assert kpis["Pool capacity"].value == f"{sum(p.gpus for p in org.pools.values())} GPUs"
     assert kpis["Average GPU utilisation"].note == f"over {len(fleet.gpus)} GPUs"
@@ -106,7 +107,7 @@ def test_overview_of_the_platform_admin_shows_capacity_and_fleet_utilisation(
 
 
 def test_department_page_shows_quota_borrowing_waste_and_denials(console: Console) -> None:
-    result = console.department(console.scope(sup.PLATFORM_ADMIN), VIEWER_DEPT, "1h")
+    result = department.result(console, console.scope(sup.PLATFORM_ADMIN), VIEWER_DEPT, "1h")
     assert not result.problems
     assert {r["queue"] for r in result.quota_rows} == {"", "train", "infer"}
     assert result.denial_rows and all(r["department"] == VIEWER_DEPT for r in result.denial_rows)
@@ -118,15 +119,15 @@ def test_a_forged_department_is_refused_with_no_data(console: Console, world: An
     _, org, _ = world
     scope = console.scope(sup.dept_admin(VIEWER_DEPT))
     for other in others(org):
-        result = console.department(scope, other, "1h")
+        result = department.result(console, scope, other, "1h")
         assert [p.title for p in result.problems] == ["Not permitted"]
         assert not (result.quota_rows or result.waste_rows or result.denial_rows or result.kpis)
         text = dump(result)
         assert f"{other}-" not in text
-        gpus = console.gpus(scope, other)
-        table = console.gpu_table(scope, other)
-        on_gpu = console.gpu_slices(scope, other, "GPU-any")
-        for answer in (gpus, table, on_gpu):
+        heat = gpus.heatmap(console, scope, other)
+        table = gpus.table(console, scope, other)
+        on_gpu = gpus.slices(console, scope, other, "GPU-any")
+        for answer in (heat, table, on_gpu):
             assert [p.title for p in answer.problems] == ["Not permitted"], answer
         assert not table.rows and not on_gpu.rows
 
@@ -137,23 +138,25 @@ def test_gpu_page_of_a_dept_admin_lists_only_their_slices_even_for_a_shared_gpu(
     _, org, fleet = world
     scope = console.scope(sup.dept_admin(VIEWER_DEPT))
     mine = {s.uuid for s in fleet.slices if s.department == VIEWER_DEPT}
-    shared = next(s.uuid for s in fleet.slices if s.department != VIEWER_DEPT and s.uuid in mine)
-    table = console.gpu_table(scope, None, page_size=500)
+    other_on_mine = next(
+        s.uuid for s in fleet.slices if s.department != VIEWER_DEPT and s.uuid in mine
+    )
+    table = gpus.table(console, scope, None, page_size=500)
     assert {r["uuid"] for r in table.rows} == mine and table.total == len(mine)
-    on_gpu = console.gpu_slices(scope, None, shared)
+    on_gpu = gpus.slices(console, scope, None, other_on_mine)
     assert on_gpu.rows and {r["department"] for r in on_gpu.rows} == {VIEWER_DEPT}
-    for answer in (console.gpus(scope, None), table, on_gpu):
+    for answer in (gpus.heatmap(console, scope, None), table, on_gpu):
         assert_no_other_department(dump(answer), org)
 
 
 def test_csv_of_a_dept_admin_is_recomputed_for_them(console: Console, world: Any) -> None:
     _, org, _ = world
     scope = console.scope(sup.dept_admin(VIEWER_DEPT))
-    name, text = console.table(scope, "overview-departments", {"range": "1h"}) or ("", "")
+    name, text = pages.csv(console, scope, "overview-departments", {"range": "1h"}) or ("", "")
     assert name == "gpupool-overview-departments.csv"
     assert text.splitlines()[0].startswith("department,slices")
     assert [line.split(",")[0] for line in text.splitlines()[1:]] == [VIEWER_DEPT]
-    forged = console.table(scope, "department-denials", {"department": others(org)[0]})
+    forged = pages.csv(console, scope, "department-denials", {"department": others(org)[0]})
     assert forged is not None and forged[1] == ""
 
 
@@ -185,12 +188,13 @@ def test_gpu_table_reads_every_gpu_only_for_what_it_sorts_and_filters_by(world: 
     admin = console.scope(sup.PLATFORM_ADMIN)
     full = views.gpu_table(reads.inner.gpus(None))
 
-    page = console.gpu_table(admin, None, page_size=4)
+    page = gpus.table(console, admin, None, page_size=4)
     assert reads.calls == [(frozenset(), None), (frozenset(GPU_MEASURES), 4)]
     assert page.rows == full[:4] and page.total == len(full)
 
     reads.calls.clear()
-    page = console.gpu_table(
+    page = gpus.table(
+        console,
         admin,
         None,
         page_size=4,
@@ -206,7 +210,7 @@ def test_gpu_table_reads_every_gpu_only_for_what_it_sorts_and_filters_by(world: 
     assert page.caption == f"{len(wanted)} GPUs match the filter"
 
     reads.calls.clear()
-    csv = console.gpu_table(admin, None, filter_query="{slices} > 0", whole=True)
+    csv = gpus.table(console, admin, None, filter_query="{slices} > 0", whole=True)
     assert reads.calls == [(None, None)] and len(csv.rows) == len(wanted)
 
 
@@ -217,17 +221,17 @@ def test_prometheus_down_is_an_error_state_not_a_traceback(world: Any) -> None:
     store, org, _ = world
     source = PrometheusSource(f"http://127.0.0.1:{sup.free_port()}", timeout_s=1.0)
     console = sup.make_console(store, org, source)
-    result = console.overview(console.scope(sup.PLATFORM_ADMIN), "1h")
+    result = overview.result(console, console.scope(sup.PLATFORM_ADMIN), "1h")
     assert [p.title for p in result.problems] == ["Metrics unavailable"]
     assert "cannot reach Prometheus at" in result.problems[0].detail
     assert "is not answering" in json.dumps(result.history)
-    dept = console.department(console.scope(sup.PLATFORM_ADMIN), VIEWER_DEPT, "1h")
+    dept = department.result(console, console.scope(sup.PLATFORM_ADMIN), VIEWER_DEPT, "1h")
     assert "Metrics unavailable" in [p.title for p in dept.problems] and dept.quota_rows
     admin = console.scope(sup.PLATFORM_ADMIN)
     for answer in (
-        console.gpus(admin, None),
-        console.gpu_table(admin, None),
-        console.gpu_slices(admin, None, "GPU-1"),
+        gpus.heatmap(console, admin, None),
+        gpus.table(console, admin, None),
+        gpus.slices(console, admin, None, "GPU-1"),
     ):
         assert [p.title for p in answer.problems] == ["Metrics unavailable"], answer
     source.close()
@@ -272,7 +276,7 @@ class EmptySource:
 def test_no_data_yet_says_so(world: Any) -> None:
     store, org, _ = world
     console = sup.make_console(store, org, EmptySource())
-    result = console.overview(console.scope(sup.PLATFORM_ADMIN), "1h")
+    result = overview.result(console, console.scope(sup.PLATFORM_ADMIN), "1h")
     assert [p.title for p in result.problems] == ["No data yet"]
     assert "No history yet" in json.dumps(result.history)
 
@@ -281,7 +285,7 @@ def test_no_configuration_yet_says_how_to_apply_one(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'empty.db'}")
     console = sup.make_console(store, None, EmptySource())
     scope = console.scope(sup.PLATFORM_ADMIN)
-    result = console.overview(scope, "1h")
+    result = overview.result(console, scope, "1h")
     titles = [p.title for p in result.problems]
     assert "No configuration yet" in titles and "No department to show" in titles
     assert "gpupool apply" in result.problems[0].detail
@@ -303,18 +307,18 @@ def test_no_configuration_yet_says_how_to_apply_one(tmp_path: Path) -> None:
     ],
 )
 def test_auto_refresh_is_never_faster_than_a_scrape(choice: object, scrape: float, ms: int) -> None:
-    assert pages.refresh_ms(choice, scrape) == ms
+    assert shared.refresh_ms(choice, scrape) == ms
 
 
 def test_refresh_options_start_at_the_scrape_interval() -> None:
-    values = [o["value"] for o in pages.refresh_options(30)]
+    values = [o["value"] for o in shared.refresh_options(30)]
     assert values == ["0", "30", "60", "300"]
-    assert [o["value"] for o in pages.refresh_options(45)] == ["0", "60", "300"]
+    assert [o["value"] for o in shared.refresh_options(45)] == ["0", "60", "300"]
 
 
 def test_history_resolution_is_bounded() -> None:
-    assert pages.step_for(3600, 15) == 15
-    assert pages.step_for(7 * 86400, 15) == 7 * 86400 / pages.MAX_POINTS
+    assert shared.step_for(3600, 15) == 15
+    assert shared.step_for(7 * 86400, 15) == 7 * 86400 / shared.MAX_POINTS
 
 
 def test_an_exporter_down_is_a_partial_data_warning(world: Any) -> None:
@@ -330,7 +334,7 @@ def test_an_exporter_down_is_a_partial_data_warning(world: Any) -> None:
 
     source = DirectSource(["http://up:9400", "http://down:9400"], fetch=fetch)
     console = sup.make_console(store, org, source)
-    result = console.overview(console.scope(sup.PLATFORM_ADMIN), "1h")
+    result = overview.result(console, console.scope(sup.PLATFORM_ADMIN), "1h")
     partial = [p for p in result.problems if p.title == "Partial data"]
     assert len(partial) == 1
     assert (

@@ -17,7 +17,8 @@ from dashboard import views
 from dashboard.access import ProxyHeaders, parse_networks, scope_for
 from dashboard.app import create_app
 from dashboard.model import GpuRow
-from dashboard.pages import Console
+from dashboard.pages import department, gpus, overview
+from dashboard.shared import Console
 from governance import rbac
 from governance.model import Org
 from governance.rbac import Identity
@@ -196,7 +197,7 @@ def test_a_dept_admin_sees_index_and_model_of_their_gpus_sorted_by_node_then_ind
     console = console_of(world)
     scope = console.scope(sup.dept_admin(MINE))
     assert not scope.whole_fleet
-    table = console.gpu_table(scope, "*", page_size=500)
+    table = gpus.table(console, scope, "*", page_size=500)
     mine = {s.uuid for s in fleet.slices if s.department == MINE}
     by_uuid = {g.uuid: g for g in fleet.gpus}
     assert {r["uuid"] for r in table.rows} == mine
@@ -206,11 +207,11 @@ def test_a_dept_admin_sees_index_and_model_of_their_gpus_sorted_by_node_then_ind
     order = [(r["node"], int(r["gpu"])) for r in table.rows]
     assert order == sorted(order)
     assert [r["uuid"] for r in table.rows] != sorted(r["uuid"] for r in table.rows)
-    heat = console.gpus(scope, "*").heatmap
+    heat = gpus.heatmap(console, scope, "*").heatmap
     assert heat is not None
     indexes = {str(by_uuid[u].index) for u in mine}
     assert set(heat["data"][0]["x"]) == {f"GPU {i}" for i in indexes}
-    admin = console.gpu_table(console.scope(sup.PLATFORM_ADMIN), "*", page_size=500)
+    admin = gpus.table(console, console.scope(sup.PLATFORM_ADMIN), "*", page_size=500)
     whole = [(r["node"], int(r["gpu"])) for r in admin.rows]
     assert whole == sorted(whole) and len(whole) == len(fleet.gpus)
 
@@ -228,15 +229,15 @@ def test_empty_tables_say_that_they_are_empty_and_why(world: tuple[Store, Org, s
     )
     console = console_of(world, fleet=busy)
     admin = console.scope(sup.PLATFORM_ADMIN)
-    overview = console.overview(admin, "1h")
-    assert overview.department_rows and not overview.waste_rows
-    assert "no slice is idle" in overview.notes["waste_rows"]
-    assert "department_rows" not in overview.notes
-    department = console.department(admin, MINE, "1h")
-    assert not department.denial_rows
-    assert f"no GPU pod of {MINE} has been denied" in department.notes["denial_rows"]
-    assert "click a GPU" in console.gpu_slices(admin, "*", "").note
-    unknown = console.gpu_slices(admin, "*", "GPU-nowhere")
+    ov = overview.result(console, admin, "1h")
+    assert ov.department_rows and not ov.waste_rows
+    assert "no slice is idle" in ov.notes["waste_rows"]
+    assert "department_rows" not in ov.notes
+    dept = department.result(console, admin, MINE, "1h")
+    assert not dept.denial_rows
+    assert f"no GPU pod of {MINE} has been denied" in dept.notes["denial_rows"]
+    assert "click a GPU" in gpus.slices(console, admin, "*", "").note
+    unknown = gpus.slices(console, admin, "*", "GPU-nowhere")
     assert not unknown.rows and "no slice is placed on GPU GPU-nowhere" in unknown.note
     client = create_app(console).server.test_client()
     layout = client.get(
@@ -255,7 +256,7 @@ def test_the_departments_page_opens_on_a_department_with_data(
     )
     console = console_of(world, fleet=without_first)
     admin = console.scope(sup.PLATFORM_ADMIN)
-    chosen = console.default_department(admin)
+    chosen = department.default_department(console, admin)
     assert chosen is not None and chosen != first
     assert any(s.department == chosen for s in without_first.slices)
     client = create_app(console).server.test_client()
@@ -276,13 +277,17 @@ def test_metrics_of_tenants_the_organisation_lacks_are_flagged(
     ]
     console = console_of(world, fleet=sup.Fleet(gpus=fleet.gpus, slices=(*fleet.slices, *stray)))
     admin = console.scope(sup.PLATFORM_ADMIN)
-    flagged = [p for p in console.overview(admin, "1h").problems if "does not declare" in p.title]
+    flagged = [
+        p for p in overview.result(console, admin, "1h").problems if "does not declare" in p.title
+    ]
     assert len(flagged) == 1 and "department 'ghost' (1 slice)" in flagged[0].detail
-    page = console.department(admin, MINE, "1h")
+    page = department.result(console, admin, MINE, "1h")
     detail = " ".join(p.detail for p in page.problems if "does not declare" in p.title)
     assert f"queue '{MINE}/nightly' (1 slice)" in detail and "SKU 'h100-8x' (1 slice)" in detail
     clean = console_of(world)
-    assert not [p for p in clean.overview(admin, "1h").problems if "does not declare" in p.title]
+    assert not [
+        p for p in overview.result(clean, admin, "1h").problems if "does not declare" in p.title
+    ]
 
 
 def test_scope_for_still_answers_as_before() -> None:
