@@ -37,12 +37,8 @@ READ_S = 10.0
 
 @pytest.fixture
 def store(sqlite_url: str) -> Iterator[Store]:
-    s = Store(sqlite_url)
-    A.apply_org(s)
-    try:
+    with A.organised_store(sqlite_url) as s:
         yield s
-    finally:
-        s.close()
 
 
 @pytest.fixture

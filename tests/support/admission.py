@@ -376,6 +376,17 @@ def apply_org(store: Store, document: Mapping[str, Any] | None = None) -> None:
     config.apply(store, document or org_document(), source="test")
 
 
+@contextmanager
+def organised_store(url: str, document: Mapping[str, Any] | None = None) -> Iterator[Store]:
+    """A store at ``url`` with the organisation applied, closed afterwards."""
+    store = Store(url)
+    try:
+        apply_org(store, document)
+        yield store
+    finally:
+        store.close()
+
+
 # -- TLS -------------------------------------------------------------------------------
 
 
