@@ -15,7 +15,8 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from admission.cli import EXIT_CANNOT_SERVE, SELF_SIGNED_CA_NAME, webhook
+from admission.cli import SELF_SIGNED_CA_NAME, webhook
+from governance.cli import EXIT_SERVE as EXIT_CANNOT_SERVE
 from governance.store import Store
 from tests.support import admission as A
 
