@@ -44,7 +44,7 @@ class InvalidDemand(ValueError):
 class Resources(NamedTuple):
     """One GPU container as the forms read it. (A named tuple rather than a frozen
     dataclass, as :class:`Reading`: one is built per GPU container of every pod
-    admitted, and a tuple costs a third as much; ``bench/demand.py`` measures it.)"""
+    admitted, and a named tuple takes about half as long to build.)"""
 
     container: str
     """The container's name, for messages."""

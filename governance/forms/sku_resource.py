@@ -24,12 +24,11 @@ class SkuResource:
                 break
         else:
             return None
-        if len(q) > 1:
+        if len(q) > 1:  # q holds only names some form reads: all are GPU requests
             raise base.InvalidDemand(
-                f"container {resources.container!r} asks for "
-                f"{', '.join(sorted(q))}: ask for one SKU per container, "
-                f"either as gpupool.io/<sku>: N or as nvidia.com/gpu: N with the pod label "
-                f"{LABEL_SKU}, not both."
+                f"container {resources.container!r} asks for {', '.join(sorted(q))}: ask "
+                "for one SKU per container, either as gpupool.io/<sku>: N or as "
+                f"nvidia.com/gpu: N with the pod label {LABEL_SKU}, not both."
             )
         ((name, value),) = q.items()
         slices = base.count(resources, name, value)
