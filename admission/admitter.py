@@ -46,10 +46,10 @@ import anyio.to_thread
 from admission import demand as demand_mod
 from admission import fingerprint
 from admission import patch as patch_mod
+from admission import writer as group_commit
 from admission.demand import GpuNames, InvalidDemand, PodDemand
 from admission.review import MalformedReview, Pod, Request, Response, parse_pod
-from governance import backends, ledger, placement, quotas, rbac
-from governance import writer as group_commit
+from governance import backends, placement, quotas, rbac
 from governance.backends.base import Backend, ContainerChanges
 from governance.contract import (
     ANNOTATION_ALLOCATION_ID,
@@ -59,10 +59,11 @@ from governance.contract import (
     SliceGrant,
 )
 from governance.errors import ConfigError, NoOrganisation, PlacementError, StoreError
-from governance.ledger import State
 from governance.model import Org
 from governance.resources import Resources
-from governance.store import Store, utcnow
+from governance.storage import ledger
+from governance.storage.ledger import State
+from governance.storage.store import Store, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +90,14 @@ class Settings:
     """How long a reservation waits for its pod before the reconciler expires it."""
     writer_threads: int | None = None
     """Threads that commit ledger writes (reservations, denials), each committing the
-    writes of concurrent requests in groups (:mod:`governance.writer`). SQLite takes one
+    writes of concurrent requests in groups (:mod:`admission.writer`). SQLite takes one
     writer at a time: there it is 1. On PostgreSQL a second thread prepares a group
     while another commits: there it is 2. None: chosen by the store."""
     max_group: int = group_commit.DEFAULT_MAX_GROUP
     """Reservations committed in one transaction at most."""
     inline_sqlite: bool = True
     """On SQLite, :meth:`Admitter.admit_async` commits on the event loop itself
-    (:class:`~governance.writer.InlineWriter`) rather than in the writer thread."""
+    (:class:`~admission.writer.InlineWriter`) rather than in the writer thread."""
     warm_rbac: bool = True
     """Build the per-department policy enforcers in the background when a configuration
     revision is loaded, so that the first pod of each department does not pay for it."""
@@ -113,7 +114,7 @@ class Settings:
     within this many seconds, or denied with StoreUnavailable: below the webhook's
     timeoutSeconds (10 in the chart), so that the API server hears a reason rather than a
     timeout, and a pod is never admitted after its client gave up. A reservation that
-    the store commits after the budget is released (:mod:`governance.writer`)."""
+    the store commits after the budget is released (:mod:`admission.writer`)."""
 
 
 class Admitter:
@@ -285,9 +286,9 @@ class Admitter:
     async def admit_async(self, request: Request, pod: Pod) -> Response:
         """:meth:`admit` for a GPU pod CREATE (``quick`` answered None), on an event
         loop: the decision runs on the loop, the ledger writes are group-committed on
-        the loop itself for SQLite (:class:`~governance.writer.InlineWriter`, never
+        the loop itself for SQLite (:class:`~admission.writer.InlineWriter`, never
         waiting for a lock); for PostgreSQL the groups form on the loop and threads
-        write them (:class:`~governance.writer.ThreadGroupWriter`), and the reads it
+        write them (:class:`~admission.writer.ThreadGroupWriter`), and the reads it
         answers over the network run in a worker thread. Answered within
         :attr:`Settings.request_budget_s`."""
         budget = self.settings.request_budget_s

@@ -17,7 +17,7 @@ raw ASGI (:class:`Front`), the other endpoints on a FastAPI app behind it.
 
 Requests that need no store (non-GPU pods, UPDATEs, other kinds) are answered on the
 event loop. A GPU pod CREATE is decided on the loop too, and its ledger writes are
-group-committed (:mod:`governance.writer`): on the loop itself for SQLite, which never
+group-committed (:mod:`admission.writer`): on the loop itself for SQLite, which never
 waits there for a lock (a group that finds the lock taken goes to a writer thread);
 for PostgreSQL the groups form on the loop and threads write them, and its reads run
 in worker threads. So a slow or hung store never stalls ``/healthz`` or the non-GPU
@@ -46,7 +46,7 @@ from admission.admitter import Admitter
 from admission.metrics import Metrics
 from governance.contract import Reason
 from governance.errors import StoreError
-from governance.store import Store
+from governance.storage.store import Store
 
 log = logging.getLogger(__name__)
 

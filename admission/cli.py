@@ -9,7 +9,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import click
-import sqlalchemy as sa
 import uvicorn
 
 from admission.admitter import DEFAULT_MAX_GPU_CONTAINERS, DEFAULT_TRUSTED_CONTROLLERS, Settings
@@ -25,10 +24,10 @@ from admission.server import (
 )
 from admission.tls import SELF_SIGNED_HOSTS, ReloadingContext, self_signed
 from governance import cli as gcli
-from governance import retention
 from governance.cli import handle_errors
 from governance.contract import DEFAULT_WEBHOOK_PORT
-from governance.store import Store, Timeouts, resolve_url
+from governance.storage import retention
+from governance.storage.store import Store, Timeouts, sqlite_file
 
 log = logging.getLogger(__name__)
 
@@ -270,10 +269,8 @@ def _check_choices(
 
 def _beside_store(store_url: str | None) -> Path:
     """The directory of a SQLite store's file; the working directory for a server."""
-    url = sa.engine.make_url(resolve_url(store_url))
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return Path(url.database).resolve().parent
-    return Path.cwd()
+    database = sqlite_file(store_url)
+    return database.resolve().parent if database is not None else Path.cwd()
 
 
 def _self_signed_pair(directory: Path, ca_file: Path) -> tuple[Path, Path]:

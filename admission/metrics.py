@@ -20,7 +20,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from governance import ledger
 from governance.contract import (
     METRIC_ADMISSION_DURATION_SECONDS,
     METRIC_ADMISSION_LEDGER_COMMITS_TOTAL,
@@ -31,7 +30,8 @@ from governance.contract import (
 )
 from governance.errors import GpupoolError
 from governance.model import Org
-from governance.store import Store
+from governance.storage import ledger
+from governance.storage.store import Store
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 

@@ -1,6 +1,6 @@
 """The organisation in force, as the event loop sees it: never a store query on the loop.
 
-:class:`governance.config.OrgSource` asks the store for the newest configuration
+:class:`governance.storage.source.OrgSource` asks the store for the newest configuration
 revision every few seconds, synchronously. Called on the event loop (as every GPU
 admission did), a PostgreSQL that stopped answering stopped the loop with it: /healthz
 failed, and GPU pods waiting behind it were admitted 17-30 s later, after the API
@@ -22,9 +22,9 @@ from collections.abc import Callable
 
 import anyio.to_thread
 
-from governance.config import OrgSource
 from governance.errors import GpupoolError
 from governance.model import Org
+from governance.storage.source import OrgSource
 
 log = logging.getLogger(__name__)
 

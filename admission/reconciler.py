@@ -2,7 +2,7 @@
 
 The webhook *reserves* a ledger entry when it admits a GPU pod and writes the entry's
 id on the pod (annotation ``gpupool.io/allocation-id``). The reconciler watches pods
-and moves the entry along (see :mod:`governance.ledger`)::
+and moves the entry along (see :mod:`governance.storage.ledger`)::
 
     pod seen (Pending/Running)        reserved|expired -> bound
     pod Succeeded/Failed or deleted   bound -> released  (reserved -> bound -> released)
@@ -17,7 +17,7 @@ reconciler keeps :attr:`Reconciler.synced_at`, the last instant up to which it h
 every pod event (a full list, a watch BOOKMARK, a watch that the server ended after
 delivering its events), and expires only entries made :data:`CREATION_GRACE` before
 that instant; the expiry itself is one conditional statement
-(:func:`governance.ledger.expire`).
+(:func:`governance.storage.ledger.expire`).
 
 The core is a state machine fed with :class:`WatchEvent` values: :func:`decide` is
 pure (a pod and its ledger entry in, ledger steps out), :class:`Reconciler` applies the
@@ -59,10 +59,10 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from admission.leader import LeaderElector
-from governance import ledger
 from governance.errors import StoreError
-from governance.ledger import Allocation, State
-from governance.store import Store, utcnow
+from governance.storage import ledger
+from governance.storage.ledger import Allocation, State
+from governance.storage.store import Store, utcnow
 
 log = logging.getLogger("gpupool.reconciler")
 
@@ -466,7 +466,7 @@ class Reconciler:
         """A second pod carries the id of an entry another pod holds (an annotation
         copied past the webhook, or two pods the webhook could not tell apart: see
         docs/protocol.md). The entry stays with its pod; this one is counted on an entry
-        of its own while it runs (:func:`governance.ledger.record_duplicate`), released
+        of its own while it runs (:func:`governance.storage.ledger.record_duplicate`), released
         when it ends, so that usage counts every running pod."""
         own = ledger.by_request(self.store, ledger.duplicate_uid(pod.uid))
         if own is None:

@@ -25,7 +25,7 @@ from admission.leader import LeaderElector
 from admission.reconciler import Metrics, Service
 from governance import cli as gcli
 from governance.errors import StoreError
-from governance.store import Store, utcnow
+from governance.storage.store import Store, utcnow
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 

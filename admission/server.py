@@ -31,7 +31,9 @@ from admission.metrics import Metrics, QuotaCollector, WriterCollector
 from admission.organisation import LiveOrg
 from admission.tls import ReloadingContext
 from governance import config
-from governance.store import Store
+from governance.storage import revisions
+from governance.storage.source import OrgSource
+from governance.storage.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +92,13 @@ class Webhook:
     store: Store
     admitter: Admitter
     registry: CollectorRegistry
-    org_source: config.OrgSource
     limits: Limits
 
 
 def apply_config(store: Store, config_file: str | Path) -> None:
     """Apply the organisation in ``config_file`` (as ``gpupool apply``), logging a new
     revision."""
-    result = config.apply(store, config.load_file(config_file), source=str(config_file))
+    result = revisions.apply(store, config.load_file(config_file), source=str(config_file))
     if result.changed:
         log.info("applied %s as configuration revision %s", config_file, result.revision)
 
@@ -119,7 +120,7 @@ def build(
     limits = limits or Limits()
     if config_file is not None:
         apply_config(store, config_file)
-    source = config.OrgSource(store, refresh_s=refresh_s)
+    source = OrgSource(store, refresh_s=refresh_s)
     registry = registry or CollectorRegistry()
     live = LiveOrg(source)  # the event loop's view: refreshed in a thread, never on the loop
     admitter = Admitter(store=store, org=source.get, settings=settings, org_async=live.get)
@@ -139,7 +140,6 @@ def build(
         store=store,
         admitter=admitter,
         registry=registry,
-        org_source=source,
         limits=limits,
     )
 

@@ -82,9 +82,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import stats  # noqa: E402
-from governance import config, contract, quotas, schema  # noqa: E402
+from governance import contract, quotas  # noqa: E402
 from governance.resources import Resources  # noqa: E402
-from governance.store import Store, utcnow  # noqa: E402
+from governance.storage import revisions, schema  # noqa: E402
+from governance.storage.source import OrgSource  # noqa: E402
+from governance.storage.store import Store, utcnow  # noqa: E402
 from tests.support import admission as A  # noqa: E402
 from tests.support.databases import fresh_database  # noqa: E402
 
@@ -605,7 +607,7 @@ def profile(store: Store, bodies: list[dict[str, Any]]) -> tuple[str, dict[str, 
     from admission import review
     from admission.admitter import Admitter, Settings
 
-    source = config.OrgSource(store)
+    source = OrgSource(store)
     admitter = Admitter(store=store, org=source.get, settings=Settings(warm_rbac=False))
     admitter.warm_up()
     raw = [json.dumps(b).encode() for b in bodies]
@@ -701,7 +703,7 @@ def load_store(url: str) -> None:
     in a process of its own for PostgreSQL, beside the SQLite store's setup."""
     store = Store(url)
     doc = large_org()
-    config.apply(store, doc, source="bench")
+    revisions.apply(store, doc, source="bench")
     seed_allocations(store, doc, 30_000)
     store.close()
 
@@ -784,7 +786,7 @@ def measure(
             pool.shutdown(wait=False)
         sqlite_url = f"sqlite:///{work / 'gpupool.db'}"
         store = Store(sqlite_url)
-        config.apply(store, doc, source="bench")
+        revisions.apply(store, doc, source="bench")
         store.close()
         sqlite_hook = start_webhook(sqlite_url, cert, key)  # starts while seeding
         hooks.append(sqlite_hook)

@@ -63,7 +63,7 @@ from dashboard.app import create_app  # noqa: E402
 from dashboard.direct import DirectSource  # noqa: E402
 from dashboard.pages import department, gpus, overview  # noqa: E402
 from dashboard.prometheus import PrometheusSource  # noqa: E402
-from governance.store import Store  # noqa: E402
+from governance.storage.store import Store  # noqa: E402
 from tests.support import dashboard as sup  # noqa: E402
 
 DEPARTMENTS = 100

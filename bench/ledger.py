@@ -33,11 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sqlalchemy as sa
 
 from bench import stats
-from governance import ledger, quotas, schema
+from governance import quotas
 from governance.contract import SliceGrant
 from governance.model import Department, Org, Pool, Queue, Quota, Sku
 from governance.resources import Limits
-from governance.store import Store, utcnow
+from governance.storage import ledger, schema
+from governance.storage.store import Store, utcnow
 
 DEPARTMENTS = 1000
 QUEUES_PER_DEPARTMENT = 5
@@ -323,7 +324,7 @@ def wal_section(db: Path, org: Org, seconds: float, rng: random.Random) -> dict[
     is too short to reach the default truncation size: it uses 16 MiB."""
     import shutil
 
-    from governance.store import DEFAULT_WAL_TRUNCATE_BYTES
+    from governance.storage.store import DEFAULT_WAL_TRUNCATE_BYTES
 
     limit = 16 * 2**20 if seconds < 10 else DEFAULT_WAL_TRUNCATE_BYTES
     out: dict[str, float] = {"wal_truncate_mib": limit / 2**20, "wal_run_s": seconds}

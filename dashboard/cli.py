@@ -31,10 +31,12 @@ from dashboard.access import (
 )
 from dashboard.sources import Source
 from governance import cli as gcli
-from governance import config, contract, rbac
+from governance import contract, rbac
 from governance.errors import GpupoolError
 from governance.model import Org
-from governance.store import Store
+from governance.storage import policies
+from governance.storage.source import OrgSource
+from governance.storage.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +47,9 @@ class Governance:
 
     def __init__(self, store: Store, *, refresh_s: float = 5.0) -> None:
         self.store = store
-        self._orgs = config.OrgSource(store, refresh_s=refresh_s)
+        self._orgs = OrgSource(store, refresh_s=refresh_s)
         self._lock = threading.Lock()
-        self._authorizer = rbac.Authorizer.from_store(store)
+        self._authorizer = policies.authorizer(store)
         self._revision = -1
 
     def org(self) -> Org | None:

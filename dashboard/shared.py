@@ -31,7 +31,7 @@ from governance import rbac
 from governance.contract import SKU_CUSTOM
 from governance.errors import StoreError
 from governance.model import Org
-from governance.store import Store
+from governance.storage.store import Store
 
 RANGES: dict[str, tuple[str, int]] = {
     "15m": ("Last 15 minutes", 15 * 60),

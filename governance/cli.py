@@ -47,10 +47,11 @@ from governance.errors import (
     StoreUnavailable,
 )
 from governance.resources import RESOURCE_NAMES, ResourceName
+from governance.storage import revisions
 
 if TYPE_CHECKING:
     from governance.model import Org
-    from governance.store import Store
+    from governance.storage.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -139,15 +140,14 @@ class Settings:
 
     def store(self) -> Store:
         if self._store is None:
-            from governance.store import Store
+            from governance.storage.store import Store
 
             self._store = Store(self.store_url)
         return self._store
 
     def org(self) -> Org:
-        from governance import config
 
-        org = config.current_org(self.store())
+        org = revisions.current_org(self.store())
         if org is None:
             raise ConfigError(
                 "no configuration has been applied to this store yet: run "
@@ -461,14 +461,10 @@ def _who(as_user: str | None) -> str:
 def _dry_run_store(settings: Settings) -> Store:
     """The store a dry run reads: an absent SQLite file is an empty store, checked in
     memory, so that a dry run creates no database file."""
-    import sqlalchemy as sa
+    from governance.storage.store import Store, sqlite_file
 
-    from governance.store import Store, resolve_url
-
-    url = sa.engine.make_url(resolve_url(settings.store_url))
-    database = url.database or ""
-    absent = database not in ("", ":memory:") and not Path(database).exists()
-    if url.get_backend_name() == "sqlite" and absent:
+    database = sqlite_file(settings.store_url)
+    if database is not None and not database.exists():
         return Store("sqlite:///:memory:")
     return settings.store()
 
@@ -502,7 +498,7 @@ def apply(
 
     document = config.load_file(path)
     store = _dry_run_store(settings) if dry_run else settings.store()
-    result = config.apply(
+    result = revisions.apply(
         store,
         document,
         source=str(path),
@@ -675,7 +671,7 @@ def _known_department(org: Org, department: str | None) -> None:
 @handle_errors
 def get_quotas(settings: Settings, department: str | None) -> None:
     """Used / limit / borrowed per department and queue and resource."""
-    from governance import ledger
+    from governance.storage import ledger
 
     org = settings.org()
     _known_department(org, department)
@@ -769,7 +765,7 @@ def set_quota(
 
     The change is checked like any configuration (limits below what is in use are
     refused) and recorded as a new revision naming who made it."""
-    from governance import config, rbac
+    from governance import rbac
 
     values = {
         key: value
@@ -779,7 +775,7 @@ def set_quota(
     if not values:
         raise click.UsageError("say what to set: --slices, --memory and/or --compute")
     identity = rbac.Identity(user=as_user, groups=as_groups)
-    result = config.change_quota(
+    result = revisions.change_quota(
         settings.store(),
         identity=identity,
         department=department,
@@ -880,7 +876,7 @@ def ledger_list(
     settings: Settings, states: tuple[str, ...], department: str | None, limit: int
 ) -> None:
     """Allocations, newest first."""
-    from governance import ledger
+    from governance.storage import ledger
 
     allocations = ledger.list_allocations(
         settings.store(),

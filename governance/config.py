@@ -8,55 +8,29 @@ Three steps, each an edge or a pure function:
   of :mod:`governance.model`; every error is a :class:`~governance.errors.ConfigError`
   naming the file, the path inside the document (``departments[2].queues[0].quota.memory``)
   and the reason;
-* :func:`apply` records the document as a new configuration revision in the store, with
-  the Casbin policies derived from its role bindings, in one transaction. Applying the
-  same document again records nothing. A quota below what is in use is refused.
+* :func:`diff` says what changed between two organisations.
 
-Readers of the configuration (the webhook, the console) use :class:`OrgSource`, which
-re-reads the store only when a new revision was applied. The YAML reference is
-docs/config.md.
+Recording a document in the store is :mod:`governance.storage.apply`'s; readers keep
+the organisation in force with :class:`governance.storage.source.OrgSource`. The YAML
+reference is docs/config.md.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final
 
-import sqlalchemy as sa
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from governance import backends, ledger, rbac, schema
+from governance import backends, rbac
 from governance.contract import SKU_CUSTOM
-from governance.errors import ConfigError, Forbidden, NoOrganisation
+from governance.errors import ConfigError
 from governance.model import ROLES, Department, Org, Pool, Queue, Quota, RoleBinding, Sku
-from governance.quotas import borrowing_ceiling, department_scope, pool_scope, queue_scope
-from governance.resources import (
-    RESOURCE_NAMES,
-    ZERO,
-    Limits,
-    ResourceName,
-    Resources,
-)
-from governance.store import Store, checksum_of
-
-KNOWN_BACKENDS: Final = (
-    "hami",
-    "nvidia-mps",
-    "nvidia-timeslice",
-    "nvidia-mig",
-    "nvidia-whole",
-    "kai",
-    "ascend",
-    "cambricon",
-)
-"""Backend names a pool may name, besides whatever :data:`governance.backends.BACKENDS`
-registers."""
+from governance.resources import RESOURCE_NAMES, Limits, ResourceName
 
 YAML_KEYS: Final[dict[ResourceName, str]] = {
     "slices": "slices",
@@ -460,7 +434,7 @@ def load_document(text: str, *, source: str) -> dict[str, Any]:
     return Document(data, lines)
 
 
-def _with_line(exc: ConfigError, document: Mapping[str, Any]) -> ConfigError:
+def with_line(exc: ConfigError, document: Mapping[str, Any]) -> ConfigError:
     """``exc`` with the line of its path appended, when the document knows it."""
     if not isinstance(document, Document) or not exc.path:
         return exc
@@ -525,8 +499,8 @@ def _pydantic_error(exc: ValidationError, source: str) -> ConfigError:
 
 
 def known_backends() -> list[str]:
-    """Backend names a pool may use: the fixed list plus any registered backend."""
-    return sorted({*KNOWN_BACKENDS, *backends.BACKENDS})
+    """Backend names a pool may use: every registered backend."""
+    return sorted(backends.BACKENDS)
 
 
 def globs_overlap(a: str, b: str) -> bool:
@@ -1025,13 +999,13 @@ def build_org(document: Mapping[str, Any], *, source: str = "") -> Org:
     try:
         doc = OrgDoc.model_validate(dict(document))
     except ValidationError as exc:
-        raise _with_line(_pydantic_error(exc, source), document) from None
+        raise with_line(_pydantic_error(exc, source), document) from None
     builder = _Builder(doc, source)
     try:
         org = builder.build()
         builder.backends(org)
     except ConfigError as exc:
-        raise _with_line(exc, document) from exc.__cause__
+        raise with_line(exc, document) from exc.__cause__
     return org
 
 
@@ -1126,400 +1100,9 @@ def diff(old: Org | None, new: Org) -> list[str]:
     return lines
 
 
-# --------------------------------------------------------------------------------------
-# Applying to the store
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class ApplyResult:
-    revision: int | None
-    """The revision now in force (None on a dry run that would record a new one)."""
-    diff: list[str]
-    org: Org
-    changed: bool
-
-
-def _index(document: Mapping[str, Any], key: str, name: str) -> int | None:
-    items = document.get(key) or []
-    for i, item in enumerate(items):
-        if isinstance(item, Mapping) and item.get("name") == name:
-            return i
-    return None
-
-
-def _shown(amount: Resources) -> str:
-    return ", ".join(
-        f"{format_amount(r, amount.get(r))} {YAML_KEYS[r]}" for r in RESOURCE_NAMES if amount.get(r)
-    )
-
-
-def check_usage(
-    org: Org, document: Mapping[str, Any], usage: Mapping[str, Resources], *, source: str
-) -> None:
-    """Refuse a configuration whose limits are below what the ledger has in use."""
-
-    def below(limits: Limits, used: Resources, what: str, path: str, keyed: bool = True) -> None:
-        for r in RESOURCE_NAMES:
-            limit = limits.get(r)
-            if limit.value is not None and used.get(r) > limit.value:
-                raise ConfigError(
-                    f"quota below what is in use: {what} for {YAML_KEYS[r]} would be "
-                    f"{format_amount(r, limit.value)} but {format_amount(r, used.get(r))} is "
-                    f"in use. Set it to at least {format_amount(r, used.get(r))}, or apply "
-                    "it once enough GPU pods there have finished.",
-                    source=source,
-                    path=f"{path}.{YAML_KEYS[r]}" if keyed else path,
-                )
-
-    def used(scope: str) -> Resources:
-        return usage.get(scope, ZERO)
-
-    for d, dept in org.departments.items():
-        i = _index(document, "departments", d)
-        at = f"departments[{i}]"
-        below(dept.quota.total, used(department_scope(d)), f"department {d} quota", f"{at}.quota")
-        for s, limits in dept.quota.per_sku.items():
-            below(
-                limits,
-                used(f"department/{d}/sku/{s}"),
-                f"department {d} quota for SKU {s}",
-                f"{at}.quota.per_sku.{s}",
-            )
-        for p, limits in dept.quota.per_pool.items():
-            below(
-                limits,
-                used(f"department/{d}/pool/{p}"),
-                f"department {d} cap on pool {p}",
-                f"{at}.quota.per_pool.{p}",
-            )
-        qdocs = (document.get("departments") or [])[i].get("queues") or [] if i is not None else []
-        for (dd, q), queue in org.queues.items():
-            if dd != d:
-                continue
-            j = next((k for k, x in enumerate(qdocs) if x.get("name") == q), None)
-            qat = f"{at}.queues[{j}]"
-            below(
-                borrowing_ceiling(queue),
-                used(queue_scope(d, q)),
-                f"queue {d}/{q} nominal quota + borrowing limit",
-                f"{qat}.quota",
-            )
-            for s, limits in queue.nominal.per_sku.items():
-                below(
-                    limits,
-                    used(f"queue/{d}/{q}/sku/{s}"),
-                    f"queue {d}/{q} quota for SKU {s}",
-                    f"{qat}.quota.per_sku.{s}",
-                )
-            for p, limits in queue.nominal.per_pool.items():
-                below(
-                    limits,
-                    used(f"queue/{d}/{q}/pool/{p}"),
-                    f"queue {d}/{q} quota on pool {p}",
-                    f"{qat}.quota.per_pool.{p}",
-                )
-    for p, pool in org.pools.items():
-        i = _index(document, "pools", p)
-        below(
-            pool.capacity_limits,
-            used(pool_scope(p)),
-            f"pool {p} sellable capacity (gpus x memory_per_gpu x over-subscription)",
-            f"pools[{i}]",
-            keyed=False,
-        )
-    # Whatever is removed must be idle.
-    for scope, amount in sorted(usage.items()):
-        if amount.is_zero():
-            continue
-        gone = _removed(org, scope)
-        if gone:
-            raise ConfigError(
-                f"the new configuration removes {gone}, which has {_shown(amount)} in use "
-                f"(usage row {scope}). Keep it until its GPU pods have finished.",
-                source=source,
-            )
-
-
-def _removed(org: Org, scope: str) -> str | None:
-    parts = scope.split("/")
-    kind = parts[0]
-    if kind == "pool":
-        return None if parts[1] in org.pools else f"pool {parts[1]}"
-    if kind == "department":
-        if parts[1] not in org.departments:
-            return f"department {parts[1]}"
-        rest = parts[2:]
-    elif kind == "queue":
-        if (parts[1], parts[2]) not in org.queues:
-            return f"queue {parts[1]}/{parts[2]}"
-        rest = parts[3:]
-    else:
-        return None
-    if len(rest) == 2 and rest[0] == "sku" and rest[1] not in org.skus and rest[1] != SKU_CUSTOM:
-        return f"SKU {rest[1]}"
-    if len(rest) == 2 and rest[0] == "pool" and rest[1] not in org.pools:
-        return f"pool {rest[1]}"
-    return None
-
-
-def current_org(store: Store) -> Org | None:
-    """The organisation of the newest applied revision, or None before the first apply."""
-    latest = store.latest_config()
-    if latest is None:
-        return None
-    return build_org(latest.document, source=latest.source or f"store revision {latest.revision}")
-
-
-DECLARING_KEYS: Final = ("pools", "skus", "departments", "role_bindings")
-"""What a document declares; one that declares none of them would remove everything."""
-
-
-def declares_nothing(document: Mapping[str, Any]) -> bool:
-    """True for an empty document (a 0-byte file, ``{}``, only apiVersion/kind)."""
-    return not any(document.get(key) for key in DECLARING_KEYS)
-
-
-def apply(
-    store: Store,
-    document: Mapping[str, Any],
-    *,
-    source: str,
-    dry_run: bool = False,
-    applied_by: str = "",
-    allow_empty: bool = False,
-) -> ApplyResult:
-    """Validate ``document`` and record it as the newest configuration revision.
-
-    Idempotent: a document whose checksum equals the newest revision's records nothing
-    (``changed`` is False). In one write transaction: refuse limits below what is in
-    use, record the revision (with ``applied_by``), replace the Casbin policies.
-    ``dry_run`` checks and reports the diff but writes nothing.
-
-    A document that declares nothing is refused unless ``allow_empty``: as kubectl
-    refuses "no objects passed to apply", an empty file must never silently remove
-    every pool, SKU, department and binding.
-    """
-    if declares_nothing(document) and not allow_empty:
-        raise ConfigError(
-            "the document declares nothing (no pools, skus, departments or "
-            "role_bindings): applying it would remove the whole organisation. Check that "
-            "this is the file you meant; to remove everything on purpose, apply it with "
-            "--prune-all",
-            source=source,
-        )
-    org = build_org(document, source=source)
-    plain: dict[str, Any] = json.loads(json.dumps(dict(document)))
-    latest = store.latest_config()
-    if latest is not None and latest.checksum == checksum_of(plain):
-        return ApplyResult(revision=latest.revision, diff=[], org=org, changed=False)
-    old: Org | None = None
-    lines: list[str] = []
-    if latest is not None:
-        try:
-            old = build_org(latest.document, source=f"store revision {latest.revision}")
-        except ConfigError as exc:
-            # The configuration in force may no longer validate (a stricter backend,
-            # say); that must not stop the fix from being applied.
-            lines.append(
-                f"! revision {latest.revision} in force no longer validates ({exc}); "
-                "the diff shows the whole new configuration"
-            )
-    lines += diff(old, org)
-    if not lines:
-        lines = ["~ document changed without changing the organisation"]
-    policies = rbac.policies_for(org.role_bindings)
-    if dry_run:
-        try:
-            check_usage(org, plain, ledger.usage(store), source=source)
-        except ConfigError as exc:
-            raise _with_line(exc, document) from None
-        return ApplyResult(revision=None, diff=lines, org=org, changed=True)
-    with store.write() as conn:
-        t = schema.config_revisions
-        now = conn.execute(sa.select(sa.func.max(t.c.revision))).scalar()
-        if int(now or 0) != (latest.revision if latest is not None else 0):
-            raise ConfigError(
-                f"another configuration (revision {now}) was applied while this one was "
-                "being checked: run apply again to see the new diff",
-                source=source,
-            )
-        try:
-            check_usage(org, plain, ledger.read_usage(conn), source=source)
-        except ConfigError as exc:
-            raise _with_line(exc, document) from None
-        revision = store.save_config(conn, plain, source=source, applied_by=applied_by)
-        rbac.write_policies(conn, policies)
-    return ApplyResult(revision=revision, diff=lines, org=org, changed=True)
-
-
-QUOTA_PARSERS: Final[dict[str, Callable[[object], int | None]]] = {
-    "slices": parse_count,
-    "memory": parse_memory_mib,
-    "compute": parse_compute_pct,
-}
-"""The quota keys ``change_quota`` sets, as the YAML spells them, and their parsers."""
-
-
-def change_quota(
-    store: Store,
-    *,
-    identity: rbac.Identity,
-    department: str,
-    queue: str | None,
-    values: Mapping[str, str],
-    dry_run: bool = False,
-    authorizer: rbac.Authorizer | None = None,
-) -> ApplyResult:
-    """Set a queue's nominal quota, or a department's quota, in the configuration in
-    force, and apply the result as a new revision naming ``identity``.
-
-    Who may: a department's dept-admins split its quota among its queues (a queue's
-    nominal quota, never above the department's own limit); the department's quota is
-    a platform-admin's (Casbin's ``edit`` on ``quota``: in the department, or in every
-    department). Raises Forbidden (who, what, whom to ask) otherwise. The new document
-    is checked like any other (``apply``: limits below what is in use are refused),
-    and a revision applied meanwhile by someone else makes this fail, not overwrite.
-    """
-    latest = store.latest_config()
-    if latest is None:
-        raise ConfigError(
-            "no configuration has been applied to this store yet: run "
-            "`gpupool apply -f org.yaml` first",
-            source=store.safe_url,
-        )
-    org = build_org(latest.document, source=f"store revision {latest.revision}")
-    if department not in org.departments:
-        raise ConfigError(
-            f"unknown department {department!r}; known: {', '.join(sorted(org.departments))}"
-        )
-    if queue is not None and (department, queue) not in org.queues:
-        known = sorted(q.name for q in org.queues_of(department))
-        raise ConfigError(
-            f"unknown queue {queue!r} in department {department}; known: {', '.join(known)}"
-        )
-    parsed: dict[str, int | None] = {}
-    written: dict[str, object] = {}
-    for key, text in values.items():
-        if key not in QUOTA_PARSERS:
-            raise ConfigError(f"cannot set {key!r}; settable: {', '.join(QUOTA_PARSERS)}")
-        raw: object = text.strip()
-        if key == "slices" and str(raw).isdigit():
-            raw = int(str(raw))
-        try:
-            parsed[key] = QUOTA_PARSERS[key](raw)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{exc}", source="--" + key) from None
-        written[key] = UNLIMITED_WORD if parsed[key] is None else raw
-    authorizer = authorizer or rbac.Authorizer.from_store(store)
-    who = identity.subjects()[0]
-    platform = authorizer.can_edit_quota(identity, rbac.EVERY_DEPARTMENT).allowed
-    if not platform:
-        if queue is None:
-            raise Forbidden(
-                f"{who} may not change the quota of department {department}: a department's "
-                "own quota is set by a platform-admin (its dept-admins split it among its "
-                "queues with -q QUEUE). Ask a platform-admin.",
-                subject=who,
-                department=department,
-            )
-        decision = authorizer.can_edit_quota(identity, department)
-        if not decision.allowed:
-            raise Forbidden(decision.explanation, subject=who, department=department)
-        limits = org.departments[department].quota.total
-        for key, value in parsed.items():
-            resource = next(r for r, k in YAML_KEYS.items() if k == key)
-            ceiling = limits.get(resource).value
-            if ceiling is not None and (value is None or value > ceiling):
-                raise Forbidden(
-                    f"{who} may not set queue {department}/{queue}'s {key} quota to "
-                    f"{format_amount(resource, value)}: above department {department}'s own "
-                    f"{key} quota of {format_amount(resource, ceiling)}, which a dept-admin "
-                    "splits among its queues but cannot raise. Ask a platform-admin to raise "
-                    "the department's quota first.",
-                    subject=who,
-                    department=department,
-                )
-    document: dict[str, Any] = json.loads(json.dumps(latest.document))
-    target = next(d for d in document["departments"] if d.get("name") == department)
-    if queue is not None:
-        target = next(q for q in target.get("queues") or [] if q.get("name") == queue)
-    quota = target.get("quota")
-    if not isinstance(quota, dict):
-        quota = target["quota"] = {}
-    quota.update(written)
-    what = f"queue {department}/{queue}" if queue else f"department {department}"
-    return apply(
-        store,
-        document,
-        source=f"gpupool set quota ({what})",
-        dry_run=dry_run,
-        applied_by=who,
-    )
-
-
-class OrgSource:
-    """The organisation in force, re-read only when a new revision was applied.
-
-    :meth:`get` asks the store for the newest revision number at most every
-    ``refresh_s`` seconds (one indexed ``max()`` query) and rebuilds the Org only when
-    it changed, so it is cheap enough to call on every admission request.
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        *,
-        refresh_s: float = 2.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.store = store
-        self.refresh_s = refresh_s
-        self.clock = clock
-        self._org: Org | None = None
-        self._revision = 0
-        self._checked_at: float | None = None
-
-    @property
-    def revision(self) -> int:
-        """The revision of the Org that :meth:`get` returns (0 before the first)."""
-        return self._revision
-
-    def get(self) -> Org:
-        now = self.clock()
-        if (
-            self._org is not None
-            and self._checked_at is not None
-            and now - self._checked_at < self.refresh_s
-        ):
-            return self._org
-        revision = self.store.latest_revision()
-        self._checked_at = now
-        if self._org is None or revision != self._revision:
-            latest = self.store.latest_config()
-            if latest is None:
-                raise NoOrganisation(
-                    "no configuration has been applied to this governance store yet: "
-                    "run `gpupool apply -f org.yaml` first",
-                    source=self.store.safe_url,
-                )
-            self._org = build_org(
-                latest.document, source=latest.source or f"store revision {latest.revision}"
-            )
-            self._revision = latest.revision
-        return self._org
-
-
 __all__ = [
-    "KNOWN_BACKENDS",
-    "ApplyResult",
     "Document",
-    "OrgSource",
-    "apply",
     "build_org",
-    "change_quota",
-    "check_usage",
-    "current_org",
     "diff",
     "format_mib",
     "load_document",

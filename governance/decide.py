@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from governance import ledger, placement, quotas
+from governance import placement, quotas
 from governance.contract import Reason
 from governance.errors import PlacementError
 from governance.model import Org
 from governance.resources import Resources
-from governance.store import Store
+from governance.storage import ledger, policies
+from governance.storage.store import Store
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,7 +60,7 @@ def check(
         from governance import rbac
 
         user = user.removeprefix("user:")  # Kubernetes user names carry no prefix
-        authorizer = rbac.Authorizer.from_store(store)
+        authorizer = policies.authorizer(store)
         decision = authorizer.can_use(
             rbac.Identity(user=user, groups=tuple(groups)),
             target.department.name,

@@ -20,11 +20,11 @@ form kept in policies): ``user:NAME``, ``group:NAME``, Kubernetes service accoun
 ``system:serviceaccounts`` and ``system:authenticated`` (kept as ``group:...``).
 
 Policies are derived from the organisation's role bindings (:func:`policies_for`) and
-stored in the store's ``casbin_rule`` table by ``governance.config.apply``, so that
-every replica sees the same ones; :class:`Authorizer` loads them through
-:class:`StoreAdapter`. Casbin answers through a typed facade: every answer is a
-:class:`Decision` that names the subject and the rule that matched, or, when denied,
-which subjects were tried and what to do.
+stored in the store's ``casbin_rule`` table by ``governance.storage.revisions.apply``,
+so that every replica sees the same ones; :class:`Authorizer` loads them through
+:class:`governance.storage.policies.StoreAdapter`. Casbin answers through a typed
+facade: every answer is a :class:`Decision` that names the subject and the rule that
+matched, or, when denied, which subjects were tried and what to do.
 
 Speed: Casbin evaluates its matcher once per ``p`` rule, so the ``p`` rules stay few
 (one set per role, plus one per narrowed member binding shape); bindings are ``g``
@@ -42,19 +42,15 @@ import re
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
 import casbin
-import sqlalchemy as sa
 from casbin import persist
-from sqlalchemy.engine import Connection
 
-from governance import schema
 from governance.contract import Reason
 from governance.model import ROLES, RoleBinding
-from governance.store import Store
 
 MODEL_PATH: Final = Path(__file__).with_name("rbac_model.conf")
 _MODEL_TEXT: Final = MODEL_PATH.read_text(encoding="utf-8")
@@ -262,56 +258,6 @@ def match(
     return None
 
 
-# -- the store adapter ---------------------------------------------------------------
-
-
-class StoreAdapter(persist.Adapter):  # type: ignore[misc]
-    """Casbin policies in the store's ``casbin_rule`` table (load only; writes go
-    through :func:`write_policies` inside ``config.apply``'s transaction)."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def load_policy(self, model: Any) -> None:
-        for rule in read_policies(self.store):
-            sec = rule[0][0]
-            assertion = model.model.get(sec, {}).get(rule[0])
-            if assertion is not None:
-                assertion.policy.append(list(rule[1:]))
-
-    def save_policy(self, model: Any) -> bool:
-        rules: list[Policy] = []
-        for sec in ("p", "g"):
-            for ptype, assertion in model.model.get(sec, {}).items():
-                rules.extend((ptype, *rule) for rule in assertion.policy)
-        with self.store.write() as conn:
-            write_policies(conn, rules)
-        return True
-
-
-def read_policies(store: Store) -> list[Policy]:
-    t = schema.casbin_rule
-    with store.read() as conn:
-        rows = conn.execute(
-            sa.select(t.c.ptype, t.c.v0, t.c.v1, t.c.v2, t.c.v3, t.c.v4, t.c.v5).order_by(t.c.id)
-        ).all()
-    width = {"p": 4, "g": 3}
-    return [tuple(row[: 1 + width.get(row[0][0], 6)]) for row in rows]
-
-
-def write_policies(conn: Connection, policies: Iterable[Policy]) -> None:
-    """Replace every stored policy with ``policies``, in the caller's transaction."""
-    t = schema.casbin_rule
-    conn.execute(t.delete())
-    # Every row names every column: an executemany takes its columns from the first row.
-    rows = [
-        {"ptype": rule[0], **{f"v{i}": rule[i + 1] if i + 1 < len(rule) else "" for i in range(6)}}
-        for rule in policies
-    ]
-    if rows:
-        conn.execute(t.insert(), rows)
-
-
 # -- decisions -----------------------------------------------------------------------
 
 
@@ -347,8 +293,6 @@ class _State:
     roles: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
     """holders() by (subject, department): the same service account asks about
     several queues and SKUs."""
-    revision: int = 0
-    """The store's configuration revision when the policies were read (0: not a store)."""
     bound: frozenset[str] = frozenset()
     """Every subject that a ``g`` rule binds to a role, in any department. Casbin is
     asked only about these: a webhook sees a new identity with every new user, and
@@ -386,16 +330,7 @@ class Authorizer:
     def from_policies(cls, policies: Iterable[Policy]) -> Authorizer:
         return cls(ListAdapter(list(policies)))
 
-    @classmethod
-    def from_store(cls, store: Store) -> Authorizer:
-        return cls(StoreAdapter(store))
-
     def _load(self) -> _State:
-        # The revision is read before the policies: if an apply lands in between, the
-        # state looks older than it is and the next refresh() merely reloads again.
-        revision = (
-            self._adapter.store.latest_revision() if isinstance(self._adapter, StoreAdapter) else 0
-        )
         model = casbin.Enforcer.new_model(text=_MODEL_TEXT)
         self._adapter.load_policy(model)
         p_rules: dict[str, list[list[str]]] = defaultdict(list)
@@ -410,35 +345,14 @@ class Authorizer:
             g_rules=g_rules,
             enforcers={},
             cache={},
-            revision=revision,
             bound=bound,
         )
 
     def reload(self) -> None:
-        """Re-read the policies (after ``config.apply``) and forget cached decisions."""
+        """Re-read the policies (after ``revisions.apply``) and forget cached decisions."""
         state = self._load()
         with self._lock:
             self._state = state
-
-    @property
-    def revision(self) -> int:
-        """The configuration revision whose policies are loaded (from_store only)."""
-        return self._state.revision
-
-    def refresh(self, revision: int) -> bool:
-        """Reload unless the policies of ``revision`` are the ones loaded; True if it did.
-
-        Pairs with :class:`governance.config.OrgSource`, which re-reads the store at
-        most every few seconds: ``org = orgs.get(); authorizer.refresh(orgs.revision)``.
-        """
-        if revision == self._state.revision:
-            return False
-        state = self._load()
-        if not isinstance(self._adapter, StoreAdapter):
-            state = replace(state, revision=revision)
-        with self._lock:
-            self._state = state
-        return True
 
     def _enforcer(self, state: _State, department: str) -> Any:
         enforcer = state.enforcers.get(department)
@@ -662,9 +576,6 @@ __all__ = [
     "Decision",
     "Identity",
     "ListAdapter",
-    "StoreAdapter",
     "normalize_subject",
     "policies_for",
-    "read_policies",
-    "write_policies",
 ]

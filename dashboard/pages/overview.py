@@ -15,13 +15,14 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import Input, State, html
 
-from dashboard import admissions, callbacks, components, shared, views
+from dashboard import callbacks, components, shared, views
 from dashboard.access import Scope
 from dashboard.callbacks import ALERT, FIGURE, NOTE, Out
 from dashboard.components import graph_card
 from dashboard.shared import Console, Kpi, Problem
 from dashboard.sources import SourceError
 from governance.errors import StoreError
+from governance.storage import ledger
 
 PREFIX = "ov"
 """Of its component ids, and of its CSV buttons and download."""
@@ -151,7 +152,7 @@ def _admissions(
     """The admissions figure and KPI (a store failure is shown, not raised)."""
     depts = None if scope.whole_fleet else list(scope.departments)
     try:
-        admitted, denied = admissions.counts(console.store, since=start, departments=depts)
+        admitted, denied = ledger.admission_counts(console.store, since=start, departments=depts)
     except StoreError as exc:
         out.problems.append(console.store_problem(exc))
         out.admissions = views.message_figure("Governance store unavailable", tone="error")

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from governance import cli, ledger, placement, quotas
-from governance.config import current_org
-from governance.store import Store
+from governance import cli, placement, quotas
+from governance.storage import ledger
+from governance.storage.revisions import current_org
+from governance.storage.store import Store
 
 pytestmark = pytest.mark.e2e
 
@@ -288,7 +289,7 @@ def test_revisions_record_who_applied_them(store_path: str) -> None:
 def test_starting_a_server_logs_no_alembic_plugin_lines(tmp_path: Path) -> None:
     code = (
         "import sys; from governance import cli; cli.configure_logging('info'); "
-        "from governance.store import Store; Store(sys.argv[1]).close(); "
+        "from governance.storage.store import Store; Store(sys.argv[1]).close(); "
         "import logging; logging.getLogger('gpupool').info('started')"
     )
     result = subprocess.run(

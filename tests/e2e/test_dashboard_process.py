@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from dashboard.pages import overview as overview_page
-from governance import config
-from governance.store import Store
+from governance.storage import revisions
+from governance.storage.store import Store
 from tests.support import dashboard as sup
 from tests.support.org import org_document
 
@@ -25,7 +25,7 @@ OVERVIEW = list(overview_page.Outputs.spec())
 def console(tmp_path: Path) -> Iterator[str]:
     store_url = f"sqlite:///{tmp_path / 'gpupool.db'}"
     store = Store(store_url)
-    org = config.apply(store, org_document(), source="test").org
+    org = revisions.apply(store, org_document(), source="test").org
     store.close()
     with (
         sup.exporter_server(sup.exposition(sup.make_fleet(org))) as exporter,

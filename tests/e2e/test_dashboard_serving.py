@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from governance import config
-from governance.store import Store
+from governance.storage import revisions
+from governance.storage.store import Store
 from tests.support import dashboard as sup
 from tests.support.org import org_document
 
@@ -31,7 +31,7 @@ READ_TIMEOUT_S = 1.0
 def exporter_url(tmp_path: Path) -> Iterator[tuple[str, str]]:
     store_url = f"sqlite:///{tmp_path / 'gpupool.db'}"
     store = Store(store_url)
-    org = config.apply(store, org_document(), source="test").org
+    org = revisions.apply(store, org_document(), source="test").org
     store.close()
     with sup.exporter_server(sup.exposition(sup.make_fleet(org))) as url:
         yield store_url, url

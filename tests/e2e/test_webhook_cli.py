@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from admission.cli import SELF_SIGNED_CA_NAME, webhook
 from governance.cli import EXIT_SERVE as EXIT_CANNOT_SERVE
-from governance.store import Store
+from governance.storage.store import Store
 from tests.support import admission as A
 
 pytestmark = pytest.mark.e2e

@@ -1,4 +1,4 @@
-"""config.apply against a real store (SQLite and PostgreSQL): revisions, idempotence,
+"""revisions.apply against a real store (SQLite and PostgreSQL): revisions, idempotence,
 diffs, dry runs, quotas below usage, and OrgSource."""
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from governance import config, ledger, placement, quotas, rbac, schema
+from governance import config, placement, quotas, rbac
 from governance.errors import ConfigError
 from governance.quotas import department_scope, pool_scope, queue_scope
-from governance.store import Store
+from governance.storage import ledger, policies, revisions, schema
+from governance.storage.source import OrgSource
+from governance.storage.store import Store
 from tests.support.org import GIB, org_document, with_change
 
 pytestmark = pytest.mark.integration
@@ -51,7 +53,7 @@ def counts(store: Store) -> tuple[int, int]:
 
 def test_first_apply_records_a_revision_and_the_policies(store: Store) -> None:
     doc = org_document()
-    result = config.apply(store, doc, source="org.yaml")
+    result = revisions.apply(store, doc, source="org.yaml")
 
     assert result.changed
     assert result.revision == 1
@@ -59,15 +61,15 @@ def test_first_apply_records_a_revision_and_the_policies(store: Store) -> None:
     assert result.org.departments["ml"].default_queue == "train"
     latest = store.latest_config()
     assert latest is not None and latest.source == "org.yaml" and latest.document == doc
-    assert rbac.read_policies(store) == rbac.policies_for(result.org.role_bindings)
-    assert config.current_org(store) == result.org
+    assert policies.read(store) == rbac.policies_for(result.org.role_bindings)
+    assert revisions.current_org(store) == result.org
 
 
 def test_applying_the_same_document_again_records_nothing(store: Store) -> None:
-    first = config.apply(store, org_document(), source="org.yaml")
+    first = revisions.apply(store, org_document(), source="org.yaml")
     before = counts(store)
 
-    again = config.apply(store, org_document(), source="org.yaml")
+    again = revisions.apply(store, org_document(), source="org.yaml")
 
     assert not again.changed
     assert again.diff == []
@@ -76,42 +78,42 @@ def test_applying_the_same_document_again_records_nothing(store: Store) -> None:
 
 
 def test_a_change_records_a_new_revision_with_its_diff(store: Store) -> None:
-    config.apply(store, org_document(), source="org.yaml")
+    revisions.apply(store, org_document(), source="org.yaml")
     doc = with_change(org_document(), "departments[0].queues[0].quota.memory", "240Gi")
     doc = with_change(
         doc, "role_bindings[2]", {"role": "viewer", "department": "ml", "subjects": ["user:vic"]}
     )
 
-    result = config.apply(store, doc, source="org.yaml")
+    result = revisions.apply(store, doc, source="org.yaml")
 
     assert result.changed and result.revision == 2
     assert result.diff == [
         "~ queue ml/train nominal memory 160Gi -> 240Gi",
         "+ binding viewer in ml for user:vic",
     ]
-    assert ("g", "user:vic", "viewer", "ml") in rbac.read_policies(store)
+    assert ("g", "user:vic", "viewer", "ml") in policies.read(store)
     assert store.latest_revision() == 2
 
 
 def test_a_reformatted_document_is_recorded_without_effective_change(store: Store) -> None:
-    config.apply(store, org_document(), source="org.yaml")
+    revisions.apply(store, org_document(), source="org.yaml")
     doc = with_change(org_document(), "departments[0].queues[0].quota.memory", 160 * GIB)
-    result = config.apply(store, doc, source="org.yaml")
+    result = revisions.apply(store, doc, source="org.yaml")
     assert result.changed
     assert result.diff == ["~ document changed without changing the organisation"]
 
 
 def test_dry_run_reports_the_diff_and_writes_nothing(store: Store) -> None:
-    result = config.apply(store, org_document(), source="org.yaml", dry_run=True)
+    result = revisions.apply(store, org_document(), source="org.yaml", dry_run=True)
     assert result.changed and result.revision is None
     assert "+ queue ml/infer" in result.diff
     assert counts(store) == (0, 0)
-    assert config.current_org(store) is None
+    assert revisions.current_org(store) is None
 
-    config.apply(store, org_document(), source="org.yaml")
+    revisions.apply(store, org_document(), source="org.yaml")
     before = counts(store)
     doc = with_change(org_document(), "departments[0].quota.slices", 32)
-    dry = config.apply(store, doc, source="org.yaml", dry_run=True)
+    dry = revisions.apply(store, doc, source="org.yaml", dry_run=True)
     assert dry.diff == ["~ department ml quota slices 16 -> 32"]
     assert counts(store) == before
     assert store.latest_revision() == 1
@@ -120,7 +122,7 @@ def test_dry_run_reports_the_diff_and_writes_nothing(store: Store) -> None:
 def test_an_invalid_document_is_refused_before_anything_is_written(store: Store) -> None:
     doc = with_change(org_document(), "skus[0].pools", ["v100"])
     with pytest.raises(ConfigError, match="unknown pool 'v100'"):
-        config.apply(store, doc, source="org.yaml")
+        revisions.apply(store, doc, source="org.yaml")
     assert counts(store) == (0, 0)
 
 
@@ -185,28 +187,28 @@ def test_a_quota_below_what_is_in_use_is_refused(
     path: str,
     message: str,
 ) -> None:
-    config.apply(store, org_document(), source="org.yaml")
+    revisions.apply(store, org_document(), source="org.yaml")
     set_usage(store, scope, **used)
     before = counts(store)
     doc = with_change(org_document(), change, value)
 
     for dry_run in (True, False):
         with pytest.raises(ConfigError) as err:
-            config.apply(store, doc, source="org.yaml", dry_run=dry_run)
+            revisions.apply(store, doc, source="org.yaml", dry_run=dry_run)
         assert err.value.path == path
         assert message in err.value.reason, err.value.reason
     assert counts(store) == before
 
 
 def test_a_quota_at_exactly_what_is_in_use_is_accepted(store: Store) -> None:
-    config.apply(store, org_document(), source="org.yaml")
+    revisions.apply(store, org_document(), source="org.yaml")
     set_usage(store, department_scope("ml"), slices=10)
     doc = with_change(org_document(), "departments[0].quota.slices", 10)
-    assert config.apply(store, doc, source="org.yaml").revision == 2
+    assert revisions.apply(store, doc, source="org.yaml").revision == 2
 
 
 def test_removing_a_queue_in_use_is_refused(store: Store) -> None:
-    config.apply(store, org_document(), source="org.yaml")
+    revisions.apply(store, org_document(), source="org.yaml")
     set_usage(store, queue_scope("ml", "infer"), slices=1, memory_mib=10 * GIB, compute_pct=15)
     doc = with_change(
         org_document(), "departments[0].queues", org_document()["departments"][0]["queues"][:1]
@@ -216,14 +218,14 @@ def test_removing_a_queue_in_use_is_refused(store: Store) -> None:
         match=r"removes queue ml/infer, which has 1 slices, 10Gi "
         r"memory, 15% compute in use",
     ):
-        config.apply(store, doc, source="org.yaml")
+        revisions.apply(store, doc, source="org.yaml")
     # Once it is idle it may go.
     set_usage(store, queue_scope("ml", "infer"))
-    assert "- queue ml/infer" in config.apply(store, doc, source="org.yaml").diff
+    assert "- queue ml/infer" in revisions.apply(store, doc, source="org.yaml").diff
 
 
 def test_an_apply_racing_another_is_refused(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    config.apply(store, org_document(), source="org.yaml")
+    revisions.apply(store, org_document(), source="org.yaml")
     real = config.diff
 
     def meanwhile(*args: Any, **kwargs: Any) -> list[str]:
@@ -235,7 +237,7 @@ def test_an_apply_racing_another_is_refused(store: Store, monkeypatch: pytest.Mo
     monkeypatch.setattr(config, "diff", meanwhile)
     doc = with_change(org_document(), "departments[0].quota.slices", 20)
     with pytest.raises(ConfigError, match=r"another configuration \(revision 2\) was applied"):
-        config.apply(store, doc, source="org.yaml")
+        revisions.apply(store, doc, source="org.yaml")
     assert store.latest_revision() == 2
 
 
@@ -251,7 +253,7 @@ class Clock:
 
 
 def test_org_source_before_any_apply_says_what_to_do(store: Store) -> None:
-    source = config.OrgSource(store)
+    source = OrgSource(store)
     with pytest.raises(
         ConfigError, match=r"no configuration has been applied .*`gpupool apply -f org.yaml`"
     ):
@@ -260,13 +262,13 @@ def test_org_source_before_any_apply_says_what_to_do(store: Store) -> None:
 
 def test_org_source_rereads_only_new_revisions_and_at_most_every_refresh(store: Store) -> None:
     clock = Clock()
-    config.apply(store, org_document(), source="org.yaml")
-    source = config.OrgSource(store, refresh_s=2.0, clock=clock)
+    revisions.apply(store, org_document(), source="org.yaml")
+    source = OrgSource(store, refresh_s=2.0, clock=clock)
     first = source.get()
     assert source.revision == 1
     assert source.get() is first
 
-    config.apply(
+    revisions.apply(
         store, with_change(org_document(), "departments[0].quota.slices", 40), source="org.yaml"
     )
     clock.now += 1.0
@@ -281,7 +283,7 @@ def test_org_source_rereads_only_new_revisions_and_at_most_every_refresh(store: 
 
 
 def test_usage_recorded_by_the_ledger_blocks_a_lower_quota_until_released(store: Store) -> None:
-    org = config.apply(store, org_document(), source="org.yaml").org
+    org = revisions.apply(store, org_document(), source="org.yaml").org
     target = placement.resolve_target(org, namespace="ml-dev", queue="train")
     grant = placement.grant(org, target, placement.SliceRequest(count=4, sku="a100-half"))
     demand = quotas.Demand(
@@ -298,18 +300,18 @@ def test_usage_recorded_by_the_ledger_blocks_a_lower_quota_until_released(store:
     doc = with_change(org_document(), "departments[0].quota.slices", 3)
 
     with pytest.raises(ConfigError) as err:
-        config.apply(store, doc, source="org.yaml")
+        revisions.apply(store, doc, source="org.yaml")
     assert err.value.path == "departments[0].quota.slices"
     assert "would be 3 but 4 is in use" in err.value.reason
 
     ledger.release(store, reservation.allocation.id)
-    assert config.apply(store, doc, source="org.yaml").revision == 2
+    assert revisions.apply(store, doc, source="org.yaml").revision == 2
 
 
 def test_a_stored_revision_that_no_longer_validates_does_not_block_the_fix(store: Store) -> None:
     with store.write() as conn:
         store.save_config(conn, {"pools": "not a list"}, source="old.yaml")
-    result = config.apply(store, org_document(), source="org.yaml")
+    result = revisions.apply(store, org_document(), source="org.yaml")
     assert result.revision == 2
     assert result.diff[0].startswith("! revision 1 in force no longer validates (")
     assert "+ department ml" in result.diff

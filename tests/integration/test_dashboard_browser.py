@@ -22,7 +22,7 @@ from dashboard.app import create_app
 from dashboard.direct import DirectSource
 from dashboard.pages import department
 from governance.model import Org
-from governance.store import Store
+from governance.storage.store import Store
 from tests.support import dashboard as sup
 
 pytestmark = [

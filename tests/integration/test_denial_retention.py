@@ -10,9 +10,9 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from governance import ledger, retention, schema
 from governance.contract import Reason
-from governance.store import Store
+from governance.storage import ledger, retention, schema
+from governance.storage.store import Store
 from tests.support.ledger import T0
 
 pytestmark = pytest.mark.integration

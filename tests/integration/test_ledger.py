@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from governance import ledger, quotas, schema
+from governance import quotas
 from governance.contract import Reason, SliceGrant
 from governance.errors import StoreError, StoreUnavailable
-from governance.ledger import State
 from governance.model import Org
 from governance.resources import ZERO, Limits, Resources
-from governance.store import Store
+from governance.storage import ledger, schema
+from governance.storage.ledger import State
+from governance.storage.store import Store
 from tests.support.core import (
     GIB,
     make_department,

@@ -8,11 +8,12 @@ import uuid
 
 import pytest
 
-from governance import ledger, quotas, schema
+from governance import quotas
 from governance.contract import SliceGrant
 from governance.model import Department, Org, Pool, Queue, Quota, Sku
 from governance.resources import Limits
-from governance.store import Store
+from governance.storage import ledger, schema
+from governance.storage.store import Store
 
 pytestmark = pytest.mark.integration
 

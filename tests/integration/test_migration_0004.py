@@ -9,8 +9,8 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from governance import ledger, migrations
-from governance.store import Store
+from governance.storage import ledger, migrations
+from governance.storage.store import Store
 
 pytestmark = pytest.mark.integration
 

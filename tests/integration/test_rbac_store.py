@@ -1,4 +1,4 @@
-"""Casbin policies in the store (SQLite and PostgreSQL): written by config.apply, read
+"""Casbin policies in the store (SQLite and PostgreSQL): written by revisions.apply, read
 by the StoreAdapter, the same decisions as from the bindings themselves."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pytest
 
 from governance import config, rbac
 from governance.rbac import Authorizer, Identity
-from governance.store import Store
+from governance.storage import policies, revisions
+from governance.storage.store import Store
 from tests.support.org import org_document, with_change
 
 pytestmark = pytest.mark.integration
@@ -27,23 +28,16 @@ def store(store_url: str) -> Iterator[Store]:
 
 
 def test_policies_round_trip_through_the_store(store: Store) -> None:
-    org = config.apply(store, config.load_file(EXAMPLE), source=str(EXAMPLE)).org
+    org = revisions.apply(store, config.load_file(EXAMPLE), source=str(EXAMPLE)).org
     expected = rbac.policies_for(org.role_bindings)
 
-    assert rbac.read_policies(store) == expected
+    assert policies.read(store) == expected
 
     # The adapter is a real Casbin adapter: a plain enforcer loads the same rules.
-    enforcer = casbin.Enforcer(str(rbac.MODEL_PATH), rbac.StoreAdapter(store))
+    enforcer = casbin.Enforcer(str(rbac.MODEL_PATH), policies.StoreAdapter(store))
     loaded = [("p", *r) for r in enforcer.get_policy()]
     loaded += [("g", *r) for r in enforcer.get_grouping_policy()]
     assert sorted(loaded) == expected
-
-
-def test_adapter_save_policy_writes_what_the_model_holds(store: Store) -> None:
-    policies = rbac.policies_for(config.build_org(org_document()).role_bindings)
-    enforcer = casbin.Enforcer(str(rbac.MODEL_PATH), rbac.ListAdapter(policies))
-    rbac.StoreAdapter(store).save_policy(enforcer.get_model())
-    assert sorted(rbac.read_policies(store)) == policies
 
 
 IDENTITIES = [
@@ -59,8 +53,8 @@ IDENTITIES = [
 
 
 def test_decisions_from_the_store_equal_decisions_from_the_bindings(store: Store) -> None:
-    org = config.apply(store, config.load_file(EXAMPLE), source=str(EXAMPLE)).org
-    stored = Authorizer.from_store(store)
+    org = revisions.apply(store, config.load_file(EXAMPLE), source=str(EXAMPLE)).org
+    stored = policies.authorizer(store)
     direct = Authorizer.from_bindings(org.role_bindings)
     asked = 0
     for identity in IDENTITIES:
@@ -80,8 +74,8 @@ def test_decisions_from_the_store_equal_decisions_from_the_bindings(store: Store
 
 
 def test_example_organisation_decisions(store: Store) -> None:
-    config.apply(store, config.load_file(EXAMPLE), source=str(EXAMPLE))
-    auth = Authorizer.from_store(store)
+    revisions.apply(store, config.load_file(EXAMPLE), source=str(EXAMPLE))
+    auth = policies.authorizer(store)
     ci = Identity(user="system:serviceaccount:research-ci:runner")
     assert auth.can_use(ci, "research", "experiments", "h100-1g.10gb").allowed
     assert not auth.can_use(ci, "research", "experiments", "h100-3g.40gb").allowed
@@ -106,8 +100,8 @@ def test_example_organisation_decisions(store: Store) -> None:
 
 
 def test_reload_picks_up_a_new_revision(store: Store) -> None:
-    config.apply(store, org_document(), source="org.yaml")
-    auth = Authorizer.from_store(store)
+    revisions.apply(store, org_document(), source="org.yaml")
+    auth = policies.authorizer(store)
     vic = Identity(user="vic")
     assert not auth.can_view(vic, "ml").allowed
 
@@ -116,7 +110,7 @@ def test_reload_picks_up_a_new_revision(store: Store) -> None:
         "role_bindings[2]",
         {"role": "viewer", "department": "ml", "subjects": ["user:vic"]},
     )
-    config.apply(store, doc, source="org.yaml")
+    revisions.apply(store, doc, source="org.yaml")
     assert not auth.can_view(vic, "ml").allowed, "cached until reload"
     auth.reload()
     decision = auth.can_view(vic, "ml")
@@ -124,26 +118,6 @@ def test_reload_picks_up_a_new_revision(store: Store) -> None:
     assert decision.rule == ("viewer", "*", "department", "view")
 
     # Removing the binding removes the policy.
-    config.apply(store, org_document(), source="org.yaml")
+    revisions.apply(store, org_document(), source="org.yaml")
     auth.reload()
     assert not auth.can_view(vic, "ml").allowed
-
-
-def test_refresh_follows_the_org_source_revision(store: Store) -> None:
-    config.apply(store, org_document(), source="org.yaml")
-    orgs = config.OrgSource(store, refresh_s=0.0)
-    auth = Authorizer.from_store(store)
-    orgs.get()
-    assert auth.revision == orgs.revision == 1
-    assert not auth.refresh(orgs.revision)
-
-    doc = with_change(
-        org_document(),
-        "role_bindings[2]",
-        {"role": "dept-admin", "department": "ml", "subjects": ["user:vic"]},
-    )
-    config.apply(store, doc, source="org.yaml")
-    orgs.get()
-    assert auth.refresh(orgs.revision)
-    assert auth.revision == 2
-    assert auth.can_edit_quota(Identity(user="vic"), "ml").allowed

@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry
 from admission import kube
 from admission.leader import LeaderElector
 from admission.reconciler import Backoff, Metrics, Service
-from governance import ledger
-from governance.ledger import State
-from governance.store import Store
+from governance.storage import ledger
+from governance.storage.ledger import State
+from governance.storage.store import Store
 from tests.support.kube import (
     FakeClock,
     FakeLeaseServer,

@@ -16,12 +16,13 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from governance import ledger, quotas, schema
+from governance import quotas
 from governance.contract import Reason
 from governance.errors import StoreError, StoreUnavailable
 from governance.model import Org
 from governance.resources import ZERO, Limits, Resources
-from governance.store import Store
+from governance.storage import ledger, schema
+from governance.storage.store import Store
 from tests.support import ledger as L
 from tests.support.core import (
     GIB,

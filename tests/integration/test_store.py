@@ -12,16 +12,16 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from governance import config, migrations, schema
 from governance.errors import ConfigError
-from governance.store import ENV_STORE, Store, resolve_url
+from governance.storage import migrations, revisions, schema
+from governance.storage.store import ENV_STORE, Store, resolve_url
 from tests.support.org import org_document
 
 pytestmark = pytest.mark.integration
 
 
 def test_replicas_starting_together_migrate_the_schema_once(store_url: str) -> None:
-    code = "import sys; from governance.store import Store; Store(sys.argv[1]).close()"
+    code = "import sys; from governance.storage.store import Store; Store(sys.argv[1]).close()"
     procs = [
         subprocess.Popen([sys.executable, "-c", code, store_url], stderr=subprocess.PIPE)
         for _ in range(4)
@@ -38,7 +38,7 @@ def test_replicas_starting_together_migrate_the_schema_once(store_url: str) -> N
 
 def test_the_migrated_schema_is_the_declared_one(store_url: str) -> None:
     """Alembic's own comparison finds no difference between the tables the migrations
-    build and :mod:`governance.schema`."""
+    build and :mod:`governance.storage.schema`."""
     store = Store(store_url)
     try:
         with store.engine.connect() as conn:
@@ -102,7 +102,7 @@ def test_revisions_name_who_applied_them_and_older_ones_migrate_to_unknown(
         migrations.upgrade(store.engine)
         assert migrations.current(store.engine) == migrations.head(store.engine)
         assert [(r.source, r.applied_by) for r in store.config_history()] == [("old.yaml", "")]
-        config.apply(store, org_document(), source="new.yaml", applied_by="user:ana")
+        revisions.apply(store, org_document(), source="new.yaml", applied_by="user:ana")
         history = store.config_history()
         assert [(r.revision, r.source, r.applied_by) for r in history] == [
             (2, "new.yaml", "user:ana"),
@@ -156,7 +156,7 @@ def _wal_bytes_after_writes(path: Path, interval_s: float) -> int:
 
     import sqlalchemy as sa
 
-    from governance import schema
+    from governance.storage import schema
 
     store = Store(f"sqlite:///{path}", checkpoint_interval_s=interval_s)
     try:

@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from governance import ledger, schema
 from governance.errors import StoreBusy, StoreConflict
-from governance.store import Store
+from governance.storage import ledger, schema
+from governance.storage.store import Store
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from governance import schema
 from governance.errors import StoreUnavailable
-from governance.store import Store, Timeouts
+from governance.storage import schema
+from governance.storage.store import Store, Timeouts
 
 pytestmark = pytest.mark.integration
 
@@ -243,7 +243,7 @@ def test_a_replica_waits_for_another_ones_migration_past_its_lock_timeout(
 ) -> None:
     """Replicas starting together: one migrates under an advisory lock while the others
     wait for it, longer than a lock timeout meant for admissions."""
-    from governance import migrations
+    from governance.storage import migrations
 
     admin = sa.create_engine(pg_database)
     with admin.connect() as conn:

@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from governance import ledger, quotas
+from governance import quotas
 from governance.resources import ZERO, Resources
-from governance.store import Store
+from governance.storage import ledger
+from governance.storage.store import Store
 from tests.support import admission as A
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]

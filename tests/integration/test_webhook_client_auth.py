@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from admission.admitter import Settings
-from governance import ledger, schema
 from governance.contract import Reason
-from governance.store import Store
+from governance.storage import ledger, schema
+from governance.storage.store import Store
 from tests.support import admission as A
 
 pytestmark = pytest.mark.integration

@@ -13,13 +13,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from governance import ledger, quotas
+from governance import quotas
 from governance.contract import (
     METRIC_ADMISSION_LEDGER_COMMITS_TOTAL,
     METRIC_ADMISSION_LEDGER_WRITES_TOTAL,
     Reason,
 )
-from governance.store import Store
+from governance.storage import ledger
+from governance.storage.store import Store
 from tests.support import admission as A
 
 pytestmark = pytest.mark.integration

@@ -14,7 +14,6 @@ import pytest
 import sqlalchemy as sa
 
 from admission.admitter import Settings
-from governance import ledger
 from governance.contract import (
     ANNOTATION_ALLOCATION_ID,
     ANNOTATION_SLICES,
@@ -24,7 +23,8 @@ from governance.contract import (
     Reason,
     load_slices,
 )
-from governance.store import Store
+from governance.storage import ledger
+from governance.storage.store import Store
 from tests.support import admission as A
 
 JSON_HEADERS = {"content-type": "application/json"}

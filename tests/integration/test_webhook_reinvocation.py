@@ -16,10 +16,11 @@ import pytest
 
 from admission.admitter import Admitter, Settings
 from admission.review import parse_review
-from governance import config, ledger
 from governance.contract import ANNOTATION_ALLOCATION_ID, LABEL_QUEUE, Reason
 from governance.resources import Resources
-from governance.store import Store
+from governance.storage import ledger
+from governance.storage.source import OrgSource
+from governance.storage.store import Store
 from tests.integration.test_webhook_https import admitted
 from tests.support import admission as A
 from tests.support.kube import FakeClock
@@ -173,7 +174,7 @@ def test_the_same_id_in_another_namespace_is_replaced(hook: A.Served, store: Sto
 
 def test_a_reinvocation_after_the_reservation_ttl_is_charged_anew(store: Store) -> None:
     clock = FakeClock(datetime.now(UTC))
-    source = config.OrgSource(store)
+    source = OrgSource(store)
     admitter = Admitter(
         store=store,
         org=source.get,

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from governance import ledger
-from governance.store import Store
+from governance.storage import ledger
+from governance.storage.store import Store
 from tests.support import admission as A
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ import pytest
 
 from admission.server import Limits
 from governance.contract import Reason
-from governance.store import Store
+from governance.storage.store import Store
 from tests.support import admission as A
 
 pytestmark = pytest.mark.integration

@@ -18,9 +18,9 @@ import pytest
 import sqlalchemy as sa
 
 from admission.admitter import Settings
-from governance import ledger, schema
 from governance.contract import Reason
-from governance.store import Store, Timeouts
+from governance.storage import ledger, schema
+from governance.storage.store import Store, Timeouts
 from tests.support import admission as A
 from tests.support import ledger as L
 from tests.support.pgserver import Server, throwaway_postgres

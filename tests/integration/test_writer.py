@@ -20,12 +20,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from governance import ledger, quotas, schema
+from admission.writer import InlineWriter, LedgerWriter, ThreadGroupWriter
+from governance import quotas
 from governance.contract import Reason
 from governance.errors import StoreBusy, StoreError, StoreUnavailable
 from governance.resources import Limits
-from governance.store import BUSY_TIMEOUT_MS, Store
-from governance.writer import InlineWriter, LedgerWriter, ThreadGroupWriter
+from governance.storage import ledger, schema
+from governance.storage.store import BUSY_TIMEOUT_MS, Store
 from tests.support import ledger as L
 from tests.support.core import GIB, make_department, make_org, make_pool, make_queue, make_sku
 
@@ -589,7 +590,7 @@ def test_a_writer_that_waits_out_the_busy_timeout_is_told_the_store_is_locked(
 ) -> None:
     """Waiting (the default) ends after the busy timeout, shortened here: the store is
     reachable, and the error says it stayed locked and what to look for."""
-    import governance.store as store_module
+    import governance.storage.store as store_module
 
     monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 50)
     store = Store(sqlite_url)

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from governance import ledger
+from admission.writer import InlineWriter, LedgerWriter, ThreadGroupWriter
 from governance.resources import Limits
-from governance.store import Store
-from governance.writer import InlineWriter, LedgerWriter, ThreadGroupWriter
+from governance.storage import ledger
+from governance.storage.store import Store
 from tests.support import ledger as L
 from tests.support.core import GIB, make_department, make_org, make_pool, make_queue, make_sku
 

@@ -30,11 +30,12 @@ from hypothesis.stateful import (
     rule,
 )
 
-from governance import ledger, quotas
-from governance.ledger import State
+from governance import quotas
 from governance.quotas import Demand
 from governance.resources import RESOURCE_NAMES, ZERO, Limits, Resources
-from governance.store import Store
+from governance.storage import ledger
+from governance.storage.ledger import State
+from governance.storage.store import Store
 from tests.support.core import (
     GIB,
     make_department,

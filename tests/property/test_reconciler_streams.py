@@ -15,10 +15,10 @@ from prometheus_client import CollectorRegistry
 
 from admission import kube
 from admission.reconciler import Metrics, Reconciler
-from governance import ledger
-from governance.ledger import State
 from governance.resources import ZERO
-from governance.store import Store
+from governance.storage import ledger
+from governance.storage.ledger import State
+from governance.storage.store import Store
 from tests.support.kube import DEPARTMENT, event, make_pod, reserve, with_state
 
 pytestmark = pytest.mark.property

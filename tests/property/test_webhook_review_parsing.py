@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from governance.contract import Reason
-from governance.store import Store
+from governance.storage.store import Store
 from tests.support import admission as A
 
 pytestmark = pytest.mark.property

@@ -34,7 +34,8 @@ from admission.admitter import Settings
 from admission.review import Response, render
 from admission.server import Limits, Webhook, build, uvicorn_config
 from admission.tls import ReloadingContext
-from governance.store import Store
+from governance.storage import revisions
+from governance.storage.store import Store
 from tests.support.kube import canonical_resources
 
 _API = k8s.ApiClient()
@@ -371,9 +372,8 @@ def org_document(**quota_overrides: Any) -> dict[str, Any]:
 
 
 def apply_org(store: Store, document: Mapping[str, Any] | None = None) -> None:
-    from governance import config
 
-    config.apply(store, document or org_document(), source="test")
+    revisions.apply(store, document or org_document(), source="test")
 
 
 @contextmanager

@@ -37,11 +37,12 @@ from dashboard.direct import DirectSource
 from dashboard.model import SliceSample
 from dashboard.shared import Console
 from dashboard.sources import Source
-from governance import contract, ledger
+from governance import contract
 from governance.model import Department, Org, Pool, Queue, Quota, RoleBinding, Sku
 from governance.quotas import Demand
 from governance.resources import Limits
-from governance.store import Store
+from governance.storage import ledger
+from governance.storage.store import Store
 
 GIB = 1024**3
 MIB = 1024**2
@@ -519,7 +520,7 @@ def _bulk_insert(
     store: Store, rows: Sequence[tuple[Demand, contract.SliceGrant, str, str, datetime]]
 ) -> None:
     """Many allocations in one transaction (a benchmark's fleet), usage rebuilt after."""
-    from governance import schema
+    from governance.storage import schema
 
     values = []
     for i, (demand, grant, namespace, pod, created) in enumerate(rows):

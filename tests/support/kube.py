@@ -19,12 +19,13 @@ from typing import Any
 from kubernetes import client
 
 from admission.kube import ApiStatusError
-from governance import ledger, quantity
+from governance import quantity
 from governance.contract import ANNOTATION_ALLOCATION_ID, LABEL_SKU, SliceGrant
 from governance.model import Department, Org, Pool, Queue, Sku
 from governance.quotas import Demand
 from governance.resources import Resources
-from governance.store import Store
+from governance.storage import ledger
+from governance.storage.store import Store
 
 JSON = dict[str, Any]
 T0 = datetime(2026, 11, 27, 4, 0, tzinfo=UTC)

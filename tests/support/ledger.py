@@ -11,11 +11,12 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from governance import ledger, quotas, schema
+from governance import quotas
 from governance.contract import SliceGrant
 from governance.model import Org
 from governance.resources import Resources
-from governance.store import Store
+from governance.storage import ledger, schema
+from governance.storage.store import Store
 from tests.support.core import sku_demand
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)

@@ -6,7 +6,7 @@ Two families:
   ``make_org``: the frozen dataclasses of :mod:`governance.model`, with defaults that
   make a small valid organisation; override any field by keyword.
 * ``org_document(...)``: the same organisation as a YAML-shaped dict for
-  :func:`governance.config.build_org` / :func:`governance.config.apply`, plus
+  :func:`governance.config.build_org` / :func:`governance.storage.revisions.apply`, plus
   ``with_change(doc, "departments[0].quota.memory", "80Gi")`` to edit one path.
 
 The default organisation: pool ``a100`` (8 x A100 80 GiB, backend hami), SKUs

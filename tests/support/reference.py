@@ -562,7 +562,7 @@ def _admitter(store: Any) -> Any:
 
 
 def _borrowed(store: Any, uid: str) -> dict[str, int] | None:
-    from governance import ledger
+    from governance.storage import ledger
 
     found = ledger.by_request(store, uid)
     return None if found is None else dict(found.borrowed.as_dict())

@@ -24,7 +24,7 @@ from dashboard.prometheus import PrometheusSource
 from dashboard.sources import SourceUnavailable
 from governance import rbac
 from governance.rbac import Identity
-from governance.store import Store
+from governance.storage.store import Store
 from tests.support import dashboard as sup
 
 pytestmark = pytest.mark.unit

@@ -17,7 +17,7 @@ from dashboard.app import create_app
 from dashboard.cli import dashboard as dashboard_command
 from dashboard.pages import department, gpus, overview
 from governance.model import Org
-from governance.store import Store
+from governance.storage.store import Store
 from tests.support import dashboard as sup
 
 pytestmark = pytest.mark.unit
@@ -217,9 +217,7 @@ def test_every_page_lays_out_what_its_callbacks_and_downloads_name(
 def test_the_navbar_lists_the_registered_pages_and_others_are_404(client: Any) -> None:
     layout = client.get("/_dash-layout", headers=sup.PLATFORM_ADMIN).get_json()
     links = [c for c in props_of(layout) if c.get("active") == "exact"]
-    assert [(c["href"], c["children"]) for c in links] == [
-        (p.path, p.title) for p in pages.PAGES
-    ]
+    assert [(c["href"], c["children"]) for c in links] == [(p.path, p.title) for p in pages.PAGES]
     assert client.get("/nowhere", headers=sup.PLATFORM_ADMIN).status_code == 404
 
 

@@ -19,7 +19,7 @@ from dashboard.prometheus import PrometheusSource
 from dashboard.shared import Console
 from dashboard.sources import Departments
 from governance.model import Org
-from governance.store import Store
+from governance.storage.store import Store
 from tests.support import dashboard as sup
 
 pytestmark = pytest.mark.unit

@@ -22,7 +22,7 @@ from dashboard.shared import Console
 from governance import rbac
 from governance.model import Org
 from governance.rbac import Identity
-from governance.store import Store
+from governance.storage.store import Store
 from tests.support import dashboard as sup
 
 pytestmark = pytest.mark.unit

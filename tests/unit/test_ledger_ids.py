@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from governance import ledger
+from governance.storage import ledger
 
 pytestmark = pytest.mark.unit
 

@@ -103,7 +103,7 @@ def test_health_server_answers_liveness_readiness_and_metrics(env: None, tmp_pat
     from prometheus_client import CollectorRegistry, Counter
 
     from admission.reconciler_cli import health_app, serve_health
-    from governance.store import Store
+    from governance.storage.store import Store
     from tests.support.exporter import free_port
 
     registry = CollectorRegistry()

@@ -22,8 +22,8 @@ from admission.reconciler import (
     WatchFailed,
     decide,
 )
-from governance.ledger import Allocation, State
 from governance.resources import Resources
+from governance.storage.ledger import Allocation, State
 from tests.support.kube import (
     T0,
     FakeLeaseServer,

@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 
 from admission.organisation import LiveOrg
-from governance import config
 from governance.errors import StoreUnavailable
 from governance.model import Org
-from governance.store import Store
+from governance.storage.source import OrgSource
+from governance.storage.store import Store
 from tests.support import admission as A
 
 pytestmark = pytest.mark.unit
 
 
-class GatedSource(config.OrgSource):
+class GatedSource(OrgSource):
     """An OrgSource whose reads wait for :attr:`gate`, and that counts them and notes
     the threads they ran in."""
 

@@ -23,8 +23,8 @@ from typing import Final
 
 import sqlalchemy as sa
 
-from governance import schema
-from governance.store import Store, utcnow
+from governance.storage import schema
+from governance.storage.store import Store, utcnow
 
 log = logging.getLogger(__name__)
 

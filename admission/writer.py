@@ -5,7 +5,7 @@ small write transaction whose fixed costs (taking the write lock, the statements
 round trips, the commit) dwarf the arithmetic. :class:`LedgerWriter` queues the
 reservations and denials of concurrent requests and commits whatever has queued up
 while the previous group was being written, in one transaction
-(:func:`governance.ledger.reserve_many`): at low load a group is one request and
+(:func:`governance.storage.ledger.reserve_many`): at low load a group is one request and
 nothing waits; under load the fixed costs are shared.
 
 Correctness is the ledger's: a group is decided in arrival order, each request
@@ -47,10 +47,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from governance import ledger
 from governance.errors import StoreBusy, StoreUnavailable
 from governance.model import Org
-from governance.store import Store
+from governance.storage import ledger
+from governance.storage.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class LedgerWriter:
     # -- submitting ------------------------------------------------------------------
 
     def reserve(self, org: Org, request: ledger.ReserveRequest) -> Future[ledger.Reservation]:
-        """Queue a reservation; the future holds its :class:`~governance.ledger.Reservation`
+        """Queue a reservation; the future holds its :class:`~governance.storage.ledger.Reservation`
         or the store's error."""
         future: Future[ledger.Reservation] = Future()
         self._put(_Reserve(org, request, future))

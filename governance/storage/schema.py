@@ -1,4 +1,4 @@
-"""The store's tables (SQLAlchemy Core). Migrations in ``governance/migrations`` create
+"""The store's tables (SQLAlchemy Core). Migrations in ``governance/storage/migrations`` create
 them; this module is the single description the code reads and writes through."""
 
 from __future__ import annotations

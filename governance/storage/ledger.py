@@ -42,13 +42,14 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from governance import quotas, schema
+from governance import quotas
 from governance.contract import Reason, SliceGrant
 from governance.errors import StoreBusy, StoreConflict, StoreError, StoreUnavailable
 from governance.model import Org
 from governance.quotas import Demand, QuotaDecision
 from governance.resources import RESOURCE_NAMES, ZERO, ResourceName, Resources
-from governance.store import Store, utcnow
+from governance.storage import schema
+from governance.storage.store import Store, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -201,9 +202,35 @@ def usage(store: Store) -> dict[str, Resources]:
 
 
 def read_usage(conn: Connection) -> dict[str, Resources]:
-    """Usage of every scope, read in the caller's transaction (``config.apply`` checks
+    """Usage of every scope, read in the caller's transaction (``revisions.apply`` checks
     quotas against it inside the transaction that records the new revision)."""
     return _rows_to_usage(conn.execute(sa.select(*_USAGE_COLUMNS)))
+
+
+def admission_counts(
+    store: Store, *, since: datetime, departments: Iterable[str] | None
+) -> tuple[int, list[tuple[str, int]]]:
+    """(pods admitted since ``since``, [(denial reason, count)] most frequent first), for
+    ``departments`` (None: all). Two ``COUNT`` queries: the console's overview asks on
+    every refresh, and reading the entries to count them cost it about 300 ms at 3,000
+    GPUs."""
+    allocations = schema.allocations
+    denials = schema.denials
+    admitted = sa.select(sa.func.count()).where(allocations.c.created_at >= since)
+    denied = (
+        sa.select(denials.c.reason, sa.func.count())
+        .where(denials.c.at >= since)
+        .group_by(denials.c.reason)
+    )
+    if departments is not None:
+        wanted = sorted(departments)
+        admitted = admitted.where(allocations.c.department.in_(wanted))
+        denied = denied.where(denials.c.department.in_(wanted))
+    with store.read() as conn:
+        n = int(conn.execute(admitted).scalar() or 0)
+        reasons = [(str(reason), int(count)) for reason, count in conn.execute(denied)]
+    reasons.sort(key=lambda x: (-x[1], x[0]))
+    return n, reasons
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -573,7 +600,7 @@ def _add_usage(conn: Connection, keys: Sequence[str], delta: Resources) -> None:
 @dataclass(frozen=True, kw_only=True)
 class ReserveRequest:
     """One reservation to make: what :func:`reserve` takes, as a value (for
-    :func:`reserve_many` and :class:`governance.writer.LedgerWriter`)."""
+    :func:`reserve_many` and :class:`admission.writer.LedgerWriter`)."""
 
     demand: Demand
     request_uid: str

@@ -3,7 +3,7 @@
 SQLite is the embedded default (WAL journal, ``BEGIN IMMEDIATE`` write transactions so
 that quota checks serialise); PostgreSQL is the shared store for several replicas
 (row locks with ``SELECT ... FOR UPDATE`` on the usage rows). The schema is created and
-migrated by Alembic (``governance/migrations``) when the store opens.
+migrated by Alembic (``governance/storage/migrations``) when the store opens.
 
 The URL comes from ``--store URL`` or ``GPUPOOL_STORE``; a bare path is a SQLite file.
 
@@ -48,8 +48,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from governance import schema
 from governance.errors import ConfigError, StoreBusy, StoreConflict, StoreError, StoreUnavailable
+from governance.storage import schema
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,15 @@ def resolve_url(url: str | None) -> str:
     if scheme in ("postgresql", "postgres"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
+
+
+def sqlite_file(url: str | None) -> Path | None:
+    """The file of a SQLite store (``url`` as :func:`resolve_url` reads it); None for an
+    in-memory SQLite or a PostgreSQL store."""
+    parsed = sa.engine.make_url(resolve_url(url))
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
 
 
 def utcnow() -> datetime:
@@ -340,7 +349,7 @@ class Store:
 
     def migrate(self) -> None:
         """Create or upgrade the schema to the newest Alembic revision."""
-        from governance import migrations
+        from governance.storage import migrations
 
         self._migrating = True
         try:

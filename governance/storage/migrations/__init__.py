@@ -5,7 +5,7 @@ lock: a PostgreSQL advisory lock, or an exclusive ``flock`` on the directory tha
 SQLite database (a lock file beside it would be left behind; and a lock on the
 database file itself would be released by closing it, with every POSIX lock SQLite
 holds on that file in this process).
-``alembic -c governance/migrations/alembic.ini revision -m "..."`` adds a revision.
+``alembic -c governance/storage/migrations/alembic.ini revision -m "..."`` adds a revision.
 """
 
 from __future__ import annotations
