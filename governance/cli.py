@@ -47,7 +47,6 @@ from governance.errors import (
     StoreUnavailable,
 )
 from governance.resources import RESOURCE_NAMES, ResourceName
-from governance.storage import revisions
 
 if TYPE_CHECKING:
     from governance.model import Org
@@ -83,10 +82,13 @@ context, Casbin every policy it loads): shown only at ``--log-level debug``."""
 
 
 class _Failure(click.ClickException):
-    """A clear one-line error with this table's exit code (no traceback)."""
+    """A clear error with this table's exit code (no traceback): one line, or one line
+    per error of a configuration file (:class:`~governance.errors.ConfigError` holds
+    them all)."""
 
     def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True, file=file)
+        for line in self.format_message().splitlines() or [""]:
+            click.echo(f"error: {line}", err=True, file=file)
 
 
 class BadInput(_Failure):
@@ -146,6 +148,7 @@ class Settings:
         return self._store
 
     def org(self) -> Org:
+        from governance.storage import revisions
 
         org = revisions.current_org(self.store())
         if org is None:
@@ -437,7 +440,7 @@ def _cell(value: Any) -> str:
 
 def fmt_amount(resource: ResourceName, value: int | None) -> str:
     """``80Gi``, ``250%``, ``4``, or ``unlimited``: the units the YAML is written in."""
-    from governance.config import format_amount
+    from governance.resources import format_amount
 
     return format_amount(resource, value)
 
@@ -495,6 +498,7 @@ def apply(
     --prune-all says that is meant. Each revision records who applied it (--as, else
     the local login): see `gpupool get revisions`."""
     from governance import config
+    from governance.storage import revisions
 
     document = config.load_file(path)
     store = _dry_run_store(settings) if dry_run else settings.store()
@@ -766,6 +770,7 @@ def set_quota(
     The change is checked like any configuration (limits below what is in use are
     refused) and recorded as a new revision naming who made it."""
     from governance import rbac
+    from governance.storage import revisions
 
     values = {
         key: value

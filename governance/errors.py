@@ -1,7 +1,8 @@
 """Exceptions of the governance core.
 
     GpupoolError
-     ├── ConfigError            invalid configuration (file, path inside it, reason)
+     ├── ConfigError            invalid configuration: every field error of a file
+     │                          (each a FieldError: path inside it, reason, line)
      │    └── NoOrganisation    no organisation was ever applied to the store
      ├── PlacementError         a request that cannot be placed (unknown SKU, queue...)
      ├── Forbidden              the caller may not make this change (RBAC said no)
@@ -16,7 +17,8 @@ Each carries its context as attributes; only the CLI turns them into exit codes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from governance.contract import Reason
 
@@ -25,13 +27,58 @@ class GpupoolError(Exception):
     """Base of every gpupool error."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class FieldError:
+    """One thing wrong in a configuration, where it is (as Kueue's ``field.Error``)."""
+
+    path: str
+    """Inside the document: ``departments[2].queues[0].quota.memory`` ("" for the whole
+    document)."""
+    reason: str
+    line: int | None = None
+    """The line of ``path`` in the file, when the document came from one."""
+
+    @property
+    def detail(self) -> str:
+        """The reason, with the line when it is known."""
+        return self.reason if self.line is None else f"{self.reason} (line {self.line})"
+
+    def shown(self, source: str = "") -> str:
+        """``FILE: PATH: REASON (line N)``."""
+        return ": ".join(part for part in (source, self.path, self.detail) if part)
+
+
 class ConfigError(GpupoolError):
-    def __init__(self, message: str, *, source: str = "", path: str = "") -> None:
+    """An invalid configuration: every :class:`FieldError` found in it, in document
+    order (a file is checked whole, so that one run shows everything to fix), shown one
+    per line. ``path`` and ``reason`` are the first error's."""
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        source: str = "",
+        path: str = "",
+        errors: Sequence[FieldError] = (),
+    ) -> None:
         self.source = source
-        self.path = path
-        self.reason = message
-        where = ": ".join(part for part in (source, path) if part)
-        super().__init__(f"{where}: {message}" if where else message)
+        self.errors: tuple[FieldError, ...] = tuple(errors) or (
+            FieldError(path=path, reason=message),
+        )
+        first = self.errors[0]
+        self.path = first.path
+        self.reason = first.detail
+        super().__init__("\n".join(error.shown(source) for error in self.errors))
+
+    def with_lines(self, line_of: Callable[[str], int | None]) -> ConfigError:
+        """The same errors, each with the line of its path (``line_of``) where it had none."""
+        errors = [
+            e if e.line is not None or not e.path else replace(e, line=line_of(e.path))
+            for e in self.errors
+        ]
+        found = ConfigError(source=self.source, errors=errors)
+        found.__cause__ = self.__cause__
+        return found
 
 
 class NoOrganisation(ConfigError):

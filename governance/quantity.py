@@ -21,6 +21,18 @@ zero) to the next nano, and a binary-suffixed value is capped at 2^63 - 1. The v
 a :class:`~decimal.Decimal`, exact: no float is involved. :func:`parse` is tested
 against the ``kubernetes`` client's ``utils.parse_quantity`` (tests/property).
 
+gpupool's own units sit on top (one rule for GPU memory everywhere, :func:`to_mib`):
+
+- GPU memory is a number of **MiB**: a quantity with a binary suffix is bytes
+  (``8Gi`` is 8192 MiB), any other is a count of MiB (``3000`` and its canonical form
+  ``3k`` are 3000 MiB, as HAMi reads ``nvidia.com/gpumem``). The configuration file
+  accepts a narrower spelling (:func:`parse_memory_mib`): an integer, or a number with
+  ``Mi``/``Gi``/``Ti`` (``MiB``/``GiB``/``TiB`` too), never a decimal suffix (``80G``
+  would sell 74.5 GiB to someone who meant 80).
+- GPU compute is a whole **percent of one card** (``30``, ``"30%"``; ``3200%`` is 32
+  cards): :func:`parse_compute_pct`.
+- Slices are a whole count: :func:`parse_count`.
+
 Exceptions::
 
     ValueError
@@ -153,9 +165,12 @@ _EXACT: Final = decimal.Context(prec=decimal.MAX_PREC, Emax=decimal.MAX_EMAX, Em
 """Arithmetic that never rounds (the cost follows the digits there are, not ``prec``)."""
 
 
-def parse(text: str | int | float) -> Quantity:
+def parse(text: str | int | float, *, cap: bool = True) -> Quantity:
     """The quantity ``text`` (a number is read as its decimal text, as the API server
-    accepts a JSON number); :class:`InvalidQuantity` when apimachinery would refuse it."""
+    accepts a JSON number); :class:`InvalidQuantity` when apimachinery would refuse it.
+
+    ``cap=False`` keeps a binary-suffixed value above 2^63 - 1 as it is: the API server
+    caps what it sends, but a configuration file's ``2Ei`` of quota is not a request."""
     if isinstance(text, bool):
         raise InvalidQuantity(str(text).lower(), "a boolean is not a quantity")
     if not isinstance(text, str):
@@ -171,8 +186,10 @@ def parse(text: str | int | float) -> Quantity:
                 format=Format.DECIMAL_SI,
             )
         if text[:-2].isdigit() and text[-2:] in BINARY_SUFFIXES:
-            shifted = int(text[:-2]) << BINARY_SUFFIXES[text[-2:]]
-            return Quantity(value=min(Decimal(shifted), MAX_BINARY), format=Format.BINARY_SI)
+            shifted = Decimal(int(text[:-2]) << BINARY_SUFFIXES[text[-2:]])
+            return Quantity(
+                value=min(shifted, MAX_BINARY) if cap else shifted, format=Format.BINARY_SI
+            )
     parts = scan(text)
     base, exponent, fmt = interpret(text, parts.suffix)
     sign = "-" if parts.negative else ""
@@ -187,7 +204,7 @@ def parse(text: str | int | float) -> Quantity:
     if finest < -9 and value:
         value = value.quantize(NANO, rounding=decimal.ROUND_UP, context=_EXACT)
     if fmt is Format.BINARY_SI:
-        if value.copy_abs() > MAX_BINARY:
+        if cap and value.copy_abs() > MAX_BINARY:
             value = MAX_BINARY.copy_sign(value)
         if 0 < value.copy_abs() < 1:
             fmt = Format.DECIMAL_SI
@@ -211,6 +228,114 @@ def normal(value: Decimal) -> str:
     return str(value.normalize(_EXACT))
 
 
+MIB: Final = 1024 * 1024
+"""Bytes in a MiB."""
+
+
+def to_mib(q: Quantity) -> int | None:
+    """GPU memory in MiB (see the module docstring): a binary-suffixed quantity is bytes,
+    any other a count of MiB; None unless that is a whole number of MiB."""
+    number = whole(q.value, limit=2**200) if q.format is Format.BINARY_SI else whole(q.value)
+    if number is not None and q.format is Format.BINARY_SI:
+        return number // MIB if number % MIB == 0 else None
+    return number
+
+
+# --------------------------------------------------------------------------------------
+# The configuration's spellings
+# --------------------------------------------------------------------------------------
+
+UNLIMITED_WORD: Final = "unlimited"
+"""How a configuration writes "no limit" (as does leaving the key out)."""
+CONFIG_MEMORY_UNITS: Final = ("", "Mi", "Gi", "Ti")
+"""The suffixes a configuration may give GPU memory (each also with a ``B``)."""
+_CONFIG_MEMORY: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
+_CONFIG_COMPUTE: Final = re.compile(r"^\s*(\d+)\s*%?\s*$")
+
+
+def parse_memory_mib(value: object) -> int | None:
+    """GPU memory in MiB, as a configuration writes it: an integer (MiB) or ``"512Mi"``,
+    ``"80Gi"``, ``"8GiB"``, ``"1.5Ti"``; ``"unlimited"`` or None is None (no limit).
+    ValueError otherwise. The value is :func:`to_mib`'s."""
+    if value is None or value == UNLIMITED_WORD:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"memory {value!r} is not a quantity")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"memory {value} is negative: quantities must be 0 or more")
+        return value
+    if isinstance(value, float):
+        raise ValueError(
+            f"memory {value!r} is not a whole number of MiB: write an integer (MiB) or a "
+            "string with a unit (512Mi, 80Gi, 1Ti)"
+        )
+    if isinstance(value, str):
+        if value.strip().startswith("-"):
+            raise ValueError(f"memory {value!r} is negative: quantities must be 0 or more")
+        match = _CONFIG_MEMORY.match(value)
+        unit = match.group(2).removesuffix("B") if match and match.group(2) != "B" else None
+        if match is not None and unit in CONFIG_MEMORY_UNITS:
+            mib = to_mib(parse(match.group(1) + unit, cap=False))
+            if mib is None:
+                raise ValueError(f"memory {value!r} is not a whole number of MiB")
+            return mib
+        raise ValueError(
+            f"memory {value!r} is not a quantity: write MiB as an integer, or a string with "
+            "a binary unit (512Mi, 80Gi, 8GiB, 1Ti), or 'unlimited'"
+        )
+    raise ValueError(f"memory {value!r} is not a quantity")
+
+
+def parse_compute_pct(value: object) -> int | None:
+    """Compute in percent of one card: ``30``, ``"30%"`` (``"3200%"`` is 32 cards);
+    ``"unlimited"`` or None is None. ValueError otherwise."""
+    if value is None or value == UNLIMITED_WORD:
+        return None
+    if isinstance(value, bool | float):
+        raise ValueError(f"compute {value!r} is not a whole percentage (write 30 or '30%')")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"compute {value} is negative: quantities must be 0 or more")
+        return value
+    if isinstance(value, str):
+        if value.strip().startswith("-"):
+            raise ValueError(f"compute {value!r} is negative: quantities must be 0 or more")
+        match = _CONFIG_COMPUTE.match(value)
+        if match:
+            number = whole(parse(match.group(1)).value)
+            if number is not None:
+                return number
+    raise ValueError(
+        f"compute {value!r} is not a quantity: write percent of a card as 30 or '30%' "
+        "(100% is one whole card), or 'unlimited'"
+    )
+
+
+def parse_count(value: object) -> int | None:
+    """A count of slices: an integer >= 0, or ``"unlimited"``/None (no limit)."""
+    if value is None or value == UNLIMITED_WORD:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"slices {value} is negative: quantities must be 0 or more")
+        return value
+    raise ValueError(f"slices {value!r} is not a whole number (or 'unlimited')")
+
+
+def format_mib(mib: int | None) -> str:
+    """``81920`` -> ``80Gi``; None -> ``unlimited``: what :func:`parse_memory_mib` reads
+    back as the same number."""
+    if mib is None:
+        return UNLIMITED_WORD
+    if mib == 0:
+        return "0"
+    for unit, size in (("Ti", 1024**2), ("Gi", 1024)):
+        if mib and mib % size == 0:
+            return f"{mib // size}{unit}"
+    return f"{mib}Mi"
+
+
 __all__ = [
     "BINARY_SUFFIXES",
     "DECIMAL_SUFFIXES",
@@ -218,9 +343,14 @@ __all__ = [
     "InvalidQuantity",
     "Parts",
     "Quantity",
+    "format_mib",
     "interpret",
     "normal",
     "parse",
+    "parse_compute_pct",
+    "parse_count",
+    "parse_memory_mib",
     "scan",
+    "to_mib",
     "whole",
 ]

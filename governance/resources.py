@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Final, Literal
 
+from governance import quantity
+
 ResourceName = Literal["slices", "memory_mib", "compute_pct"]
 RESOURCE_NAMES: Final[tuple[ResourceName, ...]] = ("slices", "memory_mib", "compute_pct")
 RESOURCE_UNITS: Final[dict[ResourceName, str]] = {
@@ -18,6 +20,25 @@ RESOURCE_UNITS: Final[dict[ResourceName, str]] = {
     "memory_mib": "MiB",
     "compute_pct": "% of a GPU",
 }
+
+
+YAML_KEYS: Final[dict[ResourceName, str]] = {
+    "slices": "slices",
+    "memory_mib": "memory",
+    "compute_pct": "compute",
+}
+"""How each quota resource is spelled in the YAML document."""
+
+
+def format_amount(resource: ResourceName, value: int | None) -> str:
+    """``80Gi``, ``250%``, ``4``, or ``unlimited``: the units the YAML is written in."""
+    if value is None:
+        return quantity.UNLIMITED_WORD
+    if resource == "memory_mib":
+        return quantity.format_mib(value)
+    if resource == "compute_pct":
+        return f"{value}%"
+    return str(value)
 
 
 @dataclass(frozen=True, kw_only=True)

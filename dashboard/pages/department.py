@@ -18,9 +18,8 @@ from dashboard.callbacks import ALERT, FIGURE, NOTE, Out
 from dashboard.components import graph_card
 from dashboard.shared import Console, Kpi, Problem
 from dashboard.sources import SourceError
-from governance.config import format_amount
 from governance.errors import StoreError
-from governance.resources import RESOURCE_NAMES, ResourceName
+from governance.resources import RESOURCE_NAMES, ResourceName, format_amount
 from governance.storage import ledger
 
 PREFIX = "dept"

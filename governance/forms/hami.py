@@ -25,8 +25,6 @@ from governance.placement import SliceRequest
 SHAPE = (RESOURCE_HAMI_GPUMEM, RESOURCE_HAMI_GPUMEM_PERCENTAGE, RESOURCE_HAMI_GPUCORES)
 """The names that give a GPU's share: any of them puts a container in this form."""
 
-MIB = 1024 * 1024
-
 
 class Hami:
     name = "hami"
@@ -79,14 +77,11 @@ class Hami:
 
 
 def _memory_mib(resources: base.Resources, name: str, value: base.Quantity) -> int:
-    """HAMi's gpumem: a count of MiB, read as HAMi reads it (the quantity's value), so
-    ``3000`` and its canonical form ``3k`` are both 3000 MiB; a binary unit is bytes
-    (``8Gi`` is 8192 MiB), since nobody writes ``8Gi`` meaning 8 Gi of MiB."""
+    """HAMi's gpumem: MiB as :func:`governance.quantity.to_mib` reads them (as HAMi
+    reads the quantity's value, ``3000`` and its canonical form ``3k`` are both 3000 MiB;
+    a binary unit is bytes, ``8Gi`` is 8192 MiB)."""
     expected = "MiB as a whole number (or a binary unit such as 8Gi)"
-    parsed = base.parse(resources, name, value, expected)
-    number = quantity.whole(parsed.value)
-    if number is not None and parsed.format is quantity.Format.BINARY_SI:
-        number = number // MIB if number % MIB == 0 else None
+    number = quantity.to_mib(base.parse(resources, name, value, expected))
     if number is None:
         raise base.invalid(resources, name, value, "a whole number of MiB")
     if number < 0:

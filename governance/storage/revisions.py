@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 
-from governance import config, rbac
+from governance import config, quantity, rbac, resources
 from governance.contract import SKU_CUSTOM
 from governance.errors import ConfigError, Forbidden
 from governance.model import Org
@@ -47,7 +47,7 @@ def _index(document: Mapping[str, Any], key: str, name: str) -> int | None:
 
 def _shown(amount: Resources) -> str:
     return ", ".join(
-        f"{config.format_amount(r, amount.get(r))} {config.YAML_KEYS[r]}"
+        f"{resources.format_amount(r, amount.get(r))} {resources.YAML_KEYS[r]}"
         for r in RESOURCE_NAMES
         if amount.get(r)
     )
@@ -62,13 +62,13 @@ def check_usage(
         for r in RESOURCE_NAMES:
             limit = limits.get(r)
             if limit.value is not None and used.get(r) > limit.value:
-                in_use = config.format_amount(r, used.get(r))
+                in_use = resources.format_amount(r, used.get(r))
                 raise ConfigError(
-                    f"quota below what is in use: {what} for {config.YAML_KEYS[r]} would be "
-                    f"{config.format_amount(r, limit.value)} but {in_use} is in use. Set it to "
+                    f"quota below what is in use: {what} for {resources.YAML_KEYS[r]} would be "
+                    f"{resources.format_amount(r, limit.value)} but {in_use} is in use. Set it to "
                     f"at least {in_use}, or apply it once enough GPU pods there have finished.",
                     source=source,
-                    path=f"{path}.{config.YAML_KEYS[r]}" if keyed else path,
+                    path=f"{path}.{resources.YAML_KEYS[r]}" if keyed else path,
                 )
 
     def used(scope: str) -> Resources:
@@ -234,7 +234,7 @@ def apply(
         try:
             check_usage(org, plain, ledger.usage(store), source=source)
         except ConfigError as exc:
-            raise config.with_line(exc, document) from None
+            raise config.with_lines(exc, document) from None
         return ApplyResult(revision=None, diff=lines, org=org, changed=True)
     with store.write() as conn:
         t = schema.config_revisions
@@ -248,16 +248,16 @@ def apply(
         try:
             check_usage(org, plain, ledger.read_usage(conn), source=source)
         except ConfigError as exc:
-            raise config.with_line(exc, document) from None
+            raise config.with_lines(exc, document) from None
         revision = store.save_config(conn, plain, source=source, applied_by=applied_by)
         policies.write(conn, rules)
     return ApplyResult(revision=revision, diff=lines, org=org, changed=True)
 
 
 QUOTA_PARSERS: Final[dict[str, Callable[[object], int | None]]] = {
-    "slices": config.parse_count,
-    "memory": config.parse_memory_mib,
-    "compute": config.parse_compute_pct,
+    "slices": quantity.parse_count,
+    "memory": quantity.parse_memory_mib,
+    "compute": quantity.parse_compute_pct,
 }
 """The quota keys ``change_quota`` sets, as the YAML spells them, and their parsers."""
 
@@ -311,7 +311,7 @@ def change_quota(
             parsed[key] = QUOTA_PARSERS[key](raw)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{exc}", source="--" + key) from None
-        written[key] = config.UNLIMITED_WORD if parsed[key] is None else raw
+        written[key] = quantity.UNLIMITED_WORD if parsed[key] is None else raw
     authorizer = authorizer or policies.authorizer(store)
     who = identity.subjects()[0]
     platform = authorizer.can_edit_quota(identity, rbac.EVERY_DEPARTMENT).allowed
@@ -329,13 +329,15 @@ def change_quota(
             raise Forbidden(decision.explanation, subject=who, department=department)
         limits = org.departments[department].quota.total
         for key, value in parsed.items():
-            resource = next(r for r, k in config.YAML_KEYS.items() if k == key)
+            resource = next(r for r, k in resources.YAML_KEYS.items() if k == key)
             ceiling = limits.get(resource).value
             if ceiling is not None and (value is None or value > ceiling):
+                wanted = resources.format_amount(resource, value)
+                own = resources.format_amount(resource, ceiling)
                 raise Forbidden(
                     f"{who} may not set queue {department}/{queue}'s {key} quota to "
-                    f"{config.format_amount(resource, value)}: above department {department}'s own "
-                    f"{key} quota of {config.format_amount(resource, ceiling)}, which a dept-admin "
+                    f"{wanted}: above department {department}'s own "
+                    f"{key} quota of {own}, which a dept-admin "
                     "splits among its queues but cannot raise. Ask a platform-admin to raise "
                     "the department's quota first.",
                     subject=who,

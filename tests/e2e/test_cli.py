@@ -456,3 +456,28 @@ def test_the_webhook_follows_the_exit_code_table_and_logs_no_alembic_lines(
     assert (tmp_path / "g.db").exists()
     assert typo.returncode == 2, typo.stderr  # a configuration error, as in `apply`
     assert "bad.yaml" in typo.stderr and "Traceback" not in typo.stderr
+
+
+def test_apply_prints_every_error_of_a_file_one_per_line(
+    store_path: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "org.yaml"
+    path.write_text(
+        "pools:\n"
+        "  - {name: a100, vendor: nvidia, model: A100, backend: hami, gpus: 8,"
+        " memory_per_gpu: 80Gi}\n"
+        "skus:\n"
+        "  - {name: a100-1g, memory: 10Gi, compute: 15%, pools: [h100]}\n"
+        "departments:\n"
+        "  - {name: ml, default_queue: nope, queues: [{name: train, pool: v100}]}\n"
+    )
+    result = run(store_path, "apply", "-f", str(path))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"error: {path}: skus[0].pools[0]: unknown pool 'h100' for SKU a100-1g; pools: a100 "
+        "(line 4)",
+        f"error: {path}: departments[0].queues[0].pool: unknown pool 'v100' for queue ml/train;"
+        " pools: a100 (line 6)",
+        f"error: {path}: departments[0].default_queue: default queue 'nope' is not a queue of "
+        "department ml; its queues: train (line 6)",
+    ]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from governance import backends, config
+from governance import backends, config, quantity
 from governance.errors import ConfigError
 from governance.model import Pool, Sku
 from governance.resources import Limit, Limits
@@ -111,7 +111,7 @@ def test_unlimited_is_not_zero() -> None:
     ],
 )
 def test_memory_quantities(text: object, mib: int | None) -> None:
-    assert config.parse_memory_mib(text) == mib
+    assert quantity.parse_memory_mib(text) == mib
 
 
 @pytest.mark.parametrize(
@@ -128,7 +128,7 @@ def test_memory_quantities(text: object, mib: int | None) -> None:
 )
 def test_bad_memory_quantities(text: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        config.parse_memory_mib(text)
+        quantity.parse_memory_mib(text)
 
 
 @pytest.mark.parametrize(
@@ -141,21 +141,21 @@ def test_bad_memory_quantities(text: object, message: str) -> None:
     ],
 )
 def test_compute_quantities(text: object, pct: int | None) -> None:
-    assert config.parse_compute_pct(text) == pct
+    assert quantity.parse_compute_pct(text) == pct
 
 
 @pytest.mark.parametrize("text", ["30.5%", 0.5, "-3%", "half", False])
 def test_bad_compute_quantities(text: object) -> None:
     with pytest.raises(ValueError, match="compute"):
-        config.parse_compute_pct(text)
+        quantity.parse_compute_pct(text)
 
 
 @given(st.integers(min_value=0, max_value=2**40), st.sampled_from(["", "Mi", "Gi", "Ti"]))
 def test_memory_round_trips_through_its_display_form(value: int, unit: str) -> None:
     scale = {"": 1, "Mi": 1, "Gi": 1024, "Ti": 1024**2}[unit]
-    mib = config.parse_memory_mib(f"{value}{unit}")
+    mib = quantity.parse_memory_mib(f"{value}{unit}")
     assert mib == value * scale
-    assert config.parse_memory_mib(config.format_mib(mib)) == mib
+    assert quantity.parse_memory_mib(quantity.format_mib(mib)) == mib
 
 
 # -- YAML ----------------------------------------------------------------------------
@@ -739,3 +739,100 @@ def test_test_builders_agree_with_the_document_builder() -> None:
     assert set(org.skus) == set(built.skus)
     assert set(org.queues) == set(built.queues)
     assert org.department_of("ml-x") is org.departments["ml"]
+
+
+# -- every error of a file at once ---------------------------------------------------
+
+SEVERAL_REFERENCE_ERRORS = """\
+pools:
+  - {name: a100, vendor: nvidia, model: A100-80GB, backend: hami, gpus: 8, memory_per_gpu: 80Gi}
+  - {name: v100, vendor: nvidia, model: V100, backend: volcano, gpus: 4, memory_per_gpu: 32Gi}
+skus:
+  - {name: a100-1g, memory: 10Gi, compute: 15%, pools: [a100, h100]}
+departments:
+  - name: ml
+    namespaces: [ml]
+    default_queue: batch
+    queues:
+      - {name: train, pool: a100, default_sku: ghost}
+      - {name: infer, pool: t4}
+role_bindings:
+  - {role: member, department: ml, subjects: [group:ml], queues: [infer, nope]}
+  - {role: wizard, department: ml, subjects: [user:merlin]}
+"""
+
+
+def test_a_file_with_several_errors_reports_each_with_its_path_and_line() -> None:
+    document = config.load_document(SEVERAL_REFERENCE_ERRORS, source="org.yaml")
+    with pytest.raises(ConfigError) as caught:
+        config.build_org(document, source="org.yaml")
+    found = [(e.path, e.line) for e in caught.value.errors]
+    assert found == [
+        ("pools[1].backend", 3),
+        ("skus[0].pools[1]", 5),
+        ("departments[0].queues[0].default_sku", 11),
+        ("departments[0].queues[1].pool", 12),
+        ("departments[0].default_queue", 9),
+        ("role_bindings[0].queues[1]", 14),
+        ("role_bindings[1].role", 15),
+    ]
+    reasons = [e.reason for e in caught.value.errors]
+    assert reasons[0].startswith("unknown backend 'volcano' for pool v100")
+    assert reasons[3].startswith("unknown pool 't4' for queue ml/infer")
+    # the queue left out for its unknown pool is not reported again as unknown
+    assert "'infer'" not in reasons[5] and "unknown queue 'nope'" in reasons[5]
+    # shown one per line, FILE: PATH: REASON (line N); the first is .path and .reason
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 7
+    assert lines[1] == (
+        "org.yaml: skus[0].pools[1]: unknown pool 'h100' for SKU a100-1g; pools: a100, v100 "
+        "(line 5)"
+    )
+    assert caught.value.path == "pools[1].backend"
+    assert caught.value.reason.endswith("(line 3)")
+
+
+SEVERAL_SHAPE_ERRORS = """\
+pools:
+  - {name: a100, vendor: nvidia, model: A100, backend: hami, gpus: -2, memory_per_gpu: 80GB}
+skus:
+  - {name: a100-1g, memroy: 10Gi, compute: 15%, pools: [a100]}
+departments:
+  - {name: ml, default_queue: train, quota: {compute: lots}}
+"""
+
+
+def test_every_shape_error_of_a_file_is_reported() -> None:
+    document = config.load_document(SEVERAL_SHAPE_ERRORS, source="org.yaml")
+    with pytest.raises(ConfigError) as caught:
+        config.build_org(document, source="org.yaml")
+    found = {(e.path, e.line) for e in caught.value.errors}
+    assert found == {
+        ("pools[0].gpus", 2),
+        ("pools[0].memory_per_gpu", 2),
+        ("skus[0].memroy", 4),
+        ("departments[0].quota.compute", 6),
+    }
+    assert "more error" not in str(caught.value)
+    assert all(line.startswith("org.yaml: ") for line in str(caught.value).splitlines())
+
+
+@pytest.mark.parametrize(
+    ("text", "mib", "in_config"),
+    [
+        pytest.param("512", 512, True, id="count-of-MiB"),
+        pytest.param("8Gi", 8192, True, id="binary-suffix-is-bytes"),
+        pytest.param("1.5Gi", 1536, True, id="fraction-of-Gi"),
+        pytest.param("3k", 3000, False, id="decimal-suffix-is-a-count"),
+        pytest.param("1536Ki", None, False, id="not-whole-MiB"),
+    ],
+)
+def test_one_rule_for_gpu_memory(text: str, mib: int | None, in_config: bool) -> None:
+    """HAMi's gpumem and the configuration read memory by one rule (quantity.to_mib);
+    the configuration accepts fewer spellings (no decimal suffix), never other values."""
+    assert quantity.to_mib(quantity.parse(text)) == mib
+    if in_config:
+        assert quantity.parse_memory_mib(text) == mib
+    else:
+        with pytest.raises(ValueError, match="memory"):
+            quantity.parse_memory_mib(text)
