@@ -82,7 +82,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import stats  # noqa: E402
-from governance import contract, quotas  # noqa: E402
+from governance import contract, quotas, scopes  # noqa: E402
 from governance.resources import Resources  # noqa: E402
 from governance.storage import revisions, schema  # noqa: E402
 from governance.storage.source import OrgSource  # noqa: E402
@@ -215,7 +215,7 @@ def seed_allocations(store: Store, org_doc: dict[str, Any], count: int) -> None:
                 },
             }
         )
-    usage: dict[str, list[int]] = {}
+    usage: dict[scopes.Scope, list[int]] = {}
     for row in rows:
         demand = quotas.Demand(
             department=row["department"],
@@ -224,7 +224,7 @@ def seed_allocations(store: Store, org_doc: dict[str, Any], count: int) -> None:
             pool=row["pool"],
             amount=Resources(slices=1),
         )
-        for scope in quotas.scope_keys(demand):
+        for scope in demand.path.locked:
             totals = usage.setdefault(scope, [0, 0, 0])
             totals[0] += 1
             totals[1] += 20480
@@ -235,7 +235,7 @@ def seed_allocations(store: Store, org_doc: dict[str, Any], count: int) -> None:
         conn.execute(
             schema.usage.insert(),
             [
-                {"scope": k, "slices": v[0], "memory_mib": v[1], "compute_pct": v[2]}
+                {"scope": k.key, "slices": v[0], "memory_mib": v[1], "compute_pct": v[2]}
                 for k, v in usage.items()
             ],
         )

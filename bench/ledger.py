@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sqlalchemy as sa
 
 from bench import stats
-from governance import quotas
+from governance import quotas, scopes
 from governance.contract import SliceGrant
 from governance.model import Department, Org, Pool, Queue, Quota, Sku
 from governance.resources import Limits
@@ -223,7 +223,7 @@ def run(
     def do_release(i: int) -> None:
         ledger.release(store, reserved[i])
 
-    scope = quotas.department_scope(names[0])
+    scope = scopes.department(names[0]).key
 
     def do_floor(_: int) -> None:
         with store.write() as conn:

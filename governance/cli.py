@@ -46,7 +46,7 @@ from governance.errors import (
     GpupoolError,
     StoreUnavailable,
 )
-from governance.resources import RESOURCE_NAMES, ResourceName
+from governance.resources import RESOURCE_NAMES, RESOURCES, Limits, ResourceName, Resources
 
 if TYPE_CHECKING:
     from governance.model import Org
@@ -383,6 +383,8 @@ def cli(ctx: click.Context, store_url: str | None, output: str) -> None:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Resources):
+        return value.as_dict()
     if is_dataclass(value) and not isinstance(value, type):
         return {k: _plain(v) for k, v in asdict(value).items()}
     if isinstance(value, Enum):
@@ -609,9 +611,7 @@ def get_departments(settings: Settings) -> None:
             "namespaces": list(d.namespaces),
             "default_queue": d.default_queue,
             "queues": sorted(q.name for q in org.queues_of(d.name)),
-            "slices": fmt_amount("slices", d.quota.total.slices.value),
-            "memory": fmt_amount("memory_mib", d.quota.total.memory_mib.value),
-            "compute": fmt_amount("compute_pct", d.quota.total.compute_pct.value),
+            **_limit_columns(d.quota.total),
         }
         for d in sorted(org.departments.values(), key=lambda d: d.name)
     ]
@@ -642,9 +642,7 @@ def get_queues(settings: Settings, department: str | None) -> None:
                 "name": q.name,
                 "pool": q.pool,
                 "default_sku": q.default_sku,
-                "slices": fmt_amount("slices", q.nominal.total.slices.value),
-                "memory": fmt_amount("memory_mib", q.nominal.total.memory_mib.value),
-                "compute": fmt_amount("compute_pct", q.nominal.total.compute_pct.value),
+                **_limit_columns(q.nominal.total),
                 "borrowing_limit": ", ".join(
                     f"{n}={fmt_amount(n, q.borrowing_limit.get(n).value)}"
                     for n in RESOURCE_NAMES
@@ -660,6 +658,11 @@ def get_queues(settings: Settings, department: str | None) -> None:
         title="Queues",
         empty=f"No queues in department {department}." if department else "No queues.",
     )
+
+
+def _limit_columns(limits: Limits) -> dict[str, str]:
+    """A column per quota resource, named and written as the YAML does."""
+    return {r.yaml_key: fmt_amount(r.name, limits.get(r.name).value) for r in RESOURCES}
 
 
 def _known_department(org: Org, department: str | None) -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
+from governance import resources
+from governance.contract import SliceGrant
 from governance.resources import NO_LIMITS, Limits, Resources
 
 
@@ -42,14 +43,21 @@ class Sku:
         pct = self.memory_pct if self.memory_pct is not None else 100
         return pool.memory_mib_per_gpu * pct // 100
 
+    def grant(self, count: int, pool: Pool) -> SliceGrant:
+        """What ``count`` slices of this SKU on ``pool`` grant a container."""
+        return SliceGrant(
+            count=count,
+            memory_mib=self.memory_mib_on(pool),
+            compute_pct=self.compute_pct,
+            backend=pool.backend,
+            pool=pool.name,
+            sku=self.name,
+            gpus_per_slice=self.gpus_per_slice,
+        )
+
     def demand(self, count: int, pool: Pool) -> Resources:
         """Quota used by ``count`` slices on ``pool``: as sold, per GPU x GPUs."""
-        gpus = count * self.gpus_per_slice
-        return Resources(
-            slices=count,
-            memory_mib=self.memory_mib_on(pool) * gpus,
-            compute_pct=self.compute_pct * gpus,
-        )
+        return Resources.of_grant(self.grant(count, pool))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,34 +77,22 @@ class Pool:
 
     @property
     def physical(self) -> Resources:
-        return Resources(
-            slices=0, memory_mib=self.gpus * self.memory_mib_per_gpu, compute_pct=self.gpus * 100
-        )
-
-    @cached_property  # asked on every reservation; a Pool never changes
-    def sellable(self) -> Resources:
-        """Capacity that may be sold: physical x over-subscription factor."""
-        physical = self.physical
-        return Resources(
-            slices=0,
-            memory_mib=_scaled(physical.memory_mib, self.memory_oversubscription),
-            compute_pct=_scaled(physical.compute_pct, self.compute_oversubscription),
-        )
+        return resources.physical(self)
 
     @cached_property
+    def sellable(self) -> Resources:
+        """Capacity that may be sold: physical x over-subscription factor."""
+        return resources.sellable(self)
+
+    @cached_property  # asked on every reservation; a Pool never changes
     def capacity_limits(self) -> Limits:
-        sellable = self.sellable
-        return Limits.of(memory_mib=sellable.memory_mib, compute_pct=sellable.compute_pct)
-
-
-def _scaled(amount: int, factor: float) -> int:
-    """``amount x factor`` rounded down, in decimal: 100 x 1.15 is 115, not 114."""
-    return int(Decimal(amount) * Decimal(str(factor)))
+        """The limits of what every department together may use of this pool."""
+        return resources.capacity(self)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Quota:
-    """Limits in the three resources, in total and optionally per SKU and per pool."""
+    """Limits in the quota resources, in total and optionally per SKU and per pool."""
 
     total: Limits = NO_LIMITS
     per_sku: Mapping[str, Limits] = field(default_factory=dict)

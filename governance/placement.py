@@ -105,16 +105,7 @@ def grant(org: Org, target: Target, request: SliceRequest) -> SliceGrant:
             Reason.INVALID_REQUEST, f"GPU count must be a positive integer, got {request.count}."
         )
     if not request.custom:
-        sku = resolve_sku(org, target, request.sku)
-        return SliceGrant(
-            count=request.count,
-            memory_mib=sku.memory_mib_on(pool),
-            compute_pct=sku.compute_pct,
-            backend=pool.backend,
-            pool=pool.name,
-            sku=sku.name,
-            gpus_per_slice=sku.gpus_per_slice,
-        )
+        return resolve_sku(org, target, request.sku).grant(request.count, pool)
     card = pool.memory_mib_per_gpu
     if request.memory_mib is not None:
         memory = request.memory_mib
@@ -150,7 +141,7 @@ def grant(org: Org, target: Target, request: SliceRequest) -> SliceGrant:
 
 def grant_amount(g: SliceGrant) -> Resources:
     """Quota used by one grant, as sold."""
-    return Resources(slices=g.count, memory_mib=g.total_memory_mib, compute_pct=g.total_compute_pct)
+    return Resources.of_grant(g)
 
 
 def pod_sku(grants: dict[str, SliceGrant]) -> str:

@@ -1,8 +1,9 @@
 """Quota and borrowing arithmetic: a pure function from (org, demand, usage) to a decision.
 
-Scopes. Usage is kept per *scope*, a string key (see :func:`scope_keys`): the
-department, the department per SKU and per pool, the queue, the queue per SKU and per
-pool, and the pool as a whole. The ledger locks and updates exactly these rows.
+Scopes. Usage is kept per *scope* (:mod:`governance.scopes`): the department, the
+department per SKU and per pool, the queue, the queue per SKU and per pool, and the
+pool as a whole (a demand's :attr:`Demand.path`). The ledger locks and updates exactly
+these rows.
 
 Borrowing (Kueue's semantics, adapted to admission without preemption). A queue has a
 nominal quota and may go above it by borrowing its department's unused quota, up to
@@ -30,6 +31,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from governance import scopes
 from governance.contract import Reason
 from governance.model import Department, Org, Queue
 from governance.resources import (
@@ -39,7 +41,12 @@ from governance.resources import (
     Limits,
     ResourceName,
     Resources,
+    fits,
 )
+from governance.scopes import Scope
+
+Usage = Mapping[Scope, Resources]
+"""Usage by scope; a scope that is missing has nothing in use."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,37 +59,10 @@ class Demand:
     pool: str
     amount: Resources
 
-
-def department_scope(department: str) -> str:
-    return f"department/{department}"
-
-
-def queue_scope(department: str, queue: str) -> str:
-    return f"queue/{department}/{queue}"
-
-
-def pool_scope(pool: str) -> str:
-    return f"pool/{pool}"
-
-
-def scope_keys(demand: Demand) -> list[str]:
-    """The usage rows that an allocation of ``demand`` counts against, sorted.
-
-    Sorted so that every transaction locks rows in one order (no deadlocks); the
-    department row sorts first and serialises every change inside the department.
-    """
-    d, q, s, p = demand.department, demand.queue, demand.sku, demand.pool
-    return sorted(
-        [
-            department_scope(d),
-            f"department/{d}/sku/{s}",
-            f"department/{d}/pool/{p}",
-            queue_scope(d, q),
-            f"queue/{d}/{q}/sku/{s}",
-            f"queue/{d}/{q}/pool/{p}",
-            pool_scope(p),
-        ]
-    )
+    @property
+    def path(self) -> scopes.Path:
+        """The scopes an allocation of this demand counts against."""
+        return scopes.path(self.department, self.queue, self.sku, self.pool)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,8 +70,8 @@ class Violation:
     """Which limit a request would break, with the figures a person needs."""
 
     reason: Reason
-    scope: str
-    """Human name of the limit's owner, e.g. ``queue ml/train`` or ``pool a100``."""
+    owner: str
+    """Who the limit is of, in words: ``queue ml/train``, ``pool a100``."""
     limit_name: str
     """e.g. ``nominal quota``, ``borrowing limit``, ``quota for SKU a100-1g``."""
     resource: ResourceName
@@ -104,7 +84,7 @@ class Violation:
         unit = RESOURCE_UNITS[self.resource]
         over = self.in_use + self.requested - self.limit
         return (
-            f"{self.scope} {self.limit_name} for {self.resource} is {self.limit} {unit}: "
+            f"{self.owner} {self.limit_name} for {self.resource} is {self.limit} {unit}: "
             f"{self.in_use} in use + {self.requested} requested would exceed it by "
             f"{over}. {self.advice}"
         )
@@ -127,14 +107,14 @@ ADVICE_WAIT = (
 
 def _check(
     reason: Reason,
-    scope: str,
+    owner: str,
     limit_name: str,
     limits: Limits,
     used: Resources,
     amount: Resources,
     advice: str = ADVICE_WAIT,
 ) -> Violation | None:
-    if _fits(limits, used, amount):  # every admission: no loop, no message
+    if fits(limits, used, amount):  # every admission: no message
         return None
     for name in RESOURCE_NAMES:
         limit = limits.get(name)
@@ -143,7 +123,7 @@ def _check(
         if not limit.admits(used.get(name) + amount.get(name)):
             return Violation(
                 reason=reason,
-                scope=scope,
+                owner=owner,
                 limit_name=limit_name,
                 resource=name,
                 in_use=used.get(name),
@@ -154,55 +134,43 @@ def _check(
     return None
 
 
-def _fits(limits: Limits, used: Resources, amount: Resources) -> bool:
-    """Whether ``used + amount`` stays within ``limits`` in every resource that
-    ``amount`` asks for. Written out per resource: it is the test every admission
-    passes through, where :func:`_check` would loop and look up each resource."""
-    limit = limits.slices.value
-    if limit is not None and amount.slices and used.slices + amount.slices > limit:
-        return False
-    limit = limits.memory_mib.value
-    if limit is not None and amount.memory_mib and used.memory_mib + amount.memory_mib > limit:
-        return False
-    limit = limits.compute_pct.value
-    return not (
-        limit is not None and amount.compute_pct and used.compute_pct + amount.compute_pct > limit
-    )
-
-
-def _reserved_by_others(
-    org: Org, queue: Queue, usage: Mapping[str, Resources], name: ResourceName
-) -> int | None:
+def _reserved_by_others(org: Org, queue: Queue, usage: Usage, name: ResourceName) -> int | None:
     """Sum over the department's other queues of max(used, nominal); None if unbounded."""
     total = 0
     for other in org.queues_of(queue.department):
         if other.name == queue.name:
             continue
-        used = usage.get(queue_scope(other.department, other.name), ZERO).get(name)
+        used = usage.get(scopes.queue(other.department, other.name), ZERO).get(name)
         nominal = other.nominal.total.get(name)
         total += used if nominal.value is None else max(used, nominal.value)
     return total
 
 
-def borrows(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> bool:
+def borrows(org: Org, demand: Demand, usage: Usage) -> bool:
     """Whether ``demand`` takes its queue past its nominal quota, given the queue's
     usage: only then does :func:`evaluate` read the department's other queues (to
     know what they hold back), so only then must ``usage`` hold their rows."""
     queue = org.queues[(demand.department, demand.queue)]
-    queue_used = usage.get(queue_scope(demand.department, demand.queue), ZERO)
-    return not _fits(queue.nominal.total, queue_used, demand.amount)
+    queue_used = usage.get(demand.path.queue, ZERO)
+    return not fits(queue.nominal.total, queue_used, demand.amount)
 
 
-def evaluate(org: Org, demand: Demand, usage: Mapping[str, Resources]) -> QuotaDecision:
+def siblings(org: Org, demand: Demand) -> list[Scope]:
+    """The scopes of the department's queues: what :func:`evaluate` reads besides the
+    demand's path when the demand :func:`borrows`."""
+    return [scopes.queue(demand.department, q.name) for q in org.queues_of(demand.department)]
+
+
+def evaluate(org: Org, demand: Demand, usage: Usage) -> QuotaDecision:
     """Decide whether ``demand`` fits, given the usage of every scope it touches.
 
-    ``usage`` must hold the rows of :func:`scope_keys` and, when the demand
-    :func:`borrows`, the rows of all the department's queues; a missing row means
-    nothing in use.
+    ``usage`` must hold the rows of the demand's path and, when the demand
+    :func:`borrows`, those of the department's queues (:func:`siblings`); a missing row
+    means nothing in use.
 
     The limits are checked in a fixed order and the first one broken is the answer;
     a violation and its message are written out only for a limit that is broken
-    (:func:`_fits` first).
+    (:func:`~governance.resources.fits` first).
     """
     borrowed: dict[str, int] = {}
     for violation in _limits_broken(org, demand, usage, borrowed):
@@ -224,49 +192,50 @@ _ADMITTED: Final = QuotaDecision(allowed=True, reason=Reason.ADMITTED)
 def _limits_broken(
     org: Org,
     demand: Demand,
-    usage: Mapping[str, Resources],
+    usage: Usage,
     borrowed: dict[str, int],
 ) -> Iterator[Violation | None]:
     """Each limit on the demand's path, in the order :func:`evaluate` checks them: the
     violation when the demand breaks it, else None (``borrowed`` is filled in when the
     queue goes past its nominal quota within its limits)."""
     d, q, s, p = demand.department, demand.queue, demand.sku, demand.pool
+    path = demand.path
     dept = org.departments[d]
     queue = org.queues[(d, q)]
     amount = demand.amount
     get = usage.get
-    queue_used = get(queue_scope(d, q), ZERO)
+    queue_used = get(path.queue, ZERO)
     # Queue: hard caps per SKU and per pool.
     limits = queue.nominal.per_sku.get(s)
     if limits is not None:
-        used = get(f"queue/{d}/{q}/sku/{s}", ZERO)
+        used = get(path.queue_sku, ZERO)
         yield _check(
             Reason.SKU_QUOTA_EXCEEDED, f"queue {d}/{q}", f"quota for SKU {s}", limits, used, amount
         )
     limits = queue.nominal.per_pool.get(p)
     if limits is not None:
-        used = get(f"queue/{d}/{q}/pool/{p}", ZERO)
+        used = get(path.queue_pool, ZERO)
         yield _check(
             Reason.POOL_QUOTA_EXCEEDED, f"queue {d}/{q}", f"quota on pool {p}", limits, used, amount
         )
     # Queue total: the nominal quota, then borrowing up to the borrowing limit from
     # what the department's other queues leave unused.
-    if not _fits(queue.nominal.total, queue_used, amount):
+    if not fits(queue.nominal.total, queue_used, amount):
         yield _borrow(org, dept, queue, usage, queue_used, amount, borrowed)
     # Department: caps per SKU and per pool, then its total quota; then the pool.
     limits = dept.quota.per_sku.get(s)
     if limits is not None:
-        used = get(f"department/{d}/sku/{s}", ZERO)
+        used = get(path.department_sku, ZERO)
         yield _check(
             Reason.SKU_QUOTA_EXCEEDED, f"department {d}", f"quota for SKU {s}", limits, used, amount
         )
     limits = dept.quota.per_pool.get(p)
     if limits is not None:
-        used = get(f"department/{d}/pool/{p}", ZERO)
+        used = get(path.department_pool, ZERO)
         yield _check(
             Reason.POOL_QUOTA_EXCEEDED, f"department {d}", f"cap on pool {p}", limits, used, amount
         )
-    used = get(department_scope(d), ZERO)
+    used = get(path.department, ZERO)
     yield _check(
         Reason.DEPARTMENT_QUOTA_EXCEEDED, f"department {d}", "quota", dept.quota.total, used, amount
     )
@@ -275,7 +244,7 @@ def _limits_broken(
         f"pool {p}",
         "sellable capacity (physical x over-subscription)",
         org.pools[p].capacity_limits,
-        get(pool_scope(p), ZERO),
+        get(path.pool, ZERO),
         amount,
         advice="The pool is full for every department: try another pool's queue, "
         "or ask the platform admins to add GPUs.",
@@ -286,7 +255,7 @@ def _borrow(
     org: Org,
     dept: Department,
     queue: Queue,
-    usage: Mapping[str, Resources],
+    usage: Usage,
     queue_used: Resources,
     amount: Resources,
     borrowed: dict[str, int],
@@ -317,7 +286,7 @@ def _borrow(
                 reason=Reason.QUEUE_QUOTA_EXCEEDED
                 if queue.borrowing_limit.get(name).value == 0
                 else Reason.BORROWING_LIMIT_EXCEEDED,
-                scope=f"queue {d}/{q}",
+                owner=f"queue {d}/{q}",
                 limit_name=limit_name,
                 resource=name,
                 in_use=queue_used.get(name),
@@ -333,7 +302,7 @@ def _borrow(
             if new > available:
                 return Violation(
                     reason=Reason.DEPARTMENT_QUOTA_EXCEEDED,
-                    scope=f"department {d}",
+                    owner=f"department {d}",
                     limit_name=(
                         f"quota left for queue {q} to borrow (department limit "
                         f"{dept_limit.value} - {others} reserved or used by its other "
@@ -388,13 +357,12 @@ def borrowing_ceiling(queue: Queue) -> Limits:
 __all__ = [
     "Demand",
     "QuotaDecision",
+    "Usage",
     "Violation",
     "borrowing_ceiling",
-    "department_scope",
+    "borrows",
     "effective_demand",
     "evaluate",
-    "pool_scope",
-    "queue_scope",
-    "scope_keys",
+    "siblings",
     "usage_limits",
 ]

@@ -19,7 +19,7 @@ from dashboard.components import graph_card
 from dashboard.shared import Console, Kpi, Problem
 from dashboard.sources import SourceError
 from governance.errors import StoreError
-from governance.resources import RESOURCE_NAMES, ResourceName, format_amount
+from governance.resources import YAML_KEYS, format_amount
 from governance.storage import ledger
 
 PREFIX = "dept"
@@ -96,8 +96,8 @@ def result(console: Console, scope: Scope, department: str | None, range_key: ob
             report = ledger.quota_report(console.store, org, departments=[department])
             out.quota_rows = [_quota_row(line) for line in report]
             out.borrowing = [
-                f"{line.queue}: +{format_amount(_resource(line.resource), line.borrowed)} "
-                f"{_resource_word(line.resource)} borrowed"
+                f"{line.queue}: +{format_amount(line.resource, line.borrowed)} "
+                f"{YAML_KEYS[line.resource]} borrowed"
                 for line in report
                 if line.queue and line.borrowed > 0
             ]
@@ -167,21 +167,8 @@ def default_department(console: Console, scope: Scope) -> str | None:
     return next((d for d in scope.departments if d in busy), scope.departments[0])
 
 
-def _resource_word(resource: str) -> str:
-    return {"slices": "slices", "memory_mib": "memory", "compute_pct": "compute"}.get(
-        resource, resource
-    )
-
-
-def _resource(name: str) -> ResourceName:
-    for known in RESOURCE_NAMES:
-        if known == name:
-            return known
-    raise ValueError(f"unknown quota resource {name!r}")
-
-
 def _quota_row(line: ledger.QuotaLine) -> dict[str, Any]:
-    res = _resource(line.resource)
+    res = line.resource
     return {
         "queue": line.queue,
         "resource": res,

@@ -9,11 +9,11 @@ department) is the builder's to check (:mod:`governance.config.builder`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 
-from governance import quantity
+from governance import quantity, resources
 from governance.errors import ConfigError, FieldError
 from governance.resources import Limits
 
@@ -37,21 +37,33 @@ def _non_negative(what: str) -> Callable[[object], object]:
 
 
 MemoryQ = Annotated[int | None, BeforeValidator(quantity.parse_memory_mib)]
-ComputeQ = Annotated[int | None, BeforeValidator(quantity.parse_compute_pct)]
-CountQ = Annotated[int | None, BeforeValidator(quantity.parse_count)]
 
 
 class _Doc(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class LimitsDoc(_Doc):
-    slices: CountQ = None
-    memory: MemoryQ = None
-    compute: ComputeQ = None
-
+class _LimitsBase(_Doc):
     def limits(self) -> Limits:
-        return Limits.of(slices=self.slices, memory_mib=self.memory, compute_pct=self.compute)
+        return Limits.of(**{r.name: getattr(self, r.yaml_key) for r in resources.RESOURCES})
+
+
+if TYPE_CHECKING:
+
+    class LimitsDoc(_LimitsBase):
+        """A limit per quota resource, keyed as the YAML spells it (one field per
+        entry of :data:`governance.resources.RESOURCES`)."""
+
+else:
+    LimitsDoc = create_model(
+        "LimitsDoc",
+        __base__=_LimitsBase,
+        __doc__="A limit per quota resource, keyed as the YAML spells it.",
+        **{
+            r.yaml_key: (Annotated[int | None, BeforeValidator(r.parse)], None)
+            for r in resources.RESOURCES
+        },
+    )
 
 
 class QuotaDoc(LimitsDoc):

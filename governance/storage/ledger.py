@@ -42,12 +42,13 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from governance import quotas
+from governance import quotas, scopes
 from governance.contract import Reason, SliceGrant
 from governance.errors import StoreBusy, StoreConflict, StoreError, StoreUnavailable
 from governance.model import Org
 from governance.quotas import Demand, QuotaDecision
 from governance.resources import RESOURCE_NAMES, ZERO, ResourceName, Resources
+from governance.scopes import Scope
 from governance.storage import schema
 from governance.storage.store import Store, utcnow
 
@@ -140,14 +141,8 @@ def _row_to_allocation(row: Mapping[Any, Any]) -> Allocation:
         queue=row["queue"],
         sku=row["sku"],
         pool=row["pool"],
-        amount=Resources(
-            slices=row["slices"], memory_mib=row["memory_mib"], compute_pct=row["compute_pct"]
-        ),
-        borrowed=Resources(
-            slices=row["borrowed_slices"],
-            memory_mib=row["borrowed_memory_mib"],
-            compute_pct=row["borrowed_compute_pct"],
-        ),
+        amount=Resources(row[name] for name in RESOURCE_NAMES),
+        borrowed=Resources(row[name] for name in _BORROWED_COLUMNS),
         subject=row["subject"],
         grants={name: SliceGrant(**g) for name, g in grants_raw.items()},
         created_at=row["created_at"],
@@ -195,16 +190,19 @@ def list_allocations(
         return [_row_to_allocation(r) for r in conn.execute(query).mappings()]
 
 
-def usage(store: Store) -> dict[str, Resources]:
-    """Usage of every scope (keys as in :func:`governance.quotas.scope_keys`)."""
+def usage(store: Store) -> dict[Scope, Resources]:
+    """Usage of every scope that has a row."""
     with store.read() as conn:
         return read_usage(conn)
 
 
-def read_usage(conn: Connection) -> dict[str, Resources]:
+def read_usage(conn: Connection) -> dict[Scope, Resources]:
     """Usage of every scope, read in the caller's transaction (``revisions.apply`` checks
     quotas against it inside the transaction that records the new revision)."""
-    return _rows_to_usage(conn.execute(sa.select(*_USAGE_COLUMNS)))
+    return {
+        scopes.parse(key): Resources(values)
+        for key, *values in conn.execute(sa.select(*_USAGE_COLUMNS))
+    }
 
 
 def admission_counts(
@@ -364,14 +362,16 @@ def recent_denials(
 
 _U = schema.usage
 _A = schema.allocations
-_USAGE_COLUMNS = (_U.c.scope, _U.c.slices, _U.c.memory_mib, _U.c.compute_pct)
+_USAGE_COLUMNS = (_U.c.scope, *(_U.c[name] for name in RESOURCE_NAMES))
+_BORROWED_COLUMNS = tuple(f"{schema.BORROWED_PREFIX}{name}" for name in RESOURCE_NAMES)
 _ADD_USAGE = (
     _U.update()
     .where(_U.c.scope.in_(sa.bindparam("keys", expanding=True)))
     .values(
-        slices=_U.c.slices + sa.bindparam("d_slices", type_=sa.BigInteger),
-        memory_mib=_U.c.memory_mib + sa.bindparam("d_memory_mib", type_=sa.BigInteger),
-        compute_pct=_U.c.compute_pct + sa.bindparam("d_compute_pct", type_=sa.BigInteger),
+        {
+            name: _U.c[name] + sa.bindparam(f"d_{name}", type_=sa.BigInteger)
+            for name in RESOURCE_NAMES
+        }
     )
 )
 _SELECT_BY_REQUESTS = sa.select(_A).where(
@@ -430,30 +430,31 @@ def _driver_sql(conn: Connection) -> _DriverSql:
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
     q = dialect.identifier_preparer.quote
     usage, alloc = q(_U.name), q(_A.name)
-    scope, slices, memory, compute = (q(c.name) for c in _USAGE_COLUMNS)
+    scope, *amounts = (q(c.name) for c in _USAGE_COLUMNS)
     lock = "" if dialect.name == "sqlite" else " FOR UPDATE"
     columns = tuple(c.name for c in _A.columns)
     found = _DriverSql(
         placeholder=mark,
         lock_usage=(
-            f"SELECT {scope}, {slices}, {memory}, {compute} FROM {usage} "
+            f"SELECT {scope}, {', '.join(amounts)} FROM {usage} "
             f"WHERE {scope} IN ({{marks}}) ORDER BY {scope}{lock}"
         ),
         # One statement for the group, not one per row (PostgreSQL's round trips and
-        # both drivers' per-statement work); VALUES columns are column1..4 in both.
+        # both drivers' per-statement work); VALUES columns are column1, column2... in
+        # both: the scope, then one per resource.
         add_usage=(
-            f"UPDATE {usage} SET {slices} = {usage}.{slices} + d.column2, "
-            f"{memory} = {usage}.{memory} + d.column3, "
-            f"{compute} = {usage}.{compute} + d.column4 "
-            f"FROM (VALUES {{rows}}) AS d WHERE {usage}.{scope} = d.column1"
+            f"UPDATE {usage} SET "
+            + ", ".join(f"{a} = {usage}.{a} + d.column{i + 2}" for i, a in enumerate(amounts))
+            + f" FROM (VALUES {{rows}}) AS d WHERE {usage}.{scope} = d.column1"
         ),
         add_usage_row=(
-            f"(CAST({mark} AS VARCHAR(512)), CAST({mark} AS BIGINT), "
-            f"CAST({mark} AS BIGINT), CAST({mark} AS BIGINT))"
+            f"(CAST({mark} AS VARCHAR(512)), "
+            + ", ".join(f"CAST({mark} AS BIGINT)" for _ in amounts)
+            + ")"
         ),
         create_usage=(
-            f"INSERT INTO {usage} ({scope}, {slices}, {memory}, {compute}) "
-            f"VALUES ({mark}, 0, 0, 0) ON CONFLICT ({scope}) DO NOTHING"
+            f"INSERT INTO {usage} ({scope}, {', '.join(amounts)}) "
+            f"VALUES ({mark}, {', '.join('0' for _ in amounts)}) ON CONFLICT ({scope}) DO NOTHING"
         ),
         insert_allocation=(
             f"INSERT INTO {alloc} ({', '.join(q(c) for c in columns)}) VALUES {{rows}}"
@@ -486,12 +487,8 @@ def _allocation_row(alloc: Allocation) -> dict[str, Any]:
         "queue": alloc.queue,
         "sku": alloc.sku,
         "pool": alloc.pool,
-        "slices": amount.slices,
-        "memory_mib": amount.memory_mib,
-        "compute_pct": amount.compute_pct,
-        "borrowed_slices": borrowed.slices,
-        "borrowed_memory_mib": borrowed.memory_mib,
-        "borrowed_compute_pct": borrowed.compute_pct,
+        **dict(zip(RESOURCE_NAMES, amount.values, strict=True)),
+        **dict(zip(_BORROWED_COLUMNS, borrowed.values, strict=True)),
         "subject": alloc.subject,
         "grants": {name: g.as_dict() for name, g in alloc.grants.items()},
         "created_at": alloc.created_at,
@@ -502,14 +499,9 @@ def _allocation_row(alloc: Allocation) -> dict[str, Any]:
     }
 
 
-def _rows_to_usage(rows: Iterable[Any]) -> dict[str, Resources]:
-    """Rows of (scope, slices, memory_mib, compute_pct), by scope."""
-    return {scope: Resources(slices=s, memory_mib=m, compute_pct=c) for scope, s, m, c in rows}
-
-
 def _lock_usage(
-    store: Store, conn: Connection, keys: Sequence[str], *, create: bool = True
-) -> dict[str, Resources]:
+    store: Store, conn: Connection, keys: Iterable[Scope], *, create: bool = True
+) -> dict[Scope, Resources]:
     """Lock the usage rows of ``keys``, in sorted order, and return them (``create``
     False: a missing row is left out, which reads as zero, for a dry run that writes
     nothing).
@@ -529,7 +521,7 @@ def _lock_usage(
         if not store.is_sqlite:
             raise _MissingUsage(missing)
         sql = _driver_sql(conn)
-        conn.exec_driver_sql(sql.create_usage, [(k,) for k in missing])
+        conn.exec_driver_sql(sql.create_usage, [(k.key,) for k in missing])
         found.update(_read_usage_rows(conn, missing))
     return found
 
@@ -537,8 +529,8 @@ def _lock_usage(
 class _MissingUsage(Exception):
     """Usage rows to create before the transaction that needs them can lock them."""
 
-    def __init__(self, keys: Sequence[str]) -> None:
-        super().__init__(f"usage rows missing: {', '.join(keys)}")
+    def __init__(self, keys: Sequence[Scope]) -> None:
+        super().__init__(f"usage rows missing: {', '.join(k.key for k in keys)}")
         self.keys = tuple(keys)
 
 
@@ -568,7 +560,7 @@ def _write(store: Store, work: Callable[[Connection], _T], *, wait: bool = True)
                 raise StoreError(f"could not create the ledger's {missing}") from None
             with store.write(wait=wait) as conn:
                 sql = _driver_sql(conn)
-                conn.exec_driver_sql(sql.create_usage, [(k,) for k in sorted(missing.keys)])
+                conn.exec_driver_sql(sql.create_usage, [(k.key,) for k in sorted(missing.keys)])
         except StoreConflict:
             conflicts += 1
             if conflicts >= CONFLICT_ATTEMPTS:
@@ -576,20 +568,21 @@ def _write(store: Store, work: Callable[[Connection], _T], *, wait: bool = True)
             time.sleep(random.uniform(0, CONFLICT_BACKOFF_S * 2**conflicts))
 
 
-def _read_usage_rows(conn: Connection, ordered: Sequence[str]) -> dict[str, Resources]:
+def _read_usage_rows(conn: Connection, ordered: Sequence[Scope]) -> dict[Scope, Resources]:
+    """The rows of ``ordered`` that exist, locked (read by exact key)."""
     sql = _driver_sql(conn)
     statement = sql.lock_usage.format(marks=", ".join(sql.placeholder for _ in ordered))
-    return _rows_to_usage(conn.exec_driver_sql(statement, tuple(ordered)).all())
+    by_key = {scope.key: scope for scope in ordered}
+    rows = conn.exec_driver_sql(statement, tuple(by_key)).all()
+    return {by_key[key]: Resources(values) for key, *values in rows}
 
 
-def _add_usage(conn: Connection, keys: Sequence[str], delta: Resources) -> None:
+def _add_usage(conn: Connection, keys: Iterable[Scope], delta: Resources) -> None:
     conn.execute(
         _ADD_USAGE,
         {
-            "keys": sorted(set(keys)),
-            "d_slices": delta.slices,
-            "d_memory_mib": delta.memory_mib,
-            "d_compute_pct": delta.compute_pct,
+            "keys": sorted({k.key for k in keys}),
+            **{f"d_{name}": value for name, value in delta.items()},
         },
     )
 
@@ -693,12 +686,10 @@ def _reserve_in(
     # they are read (and locked) when one does. Locking them then cannot deadlock:
     # every change inside a department holds the department row, which sorts first
     # and is already held.
-    paths = [quotas.scope_keys(request.demand) for request in requests]
-    view = _lock_usage(
-        store, conn, sorted({key for keys in paths for key in keys}), create=not dry_run
-    )
+    paths = [request.demand.path.locked for request in requests]
+    view = _lock_usage(store, conn, {key for keys in paths for key in keys}, create=not dry_run)
     siblings_read: set[str] = set()
-    added: dict[str, list[int]] = {}  # [slices, memory_mib, compute_pct] per scope
+    added: dict[Scope, list[int]] = {}  # per scope, an amount per resource
     allocations: list[dict[str, Any]] = []
     denials: list[dict[str, Any]] = []
     out: list[Reservation] = []
@@ -718,14 +709,7 @@ def _reserve_in(
         demand = request.demand
         if demand.department not in siblings_read and quotas.borrows(org, demand, view):
             siblings_read.add(demand.department)
-            others = [
-                key
-                for key in (
-                    quotas.queue_scope(demand.department, q.name)
-                    for q in org.queues_of(demand.department)
-                )
-                if key not in view
-            ]
+            others = [key for key in quotas.siblings(org, demand) if key not in view]
             if others:
                 view.update(_lock_usage(store, conn, others, create=not dry_run))
         decision = quotas.evaluate(org, demand, view)
@@ -752,15 +736,15 @@ def _reserve_in(
             out.append(Reservation(decision=decision, allocation=None))
             continue
         amount = demand.amount
+        values = amount.values
         for key in keys:
             view[key] = view.get(key, ZERO) + amount
             delta = added.get(key)
             if delta is None:
-                added[key] = [amount.slices, amount.memory_mib, amount.compute_pct]
+                added[key] = list(values)
             else:
-                delta[0] += amount.slices
-                delta[1] += amount.memory_mib
-                delta[2] += amount.compute_pct
+                for i, value in enumerate(values):
+                    delta[i] += value
         subject = _cut(request.subject, _ALLOCATION_LENGTHS["subject"])
         pod_name = _cut(request.pod_name, _ALLOCATION_LENGTHS["pod_name"])
         alloc = Allocation(
@@ -784,8 +768,7 @@ def _reserve_in(
             ended_at=None,
             fingerprint=request.fingerprint,
         )
-        values = _allocation_row(alloc)
-        allocations.append(values)
+        allocations.append(_allocation_row(alloc))
         seen[request.request_uid] = alloc
         out.append(Reservation(decision=decision, allocation=alloc))
     sql = _driver_sql(conn)
@@ -803,13 +786,13 @@ def _reserve_in(
     return out
 
 
-def _add_deltas(conn: Connection, deltas: Mapping[str, Sequence[int]]) -> None:
-    """Add [slices, memory_mib, compute_pct] to each scope's row, in one statement."""
+def _add_deltas(conn: Connection, deltas: Mapping[Scope, Sequence[int]]) -> None:
+    """Add an amount per resource to each scope's row, in one statement."""
     sql = _driver_sql(conn)
     ordered = sorted(deltas.items())
     params: list[Any] = []
     for key, delta in ordered:
-        params.append(key)
+        params.append(key.key)
         params += delta
     conn.exec_driver_sql(
         sql.add_usage.format(rows=", ".join(sql.add_usage_row for _ in ordered)),
@@ -856,7 +839,7 @@ def bind(
         if alloc.state in (State.BOUND, State.RELEASED):
             return alloc
         if alloc.state is State.EXPIRED:
-            keys = quotas.scope_keys(_demand_of(alloc))
+            keys = _demand_of(alloc).path.locked
             _lock_usage(store, conn, keys)
             _add_usage(conn, keys, alloc.amount)
         values = {
@@ -889,9 +872,9 @@ def release(
         alloc = _locked_allocation(store, conn, allocation_id)
         if not alloc.state.live:
             return alloc
-        keys = quotas.scope_keys(_demand_of(alloc))
+        keys = _demand_of(alloc).path.locked
         _lock_usage(store, conn, keys)
-        _add_usage(conn, keys, ZERO - alloc.amount)
+        _add_usage(conn, keys, -alloc.amount)
         values = {"state": state.value, "ended_at": at}
         conn.execute(t.update().where(t.c.id == allocation_id).values(**values))
         return _replace(alloc, values)
@@ -928,7 +911,7 @@ def record_duplicate(
         found = conn.execute(sa.select(t).where(t.c.request_uid == uid)).mappings().first()
         if found is not None:
             return _row_to_allocation(found), False
-        keys = quotas.scope_keys(_demand_of(claimed))
+        keys = _demand_of(claimed).path.locked
         _lock_usage(store, conn, keys)
         _add_usage(conn, keys, claimed.amount)
         alloc = dataclasses.replace(
@@ -980,14 +963,13 @@ def expire(
 
     def work(conn: Connection) -> list[Allocation]:
         expired = [_row_to_allocation(row) for row in conn.execute(statement).mappings()]
-        given_back: dict[str, list[int]] = {}
+        given_back: dict[Scope, list[int]] = {}
         for alloc in expired:
-            amount = alloc.amount
-            for key in quotas.scope_keys(_demand_of(alloc)):
-                delta = given_back.setdefault(key, [0, 0, 0])
-                delta[0] -= amount.slices
-                delta[1] -= amount.memory_mib
-                delta[2] -= amount.compute_pct
+            values = alloc.amount.values
+            for key in _demand_of(alloc).path.locked:
+                delta = given_back.setdefault(key, [0] * len(values))
+                for i, value in enumerate(values):
+                    delta[i] -= value
         if given_back:
             _lock_usage(store, conn, sorted(given_back))
             _add_deltas(conn, given_back)
@@ -1032,7 +1014,7 @@ def quota_report(
     for dept in sorted(org.departments.values(), key=lambda d: d.name):
         if wanted is not None and dept.name not in wanted:
             continue
-        dused = current.get(quotas.department_scope(dept.name), ZERO)
+        dused = current.get(scopes.department(dept.name), ZERO)
         for name in RESOURCE_NAMES:
             lines.append(
                 QuotaLine(
@@ -1046,7 +1028,7 @@ def quota_report(
                 )
             )
         for queue in sorted(org.queues_of(dept.name), key=lambda q: q.name):
-            qused = current.get(quotas.queue_scope(dept.name, queue.name), ZERO)
+            qused = current.get(scopes.queue(dept.name, queue.name), ZERO)
             ceiling = quotas.borrowing_ceiling(queue)
             for name in RESOURCE_NAMES:
                 nominal = queue.nominal.total.get(name).value
@@ -1077,15 +1059,15 @@ def rebuild_usage(store: Store) -> int:
             .mappings()
             .all()
         )
-        totals: dict[str, Resources] = {}
+        totals: dict[Scope, Resources] = {}
         for row in rows:
             alloc = _row_to_allocation(row)
-            for key in quotas.scope_keys(_demand_of(alloc)):
+            for key in _demand_of(alloc).path.locked:
                 totals[key] = totals.get(key, ZERO) + alloc.amount
         conn.execute(u.delete())
         if totals:
             conn.execute(
                 u.insert(),
-                [{"scope": k, **v.as_dict()} for k, v in sorted(totals.items())],
+                [{"scope": k.key, **v.as_dict()} for k, v in sorted(totals.items())],
             )
     return len(rows)

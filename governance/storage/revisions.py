@@ -18,12 +18,13 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 
-from governance import config, quantity, rbac, resources
+from governance import config, quantity, quotas, rbac, resources, scopes
 from governance.contract import SKU_CUSTOM
-from governance.errors import ConfigError, Forbidden
+from governance.errors import ConfigError, FieldError, Forbidden
 from governance.model import Org
-from governance.quotas import borrowing_ceiling, department_scope, pool_scope, queue_scope
+from governance.quotas import Usage
 from governance.resources import RESOURCE_NAMES, ZERO, Limits, Resources
+from governance.scopes import Kind, Scope
 from governance.storage import ledger, policies, schema
 from governance.storage.store import Store, checksum_of
 
@@ -53,68 +54,67 @@ def _shown(amount: Resources) -> str:
     )
 
 
-def check_usage(
-    org: Org, document: Mapping[str, Any], usage: Mapping[str, Resources], *, source: str
-) -> None:
-    """Refuse a configuration whose limits are below what the ledger has in use."""
+def check_usage(org: Org, document: Mapping[str, Any], usage: Usage, *, source: str) -> None:
+    """Refuse a configuration whose limits are below what the ledger has in use, or that
+    removes what still has slices in use: a ConfigError with every such limit."""
+    errors: list[FieldError] = []
 
     def below(limits: Limits, used: Resources, what: str, path: str, keyed: bool = True) -> None:
         for r in RESOURCE_NAMES:
             limit = limits.get(r)
             if limit.value is not None and used.get(r) > limit.value:
                 in_use = resources.format_amount(r, used.get(r))
-                raise ConfigError(
+                reason = (
                     f"quota below what is in use: {what} for {resources.YAML_KEYS[r]} would be "
                     f"{resources.format_amount(r, limit.value)} but {in_use} is in use. Set it to "
-                    f"at least {in_use}, or apply it once enough GPU pods there have finished.",
-                    source=source,
-                    path=f"{path}.{resources.YAML_KEYS[r]}" if keyed else path,
+                    f"at least {in_use}, or apply it once enough GPU pods there have finished."
                 )
+                where = f"{path}.{resources.YAML_KEYS[r]}" if keyed else path
+                errors.append(FieldError(path=where, reason=reason))
 
-    def used(scope: str) -> Resources:
+    def used(scope: Scope) -> Resources:
         return usage.get(scope, ZERO)
 
     for d, dept in org.departments.items():
         i = _index(document, "departments", d)
         at = f"departments[{i}]"
-        below(dept.quota.total, used(department_scope(d)), f"department {d} quota", f"{at}.quota")
+        below(dept.quota.total, used(scopes.department(d)), f"department {d} quota", f"{at}.quota")
         for s, limits in dept.quota.per_sku.items():
             below(
                 limits,
-                used(f"department/{d}/sku/{s}"),
+                used(scopes.department_sku(d, s)),
                 f"department {d} quota for SKU {s}",
                 f"{at}.quota.per_sku.{s}",
             )
         for p, limits in dept.quota.per_pool.items():
             below(
                 limits,
-                used(f"department/{d}/pool/{p}"),
+                used(scopes.department_pool(d, p)),
                 f"department {d} cap on pool {p}",
                 f"{at}.quota.per_pool.{p}",
             )
         qdocs = (document.get("departments") or [])[i].get("queues") or [] if i is not None else []
-        for (dd, q), queue in org.queues.items():
-            if dd != d:
-                continue
+        for queue in org.queues_of(d):
+            q = queue.name
             j = next((k for k, x in enumerate(qdocs) if x.get("name") == q), None)
             qat = f"{at}.queues[{j}]"
             below(
-                borrowing_ceiling(queue),
-                used(queue_scope(d, q)),
+                quotas.borrowing_ceiling(queue),
+                used(scopes.queue(d, q)),
                 f"queue {d}/{q} nominal quota + borrowing limit",
                 f"{qat}.quota",
             )
             for s, limits in queue.nominal.per_sku.items():
                 below(
                     limits,
-                    used(f"queue/{d}/{q}/sku/{s}"),
+                    used(scopes.queue_sku(d, q, s)),
                     f"queue {d}/{q} quota for SKU {s}",
                     f"{qat}.quota.per_sku.{s}",
                 )
             for p, limits in queue.nominal.per_pool.items():
                 below(
                     limits,
-                    used(f"queue/{d}/{q}/pool/{p}"),
+                    used(scopes.queue_pool(d, q, p)),
                     f"queue {d}/{q} quota on pool {p}",
                     f"{qat}.quota.per_pool.{p}",
                 )
@@ -122,7 +122,7 @@ def check_usage(
         i = _index(document, "pools", p)
         below(
             pool.capacity_limits,
-            used(pool_scope(p)),
+            used(scopes.pool(p)),
             f"pool {p} sellable capacity (gpus x memory_per_gpu x over-subscription)",
             f"pools[{i}]",
             keyed=False,
@@ -133,32 +133,31 @@ def check_usage(
             continue
         gone = _removed(org, scope)
         if gone:
-            raise ConfigError(
-                f"the new configuration removes {gone}, which has {_shown(amount)} in use "
-                f"(usage row {scope}). Keep it until its GPU pods have finished.",
-                source=source,
+            errors.append(
+                FieldError(
+                    path="",
+                    reason=f"the new configuration removes {gone}, which has {_shown(amount)} "
+                    f"in use (usage row {scope.key}). Keep it until its GPU pods have finished.",
+                )
             )
+    if errors:
+        raise ConfigError(source=source, errors=errors)
 
 
-def _removed(org: Org, scope: str) -> str | None:
-    parts = scope.split("/")
-    kind = parts[0]
-    if kind == "pool":
-        return None if parts[1] in org.pools else f"pool {parts[1]}"
-    if kind == "department":
-        if parts[1] not in org.departments:
-            return f"department {parts[1]}"
-        rest = parts[2:]
-    elif kind == "queue":
-        if (parts[1], parts[2]) not in org.queues:
-            return f"queue {parts[1]}/{parts[2]}"
-        rest = parts[3:]
-    else:
-        return None
-    if len(rest) == 2 and rest[0] == "sku" and rest[1] not in org.skus and rest[1] != SKU_CUSTOM:
-        return f"SKU {rest[1]}"
-    if len(rest) == 2 and rest[0] == "pool" and rest[1] not in org.pools:
-        return f"pool {rest[1]}"
+def _removed(org: Org, scope: Scope) -> str | None:
+    """What of ``scope`` the organisation no longer has, in words; None if nothing."""
+    if scope.kind is Kind.POOL:
+        return None if scope.pool in org.pools else f"pool {scope.pool}"
+    if scope.kind in (Kind.QUEUE, Kind.QUEUE_SKU, Kind.QUEUE_POOL):
+        if (scope.department, scope.queue) not in org.queues:
+            return f"queue {scope.department}/{scope.queue}"
+    elif scope.department not in org.departments:
+        return f"department {scope.department}"
+    known_sku = scope.sku in org.skus or scope.sku == SKU_CUSTOM
+    if scope.kind in (Kind.DEPARTMENT_SKU, Kind.QUEUE_SKU) and not known_sku:
+        return f"SKU {scope.sku}"
+    if scope.kind in (Kind.DEPARTMENT_POOL, Kind.QUEUE_POOL) and scope.pool not in org.pools:
+        return f"pool {scope.pool}"
     return None
 
 

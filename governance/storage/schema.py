@@ -20,6 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 
+from governance.resources import RESOURCE_NAMES
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """A timestamp stored as UTC and read back timezone-aware, on every database.
@@ -58,13 +60,23 @@ config_revisions = Table(
     Column("applied_by", String(512), nullable=False, default="", server_default=""),
 )
 
+BORROWED_PREFIX = "borrowed_"
+"""An allocation's borrowed amount of resource R is in column ``borrowed_R``."""
+
+
+def resource_columns(prefix: str = "") -> list[Column[int]]:
+    """One count per quota resource (:data:`governance.resources.RESOURCES`): a new
+    resource is a new column here, added to existing stores by a migration."""
+    return [
+        Column(f"{prefix}{name}", BigInteger, nullable=False, default=0) for name in RESOURCE_NAMES
+    ]
+
+
 usage = Table(
     "usage",
     metadata,
     Column("scope", String(512), primary_key=True),
-    Column("slices", BigInteger, nullable=False, default=0),
-    Column("memory_mib", BigInteger, nullable=False, default=0),
-    Column("compute_pct", BigInteger, nullable=False, default=0),
+    *resource_columns(),
     # clustered on the scope key in SQLite (migration 0002): a reservation's seven
     # scopes share prefixes, so its updates touch few pages
     sqlite_with_rowid=False,
@@ -83,12 +95,8 @@ allocations = Table(
     Column("queue", String(253), nullable=False),
     Column("sku", String(253), nullable=False),
     Column("pool", String(253), nullable=False),
-    Column("slices", BigInteger, nullable=False),
-    Column("memory_mib", BigInteger, nullable=False),
-    Column("compute_pct", BigInteger, nullable=False),
-    Column("borrowed_slices", BigInteger, nullable=False, default=0),
-    Column("borrowed_memory_mib", BigInteger, nullable=False, default=0),
-    Column("borrowed_compute_pct", BigInteger, nullable=False, default=0),
+    *resource_columns(),
+    *resource_columns(BORROWED_PREFIX),
     Column("subject", String(512), nullable=False, default=""),
     Column("grants", JSON, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),

@@ -458,9 +458,7 @@ def test_the_webhook_follows_the_exit_code_table_and_logs_no_alembic_lines(
     assert "bad.yaml" in typo.stderr and "Traceback" not in typo.stderr
 
 
-def test_apply_prints_every_error_of_a_file_one_per_line(
-    store_path: str, tmp_path: Path
-) -> None:
+def test_apply_prints_every_error_of_a_file_one_per_line(store_path: str, tmp_path: Path) -> None:
     path = tmp_path / "org.yaml"
     path.write_text(
         "pools:\n"

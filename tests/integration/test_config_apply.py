@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from governance import config, placement, quotas, rbac
+from governance import config, placement, quotas, rbac, scopes
 from governance.errors import ConfigError
-from governance.quotas import department_scope, pool_scope, queue_scope
+from governance.scopes import Scope
 from governance.storage import ledger, policies, revisions, schema
 from governance.storage.source import OrgSource
 from governance.storage.store import Store
@@ -28,14 +28,14 @@ def store(store_url: str) -> Iterator[Store]:
 
 
 def set_usage(
-    store: Store, scope: str, *, slices: int = 0, memory_mib: int = 0, compute_pct: int = 0
+    store: Store, scope: Scope, *, slices: int = 0, memory_mib: int = 0, compute_pct: int = 0
 ) -> None:
     """What the ledger would have recorded for live allocations in ``scope``."""
     with store.write() as conn:
-        conn.execute(schema.usage.delete().where(schema.usage.c.scope == scope))
+        conn.execute(schema.usage.delete().where(schema.usage.c.scope == scope.key))
         conn.execute(
             schema.usage.insert().values(
-                scope=scope, slices=slices, memory_mib=memory_mib, compute_pct=compute_pct
+                scope=scope.key, slices=slices, memory_mib=memory_mib, compute_pct=compute_pct
             )
         )
 
@@ -128,7 +128,7 @@ def test_an_invalid_document_is_refused_before_anything_is_written(store: Store)
 
 BELOW_USAGE = [
     pytest.param(
-        department_scope("ml"),
+        scopes.department("ml"),
         {"slices": 10},
         "departments[0].quota.slices",
         8,
@@ -137,7 +137,7 @@ BELOW_USAGE = [
         id="department-total",
     ),
     pytest.param(
-        queue_scope("ml", "train"),
+        scopes.queue("ml", "train"),
         {"memory_mib": 200 * GIB},
         "departments[0].queues[0].borrowing_limit.memory",
         "20Gi",
@@ -147,7 +147,7 @@ BELOW_USAGE = [
         id="queue-nominal-plus-borrowing",
     ),
     pytest.param(
-        "department/ml/sku/a100-1g",
+        scopes.parse("department/ml/sku/a100-1g"),
         {"slices": 3},
         "departments[0].quota.per_sku",
         {"a100-1g": {"slices": 2}},
@@ -156,7 +156,7 @@ BELOW_USAGE = [
         id="department-per-sku",
     ),
     pytest.param(
-        "queue/ml/infer/pool/a100",
+        scopes.parse("queue/ml/infer/pool/a100"),
         {"compute_pct": 150},
         "departments[0].queues[1].quota",
         {"per_pool": {"a100": {"compute": "100%"}}},
@@ -165,7 +165,7 @@ BELOW_USAGE = [
         id="queue-per-pool",
     ),
     pytest.param(
-        pool_scope("a100"),
+        scopes.pool("a100"),
         {"memory_mib": 500 * GIB},
         "pools[0].gpus",
         4,
@@ -202,14 +202,14 @@ def test_a_quota_below_what_is_in_use_is_refused(
 
 def test_a_quota_at_exactly_what_is_in_use_is_accepted(store: Store) -> None:
     revisions.apply(store, org_document(), source="org.yaml")
-    set_usage(store, department_scope("ml"), slices=10)
+    set_usage(store, scopes.department("ml"), slices=10)
     doc = with_change(org_document(), "departments[0].quota.slices", 10)
     assert revisions.apply(store, doc, source="org.yaml").revision == 2
 
 
 def test_removing_a_queue_in_use_is_refused(store: Store) -> None:
     revisions.apply(store, org_document(), source="org.yaml")
-    set_usage(store, queue_scope("ml", "infer"), slices=1, memory_mib=10 * GIB, compute_pct=15)
+    set_usage(store, scopes.queue("ml", "infer"), slices=1, memory_mib=10 * GIB, compute_pct=15)
     doc = with_change(
         org_document(), "departments[0].queues", org_document()["departments"][0]["queues"][:1]
     )
@@ -220,7 +220,7 @@ def test_removing_a_queue_in_use_is_refused(store: Store) -> None:
     ):
         revisions.apply(store, doc, source="org.yaml")
     # Once it is idle it may go.
-    set_usage(store, queue_scope("ml", "infer"))
+    set_usage(store, scopes.queue("ml", "infer"))
     assert "- queue ml/infer" in revisions.apply(store, doc, source="org.yaml").diff
 
 

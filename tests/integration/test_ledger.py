@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from governance import quotas
+from governance import quotas, scopes
 from governance.contract import Reason, SliceGrant
 from governance.errors import StoreError, StoreUnavailable
 from governance.model import Org
@@ -118,7 +118,7 @@ def expected_usage(allocations: list[ledger.Allocation]) -> dict[str, Resources]
             demand = quotas.Demand(
                 department=a.department, queue=a.queue, sku=a.sku, pool=a.pool, amount=a.amount
             )
-            for key in quotas.scope_keys(demand):
+            for key in demand.path.locked:
                 totals[key] = totals.get(key, ZERO) + a.amount
     return {k: v for k, v in totals.items() if not v.is_zero()}
 
@@ -176,7 +176,7 @@ def test_reserve_until_the_quota_is_full_then_deny_with_reason(store: Store) -> 
     assert over_borrow.decision.reason is Reason.BORROWING_LIMIT_EXCEEDED
     v = over_borrow.decision.violation
     assert v is not None
-    assert (v.scope, v.resource, v.in_use, v.requested, v.limit) == (
+    assert (v.owner, v.resource, v.in_use, v.requested, v.limit) == (
         "queue ml/train",
         "slices",
         3,
@@ -189,7 +189,7 @@ def test_reserve_until_the_quota_is_full_then_deny_with_reason(store: Store) -> 
     assert over_dept.decision.reason is Reason.DEPARTMENT_QUOTA_EXCEEDED
     assert over_dept.decision.violation is not None
 
-    assert live_usage(store)["department/ml"].slices == 4
+    assert live_usage(store)[scopes.parse("department/ml")].slices == 4
     assert ledger.by_request(store, "serve-1") is None
     denials = ledger.recent_denials(store)
     assert [d.reason for d in denials] == ["DepartmentQuotaExceeded", "BorrowingLimitExceeded"]
@@ -455,7 +455,7 @@ def test_expire_frees_reservations_past_their_ttl_only(store: Store) -> None:
     assert ledger.get(store, bound.id).state is State.BOUND  # type: ignore[union-attr]
     assert ledger.expire(store, now=t) == [], "expiring again does nothing"
     assert live_usage(store) == expected_usage(ledger.list_allocations(store))
-    assert live_usage(store)["department/ml"].slices == 2
+    assert live_usage(store)[scopes.parse("department/ml")].slices == 2
 
 
 def test_expiry_beside_binding_never_leaves_a_bound_pod_expired(store: Store) -> None:
@@ -500,7 +500,7 @@ def test_expiry_beside_binding_never_leaves_a_bound_pod_expired(store: Store) ->
     everything = ledger.list_allocations(store)
     assert {a.state for a in everything} == {State.BOUND}
     assert live_usage(store) == expected_usage(everything)
-    assert live_usage(store)["department/cv"].slices == 30
+    assert live_usage(store)[scopes.parse("department/cv")].slices == 30
 
 
 def test_expiry_spares_entries_made_after_the_pods_were_last_seen(store: Store) -> None:
@@ -530,7 +530,7 @@ def test_a_late_pod_binding_an_expired_entry_is_charged_again(store: Store) -> N
         None,
     )
     assert live_usage(store) == expected_usage([late])
-    assert live_usage(store)["department/ml"].slices == 2
+    assert live_usage(store)[scopes.parse("department/ml")].slices == 2
     ledger.release(store, a.id, now=T0 + timedelta(hours=2))
     assert live_usage(store) == {}
 
@@ -601,7 +601,9 @@ def test_rebuild_usage_repairs_a_corrupted_row(store: Store) -> None:
     assert live_usage(store) != good
     assert ledger.rebuild_usage(store) == 2
     assert live_usage(store) == good
-    assert good["pool/a100"] == Resources(slices=3, memory_mib=(40 + 160) * GIB, compute_pct=250)
+    assert good[scopes.parse("pool/a100")] == Resources(
+        slices=3, memory_mib=(40 + 160) * GIB, compute_pct=250
+    )
 
 
 def test_list_allocations_is_newest_first(store: Store) -> None:

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from governance import quotas
+from governance import quotas, scopes
 from governance.contract import SliceGrant
 from governance.model import Department, Org, Pool, Queue, Quota, Sku
 from governance.resources import Limits
@@ -105,8 +105,8 @@ def test_processes_racing_admit_exactly_the_quota(store_url: str) -> None:
     try:
         live = ledger.list_allocations(store, states=[ledger.State.RESERVED])
         assert len(live) == ceiling
-        assert ledger.usage(store)[quotas.queue_scope("ml", "train")].slices == ceiling
-        assert ledger.usage(store)[quotas.department_scope("ml")].slices == ceiling
+        assert ledger.usage(store)[scopes.queue("ml", "train")].slices == ceiling
+        assert ledger.usage(store)[scopes.department("ml")].slices == ceiling
         denials = ledger.recent_denials(store, limit=1000)
         assert len(denials) == PROCESSES * ATTEMPTS_PER_PROCESS - ceiling
         assert {d.reason for d in denials} == {"BorrowingLimitExceeded"}

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from governance import quotas
+from governance import scopes
 from governance.contract import Reason
 from governance.errors import StoreError, StoreUnavailable
 from governance.model import Org
@@ -85,7 +85,7 @@ def test_group_over_a_small_quota_admits_up_to_the_limit_and_denies_the_rest(
         assert denied.decision.reason is Reason.BORROWING_LIMIT_EXCEEDED
         v = denied.decision.violation
         assert v is not None
-        assert (v.scope, v.in_use, v.requested, v.limit) == ("queue ml/train", 3, 1, 3)
+        assert (v.owner, v.in_use, v.requested, v.limit) == ("queue ml/train", 3, 1, 3)
 
     allocations = ledger.list_allocations(store)
     assert sorted(a.request_uid for a in allocations) == ["train-0", "train-1", "train-2"]
@@ -94,7 +94,7 @@ def test_group_over_a_small_quota_admits_up_to_the_limit_and_denies_the_rest(
         assert ledger.get(store, answer.allocation.id) == answer.allocation
     assert L.live_usage(store) == {
         key: Resources(slices=3, memory_mib=3 * 20 * GIB, compute_pct=75)
-        for key in quotas.scope_keys(group[0].demand)
+        for key in group[0].demand.path.locked
     }
     L.assert_usage_matches_allocations(store)
 
@@ -141,10 +141,10 @@ def test_each_request_in_a_group_sees_what_the_ones_before_it_took(store: Store)
         (True, Reason.ADMITTED),
     ]
     usage = L.live_usage(store)
-    assert usage[quotas.department_scope("ml")].slices == 4
-    assert usage[quotas.queue_scope("ml", "train")].slices == 3
-    assert usage[quotas.queue_scope("ml", "serve")].slices == 1
-    assert usage[quotas.pool_scope("a100")].slices == 8
+    assert usage[scopes.department("ml")].slices == 4
+    assert usage[scopes.queue("ml", "train")].slices == 3
+    assert usage[scopes.queue("ml", "serve")].slices == 1
+    assert usage[scopes.pool("a100")].slices == 8
     L.assert_usage_matches_allocations(store)
     assert sorted(d.reason for d in ledger.recent_denials(store)) == [
         "BorrowingLimitExceeded",
@@ -167,7 +167,7 @@ def test_request_uid_repeated_in_a_group_is_replayed_and_charged_once(store: Sto
     # b comes after a's 2 slices, whatever the replays: it borrows the third
     assert other.allowed and other.decision.borrowed.slices == 1
     assert sorted(a.request_uid for a in ledger.list_allocations(store)) == ["a", "b"]
-    assert L.live_usage(store)[quotas.queue_scope("ml", "train")].slices == 3
+    assert L.live_usage(store)[scopes.queue("ml", "train")].slices == 3
     L.assert_usage_matches_allocations(store)
 
 
@@ -185,7 +185,7 @@ def test_request_uid_already_in_the_ledger_is_replayed_even_when_the_quota_is_fu
     assert old.allocation == earlier.allocation == ledger.by_request(store, "old")
     assert not over.allowed
     assert len(ledger.list_allocations(store)) == 2
-    assert L.live_usage(store)[quotas.queue_scope("ml", "train")].slices == 3
+    assert L.live_usage(store)[scopes.queue("ml", "train")].slices == 3
     assert [d.reason for d in ledger.recent_denials(store)] == ["BorrowingLimitExceeded"]
 
 
@@ -361,4 +361,4 @@ def test_reserve_many_in_groups_decides_as_reserve_one_by_one(
     total = ZERO
     for a in ledger.list_allocations(grouped):
         total = total + a.amount
-    assert ledger.usage(grouped).get(quotas.pool_scope("a100"), ZERO) == total
+    assert ledger.usage(grouped).get(scopes.pool("a100"), ZERO) == total

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from governance import quotas
+from governance import quotas, scopes
 from governance.resources import ZERO, Resources
 from governance.storage import ledger
 from governance.storage.store import Store
@@ -54,7 +54,7 @@ def usage_of_live_allocations(store: Store) -> dict[str, Resources]:
         demand = quotas.Demand(
             department=a.department, queue=a.queue, sku=a.sku, pool=a.pool, amount=a.amount
         )
-        for key in quotas.scope_keys(demand):
+        for key in demand.path.locked:
             totals[key] = totals.get(key, ZERO) + a.amount
     return totals
 
@@ -98,7 +98,7 @@ def test_sixty_pods_into_a_fresh_department_from_two_webhooks_admit_exactly_the_
             assert outcomes["allowed"] == QUOTA, outcomes
             assert set(outcomes) <= {"allowed", "DepartmentQuotaExceeded"}, outcomes
             assert all(a["allowed"] or a["status"]["code"] < 500 for _, a in answers)
-            used = ledger.usage(store)[quotas.department_scope(namespace)]
+            used = ledger.usage(store)[scopes.department(namespace)]
             assert used.slices == QUOTA
     live = usage_of_live_allocations(store)
     assert {k: v for k, v in ledger.usage(store).items() if not v.is_zero()} == live

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from governance import quotas
+from governance import scopes
 from governance.contract import (
     METRIC_ADMISSION_LEDGER_COMMITS_TOTAL,
     METRIC_ADMISSION_LEDGER_WRITES_TOTAL,
@@ -97,7 +97,7 @@ def test_concurrent_gpu_pods_get_exactly_the_quota_and_the_writers_are_counted(
         b["request"]["uid"] for b, a in zip(bodies, answers, strict=True) if a["allowed"]
     }
     assert {a.request_uid for a in allocations} == admitted_uids
-    assert ledger.usage(store)[quotas.queue_scope("ml", "train")].slices == TRAIN_CEILING
+    assert ledger.usage(store)[scopes.queue("ml", "train")].slices == TRAIN_CEILING
     denials = ledger.recent_denials(store, limit=100)
     assert len(denials) == PODS - TRAIN_CEILING
     assert {d.reason for d in denials} == {Reason.BORROWING_LIMIT_EXCEEDED.value}

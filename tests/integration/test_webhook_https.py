@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from admission.admitter import Settings
+from governance import scopes
 from governance.contract import (
     ANNOTATION_ALLOCATION_ID,
     ANNOTATION_SLICES,
@@ -514,7 +515,7 @@ def test_reinvocation_is_not_charged_twice_and_patches_the_same(
     assert third["allowed"]
     assert A.apply_patch(out, third) == out
     [alloc] = ledger.list_allocations(store)
-    assert ledger.usage(store)["queue/ml/train"].slices == 2 == alloc.amount.slices
+    assert ledger.usage(store)[scopes.parse("queue/ml/train")].slices == 2 == alloc.amount.slices
 
 
 def test_forged_allocation_id_and_gpupool_labels_are_replaced(hook: A.Served, store: Store) -> None:
@@ -531,7 +532,7 @@ def test_forged_allocation_id_and_gpupool_labels_are_replaced(hook: A.Served, st
     assert meta["annotations"][ANNOTATION_ALLOCATION_ID] != stolen
     assert meta["labels"] == {LABEL_DEPARTMENT: "ml", LABEL_QUEUE: "train", LABEL_SKU: "small"}
     assert any("was not issued for this request" in w for w in response["warnings"])
-    assert ledger.usage(store)["queue/ml/train"].slices == 2  # both charged
+    assert ledger.usage(store)[scopes.parse("queue/ml/train")].slices == 2  # both charged
 
 
 def test_forged_allocation_id_on_a_non_gpu_pod_is_removed(hook: A.Served) -> None:

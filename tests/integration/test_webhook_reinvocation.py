@@ -16,6 +16,7 @@ import pytest
 
 from admission.admitter import Admitter, Settings
 from admission.review import parse_review
+from governance import scopes
 from governance.contract import ANNOTATION_ALLOCATION_ID, LABEL_QUEUE, Reason
 from governance.resources import Resources
 from governance.storage import ledger
@@ -156,7 +157,7 @@ def test_the_same_id_on_another_pod_is_replaced_and_charged_anew(
     assert ledger.get(store, stolen).state is ledger.State.BOUND  # type: ignore[union-attr]
     charged = [a for a in ledger.list_allocations(store) if a.state.live]
     assert len(charged) >= 4
-    assert ledger.usage(store)["queue/ml/train"] == sum(
+    assert ledger.usage(store)[scopes.parse("queue/ml/train")] == sum(
         (a.amount for a in charged), start=Resources()
     )
 

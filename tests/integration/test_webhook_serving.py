@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from governance import scopes
 from governance.storage import ledger
 from governance.storage.store import Store
 from tests.support import admission as A
@@ -112,6 +113,6 @@ def test_two_webhook_processes_never_admit_past_a_quota(pg_database: str, tmp_pa
     refused = [a for a in answers if not a["allowed"]]
     assert len(allowed) == 5
     assert {a["status"]["reason"] for a in refused} == {"QueueQuotaExceeded"}
-    assert ledger.usage(store)["queue/ml/train"].slices == 5
+    assert ledger.usage(store)[scopes.parse("queue/ml/train")].slices == 5
     assert len(ledger.list_allocations(store)) == 5
     store.close()

@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from admission.writer import InlineWriter, LedgerWriter, ThreadGroupWriter
-from governance import quotas
+from governance import scopes
 from governance.contract import Reason
 from governance.errors import StoreBusy, StoreError, StoreUnavailable
 from governance.resources import Limits
@@ -120,8 +120,8 @@ def test_threads_submitting_together_get_exactly_the_quota_in_groups(store: Stor
     assert 1 <= groups < writes  # the queued requests were committed together
     assert len(ledger.list_allocations(store)) == TRAIN_CEILING
     usage = L.live_usage(store)
-    assert usage[quotas.queue_scope("ml", "train")].slices == TRAIN_CEILING
-    assert usage[quotas.department_scope("ml")].slices == TRAIN_CEILING
+    assert usage[scopes.queue("ml", "train")].slices == TRAIN_CEILING
+    assert usage[scopes.department("ml")].slices == TRAIN_CEILING
     assert len(ledger.recent_denials(store, limit=1000)) == total - TRAIN_CEILING
     L.assert_usage_matches_allocations(store)
 
@@ -155,7 +155,7 @@ def test_a_bad_request_fails_alone_and_the_rest_of_its_group_is_reserved(store: 
     ]
     ours = ledger.get(store, "alloc-taken")
     assert ours is not None and ours.request_uid == "taken"
-    assert L.live_usage(store)[quotas.department_scope("ml")].slices == 4
+    assert L.live_usage(store)[scopes.department("ml")].slices == 4
     L.assert_usage_matches_allocations(store)
 
 
@@ -274,7 +274,7 @@ def test_a_future_cancelled_before_its_turn_is_not_written(store: Store) -> None
         assert first.result(WAIT_S).allowed and kept.result(WAIT_S).allowed
         assert writer.requests == 2
     assert ledger.by_request(store, "cancelled") is None
-    assert L.live_usage(store)[quotas.queue_scope("ml", "train")].slices == 2
+    assert L.live_usage(store)[scopes.queue("ml", "train")].slices == 2
 
 
 # -- InlineWriter (SQLite, on the event loop) -----------------------------------------
@@ -518,7 +518,7 @@ def test_loop_groups_written_by_threads_get_exactly_the_quota(store: Store) -> N
     assert sum(a.allowed for a in answers) == TRAIN_CEILING
     assert [a.allowed for a in answers] == [True] * TRAIN_CEILING + [False] * 33
     assert len(ledger.list_allocations(store)) == TRAIN_CEILING
-    assert ledger.usage(store)[quotas.queue_scope("ml", "train")].slices == TRAIN_CEILING
+    assert ledger.usage(store)[scopes.queue("ml", "train")].slices == TRAIN_CEILING
 
 
 def test_loop_group_with_one_bad_request_fails_only_that_one(store: Store) -> None:

@@ -30,7 +30,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from governance import quotas
+from governance import quotas, scopes
 from governance.quotas import Demand
 from governance.resources import RESOURCE_NAMES, ZERO, Limits, Resources
 from governance.storage import ledger
@@ -108,18 +108,18 @@ def _limits_on_path(demand: Demand) -> list[tuple[str, Limits]]:
     dept = ORG.departments[d]
     queue = ORG.queues[(d, q)]
     caps = [
-        (quotas.department_scope(d), dept.quota.total),
-        (quotas.queue_scope(d, q), quotas.borrowing_ceiling(queue)),
-        (quotas.pool_scope(p), ORG.pools[p].capacity_limits),
+        (scopes.department(d), dept.quota.total),
+        (scopes.queue(d, q), quotas.borrowing_ceiling(queue)),
+        (scopes.pool(p), ORG.pools[p].capacity_limits),
     ]
     if s in dept.quota.per_sku:
-        caps.append((f"department/{d}/sku/{s}", dept.quota.per_sku[s]))
+        caps.append((scopes.department_sku(d, s), dept.quota.per_sku[s]))
     if p in dept.quota.per_pool:
-        caps.append((f"department/{d}/pool/{p}", dept.quota.per_pool[p]))
+        caps.append((scopes.department_pool(d, p), dept.quota.per_pool[p]))
     if s in queue.nominal.per_sku:
-        caps.append((f"queue/{d}/{q}/sku/{s}", queue.nominal.per_sku[s]))
+        caps.append((scopes.queue_sku(d, q, s), queue.nominal.per_sku[s]))
     if p in queue.nominal.per_pool:
-        caps.append((f"queue/{d}/{q}/pool/{p}", queue.nominal.per_pool[p]))
+        caps.append((scopes.queue_pool(d, q, p), queue.nominal.per_pool[p]))
     return caps
 
 
@@ -145,7 +145,7 @@ class LedgerMachine(RuleBasedStateMachine):
         totals: dict[str, Resources] = {}
         for e in self.entries.values():
             if e.state.live and (include_late or not e.late):
-                for key in quotas.scope_keys(e.demand):
+                for key in e.demand.path.locked:
                     totals[key] = totals.get(key, ZERO) + e.demand.amount
         return {k: v for k, v in totals.items() if not v.is_zero()}
 

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from governance import quotas
+from governance import quotas, resources, scopes
 from governance.contract import Reason
 from governance.model import Org
 from governance.quotas import Demand
@@ -69,29 +69,31 @@ def reference_headroom(
         if want == 0:
             continue
         caps: list[tuple[int, float]] = [
-            (used(quotas.department_scope(d), r), _value(dept.quota.total.get(r))),
-            (used(quotas.pool_scope(p), r), _value(pool.capacity_limits.get(r))),
+            (used(scopes.department(d), r), _value(dept.quota.total.get(r))),
+            (used(scopes.pool(p), r), _value(pool.capacity_limits.get(r))),
         ]
         if s in queue.nominal.per_sku:
             caps.append(
-                (used(f"queue/{d}/{q}/sku/{s}", r), _value(queue.nominal.per_sku[s].get(r)))
+                (used(scopes.queue_sku(d, q, s), r), _value(queue.nominal.per_sku[s].get(r)))
             )
         if p in queue.nominal.per_pool:
             caps.append(
-                (used(f"queue/{d}/{q}/pool/{p}", r), _value(queue.nominal.per_pool[p].get(r)))
+                (used(scopes.queue_pool(d, q, p), r), _value(queue.nominal.per_pool[p].get(r)))
             )
         if s in dept.quota.per_sku:
-            caps.append((used(f"department/{d}/sku/{s}", r), _value(dept.quota.per_sku[s].get(r))))
+            caps.append(
+                (used(scopes.department_sku(d, s), r), _value(dept.quota.per_sku[s].get(r)))
+            )
         if p in dept.quota.per_pool:
             caps.append(
-                (used(f"department/{d}/pool/{p}", r), _value(dept.quota.per_pool[p].get(r)))
+                (used(scopes.department_pool(d, p), r), _value(dept.quota.per_pool[p].get(r)))
             )
         nominal = _value(queue.nominal.total.get(r))
         if nominal != math.inf:
             reserved = sum(
-                max(used(quotas.queue_scope(d, other.name), r), _value(other.nominal.total.get(r)))
+                max(used(scopes.queue(d, other.name), r), _value(other.nominal.total.get(r)))
                 if not other.nominal.total.get(r).unlimited
-                else used(quotas.queue_scope(d, other.name), r)
+                else used(scopes.queue(d, other.name), r)
                 for other in org.queues_of(d)
                 if other.name != q
             )
@@ -102,7 +104,7 @@ def reference_headroom(
                     _value(dept.quota.total.get(r)) - reserved,
                 ),
             )
-            caps.append((used(quotas.queue_scope(d, q), r), reach))
+            caps.append((used(scopes.queue(d, q), r), reach))
         headroom[r] = min(cap - (in_use + want) for in_use, cap in caps)
     return headroom
 
@@ -238,15 +240,15 @@ def usages(draw: st.DrawFn, org: Org) -> dict[str, Resources]:
             continue
         total = draw(small)
         dept_total = dept_total + total
-        usage[quotas.queue_scope(DEPT, q)] = total
-        for key in (f"queue/{DEPT}/{q}/sku/{SKUS[0]}", f"queue/{DEPT}/{q}/pool/{POOL}"):
+        usage[scopes.queue(DEPT, q)] = total
+        for key in (scopes.queue_sku(DEPT, q, SKUS[0]), scopes.queue_pool(DEPT, q, POOL)):
             if draw(st.booleans()):
                 usage[key] = total
-    usage[quotas.department_scope(DEPT)] = dept_total + draw(st.one_of(st.just(ZERO), small))
-    usage[quotas.pool_scope(POOL)] = dept_total + draw(
+    usage[scopes.department(DEPT)] = dept_total + draw(st.one_of(st.just(ZERO), small))
+    usage[scopes.pool(POOL)] = dept_total + draw(
         st.one_of(small, st.just(Resources(compute_pct=190)))
     )
-    for key in (f"department/{DEPT}/sku/{SKUS[0]}", f"department/{DEPT}/pool/{POOL}"):
+    for key in (scopes.department_sku(DEPT, SKUS[0]), scopes.department_pool(DEPT, POOL)):
         if draw(st.booleans()):
             usage[key] = draw(small)
     return usage
@@ -319,9 +321,9 @@ def _borrowing_example() -> tuple[Org, Demand, dict[str, Resources]]:
         ],
     )
     usage = {
-        quotas.queue_scope(DEPT, "q0"): Resources(slices=2),
-        quotas.queue_scope(DEPT, "q2"): Resources(slices=2),
-        quotas.department_scope(DEPT): Resources(slices=4),
+        scopes.queue(DEPT, "q0"): Resources(slices=2),
+        scopes.queue(DEPT, "q2"): Resources(slices=2),
+        scopes.department(DEPT): Resources(slices=4),
     }
     demand = Demand(department=DEPT, queue="q0", sku="s1", pool=POOL, amount=Resources(slices=2))
     return org, demand, usage
@@ -406,11 +408,11 @@ def test_admitted_demand_never_takes_a_department_past_its_limits(
         want = demand.amount.get(r)
         if want == 0:
             continue
-        after = usage.get(quotas.department_scope(DEPT), ZERO).get(r) + want
+        after = usage.get(scopes.department(DEPT), ZERO).get(r) + want
         assert dept.quota.total.get(r).admits(after)
-        queue_after = usage.get(quotas.queue_scope(DEPT, demand.queue), ZERO).get(r) + want
+        queue_after = usage.get(scopes.queue(DEPT, demand.queue), ZERO).get(r) + want
         assert ceiling.get(r).admits(queue_after)
-        pool_after = usage.get(quotas.pool_scope(POOL), ZERO).get(r) + want
+        pool_after = usage.get(scopes.pool(POOL), ZERO).get(r) + want
         assert org.pools[POOL].capacity_limits.get(r).admits(pool_after)
         # borrowed is exactly how far the request takes the queue above its nominal.
         nominal = queue.nominal.total.get(r)
@@ -423,7 +425,7 @@ def test_admitted_demand_never_takes_a_department_past_its_limits(
 
 def _apply(usage: dict[str, Resources], demand: Demand, sign: int) -> None:
     delta = demand.amount if sign > 0 else ZERO - demand.amount
-    for key in quotas.scope_keys(demand):
+    for key in demand.path.locked:
         usage[key] = usage.get(key, ZERO) + delta
 
 
@@ -448,17 +450,17 @@ def test_history_keeps_every_limit_and_every_queue_can_reach_its_nominal_quota(
             _apply(usage, demand, +1)
             live.append(demand)
         for r in RESOURCE_NAMES:
-            dept_used = usage.get(quotas.department_scope(DEPT), ZERO).get(r)
+            dept_used = usage.get(scopes.department(DEPT), ZERO).get(r)
             assert dept.quota.total.get(r).admits(dept_used)
             for (_, name), queue in org.queues.items():
-                queue_used = usage.get(quotas.queue_scope(DEPT, name), ZERO).get(r)
+                queue_used = usage.get(scopes.queue(DEPT, name), ZERO).get(r)
                 assert quotas.borrowing_ceiling(queue).get(r).admits(queue_used)
     # The guarantee: each queue can still reach its nominal quota.
     for (_, name), queue in org.queues.items():
         for r in RESOURCE_NAMES:
             nominal = queue.nominal.total.get(r).value
             assert nominal is not None
-            queue_used = usage.get(quotas.queue_scope(DEPT, name), ZERO).get(r)
+            queue_used = usage.get(scopes.queue(DEPT, name), ZERO).get(r)
             if queue_used >= nominal:
                 continue
             top_up = Demand(
@@ -480,11 +482,11 @@ def test_a_demand_that_does_not_borrow_is_decided_without_the_other_queues(
     """The ledger reads the department's other queues only when quotas.borrows says
     so: otherwise the decision must be the same without their rows."""
     org, demand, usage = scenario
-    own = quotas.queue_scope(demand.department, demand.queue)
+    own = scopes.queue(demand.department, demand.queue)
     others = {
-        quotas.queue_scope(q.department, q.name)
+        scopes.queue(q.department, q.name)
         for q in org.queues_of(demand.department)
-        if quotas.queue_scope(q.department, q.name) != own
+        if scopes.queue(q.department, q.name) != own
     }
     without = {k: v for k, v in usage.items() if k not in others}
     queue = org.queues[(demand.department, demand.queue)]
@@ -548,7 +550,7 @@ def limit_boundaries(caps: Limits, used: Resources, amount: Resources) -> list[s
 def test_a_limit_is_broken_exactly_when_a_resource_asked_for_goes_past_it(
     case: tuple[Limits, Resources, Resources],
 ) -> None:
-    """_check's quick test (_fits) and its loop, against the rule written per
+    """_check's quick test (resources.fits) and its loop, against the rule written per
     resource: a resource the amount asks for, whose limit used + amount exceeds."""
     caps, used, amount = case
     for where in limit_boundaries(caps, used, amount):
@@ -561,7 +563,7 @@ def test_a_limit_is_broken_exactly_when_a_resource_asked_for_goes_past_it(
         and used.get(name) + amount.get(name) > (caps.get(name).value or 0)
     ]
     violation = quotas._check(Reason.QUEUE_QUOTA_EXCEEDED, "scope", "limit", caps, used, amount)
-    assert quotas._fits(caps, used, amount) == (len(broken) == 0)
+    assert resources.fits(caps, used, amount) == (len(broken) == 0)
     assert (violation.resource if violation is not None else None) == (
         broken[0] if broken else None
     )

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from admission import kube
 from admission.reconciler import Metrics, Reconciler
+from governance import scopes
 from governance.resources import ZERO
 from governance.storage import ledger
 from governance.storage.ledger import State
@@ -72,6 +73,6 @@ def test_any_delivery_order_ends_in_the_pods_state(
     ended = any(LIFE[i][1] == "Succeeded" or LIFE[i][0] == "DELETED" for i in picks)
     assert entry.state is (State.RELEASED if ended else State.BOUND)
     assert entry.pod_uid == pod.metadata.uid
-    running = ledger.usage(store).get(f"department/{DEPARTMENT}", ZERO)
+    running = ledger.usage(store).get(scopes.department(DEPARTMENT), ZERO)
     ledger.rebuild_usage(store)
-    assert ledger.usage(store).get(f"department/{DEPARTMENT}", ZERO) == running
+    assert ledger.usage(store).get(scopes.department(DEPARTMENT), ZERO) == running

@@ -19,7 +19,7 @@ from typing import Any
 from kubernetes import client
 
 from admission.kube import ApiStatusError
-from governance import quantity
+from governance import quantity, scopes
 from governance.contract import ANNOTATION_ALLOCATION_ID, LABEL_SKU, SliceGrant
 from governance.model import Department, Org, Pool, Queue, Sku
 from governance.quotas import Demand
@@ -429,4 +429,4 @@ def reserve(
 
 
 def slices_in_use(store: Store) -> int:
-    return ledger.usage(store).get(f"department/{DEPARTMENT}", Resources()).slices
+    return ledger.usage(store).get(scopes.department(DEPARTMENT), Resources()).slices

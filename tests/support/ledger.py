@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from governance import quotas
+from governance import scopes
 from governance.contract import SliceGrant
 from governance.model import Org
 from governance.resources import Resources
@@ -115,7 +115,7 @@ class WriteLock:
             )
             self._sqlite.execute("BEGIN IMMEDIATE")
             return
-        scope = quotas.department_scope(department)
+        scope = scopes.department(department).key
         usage = schema.usage
         with store.write() as conn:
             if conn.execute(sa.select(usage.c.scope).where(usage.c.scope == scope)).first() is None:

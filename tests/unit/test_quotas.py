@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from governance import quotas
+from governance import quotas, scopes
 from governance.contract import Reason
 from governance.model import Org
 from governance.quotas import Violation
@@ -25,10 +25,10 @@ from tests.support.core import (
 pytestmark = pytest.mark.unit
 
 D, TRAIN, SERVE = "ml", "train", "serve"
-Q_TRAIN = quotas.queue_scope(D, TRAIN)
-Q_SERVE = quotas.queue_scope(D, SERVE)
-DEPT = quotas.department_scope(D)
-POOL = quotas.pool_scope("a100")
+Q_TRAIN = scopes.queue(D, TRAIN)
+Q_SERVE = scopes.queue(D, SERVE)
+DEPT = scopes.department(D)
+POOL = scopes.pool("a100")
 
 
 def org_with(
@@ -69,7 +69,7 @@ def org_with(
 @dataclass(frozen=True)
 class Denied:
     reason: Reason
-    scope: str
+    owner: str
     limit_name: str
     resource: str
     in_use: int
@@ -99,7 +99,7 @@ DENIALS = [
         Case(
             org_with(train_per_sku={"a100-1g": Limits.of(slices=2)}),
             slices(1),
-            {"queue/ml/train/sku/a100-1g": slices(2)},
+            {scopes.parse("queue/ml/train/sku/a100-1g"): slices(2)},
             Denied(
                 Reason.SKU_QUOTA_EXCEEDED,
                 "queue ml/train",
@@ -116,7 +116,7 @@ DENIALS = [
         Case(
             org_with(train_per_pool={"a100": Limits.of(compute_pct=100)}),
             Resources(compute_pct=50),
-            {"queue/ml/train/pool/a100": Resources(compute_pct=75)},
+            {scopes.parse("queue/ml/train/pool/a100"): Resources(compute_pct=75)},
             Denied(
                 Reason.POOL_QUOTA_EXCEEDED,
                 "queue ml/train",
@@ -181,7 +181,7 @@ DENIALS = [
         Case(
             org_with(dept_per_sku={"a100-1g": Limits.of(memory_mib=40 * GIB)}),
             mem(20 * GIB + 1),
-            {"department/ml/sku/a100-1g": mem(20 * GIB)},
+            {scopes.parse("department/ml/sku/a100-1g"): mem(20 * GIB)},
             Denied(
                 Reason.SKU_QUOTA_EXCEEDED,
                 "department ml",
@@ -349,7 +349,11 @@ ADMISSIONS = [
         Case(
             org_with(dept=Limits.of(slices=10), train=Limits.of(slices=4)),
             slices(1),
-            {DEPT: slices(9), "department/cv": slices(100), "queue/cv/main": slices(100)},
+            {
+                DEPT: slices(9),
+                scopes.parse("department/cv"): slices(100),
+                scopes.parse("queue/cv/main"): slices(100),
+            },
         ),
         id="other_departments_usage_does_not_count",
     ),
@@ -382,7 +386,7 @@ def test_evaluate_denies_with_reason_and_figures(case: Case) -> None:
     assert decision.reason is case.denied.reason is violation.reason
     got = Denied(
         violation.reason,
-        violation.scope,
+        violation.owner,
         violation.limit_name,
         violation.resource,
         violation.in_use,
@@ -501,7 +505,7 @@ def test_violation_message_names_the_figures_and_what_to_do() -> None:
         pytest.param(
             Violation(
                 reason=Reason.POOL_CAPACITY_EXCEEDED,
-                scope="pool a100",
+                owner="pool a100",
                 limit_name="sellable capacity",
                 resource="compute_pct",
                 in_use=790,
@@ -524,7 +528,7 @@ def test_violation_message_names_the_figures_and_what_to_do() -> None:
         pytest.param(
             Violation(
                 reason=Reason.QUEUE_QUOTA_EXCEEDED,
-                scope="queue ml/train",
+                owner="queue ml/train",
                 limit_name="nominal quota",
                 resource="slices",
                 in_use=0,
@@ -553,7 +557,7 @@ def test_every_denial_message_gives_advice(case: Case) -> None:
     decision = quotas.evaluate(case.org, make_demand(case.amount), case.usage)
     assert decision.violation is not None
     text = decision.violation.message()
-    assert decision.violation.scope in text
+    assert decision.violation.owner in text
     assert f"{decision.violation.in_use} in use" in text
     assert f"{decision.violation.requested} requested" in text
     assert decision.violation.advice and text.endswith(decision.violation.advice)
@@ -590,9 +594,9 @@ def test_demand_on_another_sku_and_pool_skips_their_caps() -> None:
 # -- scope keys ---------------------------------------------------------------------------
 
 
-def test_scope_keys_are_every_row_on_the_path_sorted_department_first() -> None:
-    keys = quotas.scope_keys(make_demand(slices(1), sku="a100-1g", pool="a100"))
-    assert keys == [
+def test_a_demands_path_is_every_row_it_counts_against_sorted_department_first() -> None:
+    path = make_demand(slices(1), sku="a100-1g", pool="a100").path
+    assert [scope.key for scope in path.locked] == [
         "department/ml",
         "department/ml/pool/a100",
         "department/ml/sku/a100-1g",
@@ -601,9 +605,34 @@ def test_scope_keys_are_every_row_on_the_path_sorted_department_first() -> None:
         "queue/ml/train/pool/a100",
         "queue/ml/train/sku/a100-1g",
     ]
-    assert keys[0] == quotas.department_scope("ml")
-    assert quotas.queue_scope("ml", "train") in keys
-    assert quotas.pool_scope("a100") in keys
+    assert path.locked[0] == path.department == scopes.department("ml")
+    assert path.queue == scopes.queue("ml", "train")
+    assert path.pool == scopes.pool("a100")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "department/ml",
+        "department/ml/sku/a100-1g",
+        "department/ml/pool/a100",
+        "queue/ml/train",
+        "queue/ml/train/sku/a100-1g",
+        "queue/ml/train/pool/a100",
+        "pool/a100",
+    ],
+)
+def test_a_scope_is_built_in_one_place_and_parsed_in_one_place(key: str) -> None:
+    scope = scopes.parse(key)
+    assert scope.key == key
+    assert scopes.parse(scope.key) == scope
+    assert hash(scope) == hash(scopes.parse(key))
+
+
+@pytest.mark.parametrize("key", ["", "department", "queue/ml", "pool/a/b", "team/x", "queue/a/b/c"])
+def test_a_key_that_is_no_scope_is_refused(key: str) -> None:
+    with pytest.raises(ValueError, match="is not a usage scope"):
+        scopes.parse(key)
 
 
 # -- effective demand ----------------------------------------------------------------------
