@@ -203,3 +203,18 @@ class Org:
 
     def skus_on(self, pool: str) -> list[Sku]:
         return [s for s in self.skus.values() if pool in s.pools]
+
+    def offered_skus(self, queue: Queue) -> tuple[str, ...]:
+        """The SKUs ``queue`` offers, sorted: those of its pool, narrowed to the queue's
+        own list when it has one. Remembered per Org (asked for every GPU container)."""
+        memo = self._offered
+        found = memo.get((queue.department, queue.name))
+        if found is None:
+            on_pool = [s.name for s in self.skus_on(queue.pool)]
+            found = tuple(sorted(s for s in on_pool if not queue.skus or s in queue.skus))
+            memo[(queue.department, queue.name)] = found
+        return found
+
+    @cached_property
+    def _offered(self) -> dict[tuple[str, str], tuple[str, ...]]:
+        return {}

@@ -67,14 +67,9 @@ def resolve_target(org: Org, *, namespace: str, queue: str | None) -> Target:
     return Target(department=dept, queue=found, pool=org.pools[found.pool])
 
 
-def offered_skus(org: Org, queue: Queue) -> list[str]:
-    on_pool = [s.name for s in org.skus_on(queue.pool)]
-    return sorted(s for s in on_pool if not queue.skus or s in queue.skus)
-
-
 def resolve_sku(org: Org, target: Target, name: str | None) -> Sku:
     queue = target.queue
-    offered = offered_skus(org, queue)
+    offered = list(org.offered_skus(queue))
     if name is None:
         name = queue.default_sku
         if name is None:

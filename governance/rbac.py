@@ -1,7 +1,7 @@
-"""Who may use which queue and SKU, view a department, change its quotas (Casbin).
+"""Who may use which queue and SKU, view a department, change its quotas.
 
-The model (``rbac_model.conf``, in this package) is RBAC with domains, a domain being a
-department. Four roles:
+The model is Casbin's RBAC with domains, a domain being a department
+(``rbac_model.conf``, in this package, is its definition). Four roles:
 
 ======================  =========================  ===============  ============
 role                    use queues/SKUs            view department  edit quotas
@@ -15,45 +15,42 @@ viewer                  no                         its department   no
 .. [#] optionally narrowed by the binding to some queues and/or SKUs.
 
 Subjects, as written in role bindings (:func:`normalize_subject` gives the canonical
-form kept in policies): ``user:NAME``, ``group:NAME``, Kubernetes service accounts
+form kept in rules): ``user:NAME``, ``group:NAME``, Kubernetes service accounts
 ``system:serviceaccount:NS:NAME``, and the groups ``system:serviceaccounts:NS``,
 ``system:serviceaccounts`` and ``system:authenticated`` (kept as ``group:...``).
 
-Policies are derived from the organisation's role bindings (:func:`policies_for`) and
-stored in the store's ``casbin_rule`` table by ``governance.storage.revisions.apply``,
-so that every replica sees the same ones; :class:`Authorizer` loads them through
-:class:`governance.storage.policies.StoreAdapter`. Casbin answers through a typed
-facade: every answer is a :class:`Decision` that names the subject and the rule that
-matched, or, when denied, which subjects were tried and what to do.
+One truth: the rules are derived from a configuration revision's role bindings
+(:func:`policies_for`) and compiled once per revision into a :class:`Policy`, which
+the revision's snapshot holds (:mod:`governance.snapshot`) and every caller asks (the
+webhook, ``gpupool check``, ``gpupool set quota``, the console). Nothing is stored: a
+revision's bindings are its policy.
 
-Speed: Casbin evaluates its matcher once per ``p`` rule, so the ``p`` rules stay few
-(one set per role, plus one per narrowed member binding shape); bindings are ``g``
-rules, which are hash lookups. Decisions are cached per (subjects, department,
-object, action) until :meth:`Authorizer.reload`. Casbin is asked only about subjects
-that a role binding names (:attr:`_State.bound`), so the cost of a new identity stays
-flat however many were seen (``bench/rbac.py``: 34 us after 2,000 others, against
-1.3 ms when Casbin's role manager was asked about each).
+:class:`Policy` evaluates the model's matcher itself, in Python, over indexes built
+from the rules (a subject's roles per department, each role's ``p`` rules): what a
+Casbin enforcer over the same rules answers, rule for rule, without evaluating the
+matcher string once per ``p`` rule (milliseconds per decision in a large organisation).
+``tests/property/test_rbac_casbin.py`` holds it to one plain ``casbin.Enforcer`` over
+all the rules with the model, over generated bindings and requests (use, view, edit):
+the same verdict, the same matching subject and rule, the same explanation. Casbin is
+a test dependency only. Every answer is a :class:`Decision` that names the subject and
+the rule that matched, or, when denied, which subjects were tried and what to do.
 """
 
 from __future__ import annotations
 
 import gc
 import re
-import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Protocol
-
-import casbin
-from casbin import persist
+from typing import Final, Protocol
 
 from governance.contract import Reason
 from governance.model import ROLES, RoleBinding
 
 MODEL_PATH: Final = Path(__file__).with_name("rbac_model.conf")
-_MODEL_TEXT: Final = MODEL_PATH.read_text(encoding="utf-8")
+"""The model's definition in Casbin's language (what :class:`Policy` computes)."""
 
 PLATFORM_ADMIN: Final = "platform-admin"
 DEPT_ADMIN: Final = "dept-admin"
@@ -67,10 +64,11 @@ ACTION_EDIT: Final = "edit"
 OBJECT_DEPARTMENT: Final = "department"
 OBJECT_QUOTA: Final = "quota"
 
-Policy = tuple[str, ...]
-"""One casbin_rule row: (ptype, v0, v1, ...), e.g. ("g", "user:ana", "member", "ml")."""
+Rule = tuple[str, ...]
+"""One rule of the model, as Casbin writes them: (ptype, v0, v1, ...), e.g.
+("g", "user:ana", "member", "ml")."""
 
-ROLE_POLICIES: Final[tuple[Policy, ...]] = (
+ROLE_POLICIES: Final[tuple[Rule, ...]] = (
     ("p", PLATFORM_ADMIN, "*", "*", "*"),
     ("p", DEPT_ADMIN, "*", "queue/*/sku/*", ACTION_USE),
     ("p", DEPT_ADMIN, "*", OBJECT_DEPARTMENT, ACTION_VIEW),
@@ -181,9 +179,9 @@ def narrowed_role(queues: Sequence[str], skus: Sequence[str]) -> str:
     return f"{MEMBER}[queues={q};skus={s}]"
 
 
-def policies_for(bindings: Iterable[RoleBinding]) -> list[Policy]:
+def policies_for(bindings: Iterable[RoleBinding]) -> list[Rule]:
     """Every casbin rule for ``bindings`` (subjects already canonical), sorted, unique."""
-    rules: set[Policy] = set(ROLE_POLICIES)
+    rules: set[Rule] = set(ROLE_POLICIES)
     for binding in bindings:
         role = binding.role
         dom = binding.department
@@ -211,56 +209,6 @@ def object_match(request: str, pattern: str) -> bool:
     return len(want) == len(got) and all(w in ("*", g) for w, g in zip(want, got, strict=True))
 
 
-def holders(
-    enforcer: Any, subject: str, dom: str, bound: frozenset[str] | None = None
-) -> frozenset[str]:
-    """``subject`` and every role it holds, in ``dom`` or in every department: the
-    ``p.sub`` values for which the matcher's ``g(r.sub, p.sub, ...)`` is true.
-
-    ``bound``: the subjects that some ``g`` rule names (:attr:`_State.bound`). Another
-    subject holds no role, and Casbin is not asked: its role manager keeps an entry
-    for every name it is asked about, and adding one scans all the others."""
-    found = {subject}
-    if bound is not None and subject not in bound:
-        return frozenset(found)
-    found.update(enforcer.get_implicit_roles_for_user(subject, dom))
-    found.update(enforcer.get_implicit_roles_for_user(subject, EVERY_DEPARTMENT))
-    return frozenset(found)
-
-
-def match(
-    enforcer: Any,
-    subject: str,
-    dom: str,
-    obj: str,
-    act: str,
-    held: frozenset[str] | None = None,
-) -> list[str] | None:
-    """The first p rule that the model's matcher accepts for this request, or None.
-
-    The same matcher as ``rbac_model.conf``, over the same policies and Casbin's own role
-    manager, evaluated in Python: Casbin's ``enforce_ex`` evaluates the matcher string
-    with simpleeval for every rule, which cost milliseconds per first decision in a
-    webhook that asks on every GPU pod. ``tests/unit/test_rbac_matcher.py`` checks that
-    both agree on every question. ``held``: :func:`holders`, when the caller has it.
-    """
-    if held is None:
-        held = holders(enforcer, subject, dom)
-    for rule in enforcer.get_policy():
-        p_sub, p_dom, p_obj, p_act = rule[:4]
-        if (
-            p_dom in (EVERY_DEPARTMENT, dom)
-            and p_act in ("*", act)
-            and object_match(obj, p_obj)
-            and p_sub in held
-        ):
-            return list(rule)
-    return None
-
-
-# -- decisions -----------------------------------------------------------------------
-
-
 @dataclass(frozen=True, kw_only=True)
 class Decision:
     """An answer from the policy: never a bare bool.
@@ -282,95 +230,87 @@ class Decision:
         raise TypeError("use Decision.allowed: a Decision is not a bool")
 
 
-@dataclass(frozen=True, kw_only=True)
-class _State:
-    """One loaded policy set: rules by department, enforcers and decisions built lazily."""
+@dataclass(frozen=True)
+class _P:
+    """A ``p`` rule, with its place in the rules' order (the first match is reported)."""
 
-    p_rules: Mapping[str, list[list[str]]]
-    g_rules: Mapping[str, list[list[str]]]
-    enforcers: dict[str, Any]
-    cache: dict[tuple[Any, ...], Decision]
-    roles: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
-    """holders() by (subject, department): the same service account asks about
-    several queues and SKUs."""
-    bound: frozenset[str] = frozenset()
-    """Every subject that a ``g`` rule binds to a role, in any department. Casbin is
-    asked only about these: a webhook sees a new identity with every new user, and
-    Casbin's role manager slows with every name it was ever asked about (after 12,000
-    distinct users a new one cost 24 ms), while an unbound one holds no role anyway."""
+    index: int
+    role: str
+    dom: str
+    obj: str
+    act: str
+
+    @property
+    def rule(self) -> tuple[str, ...]:
+        return (self.role, self.dom, self.obj, self.act)
+
+    def matches(self, dom: str, obj: str, act: str) -> bool:
+        return (
+            self.dom in (EVERY_DEPARTMENT, dom)
+            and self.act in ("*", act)
+            and object_match(obj, self.obj)
+        )
 
 
-class Authorizer:
-    """A typed facade over Casbin, with a decision cache.
+class Policy:
+    """The compiled rules of one revision: answers ``can_use``, ``can_view``,
+    ``can_edit_quota`` as the model would, from indexes.
 
-    Casbin evaluates its matcher once per ``p`` rule and each evaluation costs tens of
-    microseconds in pycasbin, so one enforcer over a large organisation's narrowed
-    bindings would make each uncached decision cost milliseconds. The policies are
-    therefore split by department: each department gets its own small enforcer (built
-    on its first question) holding its own rules and those of every department
-    (``*``). The answer is the same as one enforcer over all rules, since a rule of
-    another department never matches.
-
-    Thread-safe for readers: :meth:`reload` loads a new state and swaps it in at once.
-    """
+    Built once per revision (:meth:`compile`), read by any number of threads: its only
+    state after building is a cache of decisions, whose single-key reads and writes need
+    no lock."""
 
     CACHE_LIMIT: Final = 100_000
 
-    def __init__(self, adapter: Any) -> None:
-        self._adapter = adapter
-        self._lock = threading.Lock()
-        self._enforce_lock = threading.Lock()
-        self._state = self._load()
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self.rules: tuple[Rule, ...] = tuple(rules)
+        """Every rule, in the order a Casbin enforcer would hold them."""
+        p_rules = [r for r in self.rules if r[0] == "p"]
+        self._by_role: dict[str, list[_P]] = defaultdict(list)
+        for i, (_, role, dom, obj, act) in enumerate(p_rules):
+            self._by_role[role].append(_P(index=i, role=role, dom=dom, obj=obj, act=act))
+        roles: dict[tuple[str, str], list[str]] = defaultdict(list)
+        users: dict[tuple[str, str], list[str]] = defaultdict(list)
+        for _, subject, role, dom in (r for r in self.rules if r[0] == "g"):
+            roles[(subject, dom)].append(role)
+            users[(role, dom)].append(subject)
+        self._roles: Mapping[tuple[str, str], tuple[str, ...]] = {
+            k: tuple(v) for k, v in roles.items()
+        }
+        self._users: Mapping[tuple[str, str], tuple[str, ...]] = {
+            k: tuple(v) for k, v in users.items()
+        }
+        self._cache: dict[tuple[object, ...], Decision] = {}
 
     @classmethod
-    def from_bindings(cls, bindings: Iterable[RoleBinding]) -> Authorizer:
-        return cls(ListAdapter(policies_for(bindings)))
+    def compile(cls, bindings: Iterable[RoleBinding]) -> Policy:
+        """The policy of ``bindings`` (subjects already canonical)."""
+        return cls(policies_for(bindings))
 
-    @classmethod
-    def from_policies(cls, policies: Iterable[Policy]) -> Authorizer:
-        return cls(ListAdapter(list(policies)))
+    # -- the model ---------------------------------------------------------------
 
-    def _load(self) -> _State:
-        model = casbin.Enforcer.new_model(text=_MODEL_TEXT)
-        self._adapter.load_policy(model)
-        p_rules: dict[str, list[list[str]]] = defaultdict(list)
-        g_rules: dict[str, list[list[str]]] = defaultdict(list)
-        for rule in model["p"]["p"].policy:
-            p_rules[rule[1]].append(rule)
-        for rule in model["g"]["g"].policy:
-            g_rules[rule[2]].append(rule)
-        bound = frozenset(rule[0] for rules in g_rules.values() for rule in rules)
-        return _State(
-            p_rules=p_rules,
-            g_rules=g_rules,
-            enforcers={},
-            cache={},
-            bound=bound,
-        )
+    def roles_of(self, subject: str, dom: str) -> tuple[str, ...]:
+        """The roles a ``g`` rule gives ``subject`` in ``dom`` (not counting ``*``)."""
+        return self._roles.get((subject, dom), ())
 
-    def reload(self) -> None:
-        """Re-read the policies (after ``revisions.apply``) and forget cached decisions."""
-        state = self._load()
-        with self._lock:
-            self._state = state
+    def users_of(self, role: str, dom: str) -> tuple[str, ...]:
+        """The subjects a ``g`` rule gives ``role`` in ``dom``."""
+        return self._users.get((role, dom), ())
 
-    def _enforcer(self, state: _State, department: str) -> Any:
-        enforcer = state.enforcers.get(department)
-        if enforcer is not None:
-            return enforcer
-        with self._lock:
-            enforcer = state.enforcers.get(department)
-            if enforcer is None:
-                policies: list[Policy] = []
-                for dom in {department, EVERY_DEPARTMENT}:
-                    policies += [("p", *r) for r in state.p_rules.get(dom, ())]
-                    policies += [("g", *r) for r in state.g_rules.get(dom, ())]
-                enforcer = casbin.Enforcer(
-                    casbin.Enforcer.new_model(text=_MODEL_TEXT), ListAdapter(policies)
-                )
-                enforcer.add_function("objectMatch", object_match)
-                state.enforcers[department] = enforcer
-        return enforcer
+    def match(self, subject: str, dom: str, obj: str, act: str) -> tuple[str, ...] | None:
+        """The first ``p`` rule (role, department, object, action) that the matcher
+        accepts for this request, or None: ``p.sub`` is ``subject`` or a role it holds
+        in ``dom`` or in every department."""
+        held = (subject, *self.roles_of(subject, dom), *self.roles_of(subject, EVERY_DEPARTMENT))
+        best: _P | None = None
+        for role in held:
+            for p in self._by_role.get(role, ()):  # in the rules' order
+                if best is not None and p.index > best.index:
+                    break
+                if p.matches(dom, obj, act):
+                    best = p
+                    break
+        return None if best is None else best.rule
 
     # -- questions ---------------------------------------------------------------
 
@@ -417,28 +357,19 @@ class Authorizer:
         what: str,
         queue: str | None = None,
     ) -> Decision:
-        state = self._state
-        cache = state.cache
         subjects = identity.subjects()
         key = (subjects, dom, obj, act)
-        found = cache.get(key)
+        found = self._cache.get(key)
         if found is not None:
             return found
-        enforcer = self._enforcer(state, dom)
-        # Casbin's matcher evaluation is not thread-safe on CPython 3.11 (simpleeval's
-        # ast.parse from two threads at once fails: gh-106905); cached answers above
-        # need no lock.
-        with self._enforce_lock:
-            decision = self._enforce(state, enforcer, subjects, dom, obj, act, what, queue)
-        if len(cache) >= self.CACHE_LIMIT:
-            cache.clear()
-        cache[key] = decision
+        decision = self._answer(subjects, dom, obj, act, what, queue)
+        if len(self._cache) >= self.CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[key] = decision
         return decision
 
-    def _enforce(
+    def _answer(
         self,
-        state: _State,
-        enforcer: Any,
         subjects: tuple[str, ...],
         dom: str,
         obj: str,
@@ -446,66 +377,49 @@ class Authorizer:
         what: str,
         queue: str | None,
     ) -> Decision:
-        roles = state.roles  # the state whose enforcer this is
         for subject in subjects:
-            held = roles.get((subject, dom))
-            if held is None:
-                if len(roles) >= self.CACHE_LIMIT:
-                    roles.clear()
-                held = roles[(subject, dom)] = holders(enforcer, subject, dom, state.bound)
-            rule = match(enforcer, subject, dom, obj, act, held)
-            if rule is not None:
-                rule_t = tuple(str(v) for v in rule)
-                where = (
-                    "every department"
-                    # the role manager's hash lookup, not has_grouping_policy's scan
-                    # of every g rule (20,000 in a large organisation)
-                    if rule_t[0] in enforcer.get_roles_for_user_in_domain(subject, EVERY_DEPARTMENT)
-                    else f"department {dom}"
-                )
-                return Decision(
-                    allowed=True,
-                    subject=subject,
-                    rule=rule_t,
-                    explanation=(
-                        f"{subject} may {what}: bound as {rule_t[0]} in {where} "
-                        f"(rule p, {', '.join(rule_t)})."
-                    ),
-                )
+            rule = self.match(subject, dom, obj, act)
+            if rule is None:
+                continue
+            where = (
+                "every department"
+                if rule[0] in self.roles_of(subject, EVERY_DEPARTMENT)
+                else f"department {dom}"
+            )
+            return Decision(
+                allowed=True,
+                subject=subject,
+                rule=rule,
+                explanation=(
+                    f"{subject} may {what}: bound as {rule[0]} in {where} "
+                    f"(rule p, {', '.join(rule)})."
+                ),
+            )
         return Decision(
             allowed=False,
             subject=None,
             rule=None,
-            explanation=self._denial(enforcer, state.bound, subjects, dom, act, what, queue),
+            explanation=self._denial(subjects, dom, act, what, queue),
         )
 
     def _denial(
-        self,
-        enforcer: Any,
-        bound: frozenset[str],
-        subjects: tuple[str, ...],
-        dom: str,
-        act: str,
-        what: str,
-        queue: str | None,
+        self, subjects: tuple[str, ...], dom: str, act: str, what: str, queue: str | None
     ) -> str:
         held: list[str] = []
         usable: list[str] = []
         for subject in subjects:
-            if subject not in bound:  # holds no role; see _State.bound
-                continue
             for where in (dom, EVERY_DEPARTMENT):
-                for role in enforcer.get_roles_for_user_in_domain(subject, where):
+                for role in self.roles_of(subject, where):
                     held.append(f"{subject} is {role} in {_domain_words(where)}")
                     if where == dom and role.startswith(MEMBER + "["):
-                        for rule in enforcer.get_filtered_policy(0, role, dom):
-                            if rule[3] == ACTION_USE:
-                                _, q, _, s = rule[2].split("/")
+                        for p in self._by_role.get(role, ()):
+                            if p.dom == dom and p.act == ACTION_USE:
+                                _, q, _, s = p.obj.split("/")
                                 usable.append(
                                     f"{dom}/{q if q != '*' else '(any queue)'} with "
                                     f"{'any SKU' if s == '*' else 'SKU ' + s}"
                                 )
-        admins = sorted(enforcer.get_users_for_role_in_domain(DEPT_ADMIN, dom))
+        admins = sorted(self.users_of(DEPT_ADMIN, dom))
         ask = f"a dept-admin of {dom}" + (f" ({', '.join(admins)})" if admins else "")
         tried = ", ".join(subjects)
         holds = "; ".join(held) if held else "none of them holds a role there"
@@ -526,17 +440,21 @@ class Authorizer:
         return f"denied: {tried} may not {what} ({holds}). {advice}"
 
 
+EMPTY: Final = Policy(ROLE_POLICIES)
+"""The policy of an organisation without bindings (before the first apply)."""
+
+
 class _Viewing(Protocol):
     def can_view(self, identity: Identity, department: str) -> object: ...
 
 
 def warm(authorizer: _Viewing, departments: Iterable[str], *, collect: bool = False) -> None:
-    """Build every department's enforcer now (each is otherwise built on its first
-    question), then move everything the process holds so far out of the cyclic
+    """Answer a question in every department now (the first answers of a :class:`Policy`
+    fill its caches), then move everything the process holds so far out of the cyclic
     collector's sight (``gc.freeze``).
 
-    Servers call it once their organisation is loaded: the organisation, its policies
-    and enforcers live until the next revision, and in a large organisation each full
+    Servers call it once their organisation is loaded: the organisation and its policy
+    live until the next revision, and in a large organisation each full
     collection walking them again cost tens to a hundred milliseconds, paid by
     whichever request happened to trigger it (the webhook's non-GPU admissions; the
     console's callbacks of a 3,000-GPU fleet had a 220 ms p95 over a 100 ms p50).
@@ -557,25 +475,18 @@ def _domain_words(dom: str) -> str:
     return "every department" if dom == EVERY_DEPARTMENT else f"department {dom}"
 
 
-class ListAdapter(persist.Adapter):  # type: ignore[misc]
-    """Policies held in memory (``Authorizer.from_bindings``), read again on each load."""
-
-    def __init__(self, policies: list[Policy]) -> None:
-        self.policies = policies
-
-    def load_policy(self, model: Any) -> None:
-        for rule in self.policies:
-            assertion = model.model.get(rule[0][0], {}).get(rule[0])
-            if assertion is not None:
-                assertion.policy.append(list(rule[1:]))
-
-
 __all__ = [
+    "EMPTY",
+    "MODEL_PATH",
     "ROLES",
-    "Authorizer",
+    "ROLE_POLICIES",
     "Decision",
     "Identity",
-    "ListAdapter",
+    "Policy",
+    "Rule",
     "normalize_subject",
+    "object_match",
     "policies_for",
+    "use_object",
+    "warm",
 ]
