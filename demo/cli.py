@@ -1,0 +1,526 @@
+"""``gpupool demo``: the whole platform live on one machine, driven by the Alibaba trace.
+
+::
+
+    gpupool demo [--duration SECONDS] [--speed X] [--nodes N] [--seed N]
+                 [--store URL] [--console-port P] [--webhook-port P] ...
+
+Starts, on loopback: the store with the example organisation (resized to the fleet),
+the real webhook over HTTPS (a certificate made for the run, the caller's client
+certificate verified), the real reconciler and one real exporter per simulated node
+(pointed at the demo's Kubernetes API stand-in), the real console scraping the
+exporters as a platform admin; then plays the trace's pods through the webhook until
+Ctrl-C or ``--duration``, and stops everything it started. See docs/demo.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import random
+import shutil
+import signal
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import click
+import httpx
+import yaml
+from rich.console import Console
+
+from demo import fleet as fleets
+from demo.apiserver import AdmissionClient, ApiServer, Served
+from demo.apistore import LEASES
+from demo.cluster import Cluster
+from demo.driver import Driver
+from demo.pki import Authority
+from demo.placement import Policy
+from demo.processes import STOP_TIMEOUT_S, Child, ComponentFailed, Supervisor, exit_code
+from demo.summary import Display, line
+from demo.workload import plan
+from governance import cli as gcli
+from governance.errors import GpupoolError
+from simulator.trace import Pod as TracePod
+
+log = logging.getLogger("gpupool.demo")
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+EXAMPLE_ORG = REPOSITORY / "examples" / "org.yaml"
+DEFAULT_STORE = "gpupool-demo.db"
+ADMIN = "alice@northwind.example"
+"""The console's dev user: a platform admin of examples/org.yaml (user and group)."""
+ADMIN_GROUP = "platform-team"
+LEASE_NAMESPACE = "gpupool-system"
+
+
+def _trace_dir() -> Path:
+    from simulator import trace
+
+    return trace.shared_trace_dir(REPOSITORY)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ports:
+    api: int
+    webhook: int
+    reconciler: int
+    console: int
+    exporters: tuple[int, ...]
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _ports(
+    host: str, *, api: int, webhook: int, reconciler: int, console: int, exporter: int, nodes: int
+) -> Ports:
+    """The ports, 0 replaced by a free one; each checked free now (exit 4 otherwise), so
+    that a taken port stops the demo before anything starts."""
+
+    def take(port: int) -> int:
+        if port == 0:
+            return _free_port(host)
+        gcli.listen(host, port, backlog=1).close()
+        return port
+
+    exporters = tuple(take(exporter + n if exporter else 0) for n in range(nodes))
+    return Ports(
+        api=take(api),
+        webhook=take(webhook),
+        reconciler=take(reconciler),
+        console=take(console),
+        exporters=exporters,
+    )
+
+
+def _store_url(store_url: str | None) -> str:
+    if store_url:
+        return store_url
+    return f"sqlite:///{Path.cwd() / DEFAULT_STORE}"
+
+
+@click.command("demo")
+@gcli.store_option()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=EXAMPLE_ORG,
+    show_default="examples/org.yaml",
+    help="The organisation (its pools are resized to the demo's fleet).",
+)
+@click.option(
+    "--duration",
+    "duration_s",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Stop after this many seconds (default: at Ctrl-C).",
+)
+@click.option(
+    "--speed",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    help="Trace seconds per demo second: a pod lives its trace duration divided by it.",
+)
+@click.option(
+    "--nodes",
+    type=click.IntRange(min=1, max=64),
+    default=10,
+    show_default=True,
+    help=f"Simulated GPU nodes of {fleets.NODE_GPUS} GPUs (at least one per pool; 26 is "
+    "examples/org.yaml's own fleet). One exporter runs per node.",
+)
+@click.option(
+    "--placement",
+    type=click.Choice([p.value for p in Policy]),
+    default=Policy.BINPACK.value,
+    show_default=True,
+    help="How the scheduler places pods on nodes and GPUs (HAMi's policies).",
+)
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the workload.")
+@click.option(
+    "--freeze-after",
+    "freeze_after_s",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Stop the workload after this many seconds (no arrivals, no endings) and keep "
+    "serving: the figures stand still (screenshots, checks).",
+)
+@click.option(
+    "--record",
+    type=click.File("w"),
+    default=None,
+    help="Write one JSON line per admission decision to this file.",
+)
+@gcli.host_option("127.0.0.1", help="Loopback address every component listens on.")
+@click.option("--console-port", type=click.IntRange(0, 65535), default=8050, show_default=True)
+@click.option("--webhook-port", type=click.IntRange(0, 65535), default=8443, show_default=True)
+@click.option(
+    "--exporter-port",
+    type=click.IntRange(0, 65535),
+    default=9400,
+    show_default=True,
+    help="The first node's exporter; the next nodes take the next ports (0: free ports).",
+)
+@click.option(
+    "--api-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    help="The Kubernetes API stand-in's port (default: a free one).",
+)
+@click.option(
+    "--reconciler-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    help="The reconciler's health port (default: a free one).",
+)
+@click.option(
+    "--scrape-interval",
+    type=click.FloatRange(min=1),
+    default=5.0,
+    show_default=True,
+    help="Seconds between the console's scrapes of the exporters.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the run's files here (certificates, kubeconfig, node files, logs); "
+    "default: a temporary directory removed at the end.",
+)
+@click.option(
+    "--trace",
+    "trace_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The Alibaba trace's folder (default: ../shared/data/alibaba-gpu-2023).",
+)
+@gcli.log_level_option()
+def demo(
+    store_url: str | None,
+    config_file: Path,
+    duration_s: float | None,
+    speed: float,
+    nodes: int,
+    placement: str,
+    seed: int,
+    freeze_after_s: float | None,
+    record: IO[str] | None,
+    host: str,
+    console_port: int,
+    webhook_port: int,
+    exporter_port: int,
+    api_port: int,
+    reconciler_port: int,
+    scrape_interval: float,
+    workdir: Path | None,
+    trace_dir: Path | None,
+    log_level: str,
+) -> None:
+    """The whole platform live on one machine, driven by a real cluster's workload."""
+    gcli.configure_logging(log_level)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        if not ipaddress.ip_address(host).is_loopback:
+            raise gcli.BadInput(f"--host {host}: the demo listens on loopback only")
+    except ValueError as exc:
+        raise gcli.BadInput(f"--host {host}: not an IP address") from exc
+    store_url = _store_url(store_url)
+    try:
+        document, org = fleets.load(config_file)
+        fleet = fleets.plan(org, nodes)
+    except GpupoolError as exc:
+        raise gcli.failure(exc) from exc
+    except ValueError as exc:
+        raise gcli.BadInput(str(exc)) from exc
+    from simulator import trace
+
+    source = (trace_dir or _trace_dir()) / trace.DEFAULT_POD_LIST
+    try:
+        trace_pods = trace.read_pods(source)
+    except GpupoolError as exc:
+        raise gcli.BadInput(f"{exc} (the demo replays the Alibaba trace: --trace DIR)") from exc
+    ports = _ports(
+        host,
+        api=api_port,
+        webhook=webhook_port,
+        reconciler=reconciler_port,
+        console=console_port,
+        exporter=exporter_port,
+        nodes=len(fleet),
+    )
+    with _run_directory(workdir) as run:
+        code = _run(
+            run=run,
+            host=host,
+            ports=ports,
+            store_url=store_url,
+            document=document,
+            fleet=fleet,
+            policy=Policy(placement),
+            trace_pods=trace_pods,
+            seed=seed,
+            speed=speed,
+            duration_s=duration_s,
+            freeze_after_s=freeze_after_s,
+            record=record,
+            scrape_interval=scrape_interval,
+            log_level=log_level,
+        )
+    if code:
+        raise SystemExit(code)
+
+
+@contextlib.contextmanager
+def _run_directory(workdir: Path | None) -> Iterator[Path]:
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        yield workdir.resolve()
+        return
+    run = Path(tempfile.mkdtemp(prefix="gpupool-demo-"))
+    try:
+        yield run
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
+
+
+class _Stop:
+    """Ctrl-C / SIGTERM: the first asks for a clean stop, a second skips the drain."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.hurry = False
+        self.signal: int | None = None
+
+    def __call__(self, signum: int, _frame: FrameType | None) -> None:
+        if self.event.is_set():
+            self.hurry = True
+        self.signal = signum
+        self.event.set()
+
+
+def _run(
+    *,
+    run: Path,
+    host: str,
+    ports: Ports,
+    store_url: str,
+    document: dict[str, object],
+    fleet: tuple[fleets.Node, ...],
+    policy: Policy,
+    trace_pods: list[TracePod],
+    seed: int,
+    speed: float,
+    duration_s: float | None,
+    freeze_after_s: float | None,
+    record: IO[str] | None,
+    scrape_interval: float,
+    log_level: str,
+) -> int:
+    out = Console(soft_wrap=True)
+    stop = _Stop()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    supervisor = Supervisor(run / "logs")
+    served: Served | None = None
+    admission: AdmissionClient | None = None
+    driver: Driver | None = None
+    store = None
+    try:
+        # -- certificates: the webhook's serving pair, the API server's client pair
+        tls = run / "tls"
+        webhook_ca = Authority(tls, "gpupool-demo-webhook-ca")
+        serving_cert, serving_key = webhook_ca.server("gpupool-webhook", (host, "localhost"))
+        client_ca = Authority(tls, "gpupool-demo-apiserver-client-ca")
+        client_cert, client_key = client_ca.client("kube-apiserver")
+
+        # -- the organisation, its pools resized to the fleet
+        org_file = run / "organisation.yaml"
+        org_file.write_text(
+            "# examples/org.yaml with each pool's gpus set to the demo's fleet\n"
+            + yaml.safe_dump(fleets.resized(document, fleet), sort_keys=False)
+        )
+
+        # -- the Kubernetes API stand-in (in this process)
+        webhook_url = f"https://{host}:{ports.webhook}/mutate"
+        admission = AdmissionClient(
+            webhook_url, ca_file=webhook_ca.file, client_cert=client_cert, client_key=client_key
+        )
+        api = ApiServer(admission=admission, rng=random.Random(seed))
+        served = api.serve(host, ports.api)
+        kubeconfig = served.kubeconfig(run / "kubeconfig")
+        cluster = Cluster(api, fleet, run / "nodes", policy=policy, seed=seed)
+
+        # -- the components, each with its own gpupool subcommand
+        level = ["--log-level", log_level]
+        webhook = supervisor.start(
+            "webhook",
+            [
+                "webhook", "--store", store_url, "--config", str(org_file),
+                "--tls-cert", str(serving_cert), "--tls-key", str(serving_key),
+                "--client-ca", str(client_ca.file), "--host", host, "--port", str(ports.webhook),
+                *level,
+            ],
+        )  # fmt: skip
+        supervisor.wait_ready(
+            webhook, lambda: _ok(f"https://{host}:{ports.webhook}/readyz", ca_file=webhook_ca.file)
+        )
+        reconciler = supervisor.start(
+            "reconciler",
+            [
+                "reconciler", "--store", store_url, "--kubeconfig", str(kubeconfig),
+                "--lease-namespace", LEASE_NAMESPACE, "--host", host,
+                "--health-port", str(ports.reconciler), "--retry-period", "1", *level,
+            ],
+        )  # fmt: skip
+        exporters: list[tuple[Child, str]] = []
+        for node, port in zip(fleet, ports.exporters, strict=True):
+            child = supervisor.start(
+                f"exporter-{node.name}",
+                [
+                    "exporter", "--backend", "simulated",
+                    "--simulate", str(cluster.simulation_file(node.name)),
+                    "--kubernetes", "--node-name", node.name, "--kubeconfig", str(kubeconfig),
+                    "--host", host, "--port", str(port), "--interval", "1", *level,
+                ],
+            )  # fmt: skip
+            exporters.append((child, f"http://{host}:{port}/metrics"))
+        scraped = [
+            arg for _c, url in exporters for arg in ("--exporter", url.removesuffix("/metrics"))
+        ]
+        console = supervisor.start(
+            "console",
+            [
+                "dashboard", "--store", store_url, *scraped,
+                "--dev-user", ADMIN, "--dev-group", ADMIN_GROUP, "--host", host,
+                "--port", str(ports.console), "--scrape-interval", str(scrape_interval),
+                "--workers", "1", *level,
+            ],
+        )  # fmt: skip
+        supervisor.wait_ready(reconciler, lambda: _ok(f"http://{host}:{ports.reconciler}/readyz"))
+        for child, url in exporters:
+            supervisor.wait_ready(child, lambda url=url: _ok(url))  # type: ignore[misc]
+        supervisor.wait_ready(console, lambda: _ok(f"http://{host}:{ports.console}/"))
+        _wait_for_leader(api, supervisor)
+
+        out.print(f"console: http://{host}:{ports.console}/", highlight=False)
+        out.print(f"webhook: {webhook_url}", highlight=False)
+        for _child, url in exporters:
+            out.print(f"exporter: {url}", highlight=False)
+        out.print(
+            f"[dim]store: {store_url} (kept: gpupool --store {store_url} ledger list)\n"
+            f"Kubernetes API stand-in (not a cluster): {served.url} (kubeconfig {kubeconfig})\n"
+            f"fleet: {len(fleet)} nodes, {sum(n.gpus for n in fleet)} GPUs; trace: "
+            f"{len(trace_pods)} pods of the Alibaba GPU trace at {speed:g}x, seed {seed}; "
+            f"run files: {run}[/dim]",
+            highlight=False,
+        )
+
+        # -- the workload
+        from governance import ledger
+        from governance.store import Store
+
+        store = Store(store_url)
+
+        def released(allocation_id: str) -> bool:
+            found = ledger.get(store, allocation_id)
+            return found is None or not found.state.live
+
+        driver = Driver(
+            plan=plan(trace_pods, seed=seed, speed=speed, fleet_gpus=sum(n.gpus for n in fleet)),
+            api=api,
+            cluster=cluster,
+            released=released,
+            record=record,
+        )
+        display = Display(out, driver.stats, duration_s)
+        worker = threading.Thread(
+            target=driver.run,
+            args=(stop.event,),
+            kwargs={"freeze_after_s": freeze_after_s},
+            name="driver",
+            daemon=True,
+        )
+        display.start()
+        worker.start()
+        started = time.monotonic()
+        try:
+            while not stop.event.is_set():
+                supervisor.check()
+                if not worker.is_alive():
+                    raise RuntimeError("the workload driver stopped; see the log above")
+                if duration_s is not None and time.monotonic() - started >= duration_s:
+                    stop.event.set()
+                    break
+                display.update()
+                stop.event.wait(0.5)
+        finally:
+            stop.event.set()
+            worker.join(timeout=30)
+            display.update()
+            display.close()
+        out.print(line(driver.stats, time.monotonic() - started), highlight=False)
+        if not stop.hurry:
+            left = driver.drain()
+            if left:
+                out.print(
+                    f"[yellow]{left} allocation(s) not released yet: the reconciler or "
+                    "the expiry pass will end them[/yellow]"
+                )
+        out.print(
+            f"stopped; the store is kept: gpupool --store {store_url} ledger list", highlight=False
+        )
+        return 0
+    except ComponentFailed as exc:
+        out.print(f"[red]error:[/red] {exc}", highlight=False)
+        return exit_code(exc)
+    finally:
+        if admission is not None:
+            admission.close()  # the webhook waits for its callers' connections to close
+        killed = supervisor.stop()
+        if killed:
+            out.print(f"[yellow]killed after {STOP_TIMEOUT_S:g} s: {', '.join(killed)}[/yellow]")
+        if served is not None:
+            served.close()
+        if store is not None:
+            store.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _ok(url: str, *, ca_file: Path | None = None) -> bool:
+    verify: ssl.SSLContext | bool = True
+    if ca_file is not None:
+        verify = ssl.create_default_context(cafile=str(ca_file))
+    answer = httpx.get(url, verify=verify, timeout=5)
+    return answer.status_code == 200
+
+
+def _wait_for_leader(api: ApiServer, supervisor: Supervisor, timeout_s: float = 60.0) -> None:
+    """Wait until the reconciler holds its Lease (it then lists and watches pods): a pod
+    that came and went before it watched would leave its reservation to the expiry."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        supervisor.check()
+        leases, _version = api.store.list(LEASES)
+        if any((lease.get("spec") or {}).get("holderIdentity") for lease in leases):
+            time.sleep(0.5)  # its first list and watch
+            return
+        time.sleep(0.1)
+    raise ComponentFailed(
+        next(c for c in supervisor.children if c.name == "reconciler"),
+        f"did not take its Lease within {timeout_s:g} s",
+    )
