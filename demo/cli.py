@@ -139,10 +139,11 @@ def _store_url(store_url: str | None) -> str:
 @click.option(
     "--nodes",
     type=click.IntRange(min=1, max=64),
-    default=10,
+    default=26,
     show_default=True,
-    help=f"Simulated GPU nodes of {fleets.NODE_GPUS} GPUs (at least one per pool; 26 is "
-    "examples/org.yaml's own fleet). One exporter runs per node.",
+    help=f"Simulated GPU nodes of {fleets.NODE_GPUS} GPUs, one exporter each. 26 is "
+    "examples/org.yaml's fleet as declared; fewer (at least one per pool) shrink its pools "
+    "to match, for small machines.",
 )
 @click.option(
     "--placement",

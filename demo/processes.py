@@ -22,7 +22,9 @@ from pathlib import Path
 
 from governance import cli as gcli
 
-STOP_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 30.0
+"""Seconds the components have to stop on SIGTERM (thirty of them stopping at once on
+two cores take several) before they are killed."""
 
 
 class ComponentFailed(Exception):

@@ -7,9 +7,9 @@ every :data:`LINE_EVERY_S` seconds, so that logs stay readable.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -38,15 +38,15 @@ def table(stats: Stats) -> Table:
     grid.add_column("", justify="right")
     grid.add_column("slices in use")
     grid.add_column("", justify="right")
-    denials = [("admitted", stats.admitted)] + [
-        (f"denied {reason}", count) for reason, count in stats.denied.most_common()
+    denials = [("admitted", str(stats.admitted))] + [
+        (f"denied {reason}", str(count)) for reason, count in stats.denied.most_common()
     ]
-    slices = sorted(stats.slices.items())
-    slices.append(("pods running / pending", f"{stats.running} / {stats.pending}"))  # type: ignore[arg-type]
+    slices = [(department, str(count)) for department, count in sorted(stats.slices.items())]
+    slices.append(("pods running / pending", f"{stats.running} / {stats.pending}"))
     for i in range(max(len(denials), len(slices))):
         left = denials[i] if i < len(denials) else ("", "")
         right = slices[i] if i < len(slices) else ("", "")
-        grid.add_row(str(left[0]), str(left[1]), str(right[0]), str(right[1]))
+        grid.add_row(left[0], left[1], right[0], right[1])
     return grid
 
 
@@ -67,7 +67,7 @@ class Display:
             console=console,
         )
         self.task = self.progress.add_task("", total=duration_s)
-        self.live: object | None = None
+        self.live: Live | None = None
 
     def _renderable(self) -> RenderableType:
         recent = [
@@ -78,20 +78,14 @@ class Display:
 
     def start(self) -> None:
         if self.console.is_terminal:
-            from rich.live import Live
+            self.live = Live(self._renderable(), console=self.console, refresh_per_second=2)
+            self.live.start()
 
-            live = Live(self._renderable(), console=self.console, refresh_per_second=2)
-            live.start()
-            self.live = live
-
-    def update(self, elapsed_s: Callable[[], float] | None = None) -> None:
+    def update(self) -> None:
         elapsed = time.monotonic() - self.started
         state = "frozen, serving" if self.stats.frozen else f"{self.stats.planned} pods sent"
         self.progress.update(self.task, completed=elapsed, description=state)
         if self.live is not None:
-            from rich.live import Live
-
-            assert isinstance(self.live, Live)
             self.live.update(self._renderable())
         elif time.monotonic() - self._last_line >= LINE_EVERY_S:
             self._last_line = time.monotonic()
@@ -99,8 +93,5 @@ class Display:
 
     def close(self) -> None:
         if self.live is not None:
-            from rich.live import Live
-
-            assert isinstance(self.live, Live)
             self.live.update(self._renderable())
             self.live.stop()

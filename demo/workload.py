@@ -48,7 +48,7 @@ from simulator.trace import Pod as TracePod
 
 JSON = dict[str, Any]
 
-LOAD = 1.3
+LOAD = 1.1
 """What the workload asks for, on average, as a multiple of the fleet's GPUs."""
 MIN_POD_S = 2.0
 MAX_POD_S = 300.0
@@ -369,6 +369,12 @@ class Misfit:
 
 MISFITS: tuple[Misfit, ...] = (
     Misfit(
+        intent=Intent.NOT_OFFERED,
+        description="a pretraining job asking for A100s in a queue of H100s",
+        tenant="research pretraining",
+        sku=SkuChoice(sku="a100-whole", compute_pct=100, form=Form.LABEL),
+    ),
+    Misfit(
         intent=Intent.FORBIDDEN,
         description="an ML engineer starting a training job in research's namespace",
         tenant="research pretraining",
@@ -592,7 +598,8 @@ def plan(
         if planned.at_s + planned.duration_s <= 0:
             continue  # ended before the replay starts
         if planned.at_s < 0:  # running at the start: created first, for what it has left
-            planned = replace(planned, at_s=0.0, duration_s=planned.at_s + planned.duration_s)
+            left = max(planned.at_s + planned.duration_s, MIN_POD_S)
+            planned = replace(planned, at_s=0.0, duration_s=left)
         seq += 1
         yield planned
 
