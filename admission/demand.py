@@ -1,24 +1,17 @@
-"""What a pod asks for: each container's GPU request, in the three forms users write. Pure.
+"""What a pod asks for: each GPU container's request, read by the request forms. Pure.
 
-DESIGN.md, "What a user writes" (first match wins, per container):
+The forms users write (DESIGN.md, "What a user writes") are modules of
+:mod:`governance.forms`, asked per container in order, first match wins. This module
+does the pod-level work around them:
 
-1. the pod label ``gpupool.io/sku: S`` with ``nvidia.com/gpu: N``, or the SKU's own
-   extended resource ``gpupool.io/S: N``: N slices of S;
-2. the HAMi form: ``nvidia.com/gpu: N`` with ``nvidia.com/gpumem`` (MiB per GPU),
-   ``nvidia.com/gpumem-percentage`` and/or ``nvidia.com/gpucores`` (percent per GPU);
-3. plain ``nvidia.com/gpu: N``: N slices of the queue's default SKU.
-
-A container that asks for GPU memory or cores without a GPU count asks for one GPU (as
-HAMi does): it is a GPU request, never a way around the checks. A container that names
-a data plane's own resource (``nvidia.com/mig-1g.10gb``, ``huawei.com/Ascend910B`` ...)
-is refused: the webhook writes those names, users ask in one of the forms above.
-
-Quantities are read from ``limits``, else ``requests`` (Kubernetes requires them equal
-for extended resources), by apimachinery's rules (:mod:`governance.quantity`): the API
-server sends them in canonical form, ``3000`` as ``3k``. Then each resource's unit
-applies: counts (``nvidia.com/gpu``, ``gpupool.io/<sku>``, ``gpumem-percentage``,
-``gpucores``) must be whole numbers; ``gpumem`` is a number of MiB as HAMi reads it
-(``3k`` is 3000 MiB), a binary unit being bytes (``8Gi`` is 8192 MiB).
+- which containers ask for GPUs at all: any resource name a form reads, or a data
+  plane's own; the rest are never looked at;
+- a container that names a data plane's own resource (``nvidia.com/mig-1g.10gb``,
+  ``huawei.com/Ascend910B`` ...) is refused: the webhook writes those names, users ask
+  in one of the forms;
+- quantities are read from ``limits``, else ``requests``, which must be equal as
+  quantities where both are set (Kubernetes requires it for extended resources);
+- every container's request, and the warnings for the user, gathered for the pod.
 """
 
 from __future__ import annotations
@@ -27,30 +20,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from admission.review import Container, Pod, Quantity
-from governance import quantity
-from governance.contract import (
-    LABEL_SKU,
-    PREFIX,
-    RESOURCE_HAMI_GPUCORES,
-    RESOURCE_HAMI_GPUMEM,
-    RESOURCE_HAMI_GPUMEM_PERCENTAGE,
-    RESOURCE_NVIDIA_GPU,
-    SKU_CUSTOM,
-    SKU_RESOURCE_PREFIX,
-    Reason,
-)
+from governance import forms, quantity
+from governance.contract import LABEL_SKU, PREFIX
+from governance.forms import InvalidDemand as InvalidDemand  # the webhook denies with it
 from governance.placement import SliceRequest
 
-HAMI_EXTRAS = (RESOURCE_HAMI_GPUMEM, RESOURCE_HAMI_GPUMEM_PERCENTAGE, RESOURCE_HAMI_GPUCORES)
-USER_RESOURCES = frozenset((RESOURCE_NVIDIA_GPU, *HAMI_EXTRAS))
-
-
-class InvalidDemand(ValueError):
-    """A GPU request the webhook cannot read (422), with the reason code."""
-
-    def __init__(self, message: str, *, reason: Reason = Reason.INVALID_REQUEST) -> None:
-        self.code = reason
-        super().__init__(message)
+USER_RESOURCES = frozenset(forms.USER_RESOURCES)
+"""The resource names users write (read from the forms' registry)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,7 +47,7 @@ class GpuNames:
         )
 
     def is_gpu(self, name: str) -> bool:
-        return name in USER_RESOURCES or name.startswith(SKU_RESOURCE_PREFIX) or name in self.native
+        return name in USER_RESOURCES or name.startswith(forms.USER_PREFIXES) or name in self.native
 
 
 def is_gpu_container(container: Container, names: GpuNames) -> bool:
@@ -83,79 +59,6 @@ def is_gpu_container(container: Container, names: GpuNames) -> bool:
 def is_gpu_pod(pod: Pod, names: GpuNames) -> bool:
     """Whether any container asks for anything GPU-like (cheap: no store, no Org)."""
     return any(is_gpu_container(c, names) for c in pod.containers)
-
-
-def _read(container: Container, name: str, value: Quantity, expected: str) -> quantity.Quantity:
-    """The quantity as apimachinery reads it: the API server sends it in canonical form
-    (``3000`` arrives as ``3k``, ``1000`` as ``1k``), so suffixes must be honoured."""
-    try:
-        return quantity.parse(value)
-    except quantity.InvalidQuantity as exc:
-        raise _bad(container, name, value, expected, why=exc.reason) from None
-
-
-def _integer(container: Container, name: str, value: Quantity) -> int:
-    """A count: a non-negative whole number (Kubernetes' rule for extended resources);
-    ``1k`` is 1000 and ``1500m`` is not whole."""
-    if isinstance(value, str) and value.isdigit() and value.isascii():
-        return int(value)  # the common case, without building a Decimal
-    expected = "a whole number"
-    number = quantity.whole(_read(container, name, value, expected).value)
-    if number is None:
-        raise _bad(container, name, value, expected)
-    if number < 0:
-        raise _bad(container, name, value, "a whole number, 0 or more")
-    return number
-
-
-MIB = 1024 * 1024
-
-
-def _memory_mib(container: Container, name: str, value: Quantity) -> int:
-    """HAMi's gpumem: a count of MiB, read as HAMi reads it (the quantity's value), so
-    ``3000`` and its canonical form ``3k`` are both 3000 MiB; a binary unit is bytes
-    (``8Gi`` is 8192 MiB), since nobody writes ``8Gi`` meaning 8 Gi of MiB."""
-    expected = "MiB as a whole number (or a binary unit such as 8Gi)"
-    parsed = _read(container, name, value, expected)
-    number = quantity.whole(parsed.value)
-    if number is not None and parsed.format is quantity.Format.BINARY_SI:
-        number = number // MIB if number % MIB == 0 else None
-    if number is None:
-        raise _bad(container, name, value, "a whole number of MiB")
-    if number < 0:
-        raise _bad(container, name, value, "a whole number of MiB, 0 or more")
-    return number
-
-
-def _bad(
-    container: Container, name: str, value: object, expected: str, *, why: str = ""
-) -> InvalidDemand:
-    detail = f"; {why}" if why else ""
-    return InvalidDemand(
-        f"container {container.name!r} asks for {name}: {value!r}, which is not {expected}"
-        f"{detail}. Write it as {expected} in resources.limits."
-    )
-
-
-def _quantity(container: Container, name: str) -> Quantity | None:
-    limit = container.limits.get(name)
-    request = container.requests.get(name)
-    if limit is not None and request is not None and not _same(limit, request):
-        raise InvalidDemand(
-            f"container {container.name!r} asks for {name} with requests {request!r} and "
-            f"limits {limit!r}: GPU resources cannot be overcommitted, so set them equal "
-            "(or set only limits)."
-        )
-    return limit if limit is not None else request
-
-
-def _same(a: Quantity, b: Quantity) -> bool:
-    """Equal as quantities (``1k`` and ``1000``); a text that does not parse compares as
-    text, and is reported when it is read."""
-    try:
-        return quantity.parse(a).value == quantity.parse(b).value
-    except quantity.InvalidQuantity:
-        return str(a) == str(b)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,108 +77,73 @@ class PodDemand:
 
 def pod_demand(pod: Pod, names: GpuNames) -> PodDemand:
     """Each GPU container's :class:`SliceRequest`; InvalidDemand when one cannot be read."""
-    label_sku = pod.labels.get(LABEL_SKU) or None
     found: list[ContainerDemand] = []
     warnings: list[str] = []
     for container in pod.containers:
-        if not is_gpu_container(container, names):
+        quantities = _gpu_quantities(container, names)
+        if quantities is None:
             continue
-        request = _container_request(container, label_sku, names, warnings)
-        if request is not None:
-            found.append(ContainerDemand(container=container, request=request))
+        reading = forms.read(forms.Resources(container.name, quantities, pod.labels))
+        if reading is None:
+            continue
+        warnings.extend(reading.warnings)
+        if reading.request is not None:
+            found.append(ContainerDemand(container=container, request=reading.request))
     return PodDemand(containers=tuple(found), warnings=tuple(warnings))
 
 
-def _container_request(
-    container: Container, label_sku: str | None, names: GpuNames, warnings: list[str]
-) -> SliceRequest | None:
-    resource_names = sorted(container.resource_names())
-    native = [n for n in resource_names if n in names.native]
-    if native:
+_ORDER = {name: i for i, name in enumerate(forms.USER_RESOURCES)}
+
+
+def _gpu_quantities(container: Container, names: GpuNames) -> dict[str, Quantity] | None:
+    """The quantity of each name the forms read (the limit, else the request), or None
+    when the container asks for no GPU.
+
+    Refused: a data plane's own name, or requests unequal to limits (the first in the
+    registry's order of names, then the SKU resources by name). One pass over the
+    container's resources: every container of every GPU pod goes through here.
+    """
+    limits, requests = container.limits, container.requests
+    native = names.native
+    found: dict[str, Quantity] = {}
+    own: list[str] = []
+    for name, value in limits.items():
+        if name in native:
+            own.append(name)
+        elif name in USER_RESOURCES or name.startswith(forms.USER_PREFIXES):
+            found[name] = value
+    overcommitted: list[str] = []
+    for name, value in requests.items():
+        if name in native:
+            if name not in limits:
+                own.append(name)
+        elif name in USER_RESOURCES or name.startswith(forms.USER_PREFIXES):
+            limit = found.setdefault(name, value)
+            if limit is not value and limit != value and not _same(limit, value):
+                overcommitted.append(name)
+    if own:
         raise InvalidDemand(
-            f"container {container.name!r} asks for {', '.join(native)} directly: these are "
-            "the data plane's own resources, which gpupool writes. Ask for nvidia.com/gpu: N "
-            f"with the pod label {LABEL_SKU}: <sku> (or gpupool.io/<sku>: N) instead."
+            f"container {container.name!r} asks for {', '.join(sorted(own))} directly: these "
+            "are the data plane's own resources, which gpupool writes. Ask for nvidia.com/gpu: "
+            f"N with the pod label {LABEL_SKU}: <sku> (or gpupool.io/<sku>: N) instead."
         )
-    sku_resources = [n for n in resource_names if n.startswith(SKU_RESOURCE_PREFIX)]
-    gpu_value = _quantity(container, RESOURCE_NVIDIA_GPU)
-    extras: dict[str, Quantity] = {}
-    for extra in HAMI_EXTRAS:
-        value = _quantity(container, extra)
-        if value is not None:
-            extras[extra] = value
-    if sku_resources:
-        if len(sku_resources) > 1 or gpu_value is not None or extras:
-            asked = {*sku_resources, *extras}
-            if gpu_value is not None:
-                asked.add(RESOURCE_NVIDIA_GPU)
-            raise InvalidDemand(
-                f"container {container.name!r} asks for {', '.join(sorted(asked))}: "
-                "ask for one SKU per container, either as gpupool.io/<sku>: N or as "
-                f"nvidia.com/gpu: N with the pod label {LABEL_SKU}, not both."
-            )
-        name = sku_resources[0]
-        sku_value = _quantity(container, name)
-        assert sku_value is not None
-        count = _integer(container, name, sku_value)
-        if count == 0:
-            return None
-        return SliceRequest(count=count, sku=name[len(SKU_RESOURCE_PREFIX) :])
-    count = 0 if gpu_value is None else _integer(container, RESOURCE_NVIDIA_GPU, gpu_value)
-    if label_sku is not None and label_sku != SKU_CUSTOM:
-        if count == 0:
-            if extras:
-                raise InvalidDemand(
-                    f"container {container.name!r} asks for {', '.join(sorted(extras))} "
-                    f"without nvidia.com/gpu, but the pod is labelled {LABEL_SKU}: "
-                    f"{label_sku}: ask for nvidia.com/gpu: N slices of {label_sku}."
-                )
-            return None
-        if extras:
-            warnings.append(
-                f"container {container.name!r}: {', '.join(sorted(extras))} ignored: SKU "
-                f"{label_sku} (pod label {LABEL_SKU}) fixes the memory and compute of a slice."
-            )
-        return SliceRequest(count=count, sku=label_sku)
-    if extras or label_sku == SKU_CUSTOM:
-        if gpu_value is None:
-            count = 1
-            warnings.append(
-                f"container {container.name!r} asks for {', '.join(sorted(extras))} "
-                "without nvidia.com/gpu: counted as 1 GPU."
-            )
-        elif count == 0:
-            raise InvalidDemand(
-                f"container {container.name!r} asks for {', '.join(sorted(extras))} with "
-                "nvidia.com/gpu: 0: ask for at least 1 GPU, or remove the GPU memory and "
-                "cores."
-            )
-        memory_mib = memory_pct = compute_pct = None
-        if RESOURCE_HAMI_GPUMEM in extras:
-            memory_mib = _memory_mib(container, RESOURCE_HAMI_GPUMEM, extras[RESOURCE_HAMI_GPUMEM])
-        if RESOURCE_HAMI_GPUMEM_PERCENTAGE in extras:
-            if memory_mib is not None:
-                raise InvalidDemand(
-                    f"container {container.name!r} asks for both {RESOURCE_HAMI_GPUMEM} and "
-                    f"{RESOURCE_HAMI_GPUMEM_PERCENTAGE}: write one of them."
-                )
-            memory_pct = _integer(
-                container, RESOURCE_HAMI_GPUMEM_PERCENTAGE, extras[RESOURCE_HAMI_GPUMEM_PERCENTAGE]
-            )
-        if RESOURCE_HAMI_GPUCORES in extras:
-            compute_pct = _integer(
-                container, RESOURCE_HAMI_GPUCORES, extras[RESOURCE_HAMI_GPUCORES]
-            )
-        return SliceRequest(
-            count=count,
-            custom=True,
-            memory_mib=memory_mib,
-            memory_pct=memory_pct,
-            compute_pct=compute_pct,
+    if overcommitted:
+        name = min(overcommitted, key=lambda n: (_ORDER.get(n, len(_ORDER)), n))
+        raise InvalidDemand(
+            f"container {container.name!r} asks for {name} with requests {requests[name]!r} "
+            f"and limits {limits[name]!r}: GPU resources cannot be overcommitted, so set them "
+            "equal (or set only limits)."
         )
-    if count == 0:
-        return None
-    return SliceRequest(count=count)
+    return found or None
+
+
+def _same(a: Quantity, b: Quantity) -> bool:
+    """Equal as quantities (``1k`` and ``1000``); a text that does not parse compares as
+    text, and is reported when it is read."""
+    try:
+        return quantity.parse(a).value == quantity.parse(b).value
+    except quantity.InvalidQuantity:
+        return str(a) == str(b)
 
 
 def gpu_fields(pod: Pod, names: GpuNames) -> dict[str, dict[str, str]]:

@@ -9,19 +9,14 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from governance import contract
+from governance import forms
 from governance.backends.base import PodChanges
 from governance.contract import Reason, SliceGrant
 from governance.errors import ConfigError, PlacementError
 from governance.model import Pool, Sku
 
-USER_RESOURCES: tuple[str, ...] = (
-    contract.RESOURCE_NVIDIA_GPU,
-    contract.RESOURCE_HAMI_GPUMEM,
-    contract.RESOURCE_HAMI_GPUMEM_PERCENTAGE,
-    contract.RESOURCE_HAMI_GPUCORES,
-)
-"""The names a user writes to ask for GPUs (DESIGN.md, "What a user writes"): every
+USER_RESOURCES: tuple[str, ...] = forms.USER_RESOURCES
+"""The names a user writes to ask for GPUs (the request forms' registry): every
 backend strips them, whatever vendor it serves, because the webhook replaces them with
 the data plane's own names."""
 

@@ -436,7 +436,8 @@ def test_the_webhook_follows_the_exit_code_table_and_logs_no_alembic_lines(
         code = "from admission.cli import webhook; webhook()"
         return subprocess.run(
             [sys.executable, "-c", code, "--store", str(tmp_path / "g.db"), *args,
-             "--tls-cert", str(cert), "--tls-key", str(key), "--host", "127.0.0.1"],
+             "--tls-cert", str(cert), "--tls-key", str(key), "--host", "127.0.0.1",
+             "--allow-unauthenticated"],
             cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip

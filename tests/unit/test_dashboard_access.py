@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from dashboard import app as app_module
 from dashboard.access import AccessError, ProxyHeaders, Scope, scope_for
 from dashboard.app import create_app
 from dashboard.direct import DirectSource
+from dashboard.pages import overview
 from dashboard.prometheus import PrometheusSource
 from dashboard.sources import SourceUnavailable
 from governance import rbac
@@ -116,7 +116,7 @@ def test_the_console_reads_every_group_of_the_header(tmp_path: Path) -> None:
         reply = app.server.test_client().post(
             "/_dash-update-component",
             json=sup.callback_body(
-                list(app_module.OVERVIEW_OUTPUTS),
+                list(overview.Outputs.spec()),
                 [("range", "value", "1h"), ("tick", "n_intervals", 0)],
             ),
             headers={"X-Forwarded-User": "lee", "X-Forwarded-Groups": f"ml-team, {MINE}-admins"},

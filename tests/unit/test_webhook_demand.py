@@ -136,6 +136,24 @@ def test_requests_alone_count_and_must_equal_limits() -> None:
         demand.pod_demand(both, NAMES)
 
 
+def test_an_overcommitted_sku_resource_is_reported_before_a_mix_of_forms() -> None:
+    """Requests are checked equal to limits for every name a form reads before any form
+    reads the container; before request forms were modules (issue 15) the mix came first."""
+    pod = parsed(
+        A.container(
+            limits={"gpupool.io/small": "1", "nvidia.com/gpu": "1"},
+            requests={"gpupool.io/small": "2"},
+        )
+    )
+    with pytest.raises(demand.InvalidDemand) as err:
+        demand.pod_demand(pod, NAMES)
+    assert str(err.value) == (
+        "container 'main' asks for gpupool.io/small with requests '2' and limits '1': GPU "
+        "resources cannot be overcommitted, so set them equal (or set only limits)."
+    )
+    assert err.value.code is Reason.INVALID_REQUEST
+
+
 @pytest.mark.parametrize(
     ("limits", "needle"),
     [
