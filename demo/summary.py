@@ -12,6 +12,7 @@ from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from demo.driver import Stats
 
@@ -70,10 +71,14 @@ class Display:
         self.live: Live | None = None
 
     def _renderable(self) -> RenderableType:
-        recent = [
-            f"[dim]{d.reason}[/dim] {d.namespace}/{d.pod} ({d.who}): {d.message[:160]}"
-            for d in list(self.stats.recent_denials)
-        ]
+        recent = []
+        for d in list(self.stats.recent_denials):
+            line = Text(no_wrap=True, overflow="ellipsis")
+            line.append(f"{d.reason} ", style="bold red")
+            line.append(d.message.split(" denied the request: ", 1)[-1])
+            recent.append(line)
+        if recent:
+            recent.insert(0, Text("latest denials", style="bold"))
         return Group(self.progress, table(self.stats), *recent)
 
     def start(self) -> None:
