@@ -37,6 +37,7 @@ import httpx
 import yaml
 from rich.console import Console
 
+from admission.tls import self_signed
 from demo import fleet as fleets
 from demo.apiserver import AdmissionClient, ApiServer, Served
 from demo.apistore import LEASES
@@ -248,13 +249,6 @@ def demo(
         raise gcli.failure(exc) from exc
     except ValueError as exc:
         raise gcli.BadInput(str(exc)) from exc
-    from simulator import trace
-
-    source = (trace_dir or _trace_dir()) / trace.DEFAULT_POD_LIST
-    try:
-        trace_pods = trace.read_pods(source)
-    except GpupoolError as exc:
-        raise gcli.BadInput(f"{exc} (the demo replays the Alibaba trace: --trace DIR)") from exc
     ports = _ports(
         host,
         api=api_port,
@@ -264,6 +258,13 @@ def demo(
         exporter=exporter_port,
         nodes=len(fleet),
     )
+    from simulator import trace
+
+    source = (trace_dir or _trace_dir()) / trace.DEFAULT_POD_LIST
+    try:
+        trace_pods = trace.read_pods(source)
+    except GpupoolError as exc:
+        raise gcli.BadInput(f"{exc} (the demo replays the Alibaba trace: --trace DIR)") from exc
     with _run_directory(workdir) as run:
         code = _run(
             run=run,
@@ -343,8 +344,8 @@ def _run(
     try:
         # -- certificates: the webhook's serving pair, the API server's client pair
         tls = run / "tls"
-        webhook_ca = Authority(tls, "gpupool-demo-webhook-ca")
-        serving_cert, serving_key = webhook_ca.server("gpupool-webhook", (host, "localhost"))
+        webhook_ca = tls / "gpupool-demo-webhook-ca.pem"
+        serving_cert, serving_key = self_signed(tls, ca_file=webhook_ca, hosts=(host, "localhost"))
         client_ca = Authority(tls, "gpupool-demo-apiserver-client-ca")
         client_cert, client_key = client_ca.client("kube-apiserver")
 
@@ -358,7 +359,7 @@ def _run(
         # -- the Kubernetes API stand-in (in this process)
         webhook_url = f"https://{host}:{ports.webhook}/mutate"
         admission = AdmissionClient(
-            webhook_url, ca_file=webhook_ca.file, client_cert=client_cert, client_key=client_key
+            webhook_url, ca_file=webhook_ca, client_cert=client_cert, client_key=client_key
         )
         api = ApiServer(admission=admission, rng=random.Random(seed))
         served = api.serve(host, ports.api)
@@ -377,7 +378,7 @@ def _run(
             ],
         )  # fmt: skip
         supervisor.wait_ready(
-            webhook, lambda: _ok(f"https://{host}:{ports.webhook}/readyz", ca_file=webhook_ca.file)
+            webhook, lambda: _ok(f"https://{host}:{ports.webhook}/readyz", ca_file=webhook_ca)
         )
         reconciler = supervisor.start(
             "reconciler",

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from governance import config, contract, ledger
 from governance.store import Store
 from simulator import trace
 from tests.support import dashboard as sup
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -118,20 +119,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except Exception as exc:  # a page re-rendering, a process still starting
-            last = exc
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 @dataclass
@@ -353,8 +340,8 @@ def test_the_console_draws_the_overview_and_shows_the_ledgers_quota_and_the_deni
     store = Store(seen.run.store_url)
     try:
         browser.get(url)
-        wait_for(lambda: "pool capacity" in _text(browser, "#ov-kpis").lower(), "the KPI cards")
-        wait_for(lambda: _loaded(browser), "every figure")
+        wait_for(lambda: "pool capacity" in _text(browser, "#ov-kpis").lower(), "KPIs", 60)
+        wait_for(lambda: _loaded(browser), "every figure", 60)
         kpis = _text(browser, "#ov-kpis")
         assert f"{NODES * 8} GPUs" in kpis
         admitted, denied = map(int, re.search(r"(\d+) / (\d+)", kpis.split("DENIALS")[-1]).groups())  # type: ignore[union-attr]
@@ -365,9 +352,7 @@ def test_the_console_draws_the_overview_and_shows_the_ledgers_quota_and_the_deni
         assert reasons and all(reason in chart for reason in reasons), (reasons, chart)
 
         browser.get(url + "departments")
-        select = wait_for(
-            lambda: browser.find_element(By.ID, "dept-select"), "the department select"
-        )
+        select = wait_for(lambda: browser.find_element(By.ID, "dept-select"), "a select", 30)
         names = [
             o.get_attribute("value") for o in Select(select).options if o.get_attribute("value")
         ]
@@ -387,7 +372,7 @@ def test_the_console_draws_the_overview_and_shows_the_ledgers_quota_and_the_deni
                 shown = _text(browser, "#dept-select option:checked")
                 return rows if shown == dept and len(rows) == 3 else {}
 
-            rows = wait_for(quota_row, f"{name}'s quota table")
+            rows = wait_for(quota_row, f"{name}'s quota table", 30)
             assert rows == {
                 "slices": config.format_amount("slices", expected.slices),
                 "memory_mib": config.format_amount("memory_mib", expected.memory_mib),

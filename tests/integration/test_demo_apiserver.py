@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from governance import config, contract
 from governance.store import Store
 from simulator import trace
 from tests.support import admission as A
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -74,16 +74,6 @@ def plain_pod(name: str) -> dict[str, Any]:
 
 
 ANA = User("ana@northwind.example")
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
