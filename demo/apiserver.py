@@ -89,6 +89,9 @@ GPU_RESOURCE_PREFIXES = (
 NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 """What the API server appends to a ``generateName`` (apimachinery's name generator)."""
 CONTINUE_TTL_S = 60.0
+MAX_EVENTS = 2000
+"""Events kept (the API server lets them expire after an hour; a demo makes several a
+second)."""
 
 
 @dataclass(frozen=True)
@@ -331,6 +334,7 @@ class ApiServer:
         namespace = str(meta.get("namespace") or "default")
         base = meta.get("name") or meta.get("generateName") or "object"
         name = f"{str(base).rstrip('-')}.{next(self._events):x}{secrets.token_hex(4)}"
+        self.store.trim(EVENTS, MAX_EVENTS - 1)
         return self.store.create(
             EVENTS,
             models.event(
@@ -356,7 +360,7 @@ class ApiServer:
         thread = threading.Thread(target=server.serve_forever, name="apiserver", daemon=True)
         thread.start()
         url = f"http://{host}:{server.server_address[1]}"
-        log.info("Kubernetes API stand-in (a demo stand-in, not Kubernetes) on %s", url)
+        log.debug("Kubernetes API stand-in (a demo stand-in, not Kubernetes) on %s", url)
         return Served(url=url, server=server, store=self.store)
 
     def handle(self, method: str, path: str, query: Mapping[str, str], body: bytes) -> Answer:

@@ -296,6 +296,16 @@ class ObjectStore:
             self._record(k, "DELETED", old, gone)
             return copy.deepcopy(gone)
 
+    def trim(self, kind: str, keep: int) -> int:
+        """Delete the oldest objects of ``kind`` beyond the newest ``keep`` (as the API
+        server lets Events expire); returns how many went."""
+        with self._cond:
+            k = self._kind(kind)
+            extra = len(k.objects) - keep
+            for namespace, name in list(k.objects)[: max(extra, 0)]:
+                self.delete(kind, namespace, name)
+            return max(extra, 0)
+
     # -- reads
 
     def get(self, kind: str, namespace: str, name: str) -> JSON:

@@ -169,8 +169,20 @@ def _store_url(store_url: str | None) -> str:
     help="Write one JSON line per admission decision to this file.",
 )
 @gcli.host_option("127.0.0.1", help="Loopback address every component listens on.")
-@click.option("--console-port", type=click.IntRange(0, 65535), default=8050, show_default=True)
-@click.option("--webhook-port", type=click.IntRange(0, 65535), default=8443, show_default=True)
+@click.option(
+    "--console-port",
+    type=click.IntRange(0, 65535),
+    default=8050,
+    show_default=True,
+    help="The console's port (0: a free one).",
+)
+@click.option(
+    "--webhook-port",
+    type=click.IntRange(0, 65535),
+    default=8443,
+    show_default=True,
+    help="The webhook's port (0: a free one).",
+)
 @click.option(
     "--exporter-port",
     type=click.IntRange(0, 65535),
@@ -265,7 +277,7 @@ def demo(
         trace_pods = trace.read_pods(source)
     except GpupoolError as exc:
         raise gcli.BadInput(f"{exc} (the demo replays the Alibaba trace: --trace DIR)") from exc
-    with _run_directory(workdir) as run:
+    with _run_directory(workdir) as run, _errors():
         code = _run(
             run=run,
             host=host,
@@ -285,6 +297,25 @@ def demo(
         )
     if code:
         raise SystemExit(code)
+
+
+# The shared --store option, with the demo's own default in its help.
+for _param in demo.params:
+    if _param.name == "store_url" and isinstance(_param, click.Option):
+        _param.help = (
+            f"The demo's store, kept afterwards: sqlite:///path.db (default ./{DEFAULT_STORE}), "
+            "a bare path to a SQLite file, or postgresql://user@host/db. Also GPUPOOL_STORE."
+        )
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """A gpupool error while the demo runs (its store going away) ends it with the exit
+    code of the table, after everything it started has stopped."""
+    try:
+        yield
+    except GpupoolError as exc:
+        raise gcli.failure(exc) from exc
 
 
 @contextlib.contextmanager
@@ -449,21 +480,23 @@ def _run(
             record=record,
         )
         display = Display(out, driver.stats, duration_s)
-        worker = threading.Thread(
-            target=driver.run,
-            args=(stop.event,),
-            kwargs={"freeze_after_s": freeze_after_s},
-            name="driver",
-            daemon=True,
-        )
+        failed: list[BaseException] = []
+
+        def drive() -> None:
+            assert driver is not None
+            try:
+                driver.run(stop.event, freeze_after_s=freeze_after_s)
+            except BaseException as exc:  # reported by the main thread, which stops all
+                failed.append(exc)
+                stop.event.set()
+
+        worker = threading.Thread(target=drive, name="driver", daemon=True)
         display.start()
         worker.start()
         started = time.monotonic()
         try:
             while not stop.event.is_set():
                 supervisor.check()
-                if not worker.is_alive():
-                    raise RuntimeError("the workload driver stopped; see the log above")
                 if duration_s is not None and time.monotonic() - started >= duration_s:
                     stop.event.set()
                     break
@@ -474,6 +507,8 @@ def _run(
             worker.join(timeout=30)
             display.update()
             display.close()
+        if failed:
+            raise failed[0]
         out.print(line(driver.stats, time.monotonic() - started), highlight=False)
         if not stop.hurry:
             left = driver.drain()

@@ -107,7 +107,6 @@ class Driver:
         self.record = record
         self.clock = clock
         self.stats = Stats()
-        self.decisions: list[Decision] = []
         self._ends: list[_End] = []
         self._lock = threading.Lock()
 
@@ -187,7 +186,6 @@ class Driver:
             message=message,
         )
         with self._lock:
-            self.decisions.append(decision)
             if allowed:
                 self.stats.admitted += 1
             else:

@@ -146,3 +146,12 @@ def test_closing_the_store_ends_a_waiting_watch() -> None:
     watcher.join(timeout=5)
     assert not watcher.is_alive()
     assert [e["type"] for e in seen] == ["ADDED"]
+
+
+def test_trimming_keeps_the_newest_objects() -> None:
+    store = ObjectStore()
+    for n in range(5):
+        store.create(PODS, pod(f"p{n}"))
+    assert store.trim(PODS, 2) == 3
+    assert [i["metadata"]["name"] for i in store.list(PODS)[0]] == ["p3", "p4"]
+    assert store.trim(PODS, 2) == 0
