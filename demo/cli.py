@@ -26,11 +26,11 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Any, TypeVar
 
 import click
 import httpx
@@ -53,6 +53,7 @@ from governance.errors import GpupoolError
 from simulator.trace import Pod as TracePod
 
 log = logging.getLogger("gpupool.demo")
+F = TypeVar("F", bound=Callable[..., Any])
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 EXAMPLE_ORG = REPOSITORY / "examples" / "org.yaml"
@@ -104,6 +105,21 @@ def _ports(
         reconciler=take(reconciler),
         console=take(console),
         exporters=exporters,
+    )
+
+
+DEFAULT_PORTS = {"console": 8050, "webhook": 8443, "exporter": 9400, "api": 0, "reconciler": 0}
+"""The component's own defaults where it has one; 0 picks a free port."""
+
+
+def _port(name: str, default: int, what: str) -> Callable[[F], F]:
+    return click.option(
+        f"--{name}-port",
+        type=click.IntRange(0, 65535),
+        default=default,
+        help=f"{what} (default {default}; 0: a free one)."
+        if default
+        else f"{what} (default: a free one).",
     )
 
 
@@ -169,39 +185,11 @@ def _store_url(store_url: str | None) -> str:
     help="Write one JSON line per admission decision to this file.",
 )
 @gcli.host_option("127.0.0.1", help="Loopback address every component listens on.")
-@click.option(
-    "--console-port",
-    type=click.IntRange(0, 65535),
-    default=8050,
-    show_default=True,
-    help="The console's port (0: a free one).",
-)
-@click.option(
-    "--webhook-port",
-    type=click.IntRange(0, 65535),
-    default=8443,
-    show_default=True,
-    help="The webhook's port (0: a free one).",
-)
-@click.option(
-    "--exporter-port",
-    type=click.IntRange(0, 65535),
-    default=9400,
-    show_default=True,
-    help="The first node's exporter; the next nodes take the next ports (0: free ports).",
-)
-@click.option(
-    "--api-port",
-    type=click.IntRange(0, 65535),
-    default=0,
-    help="The Kubernetes API stand-in's port (default: a free one).",
-)
-@click.option(
-    "--reconciler-port",
-    type=click.IntRange(0, 65535),
-    default=0,
-    help="The reconciler's health port (default: a free one).",
-)
+@_port("console", DEFAULT_PORTS["console"], "The console's port")
+@_port("webhook", DEFAULT_PORTS["webhook"], "The webhook's port")
+@_port("exporter", DEFAULT_PORTS["exporter"], "The first node's exporter; the next take the next")
+@_port("api", DEFAULT_PORTS["api"], "The Kubernetes API stand-in's port")
+@_port("reconciler", DEFAULT_PORTS["reconciler"], "The reconciler's health port")
 @click.option(
     "--scrape-interval",
     type=click.FloatRange(min=1),

@@ -11,13 +11,14 @@ production (the cluster's own PKI issues the real ones).
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from admission.tls import write_private_key
 
 VALID = dt.timedelta(days=1)
 
@@ -64,13 +65,5 @@ class Authority:
         cert_file = self.directory / f"{common_name}.crt"
         key_file = self.directory / f"{common_name}.key"
         cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
-            )
+        write_private_key(key_file, key)
         return cert_file, key_file
