@@ -47,9 +47,10 @@ from demo.pki import Authority
 from demo.placement import Policy
 from demo.processes import STOP_TIMEOUT_S, Child, ComponentFailed, Supervisor, exit_code
 from demo.summary import Display, line
-from demo.workload import plan
+from demo.workload import gpu_pods, plan
 from governance import cli as gcli
 from governance.errors import GpupoolError
+from governance.store import Store
 from simulator.trace import Pod as TracePod
 
 log = logging.getLogger("gpupool.demo")
@@ -265,24 +266,24 @@ def demo(
         trace_pods = trace.read_pods(source)
     except GpupoolError as exc:
         raise gcli.BadInput(f"{exc} (the demo replays the Alibaba trace: --trace DIR)") from exc
+    settings = Settings(
+        host=host,
+        ports=ports,
+        store_url=store_url,
+        document=document,
+        fleet=fleet,
+        policy=Policy(placement),
+        trace_pods=trace_pods,
+        seed=seed,
+        speed=speed,
+        duration_s=duration_s,
+        freeze_after_s=freeze_after_s,
+        record=record,
+        scrape_interval=scrape_interval,
+        log_level=log_level,
+    )
     with _run_directory(workdir) as run, _errors():
-        code = _run(
-            run=run,
-            host=host,
-            ports=ports,
-            store_url=store_url,
-            document=document,
-            fleet=fleet,
-            policy=Policy(placement),
-            trace_pods=trace_pods,
-            seed=seed,
-            speed=speed,
-            duration_s=duration_s,
-            freeze_after_s=freeze_after_s,
-            record=record,
-            scrape_interval=scrape_interval,
-            log_level=log_level,
-        )
+        code = _run(run, settings)
     if code:
         raise SystemExit(code)
 
@@ -334,158 +335,198 @@ class _Stop:
         self.event.set()
 
 
-def _run(
-    *,
-    run: Path,
-    host: str,
-    ports: Ports,
-    store_url: str,
-    document: dict[str, object],
-    fleet: tuple[fleets.Node, ...],
-    policy: Policy,
-    trace_pods: list[TracePod],
-    seed: int,
-    speed: float,
-    duration_s: float | None,
-    freeze_after_s: float | None,
-    record: IO[str] | None,
-    scrape_interval: float,
-    log_level: str,
-) -> int:
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """What the command line asked for, checked."""
+
+    host: str
+    ports: Ports
+    store_url: str
+    document: dict[str, object]
+    fleet: tuple[fleets.Node, ...]
+    policy: Policy
+    trace_pods: list[TracePod]
+    seed: int
+    speed: float
+    duration_s: float | None
+    freeze_after_s: float | None
+    record: IO[str] | None
+    scrape_interval: float
+    log_level: str
+
+
+def _run(run: Path, settings: Settings) -> int:
+    """The demo from start to stop; the exit code (a failed component's, see
+    :func:`demo.processes.exit_code`)."""
     out = Console(soft_wrap=True)
     stop = _Stop()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    supervisor = Supervisor(run / "logs")
-    served: Served | None = None
-    admission: AdmissionClient | None = None
-    driver: Driver | None = None
-    store = None
+    demo = _Demo(run, settings, out)
     try:
-        # -- certificates: the webhook's serving pair, the API server's client pair
+        demo.start()
+        demo.play(stop)
+        return 0
+    except ComponentFailed as exc:
+        out.print(f"[red]error:[/red] {exc}", highlight=False)
+        return exit_code(exc)
+    finally:
+        demo.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+class _Demo:
+    """One run: :meth:`start` the stand-in and the components, :meth:`play` the workload,
+    :meth:`close` everything."""
+
+    def __init__(self, run: Path, settings: Settings, out: Console) -> None:
+        self.run = run
+        self.settings = settings
+        self.out = out
+        self.supervisor = Supervisor(run / "logs")
+        self.admission: AdmissionClient | None = None
+        self.served: Served | None = None
+        self.store: Store | None = None
+
+    def start(self) -> None:
+        s, host, ports, run = self.settings, self.settings.host, self.settings.ports, self.run
+        # the webhook's serving pair (a CA the API server trusts), the API server's client pair
         tls = run / "tls"
-        webhook_ca = tls / "gpupool-demo-webhook-ca.pem"
-        serving_cert, serving_key = self_signed(tls, ca_file=webhook_ca, hosts=(host, "localhost"))
+        self.webhook_ca = tls / "gpupool-demo-webhook-ca.pem"
+        serving_cert, serving_key = self_signed(
+            tls, ca_file=self.webhook_ca, hosts=(host, "localhost")
+        )
         client_ca = Authority(tls, "gpupool-demo-apiserver-client-ca")
         client_cert, client_key = client_ca.client("kube-apiserver")
-
-        # -- the organisation, its pools resized to the fleet
+        # the organisation, its pools resized to the fleet
         org_file = run / "organisation.yaml"
         org_file.write_text(
             "# examples/org.yaml with each pool's gpus set to the demo's fleet\n"
-            + yaml.safe_dump(fleets.resized(document, fleet), sort_keys=False)
+            + yaml.safe_dump(fleets.resized(s.document, s.fleet), sort_keys=False)
         )
-
-        # -- the Kubernetes API stand-in (in this process)
-        webhook_url = f"https://{host}:{ports.webhook}/mutate"
-        admission = AdmissionClient(
-            webhook_url, ca_file=webhook_ca, client_cert=client_cert, client_key=client_key
+        # the Kubernetes API stand-in, in this process
+        self.webhook_url = f"https://{host}:{ports.webhook}/mutate"
+        self.admission = AdmissionClient(
+            self.webhook_url,
+            ca_file=self.webhook_ca,
+            client_cert=client_cert,
+            client_key=client_key,
         )
-        api = ApiServer(admission=admission, rng=random.Random(seed))
-        served = api.serve(host, ports.api)
-        kubeconfig = served.kubeconfig(run / "kubeconfig")
-        cluster = Cluster(api, fleet, run / "nodes", policy=policy, seed=seed)
-
-        # -- the components, each with its own gpupool subcommand
-        level = ["--log-level", log_level]
-        webhook = supervisor.start(
+        self.api = ApiServer(admission=self.admission, rng=random.Random(s.seed))
+        self.served = self.api.serve(host, ports.api)
+        kubeconfig = self.served.kubeconfig(run / "kubeconfig")
+        self.cluster = Cluster(self.api, s.fleet, run / "nodes", policy=s.policy, seed=s.seed)
+        # the components, each with its own gpupool subcommand
+        level = ["--log-level", s.log_level]
+        webhook = self.supervisor.start(
             "webhook",
             [
-                "webhook", "--store", store_url, "--config", str(org_file),
+                "webhook", "--store", s.store_url, "--config", str(org_file),
                 "--tls-cert", str(serving_cert), "--tls-key", str(serving_key),
                 "--client-ca", str(client_ca.file), "--host", host, "--port", str(ports.webhook),
                 *level,
             ],
         )  # fmt: skip
-        supervisor.wait_ready(
-            webhook, lambda: _ok(f"https://{host}:{ports.webhook}/readyz", ca_file=webhook_ca)
-        )
-        reconciler = supervisor.start(
+        self.supervisor.wait_ready(
+            webhook, lambda: _ok(f"https://{host}:{ports.webhook}/readyz", ca_file=self.webhook_ca)
+        )  # the organisation is applied: the others may start
+        reconciler = self.supervisor.start(
             "reconciler",
             [
-                "reconciler", "--store", store_url, "--kubeconfig", str(kubeconfig),
+                "reconciler", "--store", s.store_url, "--kubeconfig", str(kubeconfig),
                 "--lease-namespace", LEASE_NAMESPACE, "--host", host,
                 "--health-port", str(ports.reconciler), "--retry-period", "1", *level,
             ],
         )  # fmt: skip
-        exporters: list[tuple[Child, str]] = []
-        for node, port in zip(fleet, ports.exporters, strict=True):
-            child = supervisor.start(
+        self.exporters: list[tuple[Child, str]] = []
+        for node, port in zip(s.fleet, ports.exporters, strict=True):
+            child = self.supervisor.start(
                 f"exporter-{node.name}",
                 [
                     "exporter", "--backend", "simulated",
-                    "--simulate", str(cluster.simulation_file(node.name)),
+                    "--simulate", str(self.cluster.simulation_file(node.name)),
                     "--kubernetes", "--node-name", node.name, "--kubeconfig", str(kubeconfig),
                     "--host", host, "--port", str(port), "--interval", "1", *level,
                 ],
             )  # fmt: skip
-            exporters.append((child, f"http://{host}:{port}/metrics"))
+            self.exporters.append((child, f"http://{host}:{port}/metrics"))
         scraped = [
-            arg for _c, url in exporters for arg in ("--exporter", url.removesuffix("/metrics"))
+            arg
+            for _c, url in self.exporters
+            for arg in ("--exporter", url.removesuffix("/metrics"))
         ]
-        console = supervisor.start(
+        console = self.supervisor.start(
             "console",
             [
-                "dashboard", "--store", store_url, *scraped,
+                "dashboard", "--store", s.store_url, *scraped,
                 "--dev-user", ADMIN, "--dev-group", ADMIN_GROUP, "--host", host,
-                "--port", str(ports.console), "--scrape-interval", str(scrape_interval),
+                "--port", str(ports.console), "--scrape-interval", str(s.scrape_interval),
                 "--workers", "1", *level,
             ],
         )  # fmt: skip
-        supervisor.wait_ready(reconciler, lambda: _ok(f"http://{host}:{ports.reconciler}/readyz"))
-        for child, url in exporters:
-            supervisor.wait_ready(child, lambda url=url: _ok(url))  # type: ignore[misc]
-        supervisor.wait_ready(console, lambda: _ok(f"http://{host}:{ports.console}/"))
-        _wait_for_leader(api, supervisor)
+        self.supervisor.wait_ready(
+            reconciler, lambda: _ok(f"http://{host}:{ports.reconciler}/readyz")
+        )
+        for child, url in self.exporters:
+            self.supervisor.wait_ready(child, lambda url=url: _ok(url))  # type: ignore[misc]
+        self.supervisor.wait_ready(console, lambda: _ok(f"http://{host}:{ports.console}/"))
+        _wait_for_leader(self.api, self.supervisor)
+        self._announce(kubeconfig)
 
-        out.print(f"console: http://{host}:{ports.console}/", highlight=False)
-        out.print(f"webhook: {webhook_url}", highlight=False)
-        for _child, url in exporters:
+    def _announce(self, kubeconfig: Path) -> None:
+        s, out = self.settings, self.out
+        assert self.served is not None
+        out.print(f"console: http://{s.host}:{s.ports.console}/", highlight=False)
+        out.print(f"webhook: {self.webhook_url}", highlight=False)
+        for _child, url in self.exporters:
             out.print(f"exporter: {url}", highlight=False)
         out.print(
-            f"[dim]store: {store_url} (kept: gpupool --store {store_url} ledger list)\n"
-            f"Kubernetes API stand-in (not a cluster): {served.url} (kubeconfig {kubeconfig})\n"
-            f"fleet: {len(fleet)} nodes, {sum(n.gpus for n in fleet)} GPUs; trace: "
-            f"{len(trace_pods)} pods of the Alibaba GPU trace at {speed:g}x, seed {seed}; "
-            f"run files: {run}[/dim]",
+            f"[dim]store: {s.store_url} (kept: gpupool --store {s.store_url} ledger list)\n"
+            f"Kubernetes API stand-in (not a cluster): {self.served.url} (kubeconfig "
+            f"{kubeconfig})\nfleet: {len(s.fleet)} nodes, {sum(n.gpus for n in s.fleet)} GPUs; "
+            f"trace: {len(gpu_pods(s.trace_pods))} GPU pods of the Alibaba GPU trace at "
+            f"{s.speed:g}x, seed {s.seed}; run files: {self.run}[/dim]",
             highlight=False,
         )
 
-        # -- the workload
+    def play(self, stop: _Stop) -> None:
+        """The workload, until Ctrl-C or the duration; then its pods are deleted."""
         from governance import ledger
-        from governance.store import Store
 
-        store = Store(store_url)
+        s = self.settings
+        store = self.store = Store(s.store_url)
 
         def released(allocation_id: str) -> bool:
             found = ledger.get(store, allocation_id)
             return found is None or not found.state.live
 
         driver = Driver(
-            plan=plan(trace_pods, seed=seed, speed=speed, fleet_gpus=sum(n.gpus for n in fleet)),
-            api=api,
-            cluster=cluster,
+            plan=plan(
+                s.trace_pods, seed=s.seed, speed=s.speed, fleet_gpus=sum(n.gpus for n in s.fleet)
+            ),
+            api=self.api,
+            cluster=self.cluster,
             released=released,
-            record=record,
+            record=s.record,
         )
-        display = Display(out, driver.stats, duration_s)
         failed: list[BaseException] = []
 
         def drive() -> None:
-            assert driver is not None
             try:
-                driver.run(stop.event, freeze_after_s=freeze_after_s)
+                driver.run(stop.event, freeze_after_s=s.freeze_after_s)
             except BaseException as exc:  # reported by the main thread, which stops all
                 failed.append(exc)
                 stop.event.set()
 
+        display = Display(self.out, driver.stats, s.duration_s)
         worker = threading.Thread(target=drive, name="driver", daemon=True)
         display.start()
         worker.start()
         started = time.monotonic()
         try:
             while not stop.event.is_set():
-                supervisor.check()
-                if duration_s is not None and time.monotonic() - started >= duration_s:
+                self.supervisor.check()
+                if s.duration_s is not None and time.monotonic() - started >= s.duration_s:
                     stop.event.set()
                     break
                 display.update()
@@ -497,33 +538,31 @@ def _run(
             display.close()
         if failed:
             raise failed[0]
-        out.print(line(driver.stats, time.monotonic() - started), highlight=False)
+        self.out.print(line(driver.stats, time.monotonic() - started), highlight=False)
         if not stop.hurry:
             left = driver.drain()
             if left:
-                out.print(
+                self.out.print(
                     f"[yellow]{left} allocation(s) not released yet: the reconciler or "
                     "the expiry pass will end them[/yellow]"
                 )
-        out.print(
-            f"stopped; the store is kept: gpupool --store {store_url} ledger list", highlight=False
+        self.out.print(
+            f"stopped; the store is kept: gpupool --store {s.store_url} ledger list",
+            highlight=False,
         )
-        return 0
-    except ComponentFailed as exc:
-        out.print(f"[red]error:[/red] {exc}", highlight=False)
-        return exit_code(exc)
-    finally:
-        if admission is not None:
-            admission.close()  # the webhook waits for its callers' connections to close
-        killed = supervisor.stop()
+
+    def close(self) -> None:
+        if self.admission is not None:
+            self.admission.close()  # the webhook waits for its callers' connections to close
+        killed = self.supervisor.stop()
         if killed:
-            out.print(f"[yellow]killed after {STOP_TIMEOUT_S:g} s: {', '.join(killed)}[/yellow]")
-        if served is not None:
-            served.close()
-        if store is not None:
-            store.close()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            self.out.print(
+                f"[yellow]killed after {STOP_TIMEOUT_S:g} s: {', '.join(killed)}[/yellow]"
+            )
+        if self.served is not None:
+            self.served.close()
+        if self.store is not None:
+            self.store.close()
 
 
 def _ok(url: str, *, ca_file: Path | None = None) -> bool:

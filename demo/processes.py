@@ -68,6 +68,8 @@ class Supervisor:
         log = self.log_dir / f"{name}.log"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with log.open("ab") as out:
+            out.write(f"$ gpupool {shlex.join(args)}\n".encode())
+            out.flush()
             proc = subprocess.Popen(
                 [sys.executable, "-m", "governance.cli", *args],
                 stdin=subprocess.DEVNULL,
