@@ -134,6 +134,14 @@ class AdmissionClient:
         self._client.close()
 
 
+def manager_of(user: User) -> str:
+    """The field manager the API server records for ``user``'s writes: the controller
+    manager for its controllers, ``kubectl`` (its default ``--field-manager``) for people."""
+    if user.name.startswith("system:serviceaccount:kube-system:"):
+        return "kube-controller-manager"
+    return "kubectl-create"
+
+
 def asks_for_gpu(pod: Mapping[str, Any]) -> bool:
     """Whether a pod reaches the webhook: a GPU vendor's resource in any container, or
     gpupool metadata (the chart's matchConditions)."""
@@ -229,6 +237,8 @@ class ApiServer:
         meta = obj.setdefault("metadata", {})
         namespace = str(meta.get("namespace") or "default")
         meta["namespace"] = namespace
+        # the field manager has recorded the creator before admission runs
+        meta["managedFields"] = [models.managed_fields(manager_of(user), self._clock(), obj)]
         if asks_for_gpu(obj):
             obj = self._admit(obj, user=user)
             meta = obj["metadata"]

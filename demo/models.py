@@ -256,3 +256,23 @@ def event(
             count=1,
         )
     )
+
+
+def managed_fields(manager: str, at: datetime, obj: Mapping[str, Any]) -> JSON:
+    """A ``managedFields`` entry for a create by ``manager``: the top-level fields it set
+    (the API server lists every leaf; readers only need the shape)."""
+    fields: dict[str, Any] = {}
+    for section in ("metadata", "spec"):
+        keys = [k for k in (obj.get(section) or {}) if k not in ("namespace", "managedFields")]
+        if keys:
+            fields[f"f:{section}"] = {f"f:{k}": {} for k in keys}
+    return serialise(
+        client.V1ManagedFieldsEntry(
+            api_version="v1",
+            fields_type="FieldsV1",
+            fields_v1=fields,
+            manager=manager,
+            operation="Update",
+            time=at,
+        )
+    )

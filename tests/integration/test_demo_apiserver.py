@@ -193,6 +193,8 @@ def test_pods_are_admitted_by_the_real_webhook_as_the_api_server_calls_it(
         assert grants["main"].pool == "h100-mig"
         assert meta["annotations"][contract.ANNOTATION_ALLOCATION_ID].startswith("alloc-")
         assert pod["spec"]["nodeSelector"] == {"gpupool.io/pool": "h100-mig"}
+        (managed,) = meta["managedFields"]  # as the webhook received it, and ignored it
+        assert (managed["manager"], managed["operation"]) == ("kubectl-create", "Update")
 
         intern = User("ivan@northwind.example", ("interns", "system:authenticated"))
         with pytest.raises(Forbidden) as denied:
