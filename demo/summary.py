@@ -60,6 +60,8 @@ class Display:
         self.duration_s = duration_s
         self.started = time.monotonic()
         self._last_line = self.started
+        self._frozen_shown = False
+        """A line is printed at once when the workload freezes."""
         self.progress = Progress(
             TextColumn("[bold]workload"),
             BarColumn(),
@@ -92,7 +94,11 @@ class Display:
         self.progress.update(self.task, completed=elapsed, description=state)
         if self.live is not None:
             self.live.update(self._renderable())
-        elif time.monotonic() - self._last_line >= LINE_EVERY_S:
+        elif (
+            time.monotonic() - self._last_line >= LINE_EVERY_S
+            or self.stats.frozen != self._frozen_shown
+        ):
+            self._frozen_shown = self.stats.frozen
             self._last_line = time.monotonic()
             self.console.print(line(self.stats, elapsed), soft_wrap=True)
 
