@@ -31,6 +31,10 @@ import ssl
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # cryptography is imported where a certificate is made
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +203,17 @@ def self_signed(
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     cert_file, key_file = directory / "tls.crt", directory / "tls.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    write_private_key(key_file, key)
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    return cert_file, key_file
+
+
+def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    """``key`` as unencrypted PKCS#8 PEM, in a file only its owner may read (created
+    that way, never readable to others for an instant)."""
+    from cryptography.hazmat.primitives import serialization
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(
             key.private_bytes(
@@ -208,5 +222,3 @@ def self_signed(
                 serialization.NoEncryption(),
             )
         )
-    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    return cert_file, key_file

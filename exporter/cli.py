@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from exporter.backends import BACKENDS
+from exporter.pods import PodSource
 from governance import cli as gcli
 from governance import contract
 
@@ -60,7 +61,15 @@ log = logging.getLogger("gpupool.exporter")
     "--kubernetes/--no-kubernetes",
     "use_kubernetes",
     default=None,
-    help="Watch the node's pods (default: when --node-name is set).",
+    help="Watch the node's pods (default: with --backend nvml, when --node-name is set). "
+    "With --backend simulated the pods then come from the API server, and the "
+    "simulation file only runs their processes on GPUs.",
+)
+@click.option(
+    "--kubeconfig",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Kubeconfig of the pod watch (default: in-cluster, else $KUBECONFIG or ~/.kube/config).",
 )
 @click.option(
     "--pod-resources-socket",
@@ -95,6 +104,7 @@ def exporter(
     hostname: str | None,
     node_name: str | None,
     use_kubernetes: bool | None,
+    kubeconfig: str | None,
     pod_resources_socket: Path,
     proc_root: Path,
     http_threads: int,
@@ -121,8 +131,10 @@ def exporter(
     if backend == "simulated":
         parts = _simulated(simulate, hostname)
         host = hostname or parts.pop("hostname")
+        if use_kubernetes:
+            parts["pods"] = _pod_watch(node_name, kubeconfig)
     else:
-        parts = _nvml(node_name, use_kubernetes, pod_resources_socket, proc_root)
+        parts = _nvml(node_name, use_kubernetes, kubeconfig, pod_resources_socket, proc_root)
     sampler = Sampler(hostname=host, interval_s=interval, **parts)
     registry = CollectorRegistry()
     registry.register(SnapshotCollector(lambda: sampler.snapshot))
@@ -150,11 +162,12 @@ def exporter(
 def _simulated(path: Path | None, hostname: str | None) -> dict[str, Any]:
     from exporter.backends import simulated
 
+    source = path or simulated.DEFAULT_SIMULATION
     try:
-        simulation = simulated.load_simulation(path or simulated.DEFAULT_SIMULATION)
+        simulation = simulated.load_simulation(source)
     except simulated.SimulationError as exc:
         raise click.BadParameter(str(exc), param_hint="--simulate") from exc
-    node = simulated.SimulatedNode(simulation)
+    node = simulated.SimulatedNode(simulation, source=source)
     return {
         "backend": node,
         "resolve": node.resolve,
@@ -164,12 +177,42 @@ def _simulated(path: Path | None, hostname: str | None) -> dict[str, Any]:
     }
 
 
+def _pod_watch(node_name: str | None, kubeconfig: str | None) -> PodSource:
+    """The node's pods, kept fresh by a list + watch of the API server."""
+    from exporter.pods import KubernetesPodWatch, PodIndex
+
+    if not node_name:
+        raise click.BadParameter(
+            "--kubernetes needs --node-name (or $NODE_NAME)", param_hint="--node-name"
+        )
+    index = PodIndex()
+    try:
+        watch = KubernetesPodWatch.in_cluster(
+            index=index, node_name=node_name, kubeconfig=kubeconfig
+        )
+    except ImportError as exc:
+        raise gcli.BadInput(
+            f"the pod watch needs the kubernetes client ({exc}); install "
+            "gpupool[exporter], or run with --no-kubernetes (no attribution to pods)"
+        ) from exc
+    except Exception as exc:  # kubernetes.config.ConfigException and friends
+        raise gcli.BadInput(
+            f"cannot configure the Kubernetes client ({exc}); run in a pod with a "
+            "service account, pass --kubeconfig, or use --no-kubernetes"
+        ) from exc
+    watch.start()
+    return index
+
+
 def _nvml(
-    node_name: str | None, use_kubernetes: bool | None, socket_path: Path, proc_root: Path
+    node_name: str | None,
+    use_kubernetes: bool | None,
+    kubeconfig: str | None,
+    socket_path: Path,
+    proc_root: Path,
 ) -> dict[str, Any]:
     from exporter.backends.nvml import NvmlBackend
     from exporter.cgroups import ProcCgroupResolver
-    from exporter.pods import KubernetesPodWatch, PodIndex
 
     parts: dict[str, Any] = {
         "backend": NvmlBackend(),
@@ -178,25 +221,7 @@ def _nvml(
     if use_kubernetes is None:
         use_kubernetes = bool(node_name)
     if use_kubernetes:
-        if not node_name:
-            raise click.BadParameter(
-                "--kubernetes needs --node-name (or $NODE_NAME)", param_hint="--node-name"
-            )
-        index = PodIndex()
-        try:
-            watch = KubernetesPodWatch.in_cluster(index=index, node_name=node_name)
-        except ImportError as exc:
-            raise gcli.BadInput(
-                f"the pod watch needs the kubernetes client ({exc}); install "
-                "gpupool[exporter], or run with --no-kubernetes (no attribution to pods)"
-            ) from exc
-        except Exception as exc:  # kubernetes.config.ConfigException and friends
-            raise gcli.BadInput(
-                f"cannot configure the Kubernetes client ({exc}); run in a pod with a "
-                "service account, set KUBECONFIG, or use --no-kubernetes"
-            ) from exc
-        watch.start()
-        parts["pods"] = index
+        parts["pods"] = _pod_watch(node_name, kubeconfig)
     if socket_path.exists():
         try:
             from exporter.podresources import GrpcPodResources

@@ -120,16 +120,22 @@ class KubernetesPodWatch:
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def in_cluster(cls, *, index: PodIndex, node_name: str) -> KubernetesPodWatch:
-        """Build from the pod's service account (or ~/.kube/config outside a cluster)."""
+    def in_cluster(
+        cls, *, index: PodIndex, node_name: str, kubeconfig: str | None = None
+    ) -> KubernetesPodWatch:
+        """Build from ``kubeconfig`` when given, else the pod's service account, else
+        $KUBECONFIG or ~/.kube/config (outside a cluster)."""
         client = importlib.import_module("kubernetes.client")
         config = importlib.import_module("kubernetes.config")
         watch = importlib.import_module("kubernetes.watch")
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        api_client = client.ApiClient()
+        if kubeconfig is not None:
+            api_client = config.new_client_from_config(config_file=kubeconfig)
+        else:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+            api_client = client.ApiClient()
         return cls(
             index=index,
             node_name=node_name,

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ruff check .
-ruff format --check governance admission exporter dashboard simulator
+ruff format --check governance admission exporter dashboard simulator demo
 mypy
 lint-imports
 python -m pytest -q -p no:cacheprovider "$@"

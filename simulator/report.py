@@ -146,6 +146,13 @@ def _gpus(needed: Needed) -> str:
     return "more than the fleet" if needed.gpus is None else str(needed.gpus)
 
 
+ZOOM_FROM = 75
+"""Arrived workload (%) from which the second fill panel is drawn: below it every policy
+places everything, and the curves lie on one another."""
+COLOURS = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692")
+"""One colour per policy, the same in both fill panels (Plotly's default sequence)."""
+
+
 def write_html(
     path: Path,
     *,
@@ -158,33 +165,45 @@ def write_html(
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    rows = int(bool(fills)) + int(bool(savings))
+    rows = 2 * int(bool(fills)) + int(bool(savings))
     if rows == 0:
         raise ValueError("nothing to draw")
     titles = []
     if fills:
         titles.append("GPU capacity allocated (%) by workload arrived (% of capacity)")
+        titles.append(f"The same from {ZOOM_FROM}% arrived, where the policies part")
     if savings:
         share = savings[0][1].sliced.acceptance
         titles.append(f"GPUs needed to serve the trace ({share:.0%} of pods start on arrival)")
-    figure = make_subplots(rows=rows, cols=1, subplot_titles=titles, vertical_spacing=0.12)
+    figure = make_subplots(rows=rows, cols=1, subplot_titles=titles, vertical_spacing=0.11)
     row = 1
     if fills:
-        for result in fills:
+        lowest = 100.0
+        for index, result in enumerate(fills):
             xs = sorted(result.allocation_by_arrived)
-            figure.add_trace(
-                go.Scatter(
-                    x=xs,
-                    y=[result.allocation_by_arrived[x] for x in xs],
-                    mode="lines",
-                    name=f"{result.policy} ({result.at(100):.1f}% at 100%)",
-                ),
-                row=row,
-                col=1,
-            )
-        figure.update_xaxes(title_text="arrived workload, % of GPU capacity", row=row, col=1)
-        figure.update_yaxes(title_text="allocated, % of GPU capacity", row=row, col=1)
-        row += 1
+            colour = COLOURS[index % len(COLOURS)]
+            for panel, shown in ((row, xs), (row + 1, [x for x in xs if x >= ZOOM_FROM])):
+                ys = [result.allocation_by_arrived[x] for x in shown]
+                if panel == row + 1 and ys:
+                    lowest = min(lowest, *ys)
+                figure.add_trace(
+                    go.Scatter(
+                        x=shown,
+                        y=ys,
+                        mode="lines",
+                        line={"color": colour},
+                        legendgroup=result.policy,
+                        showlegend=panel == row,
+                        name=f"{result.policy} ({result.at(100):.1f}% at 100%)",
+                    ),
+                    row=panel,
+                    col=1,
+                )
+        for panel in (row, row + 1):
+            figure.update_xaxes(title_text="arrived workload, % of GPU capacity", row=panel, col=1)
+            figure.update_yaxes(title_text="allocated, % of GPU capacity", row=panel, col=1)
+        figure.update_yaxes(range=[max(0.0, lowest - 2), 100], row=row + 1, col=1)
+        row += 2
     if savings:
         names = [name for name, _ in savings]
         sliced = [s.sliced_gpus for _, s in savings]

@@ -7,6 +7,13 @@ time-varying, deterministic load, from a small YAML file (see
 plays every edge the NVML path has (GPU backend, PID -> container resolver, pod index,
 PodResources), so the same attribution and collector code runs on it.
 
+The file is read again when it changes (:class:`SimulatedNode` with ``source``): ``gpupool
+demo`` rewrites it as pods are placed on the node and end. With ``gpupool exporter
+--kubernetes`` the pods' metadata (labels, the slices annotation, container ids) comes
+from the API server instead of the file, as on a real node: the file then only says
+which containers run processes on which GPUs, naming each pod by the ``uid`` the API
+server gave it and each container by its ``id`` in the pod's status.
+
 Load model per container: utilisation = ``load`` x ``compute_pct`` x a slow sine (its
 own phase) + a little noise; memory climbs to ``load`` x ``memory_mib`` and wobbles.
 GPU-level fields follow from the sum (temperature and power rise with utilisation,
@@ -15,8 +22,11 @@ energy is the integral of power).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import logging
 import math
+import os
 import random
 import time
 import uuid as uuidlib
@@ -40,6 +50,8 @@ from exporter.model import (
 from exporter.podresources import ContainerKey
 from governance import contract
 
+log = logging.getLogger(__name__)
+
 DEFAULT_SIMULATION = Path(__file__).resolve().parent.parent / "simulated-node.yaml"
 
 
@@ -55,6 +67,9 @@ class SimContainer:
     compute_pct: int
     load: float = 0.7
     processes: int = 1
+    id: str = ""
+    """The container's id as the pod's status reports it (``containerd://`` stripped);
+    empty: one derived from the pod's uid and the container's name."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +80,16 @@ class SimPod:
     queue: str
     sku: str
     containers: tuple[SimContainer, ...]
+    uid: str = ""
+    """The pod's uid; empty: one derived from its namespace and name. A pod watched
+    from the API server (``--kubernetes``) is matched by this uid."""
+
+    @property
+    def pod_uid(self) -> str:
+        return self.uid or str(uuidlib.UUID(_hex(f"{self.namespace}/{self.name}", 32)))
+
+    def container_id(self, container: SimContainer) -> str:
+        return container.id or _hex(f"{self.pod_uid}/{container.name}", 64)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,6 +192,7 @@ def parse_simulation(raw: Any, *, source: str = "simulation") -> Simulation:
                     compute_pct=_require(container, "compute_pct", int, cwhere),
                     load=_optional(container, "load", float, 0.7, cwhere),
                     processes=_optional(container, "processes", int, 1, cwhere),
+                    id=_optional(container, "id", str, "", cwhere),
                 )
             )
         pods.append(
@@ -177,6 +203,7 @@ def parse_simulation(raw: Any, *, source: str = "simulation") -> Simulation:
                 queue=_optional(pod, "queue", str, "", where),
                 sku=_optional(pod, "sku", str, "", where),
                 containers=tuple(containers),
+                uid=_optional(pod, "uid", str, "", where),
             )
         )
     stray = []
@@ -220,6 +247,17 @@ def _hex(text: str, length: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+def _phase(key: str) -> float:
+    """A process's phase in its load cycle, fixed by its identity (so that it survives
+    a reload of the file)."""
+    return int(_hex(key, 8), 16) / 16**8 * 2 * math.pi
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 @dataclass
 class _Proc:
     pid: int
@@ -240,14 +278,32 @@ class _State:
 
 
 class SimulatedNode:
-    """A running simulation: GPU backend, PID resolver, pod source and PodResources."""
+    """A running simulation: GPU backend, PID resolver, pod source and PodResources.
+
+    With ``source`` (the file ``simulation`` was read from), each :meth:`read` (the
+    start of a sampler tick) first reads the file again if it changed, so one tick
+    sees one version of it. Its GPUs and hostname are the node's and stay as first
+    read; pods and unattributed processes follow the file. A file that does not parse
+    is logged and the last good one kept. A process keeps its PID and phase across
+    reloads, so a reload does not make the load jump.
+    """
 
     name = "simulated"
 
-    def __init__(self, simulation: Simulation, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        simulation: Simulation,
+        *,
+        clock: Callable[[], float] = time.time,
+        source: Path | None = None,
+    ) -> None:
         self.simulation = simulation
         self._clock = clock
         self._rng = random.Random(simulation.seed)
+        self._source = source
+        self._stamp = _stamp(source) if source is not None else None
+        self.reloads = 0
+        """How many times a changed file was read again."""
         self._identities = tuple(
             GpuIdentity(
                 index=i,
@@ -259,17 +315,29 @@ class SimulatedNode:
             )
             for i in range(simulation.gpu_count)
         )
-        self._pods: list[PodMeta] = []
-        self._procs: list[_Proc] = []
-        self._refs: dict[int, ContainerRef] = {}
-        self._assignments: dict[ContainerKey, tuple[str, ...]] = {}
-        pid = 200_000
+        self._pids: dict[tuple[str, str, int, int], int] = {}
+        self._next_pid = 200_000
+        self._state = _State(energy_mj=[0.0] * simulation.gpu_count)
+        self._build(simulation)
+
+    def _pid(self, key: tuple[str, str, int, int]) -> int:
+        pid = self._pids.get(key)
+        if pid is None:
+            self._next_pid += 1
+            pid = self._pids[key] = self._next_pid
+        return pid
+
+    def _build(self, simulation: Simulation) -> None:
+        pods: list[PodMeta] = []
+        procs: list[_Proc] = []
+        refs: dict[int, ContainerRef] = {}
+        assignments: dict[ContainerKey, tuple[str, ...]] = {}
         for pod in simulation.pods:
-            uid = str(uuidlib.UUID(_hex(f"{pod.namespace}/{pod.name}", 32)))
+            uid = pod.pod_uid
             ids: dict[str, str] = {}
             grants: dict[str, contract.SliceGrant] = {}
             for container in pod.containers:
-                cid = _hex(f"{uid}/{container.name}", 64)
+                cid = pod.container_id(container)
                 ids[cid] = container.name
                 grants[container.name] = contract.SliceGrant(
                     count=len(container.gpus),
@@ -279,13 +347,13 @@ class SimulatedNode:
                     pool="sim",
                     sku=pod.sku or contract.SKU_CUSTOM,
                 )
-                self._assignments[(pod.namespace, pod.name, container.name)] = tuple(
+                assignments[(pod.namespace, pod.name, container.name)] = tuple(
                     self._identities[g].uuid for g in container.gpus
                 )
                 for gpu in container.gpus:
-                    for _ in range(max(container.processes, 0)):
-                        pid += 1
-                        self._procs.append(
+                    for n in range(max(container.processes, 0)):
+                        pid = self._pid((uid, cid, gpu, n))
+                        procs.append(
                             _Proc(
                                 pid=pid,
                                 gpu=gpu,
@@ -294,11 +362,11 @@ class SimulatedNode:
                                 memory_mib=container.memory_mib,
                                 compute_pct=container.compute_pct,
                                 load=container.load,
-                                phase=self._rng.uniform(0, 2 * math.pi),
+                                phase=_phase(f"{simulation.seed}/{uid}/{cid}/{gpu}/{n}"),
                                 share=1.0 / max(container.processes, 1),
                             )
                         )
-                        self._refs[pid] = ContainerRef(
+                        refs[pid] = ContainerRef(
                             pod_uid=uid, container_id=cid, runtime="containerd"
                         )
             labels = {
@@ -306,7 +374,7 @@ class SimulatedNode:
                 contract.LABEL_QUEUE: pod.queue,
                 contract.LABEL_SKU: pod.sku,
             }
-            self._pods.append(
+            pods.append(
                 PodMeta(
                     uid=uid,
                     namespace=pod.namespace,
@@ -317,12 +385,11 @@ class SimulatedNode:
                     phase="Running",
                 )
             )
-        self._stray: list[_Proc] = []
-        for item in simulation.unattributed:
-            pid += 1
-            self._stray.append(
+        stray: list[_Proc] = []
+        for n, item in enumerate(simulation.unattributed):
+            stray.append(
                 _Proc(
-                    pid=pid,
+                    pid=self._pid(("", "", item.gpu, n)),
                     gpu=item.gpu,
                     pod_uid="",
                     container_id="",
@@ -333,11 +400,62 @@ class SimulatedNode:
                     share=1.0,
                 )
             )
-        self._state = _State(energy_mj=[0.0] * simulation.gpu_count)
-        self._by_uid = {pod.uid: pod for pod in self._pods}
+        # the live pids only: a long demo must not keep every pid it ever gave
+        live = {proc.pid for proc in (*procs, *stray)}
+        self._pids = {key: pid for key, pid in self._pids.items() if pid in live}
+        self.simulation = simulation
+        self._pods, self._procs, self._refs, self._stray = pods, procs, refs, stray
+        self._assignments = assignments
+        self._by_uid = {pod.uid: pod for pod in pods}
+
+    def _reload(self) -> None:
+        """Read the file again if it changed; keep the last good simulation if not."""
+        if self._source is None:
+            return
+        try:
+            stamp = _stamp(self._source)
+        except OSError as exc:
+            log.warning("simulation file %s: %s; keeping the last one read", self._source, exc)
+            return
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            simulation = load_simulation(self._source)
+        except SimulationError as exc:
+            log.warning("%s; keeping the last good simulation", exc)
+            return
+        old = self.simulation
+        node = (old.hostname, old.gpu_count, old.model, old.memory_mib)
+        if (
+            simulation.hostname,
+            simulation.gpu_count,
+            simulation.model,
+            simulation.memory_mib,
+        ) != node:
+            log.warning(
+                "simulation file %s changed the node (hostname or GPUs); a node keeps "
+                "them: restart the exporter to change them. Its pods are read as usual.",
+                self._source,
+            )
+            if any(
+                g >= old.gpu_count for p in simulation.pods for c in p.containers for g in c.gpus
+            ):
+                log.warning("%s: a pod is on a GPU this node lacks; not read", self._source)
+                return
+            simulation = dataclasses.replace(
+                simulation,
+                hostname=old.hostname,
+                gpu_count=old.gpu_count,
+                model=old.model,
+                memory_mib=old.memory_mib,
+            )
+        self._build(simulation)
+        self.reloads += 1
 
     # -- GpuBackend
     def read(self) -> BackendReading:
+        self._reload()
         now = self._clock()
         sim = self.simulation
         util = [0.0] * sim.gpu_count

@@ -438,6 +438,44 @@ CASES: dict[str, list[Case]] = {
             [],
         ),
     ],
+    "GpupoolReconcilerStale": [
+        (
+            "watch-stuck",
+            [
+                ('gpupool_reconciler_leader{instance="r0"}', "1x30"),
+                ('gpupool_reconciler_last_sync_timestamp_seconds{instance="r0"}', "60x30"),
+                ('gpupool_reconciler_leader{instance="r1"}', "0x30"),
+                ('gpupool_reconciler_last_sync_timestamp_seconds{instance="r1"}', "0x30"),
+            ],
+            "20m",
+            [{}],
+        ),
+        (
+            "keeping-up",
+            [
+                ('gpupool_reconciler_leader{instance="r0"}', "1x30"),
+                ('gpupool_reconciler_last_sync_timestamp_seconds{instance="r0"}', "0+60x30"),
+                ('gpupool_reconciler_leader{instance="r1"}', "0x30"),
+                ('gpupool_reconciler_last_sync_timestamp_seconds{instance="r1"}', "0x30"),
+            ],
+            "20m",
+            [],
+        ),
+    ],
+    "GpupoolDuplicateClaims": [
+        (
+            "copied-id",
+            [('gpupool_reconciler_duplicate_claims_total{instance="r0"}', "0 0 1 1")],
+            "3m",
+            [{}],
+        ),
+        (
+            "none-lately",
+            [('gpupool_reconciler_duplicate_claims_total{instance="r0"}', "1x60")],
+            "40m",
+            [],
+        ),
+    ],
     "GpupoolSuspiciousPods": [
         (
             "forged-annotation",

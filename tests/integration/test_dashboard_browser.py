@@ -24,6 +24,7 @@ from dashboard.pages import department
 from governance.model import Org
 from governance.storage.store import Store
 from tests.support import dashboard as sup
+from tests.support import waiting
 
 pytestmark = [
     pytest.mark.integration,
@@ -100,17 +101,7 @@ def as_user(browser: Any, headers: dict[str, str]) -> None:
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except Exception as exc:  # stale elements while Dash re-renders
-            last = exc
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+    return waiting.wait_for(check, what, timeout)
 
 
 def text_of(browser: Any, css: str) -> str:

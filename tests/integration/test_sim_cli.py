@@ -145,9 +145,17 @@ def test_html_report_draws_one_curve_per_policy_offline(
         driver.get(html.as_uri())
         curves = driver.execute_script(
             "const p = document.querySelector('.js-plotly-plot');"
-            "return p && p.data ? p.data.map(t => t.name) : null;"
+            "return p && p.data ? p.data.map(t => [t.name, t.showlegend, t.x.length]) : null;"
         )
     finally:
         driver.quit()
-    assert curves is not None and len(curves) == 2
-    assert curves[0].startswith("best-fit (") and curves[1].startswith("gpupool (")
+    assert curves is not None
+    # each policy drawn twice (the whole curve, then from 75% arrived), named once
+    assert [(name.split(" ")[0], shown) for name, shown, _ in curves] == [
+        ("best-fit", True),
+        ("best-fit", False),
+        ("gpupool", True),
+        ("gpupool", False),
+    ]
+    whole, zoomed = curves[0][2], curves[1][2]
+    assert 0 < zoomed < whole

@@ -14,12 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from admission.admitter import Settings
+from demo.pki import Authority  # a CA that issues client certificates, as a cluster's does
 from governance.contract import Reason
 from governance.storage import ledger, schema
 from governance.storage.store import Store
@@ -30,56 +27,6 @@ pytestmark = pytest.mark.integration
 REFUSED = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)
 """How a client sees its certificate refused: in TLS 1.3 the server checks it after the
 client's side of the handshake is done, so the client may learn it on its first read."""
-
-
-class Authority:
-    """A CA that issues client certificates, as a cluster's front-proxy or admission
-    client CA does."""
-
-    def __init__(self, directory: Path, name: str) -> None:
-        self.directory = directory
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = dt.datetime.now(dt.UTC)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(self.name)
-            .issuer_name(self.name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .sign(self.key, hashes.SHA256())
-        )
-        self.file = directory / f"{name}.pem"
-        self.file.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
-
-    def client(self, common_name: str) -> tuple[Path, Path]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-            .issuer_name(self.name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .sign(self.key, hashes.SHA256())
-        )
-        cert_file = self.directory / f"{common_name}.crt"
-        key_file = self.directory / f"{common_name}.key"
-        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_file.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        return cert_file, key_file
 
 
 @pytest.fixture
