@@ -747,14 +747,25 @@ def set_group() -> None:
     """Change one setting of the configuration in force, as a new revision."""
 
 
+def _quota_options(func: F) -> F:
+    """One option per quota resource, ``--<yaml key>`` (``--slices``, ``--memory``...)."""
+    for r in reversed(RESOURCES):
+        func = click.option(
+            f"--{r.yaml_key}",
+            r.yaml_key,
+            default=None,
+            metavar="Q",
+            help=f"The {r.yaml_key} quota, as the YAML writes it ({r.example}), or unlimited.",
+        )(func)
+    return func
+
+
 @set_group.command("quota")
 @click.option("-d", "--department", required=True)
 @click.option(
     "-q", "--queue", default=None, help="The queue; without it, the department's own quota."
 )
-@click.option("--slices", default=None, metavar="N", help="Slices (a count, or unlimited).")
-@click.option("--memory", default=None, metavar="Q", help="Memory: 640Gi, 2Ti, or unlimited.")
-@click.option("--compute", default=None, metavar="Q", help="Compute: 800%, or unlimited.")
+@_quota_options
 @click.option("--as", "as_user", required=True, metavar="USER", help="Who makes the change.")
 @click.option("--as-group", "as_groups", multiple=True, metavar="GROUP")
 @click.option("--dry-run", is_flag=True, help="Show the change; record nothing.")
@@ -762,14 +773,13 @@ def set_group() -> None:
 @handle_errors
 def set_quota(
     settings: Settings,
+    /,
     department: str,
     queue: str | None,
-    slices: str | None,
-    memory: str | None,
-    compute: str | None,
     as_user: str,
     as_groups: tuple[str, ...],
     dry_run: bool,
+    **quota: str | None,
 ) -> None:
     """Set a queue's nominal quota (a dept-admin of its department, or a
     platform-admin) or a department's quota (a platform-admin). Exit 1 when the
@@ -780,13 +790,10 @@ def set_quota(
     from governance import rbac
     from governance.storage import revisions
 
-    values = {
-        key: value
-        for key, value in (("slices", slices), ("memory", memory), ("compute", compute))
-        if value is not None
-    }
+    values = {key: value for key, value in quota.items() if value is not None}
     if not values:
-        raise click.UsageError("say what to set: --slices, --memory and/or --compute")
+        keys = [f"--{r.yaml_key}" for r in RESOURCES]
+        raise click.UsageError(f"say what to set: {', '.join(keys[:-1])} and/or {keys[-1]}")
     identity = rbac.Identity(user=as_user, groups=as_groups)
     result = revisions.change_quota(
         settings.store(),

@@ -179,15 +179,7 @@ def authorise(snapshot: Snapshot, placed: Placed, identity: Identity | None) -> 
     if identity is not None:
         verdict = snapshot.policy.can_use(identity, placed.department, placed.queue, placed.sku)
         if not verdict.allowed:
-            return Denial(
-                stage=Stage.AUTHORISE,
-                reason=Reason.FORBIDDEN,
-                message=verdict.explanation,
-                department=placed.department,
-                queue=placed.queue,
-                sku=placed.sku,
-                requested=placed.amount,
-            )
+            return _refused(placed, Stage.AUTHORISE, Reason.FORBIDDEN, verdict.explanation)
         subject = verdict.subject or ""
     return Plan(
         target=placed.target,
@@ -219,15 +211,28 @@ def admit(snapshot: Snapshot, planned: Plan, usage: Usage) -> Admitted | Denial:
     if verdict.allowed:
         return Admitted(plan=planned, borrowed=verdict.borrowed)
     assert verdict.violation is not None
+    return _refused(
+        planned, Stage.QUOTA, verdict.reason, verdict.violation.message(), verdict.violation
+    )
+
+
+def _refused(
+    placed: Placed,
+    stage: Stage,
+    reason: Reason,
+    message: str,
+    violation: quotas.Violation | None = None,
+) -> Denial:
+    """A denial of a placed request: it names the queue, the SKU and the demand."""
     return Denial(
-        stage=Stage.QUOTA,
-        reason=verdict.reason,
-        message=verdict.violation.message(),
-        department=planned.department,
-        queue=planned.queue,
-        sku=planned.sku,
-        requested=planned.amount,
-        violation=verdict.violation,
+        stage=stage,
+        reason=reason,
+        message=message,
+        department=placed.department,
+        queue=placed.queue,
+        sku=placed.sku,
+        requested=placed.amount,
+        violation=violation,
     )
 
 

@@ -12,7 +12,7 @@ YAML schema of quotas, ``gpupool get quotas`` and the console's quota views.
 
 Adding a resource is an entry here, its name in ``governance.contract.QUOTA_RESOURCES``
 (the metric label values), a migration adding its columns, and a line in
-docs/config.md (docs/architecture.md, "Where a change goes").
+docs/config.md (docs/architecture.md, "A new quota resource").
 
 "No limit" is :data:`UNLIMITED`, which is not 0: a limit of 0 admits nothing.
 """
@@ -62,6 +62,8 @@ class Resource:
     """How much a pool holds (None: no bound)."""
     sellable: Callable[[Pool], int | None]
     """How much a pool may sell, every department together (None: no bound)."""
+    example: str
+    """A value as the YAML and ``gpupool set quota --<yaml_key>`` take it, for help."""
 
 
 RESOURCES: Final[tuple[Resource, ...]] = (
@@ -74,6 +76,7 @@ RESOURCES: Final[tuple[Resource, ...]] = (
         show=str,
         physical=lambda pool: None,
         sellable=lambda pool: None,
+        example="16",
     ),
     Resource(
         name="memory_mib",
@@ -86,6 +89,7 @@ RESOURCES: Final[tuple[Resource, ...]] = (
         sellable=lambda pool: scaled(
             pool.gpus * pool.memory_mib_per_gpu, pool.memory_oversubscription
         ),
+        example="640Gi",
     ),
     Resource(
         name="compute_pct",
@@ -96,6 +100,7 @@ RESOURCES: Final[tuple[Resource, ...]] = (
         show=_percent,
         physical=lambda pool: pool.gpus * 100,
         sellable=lambda pool: scaled(pool.gpus * 100, pool.compute_oversubscription),
+        example="800%",
     ),
 )
 """Every quota resource, in the order of vectors, columns, reports and messages."""

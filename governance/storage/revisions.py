@@ -250,9 +250,7 @@ def apply(
 
 
 QUOTA_PARSERS: Final[dict[str, Callable[[object], int | None]]] = {
-    "slices": quantity.parse_count,
-    "memory": quantity.parse_memory_mib,
-    "compute": quantity.parse_compute_pct,
+    r.yaml_key: r.parse for r in resources.RESOURCES
 }
 """The quota keys ``change_quota`` sets, as the YAML spells them, and their parsers."""
 
@@ -301,7 +299,7 @@ def change_quota(
         if key not in QUOTA_PARSERS:
             raise ConfigError(f"cannot set {key!r}; settable: {', '.join(QUOTA_PARSERS)}")
         raw: object = text.strip()
-        if key == "slices" and str(raw).isdigit():
+        if QUOTA_PARSERS[key] is quantity.parse_count and str(raw).isdigit():
             raw = int(str(raw))
         try:
             parsed[key] = QUOTA_PARSERS[key](raw)
