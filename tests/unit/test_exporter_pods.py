@@ -12,6 +12,7 @@ from exporter.pods import KubernetesPodWatch, PodIndex, pod_from_json
 from governance import contract
 from governance.watching import Backoff
 from tests.support.exporter import grant, make_pod, make_pod_json
+from tests.support.recorded import Recording, next_stream
 
 pytestmark = pytest.mark.unit
 
@@ -63,30 +64,19 @@ class _FakeCoreV1:
         return client.V1PodList(items=pods, metadata=client.V1ListMeta(resource_version=version))
 
 
-Recorded = list[dict[str, Any] | Exception]
-
-
 class _FakeStream:
     """``Watch().stream`` as the client behaves given a timeout: one recorded stream per
     call (events with models as objects, a bookmark's object as the raw JSON; an
     exception where the client raises one, as ``ApiException`` for an ERROR event), and
     nothing after the last (the server's timeout)."""
 
-    def __init__(self, *streams: Recorded | Exception) -> None:
+    def __init__(self, *streams: Recording[dict[str, Any]]) -> None:
         self.streams = list(streams)
         self.calls: list[dict[str, Any]] = []
 
     def __call__(self, func: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
         self.calls.append(kwargs)
-        if not self.streams:
-            return
-        stream = self.streams.pop(0)
-        if isinstance(stream, Exception):
-            raise stream
-        for item in stream:
-            if isinstance(item, Exception):
-                raise item
-            yield item
+        return next_stream(self.streams)
 
 
 def _at(pod: client.V1Pod, version: str) -> client.V1Pod:

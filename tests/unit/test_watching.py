@@ -21,6 +21,7 @@ from governance.watching import (
     ResumePoint,
     list_then_watch,
 )
+from tests.support.recorded import Recording, next_stream
 
 pytestmark = pytest.mark.unit
 
@@ -61,7 +62,7 @@ class FakeSource:
     recorded one yields nothing (the server's timeout)."""
 
     lists: list[Listing[tuple[str, str]] | Exception]
-    watches: list[Stream | Exception] = field(default_factory=list)
+    watches: list[Recording[Ev]] = field(default_factory=list)
     state: dict[str, str] = field(default_factory=dict)
     listed: int = 0
     watched_from: list[str] = field(default_factory=list)
@@ -89,19 +90,7 @@ class FakeSource:
 
     def watch(self, version: str) -> Iterator[Ev]:
         self.watched_from.append(version)
-        if not self.watches:
-            return iter(())
-        stream = self.watches.pop(0)
-        if isinstance(stream, Exception):
-            raise stream
-        return self._replay(stream)
-
-    @staticmethod
-    def _replay(stream: Stream) -> Iterator[Ev]:
-        for item in stream:
-            if isinstance(item, Exception):
-                raise item
-            yield item
+        return next_stream(self.watches)
 
     def on_list(self, listing: Listing[tuple[str, str]]) -> None:
         self.state = dict(listing.items)
@@ -181,7 +170,7 @@ def test_a_later_call_resumes_from_the_cursor_without_listing() -> None:
 @pytest.mark.parametrize("how", ["error-event", "answer-to-the-watch"])
 def test_gone_mid_watch_lists_again_at_once_and_watches_from_the_new_list(how: str) -> None:
     first: Stream = [put("a", "2", "21"), expired(), put("a", "never", "22")]
-    streams: list[Stream | Exception] = (
+    streams: list[Recording[Ev]] = (
         [first] if how == "error-event" else [first[:1], Gone("410 Expired")]
     )
     source = FakeSource(
