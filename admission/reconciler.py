@@ -35,8 +35,10 @@ is counted on an entry of its own while it runs, so that usage counts every pod 
 runs (:meth:`Reconciler._duplicate`).
 
 :func:`run_watch` drives one reconciler against a :class:`PodSource` (the Kubernetes
-adapter, :mod:`admission.kube`): list, watch from the list's resourceVersion, re-list
-on :class:`Gone`, exponential backoff with full jitter on any other error.
+adapter, :mod:`admission.kube`) on the list-then-watch loop that the exporter's pod watch
+shares (:func:`governance.watching.list_then_watch`): list, watch from the list's
+resourceVersion, re-list on :class:`Gone`, exponential backoff with full jitter on any
+other error.
 
 Exceptions: :class:`Gone` (the watch's resourceVersion is too old: re-list) and
 :class:`WatchFailed` (the API server ended the watch with another error) are both
@@ -48,7 +50,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import random
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -59,6 +60,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from admission.leader import LeaderElector
+from governance import watching
 from governance.errors import StoreError
 from governance.storage import ledger
 from governance.storage.ledger import Allocation, State
@@ -129,7 +131,7 @@ class PodSourceError(Exception):
     """The pod source could not list or watch."""
 
 
-class Gone(PodSourceError):
+class Gone(PodSourceError, watching.Gone):
     """HTTP 410: the resourceVersion is too old to watch from; list again."""
 
 
@@ -322,7 +324,8 @@ class Reconciler:
         """Only entries of this namespace are released at resync (None: every one)."""
         self.clock = clock
         self.resource_version: str | None = None
-        """Where the next watch resumes; None: a full list is needed first."""
+        """Where the next watch resumes; None: a full list is needed first. The watch
+        loop keeps it (the reconciler is its :class:`governance.watching.Cursor`)."""
         self.synced_at: datetime | None = None
         """Up to when every pod event has been seen (None: not yet); see the module."""
         self._versions: dict[str, str] = {}
@@ -353,7 +356,6 @@ class Reconciler:
                     entry.pod_uid,
                 )
                 self._release(entry.id)
-        self.resource_version = snapshot.resource_version
         self.metrics.last_resync.set(self.clock().timestamp())
         self.caught_up(listed_at)
 
@@ -365,19 +367,17 @@ class Reconciler:
 
     def handle(self, event: WatchEvent) -> None:
         """Apply one watch event. Raises :class:`Gone` or :class:`WatchFailed` for an
-        ERROR event; ``resource_version`` advances only once the event is applied, so
-        an event that failed (store down) is seen again after the re-watch."""
+        ERROR event. The loop moves :attr:`resource_version` past the event only once
+        this returns, so an event that failed (store down) is seen again after the
+        re-watch."""
         self.metrics.events.labels(event.type.value).inc()
         if event.type is EventType.ERROR:
             if event.code == 410:
-                self.resource_version = None
                 raise Gone(event.message or "resourceVersion too old")
             raise WatchFailed(event.message or "watch error", code=event.code)
         if event.type is not EventType.BOOKMARK:
             assert event.pod is not None
             self._on_pod(event.type, event.pod)
-        if event.resource_version:
-            self.resource_version = event.resource_version
         if event.type is EventType.BOOKMARK:
             # the server sends a bookmark once it has sent every event before it
             self.caught_up(self.clock())
@@ -503,24 +503,22 @@ class Reconciler:
 # -- the loop ----------------------------------------------------------------------------
 
 
-class Backoff:
-    """Exponential backoff with full jitter: attempt n waits uniform(0, min(cap, base*2**n))."""
+@dataclass(frozen=True, kw_only=True)
+class _Listed:
+    """A list of pods and the instant it was asked for (the resync's ``listed_at``)."""
 
-    def __init__(
-        self, *, base_s: float = 0.5, cap_s: float = 30.0, rng: random.Random | None = None
-    ) -> None:
-        self.base_s = base_s
-        self.cap_s = cap_s
-        self.rng = rng or random.Random()
-        self.attempt = 0
+    snapshot: Snapshot
+    listed_at: datetime
 
-    def next_delay(self) -> float:
-        ceiling = min(self.cap_s, self.base_s * 2**self.attempt)
-        self.attempt = min(self.attempt + 1, 32)
-        return self.rng.uniform(0, ceiling)
+    @property
+    def resource_version(self) -> str:
+        return self.snapshot.resource_version
 
-    def reset(self) -> None:
-        self.attempt = 0
+
+def _error_kind(exc: Exception) -> str:
+    if isinstance(exc, PodSourceError):
+        return "watch"
+    return "store" if isinstance(exc, StoreError) else "other"
 
 
 def run_watch(
@@ -528,58 +526,46 @@ def run_watch(
     source: PodSource,
     stop: threading.Event,
     *,
-    backoff: Backoff | None = None,
+    backoff: watching.Backoff | None = None,
     max_rounds: int | None = None,
     rewatch_pause_s: float = 1.0,
 ) -> None:
-    """List, then watch from the list's version, until ``stop`` is set.
-
-    A round is one list-or-watch request. The server ends a watch after its timeout
-    (the loop resumes from the last version), with 410 Gone (the loop lists again at
-    once) or with an error (the loop waits with backoff and resumes from the last
-    version it applied). After a watch that ended normally the loop pauses
-    ``rewatch_pause_s``, so a server that closes watches at once is not hammered.
-    ``max_rounds`` bounds the loop for tests.
+    """Drive ``reconciler`` from ``source`` until ``stop`` is set, on the one
+    list-then-watch loop (:func:`governance.watching.list_then_watch`: re-list at once on
+    :class:`Gone`, backoff with full jitter on any other error, resume from the last
+    version applied). The reconciler is the loop's cursor, so a later call resumes where
+    this one stopped. ``max_rounds`` bounds the loop for tests.
     """
-    backoff = backoff or Backoff()
-    rounds = 0
-    relist_reason = "startup"
-    while not stop.is_set() and (max_rounds is None or rounds < max_rounds):
-        rounds += 1
-        try:
-            if reconciler.resource_version is None:
-                reconciler.metrics.relists.labels(relist_reason).inc()
-                listed_at = reconciler.clock()
-                reconciler.resync(source.list_pods(), listed_at=listed_at)
-            assert reconciler.resource_version is not None
-            for event in source.watch_pods(reconciler.resource_version):
-                if stop.is_set():
-                    # Leadership may be gone: apply nothing more.
-                    return
-                reconciler.handle(event)
-            # The server ended the watch (its timeout) after the events it had: the
-            # view was current until now. A broken watch raises instead.
-            reconciler.caught_up(reconciler.clock())
-            backoff.reset()
-            stop.wait(rewatch_pause_s)
-        except Gone as exc:
-            log.info("watch expired (%s); listing pods again", exc)
-            reconciler.resource_version = None
-            relist_reason = "gone"
-        except Exception as exc:
-            kind = (
-                "watch"
-                if isinstance(exc, PodSourceError)
-                else "store"
-                if isinstance(exc, StoreError)
-                else "other"
-            )
-            reconciler.metrics.errors.labels(kind).inc()
-            delay = backoff.next_delay()
-            log.warning("reconciler %s error: %s; retrying in %.1fs", kind, exc, delay)
-            if reconciler.resource_version is None:
-                relist_reason = "error"
-            stop.wait(delay)
+
+    def list_pods() -> _Listed:
+        listed_at = reconciler.clock()  # before the request: the list is at least this new
+        return _Listed(snapshot=source.list_pods(), listed_at=listed_at)
+
+    def resync(listed: _Listed) -> None:
+        reconciler.resync(listed.snapshot, listed_at=listed.listed_at)
+
+    def watch_ended() -> None:
+        # The server ended the watch after the events it had: the view was current
+        # until now.
+        reconciler.caught_up(reconciler.clock())
+
+    metrics = reconciler.metrics
+    watching.list_then_watch(
+        list_=list_pods,
+        watch=source.watch_pods,
+        on_list=resync,
+        on_event=reconciler.handle,
+        stop=stop,
+        cursor=reconciler,
+        backoff=backoff,
+        on_relist=lambda reason: metrics.relists.labels(reason).inc(),
+        on_watch_end=watch_ended,
+        on_error=lambda exc: metrics.errors.labels(_error_kind(exc)).inc(),
+        rewatch_pause_s=rewatch_pause_s,
+        max_rounds=max_rounds,
+        name="reconciler pod watch",
+        log=log,
+    )
 
 
 # -- the service -------------------------------------------------------------------------
@@ -605,7 +591,7 @@ class Service:
         namespace: str | None = None,
         clock: Clock = utcnow,
         expire_interval_s: float = 30.0,
-        backoff: Callable[[], Backoff] = Backoff,
+        backoff: Callable[[], watching.Backoff] = watching.Backoff,
         rewatch_pause_s: float = 1.0,
     ) -> None:
         self.store = store

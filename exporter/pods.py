@@ -4,8 +4,10 @@
 ``ApiClient().sanitize_for_serialization(V1Pod)`` or a raw watch event gives) and
 answers "which pod has this UID". ``KubernetesPodWatch`` is the one thin adapter to the
 Kubernetes API: a node-scoped list + watch (``spec.nodeName=<node>``) that feeds the
-index, reconnecting after errors. The ``kubernetes`` package is imported only there,
-so the exporter runs (simulated, or NVML without attribution) where it is absent.
+index, on the list-then-watch loop the reconciler shares
+(:func:`governance.watching.list_then_watch`). The ``kubernetes`` package is imported
+only there, so the exporter runs (simulated, or NVML without attribution) where it is
+absent.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import importlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from exporter.cgroups import strip_container_id
 from exporter.model import PodMeta
+from governance.watching import Backoff, Gone, Listing, ResumePoint, list_then_watch
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +96,29 @@ class PodIndex:
                 self._pods[pod.uid] = pod
 
 
+@dataclass(frozen=True, kw_only=True)
+class PodEvent:
+    """One watch event: its type, the object as API JSON, the version to resume from."""
+
+    type: str
+    object: Mapping[str, Any]
+    resource_version: str
+
+
 class KubernetesPodWatch:
     """Node-scoped pod list + watch through the ``kubernetes`` client, feeding an index.
 
     ``api`` is a ``kubernetes.client.CoreV1Api`` (or anything with its
     ``list_pod_for_all_namespaces``); ``serialize`` turns a model into API JSON
-    (``ApiClient().sanitize_for_serialization``); ``stream`` is ``Watch().stream``.
+    (``ApiClient().sanitize_for_serialization``); ``stream`` is ``Watch().stream``,
+    which, given a timeout, raises the client's ``ApiException`` for an ERROR event;
+    one with status 410 becomes :class:`governance.watching.Gone`.
+
+    The loop is the one the reconciler runs on
+    (:func:`governance.watching.list_then_watch`): list, then watch from the list's
+    version with bookmarks; resume from the last version applied when the server ends
+    the watch or a connection breaks; list again only at start and after 410 Gone; back
+    off with full jitter on errors.
     """
 
     def __init__(
@@ -109,13 +130,19 @@ class KubernetesPodWatch:
         serialize: Callable[[Any], Any],
         stream: Callable[..., Iterator[Mapping[str, Any]]],
         timeout_seconds: int = 300,
+        backoff: Backoff | None = None,
+        rewatch_pause_s: float = 1.0,
     ) -> None:
         self._index = index
-        self._node = node_name
+        self._selector = f"spec.nodeName={node_name}"
         self._api = api
         self._serialize = serialize
         self._stream = stream
         self._timeout = timeout_seconds
+        self._backoff = backoff
+        self._rewatch_pause_s = rewatch_pause_s
+        self.cursor = ResumePoint()
+        """Where the next watch resumes; None until the first list is applied."""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -144,35 +171,67 @@ class KubernetesPodWatch:
             stream=watch.Watch().stream,
         )
 
-    def sync_once(self) -> None:
-        """One list, then one watch until it times out or the adapter stops."""
-        selector = f"spec.nodeName={self._node}"
-        listing = self._api.list_pod_for_all_namespaces(field_selector=selector)
-        self._index.replace(self._serialize(pod) for pod in listing.items)
-        version = listing.metadata.resource_version
-        for event in self._stream(
-            self._api.list_pod_for_all_namespaces,
-            field_selector=selector,
-            resource_version=version,
-            timeout_seconds=self._timeout,
-        ):
-            if self._stop.is_set():
-                return
-            self._index.apply(str(event["type"]), self._serialize(event["object"]))
+    def list_pods(self) -> Listing[Mapping[str, Any]]:
+        """The node's pods, as API JSON."""
+        listing = self._api.list_pod_for_all_namespaces(field_selector=self._selector)
+        version = str(listing.metadata.resource_version or "")
+        if not version:
+            raise ValueError("the pod list has no resourceVersion to watch from")
+        return Listing(
+            items=tuple(self._serialize(pod) for pod in listing.items), resource_version=version
+        )
 
-    def _run(self) -> None:
-        backoff = 1.0
-        while not self._stop.is_set():
-            try:
-                self.sync_once()
-                backoff = 1.0
-            except Exception:  # the watch must outlive any API hiccup
-                log.exception("pod watch failed; retrying in %.0f s", backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 60.0)
+    def watch_pods(self, resource_version: str) -> Iterator[PodEvent]:
+        """The node's pod events after ``resource_version`` until the server ends the
+        watch; :class:`governance.watching.Gone` when the version is too old."""
+        try:
+            for raw in self._stream(
+                self._api.list_pod_for_all_namespaces,
+                field_selector=self._selector,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=self._timeout,
+            ):
+                yield self._event(raw)
+        except Exception as exc:
+            # the client's ApiException; imported nowhere here (see the module)
+            if getattr(exc, "status", None) == 410:
+                raise Gone(str(exc)) from exc
+            raise
+
+    def _event(self, raw: Mapping[str, Any]) -> PodEvent:
+        kind = str(raw["type"])
+        obj: Mapping[str, Any] = self._serialize(raw["object"]) or {}
+        if kind == "ERROR":  # Watch.stream raises instead; a raw stream sends them
+            message = f"watch error {obj.get('code')}: {obj.get('message', '')}"
+            raise Gone(message) if obj.get("code") == 410 else RuntimeError(message)
+        metadata = obj.get("metadata") or {}
+        return PodEvent(
+            type=kind, object=obj, resource_version=str(metadata.get("resourceVersion") or "")
+        )
+
+    def _apply(self, event: PodEvent) -> None:
+        if event.type != "BOOKMARK":  # a bookmark only moves the resume point
+            self._index.apply(event.type, event.object)
+
+    def run(self, *, max_rounds: int | None = None) -> None:
+        """Feed the index until :meth:`stop` (``max_rounds``: for tests)."""
+        list_then_watch(
+            list_=self.list_pods,
+            watch=self.watch_pods,
+            on_list=lambda listing: self._index.replace(listing.items),
+            on_event=self._apply,
+            stop=self._stop,
+            cursor=self.cursor,
+            backoff=self._backoff,
+            rewatch_pause_s=self._rewatch_pause_s,
+            max_rounds=max_rounds,
+            name="exporter pod watch",
+            log=log,
+        )
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="pod-watch", daemon=True)
+        self._thread = threading.Thread(target=self.run, name="pod-watch", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

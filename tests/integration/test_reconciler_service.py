@@ -12,10 +12,11 @@ from prometheus_client import CollectorRegistry
 
 from admission import kube
 from admission.leader import LeaderElector
-from admission.reconciler import Backoff, Metrics, Service
+from admission.reconciler import Metrics, Service
 from governance.storage import ledger
 from governance.storage.ledger import State
 from governance.storage.store import Store
+from governance.watching import Backoff
 from tests.support.kube import (
     FakeClock,
     FakeLeaseServer,

@@ -12,10 +12,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from admission import kube
-from admission.reconciler import Backoff, Metrics, Reconciler, run_watch
+from admission.reconciler import Metrics, Reconciler, run_watch
 from governance.storage import ledger
 from governance.storage.ledger import State
 from governance.storage.store import Store
+from governance.watching import Backoff
 from tests.support.kube import (
     FakeClock,
     RecordedPodApi,

@@ -29,6 +29,7 @@ from governance.quotas import Demand
 from governance.resources import Resources
 from governance.storage import ledger
 from governance.storage.store import Store
+from tests.support.recorded import next_stream
 
 JSON = dict[str, Any]
 T0 = datetime(2026, 11, 27, 4, 0, tzinfo=UTC)
@@ -171,20 +172,8 @@ class RecordedPodApi:
 
     def watch(self, *, resource_version: str, timeout_s: int) -> Iterator[JSON]:
         self.watched_from.append(resource_version)
-        if not self.watches:
-            return iter(())
-        stream = self.watches.pop(0)
-        if isinstance(stream, Exception):
-            raise stream
-        return self._replay(stream)
-
-    @staticmethod
-    def _replay(stream: Stream) -> Iterator[JSON]:
-        for item in stream:
-            if isinstance(item, Exception):
-                raise item
-            # Each line crosses the wire as JSON text.
-            yield json.loads(json.dumps(item))
+        # Each line crosses the wire as JSON text.
+        return (json.loads(json.dumps(item)) for item in next_stream(self.watches))
 
 
 # -- the Lease API -----------------------------------------------------------------------

@@ -10,7 +10,9 @@ from kubernetes import client
 
 from exporter.pods import KubernetesPodWatch, PodIndex, pod_from_json
 from governance import contract
+from governance.watching import Backoff
 from tests.support.exporter import grant, make_pod, make_pod_json
+from tests.support.recorded import Recording, next_stream
 
 pytestmark = pytest.mark.unit
 
@@ -52,38 +54,104 @@ def test_index_applies_watch_events() -> None:
 class _FakeCoreV1:
     """The Kubernetes API boundary: answers list calls with the client's own models."""
 
-    def __init__(self, pods: list[client.V1Pod]) -> None:
-        self.pods = pods
+    def __init__(self, *lists: tuple[list[client.V1Pod], str]) -> None:
+        self.lists = list(lists)
         self.selectors: list[str] = []
 
     def list_pod_for_all_namespaces(self, **kwargs: Any) -> client.V1PodList:
         self.selectors.append(kwargs["field_selector"])
-        return client.V1PodList(items=self.pods, metadata=client.V1ListMeta(resource_version="41"))
+        pods, version = self.lists.pop(0)
+        return client.V1PodList(items=pods, metadata=client.V1ListMeta(resource_version=version))
 
 
-def test_watch_adapter_lists_node_pods_then_applies_events() -> None:
-    first = make_pod(name="a", uid="u-a")
-    second = make_pod(name="b", uid="u-b")
-    api = _FakeCoreV1([first])
-    seen: dict[str, Any] = {}
+class _FakeStream:
+    """``Watch().stream`` as the client behaves given a timeout: one recorded stream per
+    call (events with models as objects, a bookmark's object as the raw JSON; an
+    exception where the client raises one, as ``ApiException`` for an ERROR event), and
+    nothing after the last (the server's timeout)."""
 
-    def stream(func: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        seen.update(kwargs)
-        yield {"type": "ADDED", "object": second}
-        yield {"type": "DELETED", "object": first}
+    def __init__(self, *streams: Recording[dict[str, Any]]) -> None:
+        self.streams = list(streams)
+        self.calls: list[dict[str, Any]] = []
 
-    index = PodIndex()
-    watch = KubernetesPodWatch(
+    def __call__(self, func: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        self.calls.append(kwargs)
+        return next_stream(self.streams)
+
+
+def _at(pod: client.V1Pod, version: str) -> client.V1Pod:
+    pod.metadata.resource_version = version
+    return pod
+
+
+def _bookmark(version: str) -> dict[str, Any]:
+    return {
+        "type": "BOOKMARK",
+        "object": {"kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": version}},
+    }
+
+
+def _watch(index: PodIndex, api: _FakeCoreV1, stream: _FakeStream) -> KubernetesPodWatch:
+    return KubernetesPodWatch(
         index=index,
         node_name="gpu-node-1",
         api=api,
         serialize=client.ApiClient().sanitize_for_serialization,
         stream=stream,
+        backoff=Backoff(base_s=0.001, cap_s=0.002),
+        rewatch_pause_s=0,
     )
-    watch.sync_once()
+
+
+def test_watch_adapter_lists_node_pods_then_applies_events() -> None:
+    first = make_pod(name="a", uid="u-a")
+    second = _at(make_pod(name="b", uid="u-b"), "42")
+    api = _FakeCoreV1(([first], "41"))
+    stream = _FakeStream(
+        [{"type": "ADDED", "object": second}, {"type": "DELETED", "object": _at(first, "43")}]
+    )
+    index = PodIndex()
+    _watch(index, api, stream).run(max_rounds=1)
     assert api.selectors == ["spec.nodeName=gpu-node-1"]
-    assert seen["field_selector"] == "spec.nodeName=gpu-node-1"
-    assert seen["resource_version"] == "41"
+    (call,) = stream.calls
+    assert call["field_selector"] == "spec.nodeName=gpu-node-1"
+    assert call["resource_version"] == "41"
+    assert call["allow_watch_bookmarks"] is True
     assert index.get("u-a") is None
     pod = index.get("u-b")
     assert pod is not None and pod.name == "b"
+
+
+def test_watch_adapter_resumes_from_the_last_event_or_bookmark_without_listing_again() -> None:
+    """The reconciler's semantics: a watch the server ended is resumed, not re-listed."""
+    api = _FakeCoreV1(([make_pod(name="a", uid="u-a")], "10"))
+    stream = _FakeStream(
+        [{"type": "ADDED", "object": _at(make_pod(name="b", uid="u-b"), "11")}],
+        [_bookmark("20")],
+        [ConnectionResetError("connection reset by peer")],
+        [],
+    )
+    index = PodIndex()
+    watch = _watch(index, api, stream)
+    watch.run(max_rounds=4)
+    assert len(api.selectors) == 1
+    assert [c["resource_version"] for c in stream.calls] == ["10", "11", "20", "20"]
+    assert sorted(p.name for p in index.pods()) == ["a", "b"]  # the bookmark is no pod
+    assert watch.cursor.resource_version == "20"
+
+
+def test_watch_adapter_lists_again_when_its_version_is_gone() -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    a, b = make_pod(name="a", uid="u-a"), make_pod(name="b", uid="u-b")
+    api = _FakeCoreV1(([a], "10"), ([b], "30"))
+    stream = _FakeStream(
+        ApiException(status=410, reason="Expired: too old resource version: 10 (25)"),
+        [{"type": "MODIFIED", "object": _at(make_pod(name="b", uid="u-b", phase="Failed"), "31")}],
+    )
+    index = PodIndex()
+    _watch(index, api, stream).run(max_rounds=2)
+    assert len(api.selectors) == 2
+    assert [c["resource_version"] for c in stream.calls] == ["10", "30"]
+    pod = index.get("u-b")
+    assert [p.name for p in index.pods()] == ["b"] and pod is not None and pod.phase == "Failed"

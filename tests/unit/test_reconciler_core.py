@@ -1,10 +1,10 @@
 """The reconciler's pure parts: the ledger decision, the adapter's translation of API
-payloads (built with the kubernetes client's models), and the backoff."""
+payloads (built with the kubernetes client's models). The watch loop and its backoff:
+tests/unit/test_watching.py."""
 
 from __future__ import annotations
 
 import json
-import random
 from datetime import timedelta
 
 import pytest
@@ -13,7 +13,6 @@ from kubernetes import client, watch
 from admission import kube
 from admission.leader import LeaseConflict, LeaseError, LeaseNotFound, LeaseRecord
 from admission.reconciler import (
-    Backoff,
     EventType,
     Gone,
     PodView,
@@ -261,17 +260,3 @@ def test_lease_api_errors_translate() -> None:
     server.down = True
     with pytest.raises(LeaseError, match="HTTP 503"):
         leases.get()
-
-
-# -- backoff -----------------------------------------------------------------------------
-
-
-def test_backoff_grows_exponentially_with_full_jitter_up_to_the_cap() -> None:
-    backoff = Backoff(base_s=0.5, cap_s=8.0, rng=random.Random(7))
-    delays = [backoff.next_delay() for _ in range(40)]
-    ceilings = [min(8.0, 0.5 * 2**n) for n in range(40)]
-    assert all(0 <= d <= c for d, c in zip(delays, ceilings, strict=True))
-    assert max(delays[6:]) > 4.0  # it does grow past the base...
-    assert len(set(delays)) == len(delays)  # ...and is jittered
-    backoff.reset()
-    assert backoff.next_delay() <= 0.5
