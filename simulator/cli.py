@@ -297,13 +297,13 @@ def replay_command(
     governance decision admits or denies it against the quotas (docs/simulate.md)."""
     output = _output(ctx, output)
     names = _policies(policy_names)
+    if fleet_from_config and (config_path is None or nodes_path is not None):
+        raise ConfigError("--fleet-from-config needs --config, and replaces --nodes")
     if nodes_path is None and config_path is None:
         raise ConfigError(
             "give --nodes (the trace's node list) or --config (a gpupool configuration, "
             "whose pools are then the fleet)"
         )
-    if fleet_from_config and (config_path is None or nodes_path is not None):
-        raise ConfigError("--fleet-from-config needs --config, and replaces --nodes")
     snapshot = governed.load(config_path) if config_path is not None else None
     pods = replay.accelerated(read_pod_list(pods_path), load)
     admission: replay.Admission = replay.admit_all

@@ -7,7 +7,8 @@ has room, waits in a first-come queue and starts as soon as a departure frees ro
 (every waiting pod is tried, oldest first, so a small pod may pass a large one that
 still does not fit). A running pod leaves ``duration_s`` after it *started*; a pod
 without a duration runs to the end. A pod that would not fit even on the empty fleet
-is refused at once with :data:`UNSCHEDULABLE`.
+is refused at once with :data:`UNSCHEDULABLE` (on a part of the fleet, as the search
+for the GPUs needed replays, such a pod waits: that part does not serve it).
 
 Admission is injected: a callable that sees the pod and the usage at that moment and
 answers a :class:`Decision`. :func:`admit_all` admits everything (a cluster without
@@ -199,6 +200,7 @@ class Replayer:
         self.seed = seed
         self.memo: Memo = {}
         self.kind_of = [self.kinds.index(p) for p in pods]
+        self.holdable = _holdable(self.nodes, self.kinds, self.models)
 
     def run(
         self, nodes: Sequence[Node] | None = None, *, observe: Observer | None = None
@@ -209,7 +211,9 @@ class Replayer:
         fleet = Fleet(nodes or self.nodes, models=self.models)
         rng = np.random.default_rng(self.seed)
         scheduler = Scheduler(fleet, self.kinds, self.policy, rng, self.memo)
-        holdable = _holdable(fleet.nodes, self.kinds, self.models)
+        # a pod the whole fleet could hold but this part of it cannot waits (it is not
+        # served), so that a fleet-size search never counts it out as unschedulable
+        holdable = self.holdable
         tie = itertools.count()
         events: list[_Event] = [
             (float(p.arrival_s or 0.0), True, next(tie), i) for i, p in enumerate(pods)
