@@ -61,6 +61,7 @@ from governance.contract import (
 from governance.errors import ConfigError, NoOrganisation, PlacementError, StoreError
 from governance.model import Org
 from governance.resources import Resources
+from governance.snapshot import Snapshot
 from governance.storage import ledger
 from governance.storage.ledger import State
 from governance.storage.store import Store, utcnow
@@ -99,8 +100,9 @@ class Settings:
     """On SQLite, :meth:`Admitter.admit_async` commits on the event loop itself
     (:class:`~admission.writer.InlineWriter`) rather than in the writer thread."""
     warm_rbac: bool = True
-    """Build the per-department policy enforcers in the background when a configuration
-    revision is loaded, so that the first pod of each department does not pay for it."""
+    """Warm each new configuration revision's policy in the background
+    (:func:`governance.rbac.warm`), so that the first pod of each department does not
+    pay for it."""
     trusted_controllers: tuple[str, ...] = DEFAULT_TRUSTED_CONTROLLERS
     """Requesters (``userInfo.username``; globs: ``*``, ``?``, ``[...]``) whose pod
     creations are authorised as the pod's service account: controllers that create pods
@@ -124,17 +126,19 @@ class Admitter:
         self,
         *,
         store: Store,
-        org: Callable[[], Org],
+        snapshot: Callable[[], Snapshot],
         settings: Settings | None = None,
         clock: Callable[[], datetime] = utcnow,
         backend_table: Mapping[str, Backend] | None = None,
-        org_async: Callable[[], Awaitable[Org]] | None = None,
+        snapshot_async: Callable[[], Awaitable[Snapshot]] | None = None,
     ) -> None:
         self.store = store
-        self.org = org
-        self.org_async = org_async
-        """The organisation for :meth:`admit_async`, never blocking the loop
-        (:class:`admission.organisation.LiveOrg`); None: :attr:`org` is called there."""
+        self.snapshot = snapshot
+        """The snapshot of the configuration in force (its organisation and policy)."""
+        self.snapshot_async = snapshot_async
+        """The snapshot for :meth:`admit_async`, never blocking the loop
+        (:class:`admission.organisation.LiveSnapshot`); None: :attr:`snapshot` is
+        called there."""
         self.settings = settings or Settings()
         self.clock = clock
         self.backends = dict(backends.BACKENDS if backend_table is None else backend_table)
@@ -144,8 +148,6 @@ class Admitter:
         )
         self._tokens = _tokens(self.names)
         self._trusted = _globs(self.settings.trusted_controllers)
-        self._authz: tuple[Org, rbac.Authorizer] | None = None
-        self._authz_lock = threading.Lock()
         self._writer: group_commit.LedgerWriter | None = None
         self._writer_lock = threading.Lock()
         self._inline: group_commit.InlineWriter | None = None
@@ -303,8 +305,10 @@ class Admitter:
 
     async def _admit_async(self, request: Request, pod: Pod) -> Response:
         try:
-            org = await self.org_async() if self.org_async is not None else self.org()
-            steps = self._create(request, pod, org)
+            snapshot = (
+                await self.snapshot_async() if self.snapshot_async is not None else self.snapshot()
+            )
+            steps = self._create(request, pod, snapshot)
             try:
                 step = next(steps)
                 while True:
@@ -391,35 +395,29 @@ class Admitter:
         return self.inline_writer if inline else self.group_writer
 
     def warm_up(self) -> None:
-        """Load the current organisation's policies and build every department's
-        enforcer now, in this thread (the server does it in the background)."""
-        org = self.org()
-        rbac.warm(self._authorizer(org), sorted(org.departments))
+        """Warm the policy of the configuration in force now, in this thread (the
+        server warms each new revision in the background)."""
+        snapshot = self.snapshot()
+        rbac.warm(snapshot.policy, sorted(snapshot.org.departments))
 
-    def _authorizer(self, org: Org) -> rbac.Authorizer:
-        current = self._authz
-        if current is not None and current[0] is org:
-            return current[1]
-        with self._authz_lock:
-            current = self._authz
-            if current is None or current[0] is not org:
-                current = (org, rbac.Authorizer.from_bindings(org.role_bindings))
-                self._authz = current
-                if self.settings.warm_rbac:
-                    threading.Thread(
-                        target=rbac.warm,
-                        args=(current[1], sorted(org.departments)),
-                        name="rbac-warm",
-                        daemon=True,
-                    ).start()
-            return current[1]
+    def on_new_snapshot(self, snapshot: Snapshot) -> None:
+        """Warm a new revision's policy in a background thread
+        (:attr:`Settings.warm_rbac`): the source calls it with each snapshot it builds."""
+        if self.settings.warm_rbac:
+            threading.Thread(
+                target=rbac.warm,
+                args=(snapshot.policy, sorted(snapshot.org.departments)),
+                name="rbac-warm",
+                daemon=True,
+            ).start()
 
     def _create(
-        self, request: Request, pod: Pod, org: Org | None = None
+        self, request: Request, pod: Pod, snapshot: Snapshot | None = None
     ) -> Generator[_Step, Any, Response]:
         """The decision, as a generator: it yields each step that needs the store and
         is sent the step's result (see :meth:`admit` and :meth:`admit_async`)."""
-        org = org if org is not None else self.org()
+        snapshot = snapshot if snapshot is not None else self.snapshot()
+        org = snapshot.org
         warnings: list[str] = []
         claimed = pod.annotations.get(ANNOTATION_ALLOCATION_ID)
         if claimed:
@@ -479,9 +477,7 @@ class Admitter:
             return (
                 yield from self._deny(request, pod, who, exc.code, str(exc), dept=dept, queue=queue)
             )
-        authorizer = self._authorizer(org)
-        # the Authorizer serialises Casbin itself; cached decisions take no lock
-        decision = authorizer.can_use(identity, dept, queue, sku)
+        decision = snapshot.policy.can_use(identity, dept, queue, sku)
         if not decision.allowed:
             return (
                 yield from self._deny(

@@ -28,11 +28,11 @@ from admission.connection import (
     protocol_class,
 )
 from admission.metrics import Metrics, QuotaCollector, WriterCollector
-from admission.organisation import LiveOrg
+from admission.organisation import LiveSnapshot
 from admission.tls import ReloadingContext
 from governance import config
 from governance.storage import revisions
-from governance.storage.source import OrgSource
+from governance.storage.source import SnapshotSource
 from governance.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -120,11 +120,14 @@ def build(
     limits = limits or Limits()
     if config_file is not None:
         apply_config(store, config_file)
-    source = OrgSource(store, refresh_s=refresh_s)
+    source = SnapshotSource(store, refresh_s=refresh_s)
     registry = registry or CollectorRegistry()
-    live = LiveOrg(source)  # the event loop's view: refreshed in a thread, never on the loop
-    admitter = Admitter(store=store, org=source.get, settings=settings, org_async=live.get)
-    registry.register(QuotaCollector(store, source.get))
+    live = LiveSnapshot(source)  # the event loop's view: refreshed in a thread, never on the loop
+    admitter = Admitter(
+        store=store, snapshot=source.get, settings=settings, snapshot_async=live.get
+    )
+    source.on_new = admitter.on_new_snapshot
+    registry.register(QuotaCollector(store, lambda: source.get().org))
     registry.register(WriterCollector(admitter.writer_counts))
     app = create_app(
         admitter,

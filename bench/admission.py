@@ -85,7 +85,7 @@ from bench import stats  # noqa: E402
 from governance import contract, quotas, scopes  # noqa: E402
 from governance.resources import Resources  # noqa: E402
 from governance.storage import revisions, schema  # noqa: E402
-from governance.storage.source import OrgSource  # noqa: E402
+from governance.storage.source import SnapshotSource  # noqa: E402
 from governance.storage.store import Store, utcnow  # noqa: E402
 from tests.support import admission as A  # noqa: E402
 from tests.support.databases import fresh_database  # noqa: E402
@@ -607,8 +607,8 @@ def profile(store: Store, bodies: list[dict[str, Any]]) -> tuple[str, dict[str, 
     from admission import review
     from admission.admitter import Admitter, Settings
 
-    source = OrgSource(store)
-    admitter = Admitter(store=store, org=source.get, settings=Settings(warm_rbac=False))
+    source = SnapshotSource(store)
+    admitter = Admitter(store=store, snapshot=source.get, settings=Settings(warm_rbac=False))
     admitter.warm_up()
     raw = [json.dumps(b).encode() for b in bodies]
 

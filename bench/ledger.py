@@ -1,9 +1,9 @@
 """Ledger benchmark: reserve and release against a large organisation.
 
-Builds 1,000 departments, 5,000 queues, 20,000 RBAC policies and 30,000 live
-allocations in a fresh store, then times ``ledger.reserve`` and ``ledger.release`` one
-at a time, and, in the same run on the same database, the floor: a bare write
-transaction through the same Store that updates one usage row. Runs on SQLite, and on
+Builds 1,000 departments, 5,000 queues and 30,000 live allocations in a fresh store,
+then times ``ledger.reserve`` and ``ledger.release`` one at a time, and, in the same
+run on the same database, the floor: a bare write transaction through the same Store
+that updates one usage row. Runs on SQLite, and on
 PostgreSQL when GPUPOOL_TEST_PG_URL (or --pg URL) points at a server.
 
 Prints a table, then one JSON object as the last line.
@@ -42,7 +42,6 @@ from governance.storage.store import Store, utcnow
 
 DEPARTMENTS = 1000
 QUEUES_PER_DEPARTMENT = 5
-POLICIES = 20_000
 LIVE_ALLOCATIONS = 30_000
 
 
@@ -165,22 +164,9 @@ def populate(store: Store, org: Org, rng: random.Random) -> None:
                 "ended_at": None,
             }
         )
-    policies = [
-        {
-            "ptype": "g",
-            "v0": f"user:u{i}",
-            "v1": "member",
-            "v2": names[i % DEPARTMENTS],
-            "v3": "",
-            "v4": "",
-            "v5": "",
-        }
-        for i in range(POLICIES)
-    ]
     with store.write() as conn:
         for start in range(0, len(rows), 5000):
             conn.execute(schema.allocations.insert(), rows[start : start + 5000])
-        conn.execute(schema.casbin_rule.insert(), policies)
     ledger.rebuild_usage(store)
 
 
@@ -373,7 +359,7 @@ def main() -> None:
         wal = wal_section(Path(tmp) / "bench.db", org, 4.0 if args.quick else 30.0, rng)
     print(
         f"ledger benchmark: {DEPARTMENTS} departments, {DEPARTMENTS * QUEUES_PER_DEPARTMENT} "
-        f"queues, {POLICIES} policies, {LIVE_ALLOCATIONS} live allocations, "
+        f"queues, {LIVE_ALLOCATIONS} live allocations, "
         f"{iterations} reserve+release per database"
     )
     print(

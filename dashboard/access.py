@@ -56,7 +56,7 @@ class Decision(Protocol):
 
 
 class Authorizer(Protocol):
-    """The part of :class:`governance.rbac.Authorizer` the console uses."""
+    """The part of :class:`governance.rbac.Policy` the console uses."""
 
     def can_view(self, identity: Identity, department: str) -> Decision: ...
 

@@ -16,7 +16,6 @@ every request is one named user. It is served by gunicorn (:mod:`dashboard.servi
 from __future__ import annotations
 
 import logging
-import threading
 
 import click
 
@@ -31,39 +30,12 @@ from dashboard.access import (
 )
 from dashboard.sources import Source
 from governance import cli as gcli
-from governance import contract, rbac
+from governance import contract
 from governance.errors import GpupoolError
-from governance.model import Org
-from governance.storage import policies
-from governance.storage.source import OrgSource
+from governance.storage.source import SnapshotSource
 from governance.storage.store import Store
 
 log = logging.getLogger(__name__)
-
-
-class Governance:
-    """The organisation and the authorizer in force, re-read when a new configuration
-    revision is applied (``gpupool apply``) without restarting the console."""
-
-    def __init__(self, store: Store, *, refresh_s: float = 5.0) -> None:
-        self.store = store
-        self._orgs = OrgSource(store, refresh_s=refresh_s)
-        self._lock = threading.Lock()
-        self._authorizer = policies.authorizer(store)
-        self._revision = -1
-
-    def org(self) -> Org | None:
-        if self.store.latest_revision() == 0:
-            return None
-        org = self._orgs.get()
-        with self._lock:
-            if self._orgs.revision != self._revision:
-                self._authorizer.reload()
-                self._revision = self._orgs.revision
-        return org
-
-    def authorizer(self) -> rbac.Authorizer:
-        return self._authorizer
 
 
 def build_trust(
@@ -232,9 +204,14 @@ def dashboard(
     sock = gcli.listen(host, port)  # exit 4 before anything else starts
     try:
         store = Store(store_url)
-        gov = Governance(store)
+        # the snapshot in force, re-read when a new revision is applied (no restart)
+        snapshots = SnapshotSource(store, refresh_s=5.0)
         console = Console(
-            source=source, store=store, org=gov.org, authorizer=gov.authorizer, trust=trust
+            source=source,
+            store=store,
+            org=snapshots.org,
+            authorizer=snapshots.policy,
+            trust=trust,
         )
         app = create_app(console)
         console.warm_up()  # in the master, before any worker takes traffic

@@ -50,6 +50,7 @@ from governance.resources import RESOURCE_NAMES, RESOURCES, Limits, ResourceName
 
 if TYPE_CHECKING:
     from governance.model import Org
+    from governance.snapshot import Snapshot
     from governance.storage.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -148,16 +149,20 @@ class Settings:
         return self._store
 
     def org(self) -> Org:
-        from governance.storage import revisions
+        return self.snapshot().org
 
-        org = revisions.current_org(self.store())
-        if org is None:
+    def snapshot(self) -> Snapshot:
+        """The snapshot of the configuration in force (its organisation and policy)."""
+        from governance.storage import source
+
+        found = source.load(self.store())
+        if found is None:
             raise ConfigError(
                 "no configuration has been applied to this store yet: run "
                 "`gpupool apply -f examples/org.yaml` (or your own file) first",
                 source=self.store().safe_url,
             )
-        return org
+        return found
 
 
 def settings_of(ctx: click.Context) -> Settings:
@@ -836,7 +841,7 @@ def check(
 
     decision = decide.check(
         settings.store(),
-        settings.org(),
+        settings.snapshot(),
         namespace=namespace,
         queue=queue,
         sku=sku,

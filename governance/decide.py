@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from governance import placement, quotas
 from governance.contract import Reason
 from governance.errors import PlacementError
-from governance.model import Org
 from governance.resources import Resources
-from governance.storage import ledger, policies
+from governance.snapshot import Snapshot
+from governance.storage import ledger
 from governance.storage.store import Store
 
 
@@ -38,7 +38,7 @@ def describe_request(count: int, sku: str, amount: Resources) -> str:
 
 def check(
     store: Store,
-    org: Org,
+    snapshot: Snapshot,
     *,
     namespace: str,
     queue: str | None,
@@ -48,6 +48,7 @@ def check(
     groups: Sequence[str] = (),
 ) -> CheckDecision:
     who = user or "(anyone: no --as given, RBAC not checked)"
+    org = snapshot.org
     try:
         target = placement.resolve_target(org, namespace=namespace, queue=queue)
         grant = placement.grant(org, target, placement.SliceRequest(count=count, sku=sku))
@@ -60,8 +61,7 @@ def check(
         from governance import rbac
 
         user = user.removeprefix("user:")  # Kubernetes user names carry no prefix
-        authorizer = policies.authorizer(store)
-        decision = authorizer.can_use(
+        decision = snapshot.policy.can_use(
             rbac.Identity(user=user, groups=tuple(groups)),
             target.department.name,
             target.queue.name,

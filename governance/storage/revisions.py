@@ -1,8 +1,10 @@
 """Recording a configuration in the store: ``gpupool apply`` and ``gpupool set quota``.
 
 :func:`apply` validates a document (:mod:`governance.config`) and records it as the
-newest configuration revision, with the Casbin policies derived from its role
-bindings, in one write transaction; applying the same document again records nothing.
+newest configuration revision, in one write transaction; applying the same document
+again records nothing. Nothing else is written: the revision's role bindings are its
+RBAC policy, compiled by every reader from the revision itself
+(:mod:`governance.snapshot`).
 A quota below what the ledger has in use, or the removal of something that still has
 slices in use, is refused (:func:`check_usage`). :func:`change_quota` is a department
 admin's or a platform admin's change of one quota in the configuration in force,
@@ -25,7 +27,7 @@ from governance.model import Org
 from governance.quotas import Usage
 from governance.resources import RESOURCE_NAMES, ZERO, Limits, Resources
 from governance.scopes import Kind, Scope
-from governance.storage import ledger, policies, schema
+from governance.storage import ledger, schema, source
 from governance.storage.store import Store, checksum_of
 
 
@@ -163,12 +165,8 @@ def _removed(org: Org, scope: Scope) -> str | None:
 
 def current_org(store: Store) -> Org | None:
     """The organisation of the newest applied revision, or None before the first apply."""
-    latest = store.latest_config()
-    if latest is None:
-        return None
-    return config.build_org(
-        latest.document, source=latest.source or f"store revision {latest.revision}"
-    )
+    found = source.load(store)
+    return None if found is None else found.org
 
 
 DECLARING_KEYS: Final = ("pools", "skus", "departments", "role_bindings")
@@ -193,7 +191,7 @@ def apply(
 
     Idempotent: a document whose checksum equals the newest revision's records nothing
     (``changed`` is False). In one write transaction: refuse limits below what is in
-    use, record the revision (with ``applied_by``), replace the Casbin policies.
+    use, record the revision (with ``applied_by``).
     ``dry_run`` checks and reports the diff but writes nothing.
 
     A document that declares nothing is refused unless ``allow_empty``: as kubectl
@@ -228,7 +226,6 @@ def apply(
     lines += config.diff(old, org)
     if not lines:
         lines = ["~ document changed without changing the organisation"]
-    rules = rbac.policies_for(org.role_bindings)
     if dry_run:
         try:
             check_usage(org, plain, ledger.usage(store), source=source)
@@ -249,7 +246,6 @@ def apply(
         except ConfigError as exc:
             raise config.with_lines(exc, document) from None
         revision = store.save_config(conn, plain, source=source, applied_by=applied_by)
-        policies.write(conn, rules)
     return ApplyResult(revision=revision, diff=lines, org=org, changed=True)
 
 
@@ -269,17 +265,17 @@ def change_quota(
     queue: str | None,
     values: Mapping[str, str],
     dry_run: bool = False,
-    authorizer: rbac.Authorizer | None = None,
 ) -> ApplyResult:
     """Set a queue's nominal quota, or a department's quota, in the configuration in
     force, and apply the result as a new revision naming ``identity``.
 
     Who may: a department's dept-admins split its quota among its queues (a queue's
     nominal quota, never above the department's own limit); the department's quota is
-    a platform-admin's (Casbin's ``edit`` on ``quota``: in the department, or in every
-    department). Raises Forbidden (who, what, whom to ask) otherwise. The new document
-    is checked like any other (``apply``: limits below what is in use are refused),
-    and a revision applied meanwhile by someone else makes this fail, not overwrite.
+    a platform-admin's (the policy's ``edit`` on ``quota``: in the department, or in
+    every department), asked of the snapshot of the revision being changed. Raises
+    Forbidden (who, what, whom to ask) otherwise. The new document is checked like any
+    other (``apply``: limits below what is in use are refused), and a revision applied
+    meanwhile by someone else makes this fail, not overwrite.
     """
     latest = store.latest_config()
     if latest is None:
@@ -288,7 +284,8 @@ def change_quota(
             "`gpupool apply -f org.yaml` first",
             source=store.safe_url,
         )
-    org = config.build_org(latest.document, source=f"store revision {latest.revision}")
+    snapshot = source.of_revision(latest)
+    org, policy = snapshot.org, snapshot.policy
     if department not in org.departments:
         raise ConfigError(
             f"unknown department {department!r}; known: {', '.join(sorted(org.departments))}"
@@ -311,9 +308,8 @@ def change_quota(
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{exc}", source="--" + key) from None
         written[key] = quantity.UNLIMITED_WORD if parsed[key] is None else raw
-    authorizer = authorizer or policies.authorizer(store)
     who = identity.subjects()[0]
-    platform = authorizer.can_edit_quota(identity, rbac.EVERY_DEPARTMENT).allowed
+    platform = policy.can_edit_quota(identity, rbac.EVERY_DEPARTMENT).allowed
     if not platform:
         if queue is None:
             raise Forbidden(
@@ -323,7 +319,7 @@ def change_quota(
                 subject=who,
                 department=department,
             )
-        decision = authorizer.can_edit_quota(identity, department)
+        decision = policy.can_edit_quota(identity, department)
         if not decision.allowed:
             raise Forbidden(decision.explanation, subject=who, department=department)
         limits = org.departments[department].quota.total

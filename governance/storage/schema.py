@@ -125,16 +125,3 @@ denials = Table(
     Column("message", Text, nullable=False),
     Index("ix_denials_department_at", "department", "at"),
 )
-
-casbin_rule = Table(
-    "casbin_rule",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("ptype", String(8), nullable=False),
-    Column("v0", String(512), nullable=False, default=""),
-    Column("v1", String(512), nullable=False, default=""),
-    Column("v2", String(512), nullable=False, default=""),
-    Column("v3", String(512), nullable=False, default=""),
-    Column("v4", String(512), nullable=False, default=""),
-    Column("v5", String(512), nullable=False, default=""),
-)

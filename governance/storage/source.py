@@ -27,10 +27,12 @@ def load(store: Store) -> Snapshot | None:
     """The snapshot of the newest revision, or None before the first apply; a
     ConfigError when that revision no longer validates."""
     latest = store.latest_config()
-    return None if latest is None else _snapshot(latest)
+    return None if latest is None else of_revision(latest)
 
 
-def _snapshot(latest: ConfigRevision) -> Snapshot:
+def of_revision(latest: ConfigRevision) -> Snapshot:
+    """The snapshot of one stored revision (its document validated, its policy
+    compiled); a ConfigError when it no longer validates."""
     source = latest.source or f"store revision {latest.revision}"
     org = config.build_org(latest.document, source=source)
     return Snapshot.build(org, revision=latest.revision, source=source)
@@ -92,9 +94,9 @@ class SnapshotSource:
         with self._lock:
             now = self.clock()
             found = self._snapshot
-            if found is not None and self._checked_at is not None:
-                if now - self._checked_at < self.refresh_s:  # another thread refreshed
-                    return found
+            checked = self._checked_at
+            if found is not None and checked is not None and now - checked < self.refresh_s:
+                return found  # another thread refreshed meanwhile
             revision = self.store.latest_revision()
             self._checked_at = now
             if revision == 0:
@@ -103,7 +105,7 @@ class SnapshotSource:
                 latest = self.store.latest_config()
                 if latest is None:
                     return None
-                found = self._snapshot = _snapshot(latest)
+                found = self._snapshot = of_revision(latest)
                 if self.on_new is not None:
                     self.on_new(found)
             return found
@@ -122,4 +124,4 @@ class SnapshotSource:
         return EMPTY if found is None else found.policy
 
 
-__all__ = ["SnapshotSource", "load", "no_organisation"]
+__all__ = ["SnapshotSource", "load", "no_organisation", "of_revision"]

@@ -33,7 +33,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from governance import contract, resources
+from governance import contract, resources, scopes
 from governance.storage import ledger, revisions
 from governance.storage.store import Store
 from simulator import trace
@@ -365,7 +365,7 @@ def test_the_console_draws_the_overview_and_shows_the_ledgers_quota_and_the_deni
         messages: list[str] = []
         for name in names:
             Select(browser.find_element(By.ID, "dept-select")).select_by_value(name)
-            expected = usage[f"department/{name}"]
+            expected = usage[scopes.department(name)]
 
             def quota_row(dept: str = name) -> dict[str, str]:
                 queues = _cells(browser, "dept-quota-table", "queue")

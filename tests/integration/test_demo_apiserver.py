@@ -22,6 +22,7 @@ from demo.apistore import Forbidden
 from demo.pki import Authority
 from exporter.pods import KubernetesPodWatch, PodIndex
 from governance import config, contract
+from governance.storage import revisions
 from governance.storage.store import Store
 from simulator import trace
 from tests.support import admission as A
@@ -160,7 +161,7 @@ def hook(tmp_path: Path) -> Iterator[tuple[A.Served, Authority]]:
     document = config.load_file(EXAMPLE)
     store = Store(f"sqlite:///{tmp_path / 'gpupool.db'}")
     try:
-        config.apply(store, document, source=str(EXAMPLE))
+        revisions.apply(store, document, source=str(EXAMPLE))
         pki = Authority(tmp_path / "pki", "apiserver-client-ca")
         with A.serve(store, tmp_path, client_ca=pki.file) as served:
             yield served, pki

@@ -1,17 +1,19 @@
-"""Casbin policies in the store (SQLite and PostgreSQL): written by revisions.apply, read
-by the StoreAdapter, the same decisions as from the bindings themselves."""
+"""The RBAC policy of a stored revision (SQLite and PostgreSQL): compiled from the
+revision's own role bindings by every reader, the same decisions as from the bindings
+themselves; nothing else is stored (the ``casbin_rule`` table is gone, migration 0005)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
-import casbin
 import pytest
+import sqlalchemy as sa
 
-from governance import config, rbac
-from governance.rbac import Authorizer, Identity
-from governance.storage import policies, revisions
+from governance import config
+from governance.rbac import Identity, Policy
+from governance.storage import revisions, source
+from governance.storage.source import SnapshotSource
 from governance.storage.store import Store
 from tests.support.org import org_document, with_change
 
@@ -27,17 +29,15 @@ def store(store_url: str) -> Iterator[Store]:
     s.close()
 
 
-def test_policies_round_trip_through_the_store(store: Store) -> None:
-    org = revisions.apply(store, config.load_file(EXAMPLE), source=str(EXAMPLE)).org
-    expected = rbac.policies_for(org.role_bindings)
+def stored_policy(store: Store) -> Policy:
+    found = source.load(store)
+    assert found is not None
+    return found.policy
 
-    assert policies.read(store) == expected
 
-    # The adapter is a real Casbin adapter: a plain enforcer loads the same rules.
-    enforcer = casbin.Enforcer(str(rbac.MODEL_PATH), policies.StoreAdapter(store))
-    loaded = [("p", *r) for r in enforcer.get_policy()]
-    loaded += [("g", *r) for r in enforcer.get_grouping_policy()]
-    assert sorted(loaded) == expected
+def test_no_rule_table_is_kept_beside_the_revisions(store: Store) -> None:
+    revisions.apply(store, config.load_file(EXAMPLE), source=str(EXAMPLE))
+    assert "casbin_rule" not in sa.inspect(store.engine).get_table_names()
 
 
 IDENTITIES = [
@@ -54,8 +54,8 @@ IDENTITIES = [
 
 def test_decisions_from_the_store_equal_decisions_from_the_bindings(store: Store) -> None:
     org = revisions.apply(store, config.load_file(EXAMPLE), source=str(EXAMPLE)).org
-    stored = policies.authorizer(store)
-    direct = Authorizer.from_bindings(org.role_bindings)
+    stored = stored_policy(store)
+    direct = Policy.compile(org.role_bindings)
     asked = 0
     for identity in IDENTITIES:
         for (dept, queue), q in org.queues.items():
@@ -75,7 +75,7 @@ def test_decisions_from_the_store_equal_decisions_from_the_bindings(store: Store
 
 def test_example_organisation_decisions(store: Store) -> None:
     revisions.apply(store, config.load_file(EXAMPLE), source=str(EXAMPLE))
-    auth = policies.authorizer(store)
+    auth = stored_policy(store)
     ci = Identity(user="system:serviceaccount:research-ci:runner")
     assert auth.can_use(ci, "research", "experiments", "h100-1g.10gb").allowed
     assert not auth.can_use(ci, "research", "experiments", "h100-3g.40gb").allowed
@@ -99,11 +99,12 @@ def test_example_organisation_decisions(store: Store) -> None:
     assert not auth.can_edit_quota(bruno, "vision").allowed
 
 
-def test_reload_picks_up_a_new_revision(store: Store) -> None:
+def test_the_source_compiles_each_new_revisions_policy(store: Store) -> None:
     revisions.apply(store, org_document(), source="org.yaml")
-    auth = policies.authorizer(store)
+    snapshots = SnapshotSource(store, refresh_s=0.0)
     vic = Identity(user="vic")
-    assert not auth.can_view(vic, "ml").allowed
+    first = snapshots.get()
+    assert not first.policy.can_view(vic, "ml").allowed
 
     doc = with_change(
         org_document(),
@@ -111,13 +112,13 @@ def test_reload_picks_up_a_new_revision(store: Store) -> None:
         {"role": "viewer", "department": "ml", "subjects": ["user:vic"]},
     )
     revisions.apply(store, doc, source="org.yaml")
-    assert not auth.can_view(vic, "ml").allowed, "cached until reload"
-    auth.reload()
-    decision = auth.can_view(vic, "ml")
+    second = snapshots.get()
+    assert second.revision == first.revision + 1
+    decision = second.policy.can_view(vic, "ml")
     assert decision.allowed
     assert decision.rule == ("viewer", "*", "department", "view")
+    assert snapshots.get() is second, "built once per revision"
 
-    # Removing the binding removes the policy.
+    # Removing the binding removes the rule.
     revisions.apply(store, org_document(), source="org.yaml")
-    auth.reload()
-    assert not auth.can_view(vic, "ml").allowed
+    assert not snapshots.get().policy.can_view(vic, "ml").allowed

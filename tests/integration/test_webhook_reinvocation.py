@@ -20,7 +20,7 @@ from governance import scopes
 from governance.contract import ANNOTATION_ALLOCATION_ID, LABEL_QUEUE, Reason
 from governance.resources import Resources
 from governance.storage import ledger
-from governance.storage.source import OrgSource
+from governance.storage.source import SnapshotSource
 from governance.storage.store import Store
 from tests.integration.test_webhook_https import admitted
 from tests.support import admission as A
@@ -175,10 +175,10 @@ def test_the_same_id_in_another_namespace_is_replaced(hook: A.Served, store: Sto
 
 def test_a_reinvocation_after_the_reservation_ttl_is_charged_anew(store: Store) -> None:
     clock = FakeClock(datetime.now(UTC))
-    source = OrgSource(store)
+    source = SnapshotSource(store)
     admitter = Admitter(
         store=store,
-        org=source.get,
+        snapshot=source.get,
         settings=Settings(reservation_ttl=timedelta(minutes=10)),
         clock=clock,
     )

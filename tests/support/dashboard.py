@@ -770,7 +770,7 @@ def make_console(
     from governance import rbac
 
     bindings = org.role_bindings if org is not None else ()
-    authorizer = rbac.Authorizer.from_bindings(bindings)
+    authorizer = rbac.Policy.compile(bindings)
     return Console(
         source=source,
         store=store,

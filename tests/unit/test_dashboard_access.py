@@ -32,7 +32,7 @@ pytestmark = pytest.mark.unit
 ORG = sup.make_org(4, 32)
 DEPARTMENTS = sorted(ORG.departments)
 MINE, OTHER = DEPARTMENTS[0], DEPARTMENTS[1]
-AUTHORIZER = rbac.Authorizer.from_bindings(ORG.role_bindings)
+AUTHORIZER = rbac.Policy.compile(ORG.role_bindings)
 
 
 @pytest.mark.parametrize(

@@ -293,7 +293,7 @@ def test_metrics_of_tenants_the_organisation_lacks_are_flagged(
 def test_scope_for_still_answers_as_before() -> None:
     """Helper "meas" tests these APIs: the trust change keeps them callable as before."""
     org = sup.make_org(2, 16)
-    authorizer = rbac.Authorizer.from_bindings(org.role_bindings)
+    authorizer = rbac.Policy.compile(org.role_bindings)
     identity = ProxyHeaders().identify(sup.dept_admin(sorted(org.departments)[0]))
     scope = scope_for(identity, org.departments, authorizer)
     assert scope.filter == frozenset([sorted(org.departments)[0]])

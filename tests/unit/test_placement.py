@@ -173,13 +173,13 @@ def test_resolve_sku_refuses(
 
 
 def test_offered_skus_is_sorted_and_narrowed_by_the_queue() -> None:
-    assert placement.offered_skus(ORG, ORG.queues[("ml", "train")]) == [
+    assert ORG.offered_skus(ORG.queues[("ml", "train")]) == (
         "a100-1g",
         "a100-half",
         "a100-x2",
         "shared",
-    ]
-    assert placement.offered_skus(ORG, ORG.queues[("ml", "inference")]) == ["shared"]
+    )
+    assert ORG.offered_skus(ORG.queues[("ml", "inference")]) == ("shared",)
 
 
 # -- grant -------------------------------------------------------------------------------

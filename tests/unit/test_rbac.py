@@ -7,7 +7,7 @@ import pytest
 from governance import rbac
 from governance.contract import Reason
 from governance.model import RoleBinding
-from governance.rbac import Authorizer, Identity
+from governance.rbac import Identity, Policy
 from tests.support.org import make_binding
 
 pytestmark = pytest.mark.unit
@@ -30,8 +30,8 @@ BINDINGS = (
 
 
 @pytest.fixture(scope="module")
-def auth() -> Authorizer:
-    return Authorizer.from_bindings(BINDINGS)
+def auth() -> Policy:
+    return Policy.compile(BINDINGS)
 
 
 def user(name: str, *groups: str) -> Identity:
@@ -52,7 +52,7 @@ ROLE_TABLE = [
 
 @pytest.mark.parametrize(("who", "use", "view", "edit"), ROLE_TABLE)
 def test_each_role_grants_its_permissions(
-    auth: Authorizer, who: Identity, use: bool, view: bool, edit: bool
+    auth: Policy, who: Identity, use: bool, view: bool, edit: bool
 ) -> None:
     assert auth.can_use(who, "ml", "train", "a100-1g").allowed is use
     assert auth.can_view(who, "ml").allowed is view
@@ -81,7 +81,7 @@ SUBJECT_TABLE = [
 
 
 @pytest.mark.parametrize(("who", "subject"), SUBJECT_TABLE)
-def test_each_subject_kind_is_matched(auth: Authorizer, who: Identity, subject: str) -> None:
+def test_each_subject_kind_is_matched(auth: Policy, who: Identity, subject: str) -> None:
     decision = auth.can_use(who, "ml", "train", "a100-half")
     assert decision.allowed
     assert decision.subject == subject
@@ -89,14 +89,14 @@ def test_each_subject_kind_is_matched(auth: Authorizer, who: Identity, subject: 
     assert decision.reason is Reason.ADMITTED
 
 
-def test_service_account_of_another_namespace_is_not_matched(auth: Authorizer) -> None:
+def test_service_account_of_another_namespace_is_not_matched(auth: Policy) -> None:
     decision = auth.can_use(user("system:serviceaccount:other:runner"), "ml", "train", "x")
     assert not decision.allowed
     assert "group:system:serviceaccounts:other" in decision.explanation
 
 
 def test_authenticated_and_all_service_accounts_groups_can_be_bound() -> None:
-    auth = Authorizer.from_bindings(
+    auth = Policy.compile(
         [
             make_binding("viewer", "ml", "group:system:authenticated"),
             make_binding("member", "cv", "group:system:serviceaccounts"),
@@ -111,7 +111,7 @@ def test_authenticated_and_all_service_accounts_groups_can_be_bound() -> None:
 # -- domains -------------------------------------------------------------------------
 
 
-def test_a_role_holds_only_in_its_department(auth: Authorizer) -> None:
+def test_a_role_holds_only_in_its_department(auth: Policy) -> None:
     carol = user("carol")
     assert auth.can_edit_quota(carol, "ml").allowed
     assert not auth.can_edit_quota(carol, "cv").allowed
@@ -121,7 +121,7 @@ def test_a_role_holds_only_in_its_department(auth: Authorizer) -> None:
     assert auth.can_use(user("ana"), "cv", "q", "s").allowed
 
 
-def test_platform_admin_and_global_viewers_hold_every_department(auth: Authorizer) -> None:
+def test_platform_admin_and_global_viewers_hold_every_department(auth: Policy) -> None:
     for dept in ("ml", "cv", "a-department-nobody-bound"):
         decision = auth.can_edit_quota(user("root"), dept)
         assert decision.allowed
@@ -130,7 +130,7 @@ def test_platform_admin_and_global_viewers_hold_every_department(auth: Authorize
         assert not auth.can_use(user("fin", "finance"), dept, "q", "s").allowed
 
 
-def test_visible_departments(auth: Authorizer) -> None:
+def test_visible_departments(auth: Policy) -> None:
     depts = ["cv", "ml", "research"]
     assert auth.visible_departments(user("vic"), depts) == ["ml"]
     assert auth.visible_departments(user("ana"), depts) == ["cv", "ml"]
@@ -154,7 +154,7 @@ NARROWED = [
 
 @pytest.mark.parametrize(("name", "queue", "sku", "allowed"), NARROWED)
 def test_narrowed_member_binding(
-    auth: Authorizer, name: str, queue: str, sku: str, allowed: bool
+    auth: Policy, name: str, queue: str, sku: str, allowed: bool
 ) -> None:
     decision = auth.can_use(user(name), "ml", queue, sku)
     assert decision.allowed is allowed
@@ -163,14 +163,14 @@ def test_narrowed_member_binding(
         assert decision.rule[1] == "ml"
 
 
-def test_narrowed_member_may_view_but_not_edit(auth: Authorizer) -> None:
+def test_narrowed_member_may_view_but_not_edit(auth: Policy) -> None:
     assert auth.can_view(user("nora"), "ml").allowed
     assert not auth.can_edit_quota(user("nora"), "ml").allowed
     assert not auth.can_view(user("nora"), "cv").allowed
 
 
 def test_narrowed_binding_in_one_department_does_not_leak_to_another() -> None:
-    auth = Authorizer.from_bindings(
+    auth = Policy.compile(
         [
             make_binding("member", "ml", "user:nora", queues=("infer",)),
             make_binding("member", "cv", "user:other", queues=("infer",)),
@@ -183,7 +183,7 @@ def test_narrowed_binding_in_one_department_does_not_leak_to_another() -> None:
 # -- decisions and their explanations ------------------------------------------------
 
 
-def test_allowed_decision_names_subject_rule_and_binding(auth: Authorizer) -> None:
+def test_allowed_decision_names_subject_rule_and_binding(auth: Policy) -> None:
     decision = auth.can_use(user("carol"), "ml", "train", "a100-1g")
     assert decision.allowed
     assert decision.subject == "user:carol"
@@ -194,7 +194,7 @@ def test_allowed_decision_names_subject_rule_and_binding(auth: Authorizer) -> No
     )
 
 
-def test_denial_says_who_what_and_what_to_do(auth: Authorizer) -> None:
+def test_denial_says_who_what_and_what_to_do(auth: Policy) -> None:
     decision = auth.can_use(user("nora", "interns"), "ml", "train", "a100-1g")
     assert not decision.allowed
     assert decision.subject is None and decision.rule is None
@@ -208,7 +208,7 @@ def test_denial_says_who_what_and_what_to_do(auth: Authorizer) -> None:
     assert "or use a queue you may use: ml/infer with any SKU." in text
 
 
-def test_denial_to_someone_without_any_role(auth: Authorizer) -> None:
+def test_denial_to_someone_without_any_role(auth: Policy) -> None:
     text = auth.can_view(user("eve"), "ml").explanation
     assert text == (
         "denied: user:eve may not view department ml (none of them holds a role there). "
@@ -219,23 +219,33 @@ def test_denial_to_someone_without_any_role(auth: Authorizer) -> None:
     assert "ask a platform-admin to bind you as dept-admin of ml" in edit
 
 
-def test_a_decision_is_not_a_bool(auth: Authorizer) -> None:
+def test_a_decision_is_not_a_bool(auth: Policy) -> None:
     decision = auth.can_view(user("ana"), "ml")
     with pytest.raises(TypeError, match=r"use Decision\.allowed"):
         bool(decision)
 
 
-def test_decisions_are_cached_until_reload() -> None:
-    policies = rbac.policies_for([make_binding("member", "ml", "user:ana")])
-    auth = Authorizer(rbac.ListAdapter(policies))
-    first = auth.can_use(user("ana"), "ml", "train", "s")
-    assert auth.can_use(user("ana"), "ml", "train", "s") is first
-    # The policy source changes; the cache holds until reload.
-    policies.clear()
-    policies.extend(rbac.policies_for([]))
-    assert auth.can_use(user("ana"), "ml", "train", "s").allowed
-    auth.reload()
-    assert not auth.can_use(user("ana"), "ml", "train", "s").allowed
+def test_decisions_are_cached_and_a_new_revision_is_a_new_policy() -> None:
+    bound = Policy.compile([make_binding("member", "ml", "user:ana")])
+    first = bound.can_use(user("ana"), "ml", "train", "s")
+    assert first.allowed
+    assert bound.can_use(user("ana"), "ml", "train", "s") is first
+    # A revision without the binding compiles its own policy, which knows nothing of it.
+    assert not Policy.compile([]).can_use(user("ana"), "ml", "train", "s").allowed
+    assert bound.can_use(user("ana"), "ml", "train", "s") is first
+
+
+def test_the_decision_cache_is_bounded() -> None:
+    class Small(Policy):
+        CACHE_LIMIT = 10  # type: ignore[misc]
+
+    policy = Small(rbac.policies_for([make_binding("member", "ml", "group:ml-team")]))
+    answers = [
+        policy.can_use(user(f"user-{i}", "ml-team"), "ml", "train", "s").allowed
+        for i in range(50)
+    ]
+    assert answers == [True] * 50
+    assert 0 < len(policy._cache) <= 10
 
 
 # -- subjects and policies -----------------------------------------------------------
@@ -312,18 +322,17 @@ def test_object_match(request_obj: str, pattern: str, match: bool) -> None:
     assert rbac.object_match(request_obj, pattern) is match
 
 
-def test_warm_builds_every_enforcer_and_freezes_what_the_process_holds() -> None:
+def test_warm_answers_in_every_department_and_freezes_what_the_process_holds() -> None:
     import gc
 
-    fresh = Authorizer.from_bindings(BINDINGS)
+    fresh = Policy.compile(BINDINGS)
     departments = ["vision", "nlp", "speech"]
-    assert not fresh._state.enforcers
+    assert not fresh._cache
     try:
         rbac.warm(fresh, departments, collect=True)
-        assert set(fresh._state.enforcers) == set(departments)
-        # The enforcers are now in the permanent generation: no collection walks them.
-        frozen = gc.get_freeze_count()
-        assert frozen > 0
+        assert len(fresh._cache) == len(departments)
+        # The policy is now in the permanent generation: no collection walks it.
+        assert gc.get_freeze_count() > 0
         assert all(o is not fresh for o in gc.get_objects())
     finally:
         gc.unfreeze()

@@ -330,5 +330,5 @@ def test_plain_bodies_are_those_that_cannot_ask_for_a_gpu(pod: Any, plain: bool)
 
     from admission.admitter import Admitter
 
-    admitter = Admitter(store=type("S", (), {"is_sqlite": True})(), org=lambda: None)  # type: ignore[arg-type,return-value]
+    admitter = Admitter(store=type("S", (), {"is_sqlite": True})(), snapshot=lambda: None)  # type: ignore[arg-type,return-value]
     assert admitter.plain(json.dumps(A.review(pod)).encode()) is plain

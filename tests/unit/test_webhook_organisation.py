@@ -1,6 +1,6 @@
-"""LiveOrg: the event loop's organisation is read in worker threads, one refresh at a
-time, and a refresh that hangs never holds up the loop once an organisation is loaded.
-The source is a real OrgSource over a real SQLite store; a gate in front of its reads
+"""LiveSnapshot: the event loop's snapshot is read in worker threads, one refresh at a
+time, and a refresh that hangs never holds up the loop once a snapshot is loaded.
+The source is a real SnapshotSource over a real SQLite store; a gate in front of its reads
 stands for a store that stops answering (tests/integration/test_webhook_store_hang.py
 stops a real PostgreSQL)."""
 
@@ -13,18 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from admission.organisation import LiveOrg
+from admission.organisation import LiveSnapshot
 from governance.errors import StoreUnavailable
-from governance.model import Org
-from governance.storage.source import OrgSource
+from governance.snapshot import Snapshot
+from governance.storage.source import SnapshotSource
 from governance.storage.store import Store
 from tests.support import admission as A
 
 pytestmark = pytest.mark.unit
 
 
-class GatedSource(OrgSource):
-    """An OrgSource whose reads wait for :attr:`gate`, and that counts them and notes
+class GatedSource(SnapshotSource):
+    """A SnapshotSource whose reads wait for :attr:`gate`, and that counts them and notes
     the threads they ran in."""
 
     def __init__(self, store: Store) -> None:
@@ -35,7 +35,7 @@ class GatedSource(OrgSource):
         self.threads: set[int] = set()
         self.fail = False
 
-    def get(self) -> Org:
+    def get(self) -> Snapshot:
         self.calls += 1
         self.threads.add(threading.get_ident())
         self.gate.wait(10)
@@ -57,9 +57,9 @@ def source(tmp_path: Path) -> Iterator[GatedSource]:
 def test_requests_without_an_organisation_share_one_refresh_in_a_thread(
     source: GatedSource,
 ) -> None:
-    live = LiveOrg(source)
+    live = LiveSnapshot(source)
 
-    async def scenario() -> list[Org]:
+    async def scenario() -> list[Snapshot]:
         source.gate.clear()
         waiting = [asyncio.ensure_future(live.get()) for _ in range(20)]
         await asyncio.sleep(0.05)
@@ -69,13 +69,13 @@ def test_requests_without_an_organisation_share_one_refresh_in_a_thread(
     orgs = asyncio.run(scenario())
     assert source.calls == 1
     assert threading.get_ident() not in source.threads
-    assert all(org is orgs[0] for org in orgs) and "ml" in orgs[0].departments
+    assert all(org is orgs[0] for org in orgs) and "ml" in orgs[0].org.departments
 
 
-def test_a_refresh_that_hangs_leaves_the_loaded_organisation_serving(source: GatedSource) -> None:
-    live = LiveOrg(source)
+def test_a_refresh_that_hangs_leaves_the_loaded_snapshot_serving(source: GatedSource) -> None:
+    live = LiveSnapshot(source)
 
-    async def scenario() -> tuple[Org, list[Org], int]:
+    async def scenario() -> tuple[Snapshot, list[Snapshot], int]:
         first = await live.get()
         source.gate.clear()  # the store stops answering
         during = []
@@ -91,10 +91,10 @@ def test_a_refresh_that_hangs_leaves_the_loaded_organisation_serving(source: Gat
     assert calls == 2  # the first load, then one refresh stuck behind the gate
 
 
-def test_a_failed_refresh_keeps_the_organisation_and_a_first_load_fails_for_all(
+def test_a_failed_refresh_keeps_the_snapshot_and_a_first_load_fails_for_all(
     source: GatedSource,
 ) -> None:
-    live = LiveOrg(source)
+    live = LiveSnapshot(source)
 
     async def scenario() -> None:
         source.fail = True
