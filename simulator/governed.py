@@ -41,9 +41,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from governance import config, placement, quotas, rbac, scopes
+from governance import config, decision, placement, quotas, rbac, scopes
 from governance.contract import Reason
-from governance.errors import ConfigError, PlacementError
+from governance.errors import ConfigError
 from governance.model import Department, Org, Pool, Queue, Sku
 from governance.resources import RESOURCE_NAMES, Limits, Resources
 from governance.scopes import Scope
@@ -223,62 +223,53 @@ def _identity(subject: str) -> rbac.Identity:
     return rbac.Identity(user=subject.removeprefix("user:"))
 
 
-def decide(snapshot: Snapshot, pod: Pod, usage: Mapping[Scope, Resources]) -> Decision:
-    """Governance's answer to ``pod`` given ``usage``: the one call into governance.
+def ask_of(org: Org, pod: Pod) -> decision.Ask:
+    """The request ``pod`` makes, as its author would write it: in a namespace of its
+    department, labelled with its queue, one container asking for its SKU's slices."""
+    sku = org.skus.get(pod.sku)
+    count = pod.num_gpu // sku.gpus_per_slice if sku is not None else pod.num_gpu
+    request = placement.SliceRequest(count=count, sku=pod.sku)
+    return decision.Ask(
+        namespace=_namespace(org, org.departments[pod.department]),
+        queue=pod.queue or None,
+        containers=(decision.Container(name="main", request=request),),
+    )
 
-    Until the pure decision of issue 15 (``governance/decision.py``) is committed, this
-    composes governance's own pure steps in the webhook's order: placement (namespace
-    -> department, queue, SKU), RBAC when the pod names a subject, and the quota and
-    borrowing arithmetic (:func:`governance.quotas.evaluate`, which the ledger calls).
-    """
+
+def decide(snapshot: Snapshot, pod: Pod, usage: Mapping[Scope, Resources]) -> Decision:
+    """Governance's answer to ``pod`` given ``usage``: the one call into governance,
+    :func:`governance.decision.decide` (placement, RBAC when the pod names a subject,
+    quota and borrowing), the decision the webhook, the ledger and ``gpupool check``
+    make. Two pods cannot be put as a request, and are refused here with the codes the
+    webhook would give them: a pod no SKU of its queue holds (``SKUNotOffered``), and
+    one whose GPUs are no whole number of its SKU's slices (``InvalidRequest``)."""
     if not pod.num_gpu:
         return Decision(allowed=True, reason=Reason.NOT_GPU)
     org = snapshot.org
-    try:
-        namespace = _namespace(org, org.departments[pod.department])
-        target = placement.resolve_target(org, namespace=namespace, queue=pod.queue)
-        if not pod.sku:
-            raise PlacementError(
-                Reason.SKU_NOT_OFFERED,
-                f"no SKU of queue {pod.department}/{pod.queue} holds {pod.num_gpu} GPU(s) "
-                f"of {pod.gpu_milli}/1000.",
-                choices=org.offered_skus(target.queue),
-            )
-        sku = placement.resolve_sku(org, target, pod.sku)
-        if pod.num_gpu % sku.gpus_per_slice:
-            raise PlacementError(
-                Reason.INVALID_REQUEST,
-                f"SKU {sku.name} comes {sku.gpus_per_slice} GPUs per slice; "
-                f"{pod.num_gpu} GPUs are not a whole number of slices.",
-            )
-        count = pod.num_gpu // sku.gpus_per_slice
-        grant = placement.grant(org, target, placement.SliceRequest(count=count, sku=sku.name))
-    except PlacementError as exc:
-        return Decision(allowed=False, reason=exc.code, message=f"{pod.name}: {exc}")
-    if pod.subject:
-        verdict = snapshot.policy.can_use(
-            _identity(pod.subject), target.department.name, target.queue.name, grant.sku
-        )
-        if not verdict.allowed:
-            return Decision(
-                allowed=False, reason=Reason.FORBIDDEN, message=f"{pod.name}: {verdict.explanation}"
-            )
-    demand = quotas.Demand(
-        department=target.department.name,
-        queue=target.queue.name,
-        sku=grant.sku,
-        pool=target.pool.name,
-        amount=placement.grant_amount(grant),
-    )
-    answer = quotas.evaluate(org, demand, usage)
-    if not answer.allowed:
-        assert answer.violation is not None
+    if not pod.sku:
+        queue = org.queues[(pod.department, pod.queue)]
         return Decision(
             allowed=False,
-            reason=answer.reason,
-            message=f"{pod.name}: {answer.violation.message()}",
+            reason=Reason.SKU_NOT_OFFERED,
+            message=f"{pod.name}: no SKU of queue {pod.department}/{pod.queue} holds "
+            f"{pod.num_gpu} GPU(s) of {pod.gpu_milli}/1000. Valid choices: "
+            f"{', '.join(org.offered_skus(queue))}.",
         )
-    return Decision(allowed=True, scopes=demand.path.locked, amount=demand.amount)
+    sku = org.skus.get(pod.sku)
+    if sku is not None and pod.num_gpu % sku.gpus_per_slice:
+        return Decision(
+            allowed=False,
+            reason=Reason.INVALID_REQUEST,
+            message=f"{pod.name}: SKU {sku.name} comes {sku.gpus_per_slice} GPUs per slice; "
+            f"{pod.num_gpu} GPUs are not a whole number of slices.",
+        )
+    identity = _identity(pod.subject) if pod.subject else None
+    answer = decision.decide(snapshot, ask_of(org, pod), identity, usage)
+    if isinstance(answer, decision.Denial):
+        return Decision(
+            allowed=False, reason=answer.reason, message=f"{pod.name}: {answer.message}"
+        )
+    return Decision(allowed=True, scopes=answer.plan.demand.path.locked, amount=answer.plan.amount)
 
 
 def admission(snapshot: Snapshot) -> Admission:
@@ -357,6 +348,7 @@ __all__ = [
     "GPUS_PER_NODE",
     "MEMORY_MIB_PER_GPU",
     "admission",
+    "ask_of",
     "assign",
     "choose_sku",
     "decide",
