@@ -49,7 +49,7 @@ from admission import patch as patch_mod
 from admission import writer as group_commit
 from admission.demand import GpuNames, InvalidDemand, PodDemand
 from admission.review import MalformedReview, Pod, Request, Response, parse_pod
-from governance import backends, placement, quotas, rbac
+from governance import backends, decision, rbac
 from governance.backends.base import Backend, ContainerChanges
 from governance.contract import (
     ANNOTATION_ALLOCATION_ID,
@@ -434,14 +434,16 @@ class Admitter:
             )
         identity = self._identity(request, pod)
         who = identity.user
-        try:
-            target = placement.resolve_target(
-                org, namespace=request.namespace, queue=pod.labels.get(LABEL_QUEUE) or None
-            )
-        except PlacementError as exc:
-            if exc.code is Reason.NAMESPACE_NOT_OWNED and self.settings.allow_unowned_namespaces:
+        target = decision.locate(
+            snapshot, namespace=request.namespace, queue=pod.labels.get(LABEL_QUEUE) or None
+        )
+        if isinstance(target, decision.Denial):
+            if (
+                target.reason is Reason.NAMESPACE_NOT_OWNED
+                and self.settings.allow_unowned_namespaces
+            ):
                 return self._untouched(pod)
-            return (yield from self._deny(request, pod, who, exc.code, str(exc), org=org))
+            return (yield from self._deny(request, pod, who, target.reason, target.message))
         dept, queue = target.department.name, target.queue.name
         gpu_containers = sum(demand_mod.is_gpu_container(c, self.names) for c in pod.containers)
         if gpu_containers > self.settings.max_gpu_containers:
@@ -465,11 +467,17 @@ class Admitter:
         if not wanted.containers:
             return self._untouched(pod)
         warnings.extend(wanted.warnings)
+        placed = decision.place(snapshot, target, _containers(wanted))
+        if isinstance(placed, decision.Denial):
+            return (
+                yield from self._deny(
+                    request, pod, who, placed.reason, placed.message, dept=dept, queue=queue
+                )
+            )
+        grants, sku = placed.grants, placed.sku
         try:
-            grants = {
-                c.container.name: placement.grant(org, target, c.request) for c in wanted.containers
-            }
-            sku = placement.pod_sku(grants)
+            # the pool's data plane renders the grants before RBAC is asked: a grant it
+            # cannot serve is refused as such, whoever asks
             backend = self._backend(target.pool.backend)
             changes = {name: backend.container(g, target.pool) for name, g in grants.items()}
             pod_changes = backend.pod(grants, target.pool, queue)
@@ -477,29 +485,27 @@ class Admitter:
             return (
                 yield from self._deny(request, pod, who, exc.code, str(exc), dept=dept, queue=queue)
             )
-        decision = snapshot.policy.can_use(identity, dept, queue, sku)
-        if not decision.allowed:
+        plan = decision.authorise(snapshot, placed, identity)
+        if isinstance(plan, decision.Denial):
             return (
                 yield from self._deny(
                     request,
                     pod,
                     who,
-                    Reason.FORBIDDEN,
-                    f"{decision.explanation}{self._identity_note(request, pod, identity)}",
+                    plan.reason,
+                    f"{plan.message}{self._identity_note(request, pod, identity)}",
                     dept=dept,
                     queue=queue,
                     sku=sku,
                 )
             )
-        amount = _effective(wanted, grants)
+        amount = plan.amount
         wish = ledger.ReserveRequest(
-            demand=quotas.Demand(
-                department=dept, queue=queue, sku=sku, pool=target.pool.name, amount=amount
-            ),
+            demand=plan.demand,
             request_uid=request.uid,
             namespace=request.namespace,
             grants=grants,
-            subject=decision.subject or who,
+            subject=plan.subject or who,
             pod_name=pod.name,
             ttl=self.settings.reservation_ttl,
             now=self.clock(),
@@ -507,7 +513,9 @@ class Admitter:
                 request, pod, fingerprint.granted(pod, changes, pod_changes, self.names)
             ),
         )
-        reservation: ledger.Reservation = yield _Reserve(org, wish, dry_run=request.dry_run)
+        reservation: ledger.Reservation = yield _Reserve(
+            snapshot.org, wish, dry_run=request.dry_run
+        )
         if not reservation.allowed:
             violation = reservation.decision.violation
             detail = violation.message() if violation is not None else "over quota."
@@ -635,7 +643,6 @@ class Admitter:
         reason: Reason,
         message: str,
         *,
-        org: Org | None = None,
         dept: str = "",
         queue: str = "",
         sku: str = "",
@@ -717,18 +724,17 @@ def _tokens(names: GpuNames) -> tuple[bytes, ...]:
     return tuple(sorted(t.encode() for t in tokens))
 
 
-def _effective(wanted: PodDemand, grants: Mapping[str, SliceGrant]) -> Resources:
-    init = [
-        (placement.grant_amount(grants[c.container.name]), c.container.restartable)
+def _containers(wanted: PodDemand) -> tuple[decision.Container, ...]:
+    """The pod's GPU containers, as the decision takes them."""
+    return tuple(
+        decision.Container(
+            name=c.container.name,
+            request=c.request,
+            init=c.container.init,
+            restartable=c.container.restartable,
+        )
         for c in wanted.containers
-        if c.container.init
-    ]
-    app = [
-        placement.grant_amount(grants[c.container.name])
-        for c in wanted.containers
-        if not c.container.init
-    ]
-    return quotas.effective_demand(init=init, app=app)
+    )
 
 
 def _what(amount: Resources, sku: str) -> str:

@@ -837,9 +837,7 @@ def check(
     as_groups: tuple[str, ...],
 ) -> None:
     """Would COUNT slices of SKU be admitted in NAMESPACE now? Exit 0 yes, 1 no."""
-    from governance import decide
-
-    decision = decide.check(
+    verdict = _check(
         settings.store(),
         settings.snapshot(),
         namespace=namespace,
@@ -849,21 +847,95 @@ def check(
         user=as_user,
         groups=as_groups,
     )
-    data = {
-        "allowed": decision.allowed,
-        "reason": decision.reason.value,
-        "message": decision.message,
-        "department": decision.department,
-        "queue": decision.queue,
-        "sku": decision.sku,
-        "requested": decision.requested.as_dict() if decision.requested else None,
-    }
     if settings.output != "table":
-        emit(settings, [], columns=[], data=data)
+        emit(settings, [], columns=[], data=verdict)
     else:
-        verdict = "ADMIT" if decision.allowed else "DENY"
-        click.echo(f"{verdict} ({decision.reason.value}): {decision.message}")
-    sys.exit(EXIT_OK if decision.allowed else EXIT_DENIED)
+        word = "ADMIT" if verdict["allowed"] else "DENY"
+        click.echo(f"{word} ({verdict['reason']}): {verdict['message']}")
+    sys.exit(EXIT_OK if verdict["allowed"] else EXIT_DENIED)
+
+
+def _check(
+    store: Store,
+    snapshot: Snapshot,
+    *,
+    namespace: str,
+    queue: str | None,
+    sku: str | None,
+    count: int,
+    user: str | None,
+    groups: Sequence[str],
+) -> dict[str, Any]:
+    """The decision the webhook would take for COUNT slices in NAMESPACE now
+    (:func:`governance.decision.decide` over the ledger's usage), as ``check`` shows it."""
+    from governance import decision, placement, rbac
+    from governance.contract import Reason
+    from governance.storage import ledger
+
+    who = user or "(anyone: no --as given, RBAC not checked)"
+    identity = (
+        None
+        if user is None
+        # Kubernetes user names carry no prefix
+        else rbac.Identity(user=user.removeprefix("user:"), groups=tuple(groups))
+    )
+    ask = decision.Ask(
+        namespace=namespace,
+        queue=queue,
+        containers=(
+            decision.Container(name="check", request=placement.SliceRequest(count=count, sku=sku)),
+        ),
+    )
+    planned = decision.plan(snapshot, ask, identity)
+    result: decision.Admitted | decision.Denial = (
+        planned
+        if isinstance(planned, decision.Denial)
+        else decision.admit(snapshot, planned, ledger.usage(store))
+    )
+    out: dict[str, Any] = {
+        "allowed": isinstance(result, decision.Admitted),
+        "reason": Reason.ADMITTED.value,
+        "message": "",
+        "department": "",
+        "queue": "",
+        "sku": "",
+        "requested": None,
+    }
+    if isinstance(result, decision.Denial) and result.stage in (
+        decision.Stage.LOCATE,
+        decision.Stage.PLACE,
+    ):
+        out.update(reason=result.reason.value, message=f"{who}: {result.message}")
+        return out
+    plan = result.plan if isinstance(result, decision.Admitted) else None
+    amount = result.requested if isinstance(result, decision.Denial) else result.plan.amount
+    assert amount is not None
+    where = result if isinstance(result, decision.Denial) else result.plan
+    out.update(
+        department=where.department,
+        queue=where.queue,
+        sku=where.sku,
+        requested=amount.as_dict(),
+    )
+    what = (
+        f"{count} x {where.sku} ({amount.slices} slices, {amount.memory_mib} MiB GPU memory, "
+        f"{amount.compute_pct}% GPU compute)"
+    )
+    if isinstance(result, decision.Denial):
+        message = (
+            f"{result.message} Requested: {what}."
+            if result.stage is decision.Stage.AUTHORISE
+            else f"{who} asked for {what}: {result.message}"
+        )
+        out.update(reason=result.reason.value, message=message)
+        return out
+    assert plan is not None
+    borrowed = result.borrowed
+    note = "" if borrowed.is_zero() else f", borrowing {borrowed.as_dict()} above nominal"
+    out["message"] = (
+        f"{who}: {what} fits in queue {plan.department}/{plan.queue} on pool {plan.pool}{note}."
+    )
+    return out
 
 
 # -- ledger ------------------------------------------------------------------------------
