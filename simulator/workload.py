@@ -10,8 +10,9 @@ arrival_s          when it is created, seconds from any origin                no
 duration_s         how long it runs once started, seconds; empty: to the end  to the end
 department, queue  who asks (the replay's admission sees them)                empty
 sku                the SKU it asks for (with ``--config``)                    smallest
-subject            who creates it, ``user:NAME``, ``group:NAME`` or a         allowed
-                   service account (with ``--config``: RBAC is checked)
+                                                                              that fits
+subject            who creates it (with ``--config``, RBAC is checked):       anyone
+                   ``user:NAME``, ``group:NAME``, a service account           allowed
 gpus               how many GPUs                                              required
 gpu_fraction       share of each GPU, above 0 and at most 1                   1
 gpu_memory_mib     GPU memory per GPU instead of a fraction (needs gpu_model) -
