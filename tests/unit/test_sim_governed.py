@@ -208,9 +208,10 @@ def test_a_pod_naming_a_subject_is_checked_against_the_policy() -> None:
     result = replay.run(
         assigned, governed.fleet(snap.org), "fgd", admission=governed.admission(snap)
     )
-    # b (nobody's binding) and f (ml's group in web's queue) are Forbidden; without b, d
-    # takes notebooks' second slice and fits; without f, web's limits no longer deny g
-    # and h in the same way: g is the first half slice, h goes over web's compute
+    # b (a user no binding names) and f (ml's group in web's queue) are Forbidden.
+    # Without b, d is notebooks' second slice and fits; e still breaks train's borrowing
+    # limit; without f, g is web's first half slice and fits, and h (a quarter more)
+    # takes web past its 50% of compute
     assert result.denied == {
         "Forbidden": 2,
         "BorrowingLimitExceeded": 1,
