@@ -11,10 +11,18 @@ engine with a policy that scores nothing); each policy's time is also given as a
 to it. The authors' Go simulator takes about ten minutes per run on 2 vCPUs
 (experiments/README.md of hkust-adsl/kubernetes-scheduler-simulator).
 
+Then experiment 2 with a configuration: the replay of the same pods over time with the
+departments, queues and quotas of examples/org.yaml on its pools (gpupool's policy),
+at the trace's pace and 10 times faster (``--load``), each timed against the same
+replay with every pod admitted (the baseline of that row, measured in the same run):
+the ratio is what asking governance's decision for every pod costs.
+
 Last line: one JSON object with ``fill_alloc_at_100_<policy>``,
 ``fill_seconds_<policy>`` (mean per run) and ``fill_seconds_ratio_<policy>`` for each
-policy (``-`` in names becomes ``_``), and ``baseline_seconds``. ``--quick`` (one seed,
-up to 100% arrived) ends within 30 s.
+policy (``-`` in names becomes ``_``), and ``baseline_seconds``; and per load L
+``replay_config_load<L>_seconds``, ``..._baseline_seconds``, ``..._ratio``,
+``..._acceptance``, ``..._admitted`` and ``..._denied_<reason>``. ``--quick`` (one
+seed, up to 100% arrived; the replay at the trace's pace only) ends within 30 s.
 
     python bench/simulate.py [--quick] [--seeds N] [--policy NAME ...]
 """
@@ -24,11 +32,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simulator import fill, policies, trace
+from simulator import fill, governed, policies, replay, trace
+
+ORG = Path(__file__).resolve().parents[1] / "examples" / "org.yaml"
 
 PUBLISHED_AT_100 = {
     "random": 86.3,
@@ -95,7 +106,46 @@ def main() -> None:
         if ratio >= 1.3:
             out[f"fill_alloc_at_130_{key(policy)}"] = result.at(130)
     print(f"baseline: the random policy, {baseline:.2f} s per run")
+    out.update(replay_with_config(pods, loads=(1.0,) if args.quick else (1.0, 10.0)))
     print(json.dumps(out))
+
+
+def replay_with_config(pods: list[trace.Pod], *, loads: tuple[float, ...]) -> dict[str, object]:
+    """Experiment 2 with examples/org.yaml on its pools, per load, and its baseline."""
+    snapshot = governed.load(ORG)
+    nodes = governed.fleet(snapshot.org)
+    out: dict[str, object] = {}
+    print(f"\nreplay with {ORG.name} on its pools ({sum(n.gpus for n in nodes)} GPUs), gpupool")
+    header = (
+        f"{'load':>5} {'admitted':>8} {'accepted':>8} {'s':>6} {'base s':>7} {'x base':>7}  denied"
+    )
+    print(header)
+    print("-" * len(header))
+    for load in loads:
+        assigned = governed.assign(
+            replay.accelerated(pods, load), snapshot.org, on_config_fleet=True
+        )
+        started = time.perf_counter()
+        base = replay.run(assigned, nodes, "gpupool")
+        base_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        result = replay.run(assigned, nodes, "gpupool", admission=governed.admission(snapshot))
+        seconds = time.perf_counter() - started
+        assert base.denied == {}, base.denied
+        denied = ", ".join(f"{k}={v}" for k, v in sorted(result.denied.items())) or "-"
+        print(
+            f"{load:>5g} {result.admitted:>8} {result.acceptance:>8.2%} {seconds:>6.2f} "
+            f"{base_seconds:>7.2f} {seconds / base_seconds:>7.2f}  {denied}"
+        )
+        name = f"replay_config_load{load:g}"
+        out[f"{name}_seconds"] = round(seconds, 3)
+        out[f"{name}_baseline_seconds"] = round(base_seconds, 3)
+        out[f"{name}_ratio"] = round(seconds / base_seconds, 2)
+        out[f"{name}_acceptance"] = round(result.acceptance, 4)
+        out[f"{name}_admitted"] = result.admitted
+        for reason, count in sorted(result.denied.items()):
+            out[f"{name}_denied_{reason}"] = count
+    return out
 
 
 if __name__ == "__main__":

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from governance.cli import handle_errors
 from governance.errors import ConfigError
-from simulator import fill, policies, replay, report, synthetic, trace, workload
+from simulator import fill, governed, policies, replay, report, synthetic, trace, workload
 from simulator.trace import Pod
 
 OUTPUTS = ("table", "json", "yaml")
@@ -229,7 +229,33 @@ def fill_command(
 
 @simulate.command("replay")
 @pods_option
-@nodes_option
+@click.option(
+    "--nodes",
+    "nodes_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Node list in the trace's format (sn, cpu_milli, memory_mib, gpu, model); "
+    "without it, the pools of --config are the fleet.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A gpupool configuration (examples/org.yaml): its departments, queues, SKUs and "
+    "quotas decide every GPU pod, through gpupool's governance decision.",
+)
+@click.option(
+    "--fleet-from-config",
+    is_flag=True,
+    help="The fleet is --config's pools (nodes of 8 GPUs, 16 cores and 128 GiB per GPU); "
+    "the default when --nodes is not given.",
+)
+@click.option(
+    "--load",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Pods arrive this many times as fast (each runs as long): the workload grown.",
+)
 @policy_option
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed for random ties.")
 @click.option(
@@ -253,7 +279,10 @@ def fill_command(
 def replay_command(
     ctx: click.Context,
     pods_path: Path,
-    nodes_path: Path,
+    nodes_path: Path | None,
+    config_path: Path | None,
+    fleet_from_config: bool,
+    load: float,
     policy_names: tuple[str, ...],
     seed: int,
     acceptance: float,
@@ -264,33 +293,73 @@ def replay_command(
 ) -> None:
     """Replay the trace over time (arrivals and departures) on the fleet: allocation,
     queueing delay, denials, and the GPUs needed at --acceptance, sliced and whole-card.
-    Every pod is admitted: departments and quotas come with the governance decision."""
+    With --config, each GPU pod asks through a queue of the configuration and gpupool's
+    governance decision admits or denies it against the quotas (docs/simulate.md)."""
     output = _output(ctx, output)
     names = _policies(policy_names)
-    pods = read_pod_list(pods_path)
-    nodes = trace.read_nodes(nodes_path)
+    if fleet_from_config and (config_path is None or nodes_path is not None):
+        raise ConfigError("--fleet-from-config needs --config, and replaces --nodes")
+    if nodes_path is None and config_path is None:
+        raise ConfigError(
+            "give --nodes (the trace's node list) or --config (a gpupool configuration, "
+            "whose pools are then the fleet)"
+        )
+    snapshot = governed.load(config_path) if config_path is not None else None
+    pods = replay.accelerated(read_pod_list(pods_path), load)
+    admission: replay.Admission = replay.admit_all
+    if nodes_path is not None:
+        nodes = trace.read_nodes(nodes_path)
+    elif snapshot is not None:
+        nodes = governed.fleet(snapshot.org)
+    if snapshot is not None:
+        pods = governed.assign(pods, snapshot.org, seed=seed, on_config_fleet=nodes_path is None)
+        admission = governed.admission(snapshot)
     results: list[replay.ReplayResult] = []
     savings: list[replay.Saving | None] = []
     with _progress(_show_progress(progress), len(names), "replay") as advance:
         for name in names:
-            results.append(replay.run(pods, nodes, name, seed=seed))
+            results.append(replay.run(pods, nodes, name, admission=admission, seed=seed))
             savings.append(
-                replay.saving(pods, nodes, name, acceptance=acceptance, seed=seed)
+                replay.saving(
+                    pods, nodes, name, acceptance=acceptance, admission=admission, seed=seed
+                )
                 if needed
                 else None
             )
             advance(1)
+    departments = (
+        [governed.departments(r, snapshot.org) for r in results] if snapshot is not None else []
+    )
     if html_path is not None:
         report.write_html(
             html_path,
             savings=[(n, s) for n, s in zip(names, savings, strict=True) if s is not None],
-            title=f"Replay: {pods_path.name}",
+            departments=departments[0] if departments else None,
+            title=f"Replay: {pods_path.name}"
+            + (f" with {config_path.name}" if config_path is not None else ""),
         )
-    data = [
-        {**report.replay_data(r), **({"needed": report.saving_data(s)} if s else {})}
-        for r, s in zip(results, savings, strict=True)
+    data = []
+    for index, (result, saving) in enumerate(zip(results, savings, strict=True)):
+        row = {**report.replay_data(result), "load": load}
+        if saving is not None:
+            row["needed"] = report.saving_data(saving)
+        if snapshot is not None:
+            row["governance"] = {
+                "config": str(config_path),
+                "fleet": "nodes" if nodes_path is not None else "config",
+                "departments": departments[index],
+            }
+        data.append(row)
+    caption = report.NO_GOVERNANCE
+    if config_path is not None:
+        caption = f"admission: gpupool's governance decision over {config_path}"
+    tables: list[Any] = [report.replay_table(results, savings, caption=caption)]
+    tables += [
+        report.departments_table(name, d) for name, d in zip(names, departments, strict=False)
     ]
-    _emit(output, data[0] if len(data) == 1 else data, report.replay_table(results, savings))
+    _emit(output, data[0] if len(data) == 1 else data, Group(*tables))
+    if html_path is not None and output == "table":
+        click.echo(f"report: {html_path}")
 
 
 @simulate.command("generate")

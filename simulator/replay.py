@@ -7,14 +7,17 @@ has room, waits in a first-come queue and starts as soon as a departure frees ro
 (every waiting pod is tried, oldest first, so a small pod may pass a large one that
 still does not fit). A running pod leaves ``duration_s`` after it *started*; a pod
 without a duration runs to the end. A pod that would not fit even on the empty fleet
-is refused at once with :data:`UNSCHEDULABLE`.
+is refused at once with :data:`UNSCHEDULABLE` (on a part of the fleet, as the search
+for the GPUs needed replays, such a pod waits: that part does not serve it).
 
-Admission is injected. gpupool's one governance decision (issue 15: a snapshot per
-configuration revision and a pure ``plan(snapshot, request, identity, usage)``) is
-being restructured, so this module does not call it yet: :func:`admit_all` admits
-everything, and the wiring to quotas and departments comes with that decision; the
-callable already receives what it will need (the pod, with its department and queue,
-and the usage of every department and queue at that moment).
+Admission is injected: a callable that sees the pod and the usage at that moment and
+answers a :class:`Decision`. :func:`admit_all` admits everything (a cluster without
+governance); :mod:`simulator.governed` asks gpupool's one governance decision, against
+a configuration's departments, queues and quotas. The replay keeps the usage that
+decision reads as the ledger keeps it: an admitted pod's ``amount`` is added to each of
+its decision's ``scopes`` when it is admitted (a pod waiting for room holds its quota,
+as a pod admitted by the webhook and pending in the scheduler does) and taken off when
+it ends.
 
 What it measures (:class:`ReplayResult`): allocation (allocated GPU thousandths over
 the fleet's) and occupancy (GPUs with anything on them) as time-weighted mean, p50 and
@@ -30,11 +33,14 @@ import heapq
 import itertools
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 import numpy as np
 
 from governance.errors import ConfigError
+from governance.resources import RESOURCE_NAMES, ZERO, Resources
+from governance.scopes import Scope
 from simulator import policies
 from simulator.fleet import Fleet, Kinds
 from simulator.policies.base import FloatArray, Setup
@@ -49,22 +55,30 @@ UNSCHEDULABLE = "Unschedulable"
 @dataclass(frozen=True, kw_only=True)
 class Decision:
     """An admission answer: ``reason`` is a machine-readable code (governance's
-    ``Reason`` values once wired), ``message`` says it to a person."""
+    ``Reason`` values), ``message`` says it to a person. An allowed pod holds
+    ``amount`` in each of ``scopes`` from its admission until it ends."""
 
     allowed: bool
     reason: str = ADMITTED
     message: str = ""
+    scopes: tuple[Scope, ...] = ()
+    amount: Resources = ZERO
 
 
 @dataclass(frozen=True, kw_only=True)
 class Usage:
-    """What runs now, per (department, queue): pods and GPU thousandths."""
+    """What is admitted now (read-only views, live during the call): pods and GPU
+    thousandths running per (department, queue), and the quota usage per scope that
+    the admitted pods hold (a scope holding nothing is absent)."""
 
     pods: Mapping[tuple[str, str], int]
     gpu_milli: Mapping[tuple[str, str], int]
+    scopes: Mapping[Scope, Resources] = field(default_factory=dict)
 
 
 Admission = Callable[[Pod, Usage], Decision]
+Observer = Callable[[float, Mapping[Scope, Resources]], None]
+"""Called after every event with its time and the usage per scope then (tests)."""
 
 
 def admit_all(pod: Pod, usage: Usage) -> Decision:
@@ -82,6 +96,27 @@ class Spread:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ScopeUse:
+    """The quota usage one scope held over the replay, per resource: time-weighted
+    mean (between the first arrival and the last event) and peak."""
+
+    mean: Mapping[str, float]
+    peak: Resources
+
+
+@dataclass(frozen=True, kw_only=True)
+class DepartmentCounts:
+    """What one department's pods saw."""
+
+    pods: int = 0
+    admitted: int = 0
+    started_on_arrival: int = 0
+    started_after_waiting: int = 0
+    still_waiting: int = 0
+    denied: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ReplayResult:
     policy: str
     total_gpus: int
@@ -96,6 +131,10 @@ class ReplayResult:
     wait_s: Spread
     wait_max_s: float
     duration_s: float
+    departments: Mapping[str, DepartmentCounts] = field(default_factory=dict)
+    """Per department named by the pods (none when no pod names one)."""
+    scope_use: Mapping[Scope, ScopeUse] = field(default_factory=dict)
+    """Per scope that held quota at some time (none without governance)."""
 
     @property
     def acceptance(self) -> float:
@@ -161,14 +200,20 @@ class Replayer:
         self.seed = seed
         self.memo: Memo = {}
         self.kind_of = [self.kinds.index(p) for p in pods]
+        self.holdable = _holdable(self.nodes, self.kinds, self.models)
 
-    def run(self, nodes: Sequence[Node] | None = None) -> ReplayResult:
-        """Replay on ``nodes`` (default: the whole fleet)."""
+    def run(
+        self, nodes: Sequence[Node] | None = None, *, observe: Observer | None = None
+    ) -> ReplayResult:
+        """Replay on ``nodes`` (default: the whole fleet); ``observe`` is called after
+        every event."""
         pods, kind_of = self.pods, self.kind_of
         fleet = Fleet(nodes or self.nodes, models=self.models)
         rng = np.random.default_rng(self.seed)
         scheduler = Scheduler(fleet, self.kinds, self.policy, rng, self.memo)
-        holdable = _holdable(fleet.nodes, self.kinds, self.models)
+        # a pod the whole fleet could hold but this part of it cannot waits (it is not
+        # served), so that a fleet-size search never counts it out as unschedulable
+        holdable = self.holdable
         tie = itertools.count()
         events: list[_Event] = [
             (float(p.arrival_s or 0.0), True, next(tie), i) for i, p in enumerate(pods)
@@ -178,7 +223,14 @@ class Replayer:
         waiting: deque[int] = deque()
         pods_by_queue: Counter[tuple[str, str]] = Counter()
         milli_by_queue: Counter[tuple[str, str]] = Counter()
+        quota = _QuotaBook()
+        usage = Usage(
+            pods=MappingProxyType(pods_by_queue),
+            gpu_milli=MappingProxyType(milli_by_queue),
+            scopes=MappingProxyType(quota.usage),
+        )
         denied: Counter[str] = Counter()
+        books = _DepartmentBooks()
         waits: list[float] = []
         admitted = on_arrival = 0
         times: list[float] = []
@@ -205,27 +257,34 @@ class Replayer:
                 if room[kind_of[queued]] and start(queued, now):
                     waiting.remove(queued)
                     waits.append(now - float(pods[queued].arrival_s or 0.0))
+                    books.after_waiting[pods[queued].department] += 1
                     room = np.isfinite(scheduler.table.max(axis=1))
 
         while events:
             now, arrival, _, index = heapq.heappop(events)
             pod = pods[index]
             if arrival:
-                usage = Usage(pods=dict(pods_by_queue), gpu_milli=dict(milli_by_queue))
+                books.pods[pod.department] += 1
                 decision = self.admission(pod, usage)
                 if not decision.allowed:
                     denied[decision.reason] += 1
+                    books.denied[(pod.department, decision.reason)] += 1
                 elif not holdable[kind_of[index]]:
                     denied[UNSCHEDULABLE] += 1
+                    books.denied[(pod.department, UNSCHEDULABLE)] += 1
                 else:
                     admitted += 1
+                    books.admitted[pod.department] += 1
+                    quota.hold(index, decision, now)
                     if start(index, now):
                         on_arrival += 1
+                        books.on_arrival[pod.department] += 1
                         waits.append(0.0)
                     else:
                         waiting.append(index)
             else:
                 scheduler.release(kind_of[index], running.pop(index))
+                quota.release(index, now)
                 key = (pod.department, pod.queue)
                 pods_by_queue[key] -= 1
                 milli_by_queue[key] -= pod.gpu_milli_total
@@ -234,10 +293,15 @@ class Replayer:
             times.append(now)
             allocation.append(fleet.allocation * 100)
             occupancy.append(fleet.occupied_gpus() * 100 / fleet.total_gpus)
+            if observe is not None:
+                observe(now, usage.scopes)
 
         stamps = np.array(times)
         spans = np.diff(stamps, append=stamps[-1]) if len(stamps) else np.array([])
         wait_values = np.array(waits)
+        for queued in waiting:
+            books.still_waiting[pods[queued].department] += 1
+        first, last = (float(stamps[0]), float(stamps[-1])) if len(stamps) else (0.0, 0.0)
         return ReplayResult(
             policy=self.policy.name,
             total_gpus=fleet.total_gpus,
@@ -251,8 +315,91 @@ class Replayer:
             occupancy_pct=_spread(np.array(occupancy), spans),
             wait_s=_spread(wait_values, np.ones(len(wait_values))),
             wait_max_s=float(wait_values.max()) if len(wait_values) else 0.0,
-            duration_s=float(stamps[-1] - stamps[0]) if len(stamps) else 0.0,
+            duration_s=last - first,
+            departments=books.counts(),
+            scope_use=quota.use(first, last),
         )
+
+
+class _QuotaBook:
+    """The usage per scope that admitted pods hold, kept as the ledger keeps it, with
+    each scope's time-weighted area and peak for :class:`ScopeUse`."""
+
+    def __init__(self) -> None:
+        self.usage: dict[Scope, Resources] = {}
+        self.held: dict[int, Decision] = {}
+        self.since: dict[Scope, float] = {}
+        self.area: dict[Scope, list[float]] = {}
+        self.peak: dict[Scope, Resources] = {}
+
+    def _change(self, scope: Scope, new: Resources, now: float) -> None:
+        old = self.usage.get(scope, ZERO)
+        area = self.area.setdefault(scope, [0.0] * len(RESOURCE_NAMES))
+        elapsed = now - self.since.get(scope, now)
+        for i, value in enumerate(old.values):
+            area[i] += value * elapsed
+        self.since[scope] = now
+        self.peak[scope] = self.peak.get(scope, ZERO).max(new)
+        if new.is_zero():
+            self.usage.pop(scope, None)
+        else:
+            self.usage[scope] = new
+
+    def hold(self, index: int, decision: Decision, now: float) -> None:
+        if not decision.scopes or decision.amount.is_zero():
+            return
+        self.held[index] = decision
+        for scope in decision.scopes:
+            self._change(scope, self.usage.get(scope, ZERO) + decision.amount, now)
+
+    def release(self, index: int, now: float) -> None:
+        decision = self.held.pop(index, None)
+        if decision is None:
+            return
+        for scope in decision.scopes:
+            self._change(scope, self.usage[scope] - decision.amount, now)
+
+    def use(self, first: float, last: float) -> dict[Scope, ScopeUse]:
+        span = last - first
+        found: dict[Scope, ScopeUse] = {}
+        for scope, area in self.area.items():
+            held = self.usage.get(scope, ZERO).values
+            closed = [a + v * (last - self.since[scope]) for a, v in zip(area, held, strict=True)]
+            found[scope] = ScopeUse(
+                mean={
+                    name: round(total / span, 3) if span > 0 else 0.0
+                    for name, total in zip(RESOURCE_NAMES, closed, strict=True)
+                },
+                peak=self.peak[scope],
+            )
+        return found
+
+
+class _DepartmentBooks:
+    """Counts per department, for :class:`DepartmentCounts`."""
+
+    def __init__(self) -> None:
+        self.pods: Counter[str] = Counter()
+        self.admitted: Counter[str] = Counter()
+        self.on_arrival: Counter[str] = Counter()
+        self.after_waiting: Counter[str] = Counter()
+        self.still_waiting: Counter[str] = Counter()
+        self.denied: Counter[tuple[str, str]] = Counter()
+
+    def counts(self) -> dict[str, DepartmentCounts]:
+        found: dict[str, DepartmentCounts] = {}
+        for name in sorted(self.pods):
+            if not name:
+                continue  # pods that name no department (the trace's, or CPU-only)
+            found[name] = DepartmentCounts(
+                pods=self.pods[name],
+                admitted=self.admitted[name],
+                started_on_arrival=self.on_arrival[name],
+                started_after_waiting=self.after_waiting[name],
+                still_waiting=self.still_waiting[name],
+                denied={r: n for (d, r), n in sorted(self.denied.items()) if d == name},
+            )
+        return found
 
 
 def run(
@@ -262,9 +409,26 @@ def run(
     *,
     admission: Admission = admit_all,
     seed: int = 42,
+    observe: Observer | None = None,
 ) -> ReplayResult:
     """Replay ``pods`` on ``nodes`` with the placement ``policy``."""
-    return Replayer(pods, nodes, policy, admission=admission, seed=seed).run()
+    return Replayer(pods, nodes, policy, admission=admission, seed=seed).run(observe=observe)
+
+
+def accelerated(pods: Sequence[Pod], load: float) -> list[Pod]:
+    """The pods arriving ``load`` times as fast (every time since the first arrival
+    divided by ``load``), each running as long: about ``load`` times the concurrent
+    demand with the same mix of pods, a workload grown ``load``-fold. 1: unchanged."""
+    if not 0 < load < float("inf"):
+        raise ConfigError(f"the load is {load}; it must be a number above 0")
+    if load == 1:
+        return list(pods)
+    times = [p.arrival_s for p in pods if p.arrival_s is not None]
+    origin = min(times) if times else 0.0
+    return [
+        p if p.arrival_s is None else replace(p, arrival_s=origin + (p.arrival_s - origin) / load)
+        for p in pods
+    ]
 
 
 def peak_gpu_milli(pods: Sequence[Pod]) -> int:

@@ -104,12 +104,16 @@ def saving_data(saving: Saving) -> dict[str, Any]:
     }
 
 
-def replay_table(results: Sequence[ReplayResult], savings: Sequence[Saving | None]) -> Table:
-    table = Table(
-        title="Replay over time",
-        caption="every pod admitted: departments and quotas come with the governance decision",
-        box=None,
-    )
+NO_GOVERNANCE = "no --config: every pod admitted (no departments, no quotas)"
+
+
+def replay_table(
+    results: Sequence[ReplayResult],
+    savings: Sequence[Saving | None],
+    *,
+    caption: str = NO_GOVERNANCE,
+) -> Table:
+    table = Table(title="Replay over time", caption=caption, box=None)
     for column in (
         "POLICY",
         "GPUS",
@@ -142,6 +146,46 @@ def replay_table(results: Sequence[ReplayResult], savings: Sequence[Saving | Non
     return table
 
 
+QUOTA_SHOWN = (("compute_pct", "COMPUTE %"), ("memory_mib", "MEMORY GIB"), ("slices", "SLICES"))
+"""Quota resources in the department table, with how they are shown (memory in GiB)."""
+
+
+def _quota_cell(use: dict[str, Any] | None, resource: str) -> str:
+    """``mean/peak/limit (peak % of limit)`` of one resource, or ``-``."""
+    if not use:
+        return "-"
+    scale = 1024 if resource == "memory_mib" else 1
+
+    def shown(value: float | None) -> str:
+        return "none" if value is None else f"{value / scale:.0f}"
+
+    pct = f" ({use['peak_pct']:.0f}%)" if use.get("peak_pct") is not None else ""
+    return f"{shown(use['mean'])}/{shown(use['peak'])}/{shown(use['limit'])}{pct}"
+
+
+def departments_table(policy: str, departments: dict[str, Any]) -> Table:
+    """Per department: pods admitted, denied by reason, queued, and quota use."""
+    table = Table(
+        title=f"Departments ({policy}): quota use is mean/peak/limit (peak % of the limit)",
+        box=None,
+    )
+    for column in ("DEPARTMENT", "PODS", "ADMITTED", "QUEUED", "DENIED"):
+        table.add_column(column, justify="left" if column in ("DEPARTMENT", "DENIED") else "right")
+    for _, label in QUOTA_SHOWN:
+        table.add_column(label, justify="right")
+    for name, row in departments.items():
+        denied = ", ".join(f"{k}={v}" for k, v in sorted(row["denied"].items())) or "-"
+        table.add_row(
+            name,
+            str(row["pods"]),
+            str(row["admitted"]),
+            str(row["queued"]),
+            denied,
+            *(_quota_cell(row["quota"].get(resource), resource) for resource, _ in QUOTA_SHOWN),
+        )
+    return table
+
+
 def _gpus(needed: Needed) -> str:
     return "more than the fleet" if needed.gpus is None else str(needed.gpus)
 
@@ -158,14 +202,16 @@ def write_html(
     *,
     fills: Sequence[FillResult] = (),
     savings: Sequence[tuple[str, Saving]] = (),
+    departments: dict[str, Any] | None = None,
     title: str = "gpupool simulate",
 ) -> None:
     """One self-contained HTML page (Plotly's script inlined, so it opens offline):
-    allocation curves per policy, and GPUs needed per policy, sliced and whole-card."""
+    allocation curves per policy, GPUs needed per policy, sliced and whole-card, and
+    (a replay with a configuration) pods and quota use per department."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    rows = 2 * int(bool(fills)) + int(bool(savings))
+    rows = 2 * int(bool(fills)) + int(bool(savings)) + 2 * int(bool(departments))
     if rows == 0:
         raise ValueError("nothing to draw")
     titles = []
@@ -175,6 +221,9 @@ def write_html(
     if savings:
         share = savings[0][1].sliced.acceptance
         titles.append(f"GPUs needed to serve the trace ({share:.0%} of pods start on arrival)")
+    if departments:
+        titles.append("Pods per department: started on arrival, queued, denied by reason")
+        titles.append("Quota use per department: peak, % of the department's limit")
     figure = make_subplots(rows=rows, cols=1, subplot_titles=titles, vertical_spacing=0.11)
     row = 1
     if fills:
@@ -209,7 +258,34 @@ def write_html(
         sliced = [s.sliced_gpus for _, s in savings]
         whole = [s.whole_cards.gpus for _, s in savings]
         for label, gpus in (("sliced", sliced), ("whole cards", whole)):
-            figure.add_trace(go.Bar(x=names, y=gpus, name=label), row=row, col=1)
+            figure.add_trace(go.Bar(x=names, y=gpus, name=label, offsetgroup=label), row=row, col=1)
         figure.update_yaxes(title_text="GPUs", row=row, col=1)
-    figure.update_layout(title=title, height=480 * rows, barmode="group")
+        row += 1
+    if departments:
+        _department_panels(figure, departments, row)
+    # bars of one offset group stack (the pods panel), different groups stand side by side
+    figure.update_layout(title=title, height=480 * rows, barmode="relative")
     figure.write_html(str(path), include_plotlyjs=True, full_html=True)
+
+
+def _department_panels(figure: Any, departments: dict[str, Any], row: int) -> None:
+    import plotly.graph_objects as go
+
+    names = list(departments)
+    reasons = sorted({r for d in departments.values() for r in d["denied"]})
+    parts: list[tuple[str, list[int]]] = [
+        ("started on arrival", [d["started_on_arrival"] for d in departments.values()]),
+        ("queued", [d["queued"] for d in departments.values()]),
+        *((f"denied: {r}", [d["denied"].get(r, 0) for d in departments.values()]) for r in reasons),
+    ]
+    for label, counts in parts:
+        figure.add_trace(go.Bar(x=names, y=counts, name=label, offsetgroup="pods"), row=row, col=1)
+    figure.update_yaxes(title_text="pods", row=row, col=1)
+    for resource, label in QUOTA_SHOWN:
+        peaks = [(d["quota"].get(resource) or {}).get("peak_pct") for d in departments.values()]
+        figure.add_trace(
+            go.Bar(x=names, y=peaks, name=f"peak {label.lower()}", offsetgroup=resource),
+            row=row + 1,
+            col=1,
+        )
+    figure.update_yaxes(title_text="% of limit", row=row + 1, col=1)

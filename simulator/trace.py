@@ -37,8 +37,9 @@ class Pod:
     """One pod's request, and when it lives (for the replay; None when unknown).
 
     ``gpu_milli`` is per GPU: ``num_gpu`` GPUs of ``gpu_milli`` thousandths each.
-    ``gpu_models`` empty means any model. ``department`` and ``queue`` come from
-    gpupool's own format; the Alibaba trace has neither.
+    ``gpu_models`` empty means any model. ``department``, ``queue``, ``sku`` and
+    ``subject`` (who asks, a role-binding subject) come from gpupool's own format or
+    from :mod:`simulator.governed`'s mapping; the Alibaba trace has none of them.
     """
 
     name: str
@@ -51,6 +52,8 @@ class Pod:
     duration_s: float | None = None
     department: str = ""
     queue: str = ""
+    sku: str = ""
+    subject: str = ""
 
     @property
     def gpu_milli_total(self) -> int:

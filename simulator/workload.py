@@ -9,6 +9,10 @@ name               the pod's name                                             po
 arrival_s          when it is created, seconds from any origin                none
 duration_s         how long it runs once started, seconds; empty: to the end  to the end
 department, queue  who asks (the replay's admission sees them)                empty
+sku                the SKU it asks for (with ``--config``)                    smallest
+                                                                              that fits
+subject            who creates it (with ``--config``, RBAC is checked):       anyone
+                   ``user:NAME``, ``group:NAME``, a service account           allowed
 gpus               how many GPUs                                              required
 gpu_fraction       share of each GPU, above 0 and at most 1                   1
 gpu_memory_mib     GPU memory per GPU instead of a fraction (needs gpu_model) -
@@ -57,6 +61,8 @@ COLUMNS = (
     "duration_s",
     "department",
     "queue",
+    "sku",
+    "subject",
     "gpus",
     "gpu_fraction",
     "gpu_memory_mib",
@@ -144,6 +150,8 @@ def parse_workload(
             duration_s=_number(row, "duration_s", source=source, where=where),
             department=_text(row, "department"),
             queue=_text(row, "queue"),
+            sku=_text(row, "sku"),
+            subject=_text(row, "subject"),
         )
         pods.append(validate_pod(pod, source=source, where=where))
     if not pods:
@@ -234,6 +242,8 @@ def to_rows(pods: Iterable[Pod]) -> list[dict[str, str]]:
                 "duration_s": _seconds(pod.duration_s),
                 "department": pod.department,
                 "queue": pod.queue,
+                "sku": pod.sku,
+                "subject": pod.subject,
                 "gpus": str(pod.num_gpu),
                 "gpu_fraction": repr(pod.gpu_milli / MILLI_PER_GPU) if pod.num_gpu else "",
                 "gpu_memory_mib": "",

@@ -159,3 +159,78 @@ def test_html_report_draws_one_curve_per_policy_offline(
     ]
     whole, zoomed = curves[0][2], curves[1][2]
     assert 0 < zoomed < whole
+
+
+ORG_YAML = Path(__file__).resolve().parents[2] / "examples" / "org.yaml"
+
+
+def test_replay_with_a_configuration_denies_by_its_quotas(tmp_path: Path) -> None:
+    # 30 whole Ascend cards at once in vision/npu-train: its nominal memory (1 TiB) holds
+    # 16 (64 GiB each); borrowing more would take vision's memory (1.5 TiB) below the
+    # 512 GiB npu-infer's nominal quota keeps: 14 denied by the department's quota. One
+    # notebook slice in ml, and one CPU-only pod (never governed)
+    rows = ["name,arrival_s,duration_s,department,queue,gpus,gpu_fraction,cpu_milli"]
+    rows += [f"t{i},0,100,vision,npu-train,1,,4000" for i in range(30)]
+    rows += ["nb,5,10,ml,notebooks,1,0.2,1000", "cpu,0,50,,,0,,2000"]
+    pods = tmp_path / "pods.csv"
+    pods.write_text("\n".join(rows) + "\n")
+    done = gpupool(
+        "simulate", "replay", "--pods", str(pods), "--config", str(ORG_YAML),
+        "--policy", "gpupool", "--no-needed", "-o", "json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["denied"] == {"DepartmentQuotaExceeded": 14}
+    assert data["total_gpus"] == 208 and data["load"] == 1.0  # the pools of org.yaml
+    governance = data["governance"]
+    assert governance["fleet"] == "config" and governance["config"] == str(ORG_YAML)
+    departments = governance["departments"]
+    assert sorted(departments) == ["ml", "product", "research", "vision"]
+    vision = departments["vision"]
+    assert (vision["pods"], vision["admitted"], vision["denied"]) == (
+        30, 16, {"DepartmentQuotaExceeded": 14},
+    )  # fmt: skip
+    assert vision["quota"]["memory_mib"] == {
+        "limit": 1536 * 1024, "mean": 16 * 65536 * 100 / 100, "peak": 16 * 65536,
+        "peak_pct": round(100 * 16 / 24, 1),
+    }  # fmt: skip
+    assert departments["ml"]["queues"]["notebooks"]["nominal"]["slices"]["peak"] == 1
+    assert departments["product"]["pods"] == 0
+    html = tmp_path / "replay.html"
+    table = gpupool(
+        "simulate", "replay", "--pods", str(pods), "--config", str(ORG_YAML),
+        "--policy", "gpupool", "--no-needed", "--html", str(html),
+    )  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    assert "DepartmentQuotaExceeded=14" in table.stdout
+    assert "governance decision over" in table.stdout and "DEPARTMENT" in table.stdout
+    page = html.read_text()
+    assert "Pods per department" in page and "denied: DepartmentQuotaExceeded" in page
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        pytest.param([], "give --nodes", id="no-fleet"),
+        pytest.param(["--config", "missing.yaml"], "missing.yaml", id="no-config-file"),
+        pytest.param(["--fleet-from-config"], "--fleet-from-config needs --config", id="flag"),
+        pytest.param(["--config", str(ORG_YAML), "--load", "0"], "the load is 0", id="load"),
+    ],
+)
+def test_replay_bad_configuration_input_exits_2(
+    files: tuple[Path, Path], args: list[str], says: str
+) -> None:
+    pods, _ = files
+    done = gpupool("simulate", "replay", "--pods", str(pods), "--policy", "fgd", *args)
+    assert done.returncode == 2, done.stdout
+    assert says in done.stderr
+
+
+def test_replay_pods_naming_a_department_the_configuration_lacks_exit_2(tmp_path: Path) -> None:
+    pods = tmp_path / "pods.csv"
+    pods.write_text("name,arrival_s,duration_s,department,gpus\nx,0,1,finance,1\n")
+    done = gpupool(
+        "simulate", "replay", "--pods", str(pods), "--config", str(ORG_YAML), "--policy", "fgd"
+    )
+    assert done.returncode == 2
+    assert "department 'finance'" in done.stderr and "research" in done.stderr

@@ -35,6 +35,8 @@ def make_pod(
     duration: float | None = None,
     department: str = "",
     queue: str = "",
+    sku: str = "",
+    subject: str = "",
 ) -> Pod:
     """A pod of ``gpus`` GPUs, ``milli`` thousandths each (default: whole cards)."""
     return Pod(
@@ -48,6 +50,8 @@ def make_pod(
         duration_s=duration,
         department=department,
         queue=queue,
+        sku=sku,
+        subject=subject,
     )
 
 

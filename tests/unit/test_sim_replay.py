@@ -120,3 +120,15 @@ def test_a_sliced_placement_worse_than_whole_cards_falls_back_to_whole_cards() -
     saving = replay.saving(pods, nodes, "random", acceptance=0.5)
     assert (saving.sliced.gpus, saving.whole_cards.gpus) == (2, 1)
     assert saving.anomaly and saving.sliced_gpus == 1 and saving.saving == 0.0
+
+
+def test_a_fleet_missing_the_model_a_pod_needs_does_not_serve_it() -> None:
+    # the smallest prefix (the T4 node) cannot run the A10 pods: they must count as not
+    # served there, not vanish as unschedulable, so the A10 node is needed too
+    nodes = [make_node("t4", gpus=1, model="T4"), make_node("a10", gpus=1, model="A10")]
+    pods = [make_pod(p, models=("A10",), arrival=i, duration=1) for i, p in enumerate("ab")]
+    needed = replay.gpus_needed(pods, nodes, "best-fit", acceptance=1.0)
+    assert needed.gpus == 2 and needed.result.denied == {}
+    # a pod no node of the whole fleet holds is still refused as unschedulable
+    alone = replay.run(pods, nodes[:1], "best-fit")
+    assert alone.denied == {"Unschedulable": 2}
