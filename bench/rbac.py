@@ -137,7 +137,10 @@ def identities(policies: list[rbac.Rule], seen: int, probe: int) -> dict[str, fl
         for i in range(probe, seen):
             ask(i)
         late = per_call_us(
-            name, lambda i, ask=ask: ask(seen + i), probe, allowed=True  # type: ignore[misc]
+            name,
+            lambda i, ask=ask: ask(seen + i),
+            probe,
+            allowed=True,  # type: ignore[misc]
         )[0]
         out[f"{name}_new_identity_p50_us_first"] = round(early, 1)
         out[f"{name}_new_identity_p50_us_after_seen"] = round(late, 1)

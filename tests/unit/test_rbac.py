@@ -241,8 +241,7 @@ def test_the_decision_cache_is_bounded() -> None:
 
     policy = Small(rbac.policies_for([make_binding("member", "ml", "group:ml-team")]))
     answers = [
-        policy.can_use(user(f"user-{i}", "ml-team"), "ml", "train", "s").allowed
-        for i in range(50)
+        policy.can_use(user(f"user-{i}", "ml-team"), "ml", "train", "s").allowed for i in range(50)
     ]
     assert answers == [True] * 50
     assert 0 < len(policy._cache) <= 10
