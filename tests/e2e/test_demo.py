@@ -361,26 +361,36 @@ def test_the_console_draws_the_overview_and_shows_the_ledgers_quota_and_the_deni
         ]
         org = revisions.current_org(store)
         assert org is not None and sorted(names) == sorted(org.departments)
-        usage = ledger.usage(store)
         messages: list[str] = []
         for name in names:
             Select(browser.find_element(By.ID, "dept-select")).select_by_value(name)
-            expected = usage[scopes.department(name)]
+            seen_rows: list[tuple[dict[str, str], dict[str, str]]] = []
 
-            def quota_row(dept: str = name) -> dict[str, str]:
+            def agrees(dept: str = name, seen_rows: list[Any] = seen_rows) -> bool:
+                """The console's department row equals the ledger's, both read now: the
+                reconciler may still bind or release a pod of the frozen workload between
+                two reads, and the console shows the ledger as of its last refresh."""
                 queues = _cells(browser, "dept-quota-table", "queue")
-                resources = _cells(browser, "dept-quota-table", "resource")
+                kinds = _cells(browser, "dept-quota-table", "resource")
                 used = _cells(browser, "dept-quota-table", "used_text")
-                rows = {r: u for q, r, u in zip(queues, resources, used, strict=True) if q == ""}
-                shown = _text(browser, "#dept-select option:checked")
-                return rows if shown == dept and len(rows) == 3 else {}
+                rows = {r: u for q, r, u in zip(queues, kinds, used, strict=True) if q == ""}
+                if _text(browser, "#dept-select option:checked") != dept or len(rows) != 3:
+                    return False
+                expected = ledger.usage(store).get(scopes.department(dept), resources.ZERO)
+                wanted = {
+                    kind: resources.format_amount(kind, expected.get(kind))
+                    for kind in ("slices", "memory_mib", "compute_pct")
+                }
+                seen_rows.append((rows, wanted))
+                return rows == wanted
 
-            rows = wait_for(quota_row, f"{name}'s quota table", 30)
-            assert rows == {
-                "slices": resources.format_amount("slices", expected.slices),
-                "memory_mib": resources.format_amount("memory_mib", expected.memory_mib),
-                "compute_pct": resources.format_amount("compute_pct", expected.compute_pct),
-            }, name
+            try:
+                wait_for(agrees, f"{name}'s quota table to show the ledger's use", 30)
+            except AssertionError:
+                raise AssertionError(
+                    f"{name}: the console's quota row never agreed with the ledger; "
+                    f"last seen (console, ledger): {seen_rows[-1:]}"
+                ) from None
             messages += _cells(browser, "dept-denials-table", "message")
         assert any("may not" in m for m in messages)  # who, what, which rule: an RBAC denial
     finally:
