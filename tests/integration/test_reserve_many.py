@@ -362,3 +362,34 @@ def test_reserve_many_in_groups_decides_as_reserve_one_by_one(
     for a in ledger.list_allocations(grouped):
         total = total + a.amount
     assert ledger.usage(grouped).get(scopes.pool("a100"), ZERO) == total
+
+
+def test_postgresql_runs_one_text_per_statement_whatever_the_group_size(
+    pg_database: str,
+) -> None:
+    """On PostgreSQL a group's statements take arrays: the same texts for a group of 1,
+    3 or 7 (psycopg converts each once and prepares it on the server), and the usage
+    update and the allocations go in one statement (one round trip fewer while the
+    group's usage rows are locked)."""
+    store = Store(pg_database)
+    texts: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        texts.append(statement)
+
+    try:
+        ledger.reserve_many(store, ORG, [request("warm", department="cv", queue="main")])
+        sa.event.listen(store.engine, "before_cursor_execute", seen)
+        by_size: dict[int, set[str]] = {}
+        for size in (1, 3, 7):
+            texts.clear()
+            group = [request(f"g{size}-{i}", department="cv", queue="main") for i in range(size)]
+            out = ledger.reserve_many(store, ORG, group)
+            assert [r.allowed for r in out] == [True] * size
+            by_size[size] = set(texts)
+        assert by_size[1] == by_size[3] == by_size[7]
+        assert len(by_size[7]) == 3, sorted(by_size[7])  # uids, lock usage, record
+        assert len(ledger.list_allocations(store)) == 1 + 1 + 3 + 7
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", seen)
+        store.close()
