@@ -728,10 +728,9 @@ def _reserve_in(
     *,
     dry_run: bool,
 ) -> list[Reservation]:
+    sql = _driver_sql(conn)
     uids = sorted({r.request_uid for r in requests})
-    by_requests = (
-        _SELECT_BY_REQUESTS_ANY if conn.dialect.name == "postgresql" else _SELECT_BY_REQUESTS
-    )
+    by_requests = _SELECT_BY_REQUESTS_ANY if sql.arrays else _SELECT_BY_REQUESTS
     rows = conn.execute(by_requests, {"uids": uids}).mappings()
     seen: dict[str, Allocation] = {row["request_uid"]: _row_to_allocation(row) for row in rows}
     # One locking read of every request's scopes (read by exact key: no collation
@@ -824,7 +823,6 @@ def _reserve_in(
         allocations.append(_allocation_row(alloc))
         seen[request.request_uid] = alloc
         out.append(Reservation(decision=decision, allocation=alloc))
-    sql = _driver_sql(conn)
     if sql.arrays and allocations:
         ordered = sorted(added.items())
         deltas = [[key.key for key, _ in ordered]]
