@@ -75,11 +75,9 @@ def build_source(
     exporters: tuple[str, ...],
     scrape_interval: float,
     recording_rules: bool,
-    *,
-    start: bool = True,
 ) -> Source:
-    """The metrics source; a direct one starts scraping only when ``start`` (the
-    server starts it in each worker, after the fork: a thread does not survive one)."""
+    """The metrics source, not started: a direct one scrapes from a thread, which the
+    server starts in each worker after the fork (the command's post-fork hook)."""
     if prometheus and exporters:
         raise click.UsageError("choose one source: --prometheus URL or --exporter URL ...")
     if prometheus:
@@ -91,10 +89,7 @@ def build_source(
     if exporters:
         from dashboard.direct import DirectSource
 
-        source = DirectSource(list(exporters), scrape_interval_s=scrape_interval)
-        if start:
-            source.start()
-        return source
+        return DirectSource(list(exporters), scrape_interval_s=scrape_interval)
     raise click.UsageError(
         "name a metrics source: --prometheus URL (production) or --exporter URL, once per "
         f"exporter (e.g. http://node-1:{contract.DEFAULT_EXPORTER_PORT})"
@@ -196,7 +191,7 @@ def dashboard(
     trust = build_trust(
         trust_proxy_headers, dev_user, dev_groups, user_header, groups_header, trusted_proxies
     )
-    source = build_source(prometheus, exporters, scrape_interval, recording_rules, start=False)
+    source = build_source(prometheus, exporters, scrape_interval, recording_rules)
     from dashboard.app import create_app
     from dashboard.serving import ConsoleServer, Limits
     from dashboard.shared import Console
@@ -234,6 +229,8 @@ def dashboard(
     )
 
     def after_fork() -> None:
+        """In each worker: its own store connections, and the direct source's scrape
+        thread (a thread does not survive a fork, so none starts in the master)."""
         store.engine.dispose(close=False)  # the master's connections stay the master's
         start = getattr(source, "start", None)
         if callable(start):

@@ -10,7 +10,8 @@ the source and the ledger for that viewer's departments only; a department outsi
 the scope is refused, never filtered late.
 
 The organisation and the authorizer are read only through the two callables given to
-:class:`Console` (today :class:`dashboard.cli.Governance`'s), so that how they are kept
+:class:`Console` (today :class:`governance.storage.source.SnapshotSource`'s ``org``
+and ``policy``), so that how they are kept
 current can change without touching a page.
 """
 

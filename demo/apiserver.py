@@ -67,6 +67,7 @@ from demo.apistore import (
     Selector,
 )
 from demo.quantities import canonical_resources
+from governance import rbac
 
 log = logging.getLogger("gpupool.demo.apiserver")
 
@@ -85,6 +86,7 @@ GPU_RESOURCE_PREFIXES = (
     "metax-tech.com/",
     "iluvatar.ai/",
 )
+
 """Resources whose pods reach the webhook (the chart's matchConditions; a superset)."""
 NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 """What the API server appends to a ``generateName`` (apimachinery's name generator)."""
@@ -99,7 +101,7 @@ class User:
     """Who makes a request, as the API server's authenticator says (``userInfo``)."""
 
     name: str
-    groups: tuple[str, ...] = ("system:authenticated",)
+    groups: tuple[str, ...] = (rbac.AUTHENTICATED,)
 
 
 class AdmissionClient:

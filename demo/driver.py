@@ -66,16 +66,12 @@ class Stats:
     admitted: int = 0
     denied: Counter[str] = field(default_factory=Counter)
     ended: int = 0
-    late_releases: int = 0
-    behind_s: float = 0.0
-    """How far the driver is behind the plan's clock (a slow machine)."""
     recent_denials: deque[Decision] = field(default_factory=lambda: deque(maxlen=4))
     slices: dict[str, int] = field(default_factory=dict)
     """Slices held by the cluster's pods (running or pending), per department."""
     running: int = 0
     pending: int = 0
     frozen: bool = False
-    done: bool = False
 
 
 @dataclass(order=True)
@@ -127,17 +123,14 @@ class Driver:
                 stop.wait(min(freeze_after_s - now, 0.5))
                 continue
             if due > now:
-                self.stats.behind_s = 0.0
                 stop.wait(min(due - now, 0.5))
                 continue
-            self.stats.behind_s = now - due
             if due_end <= upcoming.at_s:
                 self._end(heapq.heappop(self._ends))
             else:
                 self._arrive(upcoming)
                 upcoming = next(self.plan)
             self._count()
-        self.stats.done = True
 
     def _count(self) -> None:
         held: Counter[str] = Counter()
@@ -210,7 +203,6 @@ class Driver:
         pause = 0.005
         while not self.released(work.allocation_id):
             if self.clock() > deadline:
-                self.stats.late_releases += 1
                 log.warning(
                     "the ledger has not released %s (%s/%s) %g s after the pod ended: is "
                     "the reconciler running? Going on without it",

@@ -31,7 +31,6 @@ class ComponentFailed(Exception):
     """A component exited, or did not become ready in time."""
 
     def __init__(self, child: Child, what: str) -> None:
-        self.child = child
         self.exit_code = child.proc.poll()
         super().__init__(f"{child.name} {what}; the end of its log ({child.log}):\n{child.tail()}")
 
@@ -42,11 +41,6 @@ class Child:
     args: list[str]
     proc: subprocess.Popen[bytes]
     log: Path
-
-    @property
-    def command(self) -> str:
-        """The command line a person would type for the same process."""
-        return "gpupool " + shlex.join(self.args)
 
     def tail(self, lines: int = 15) -> str:
         try:

@@ -43,6 +43,7 @@ from kubernetes import client
 
 from demo import models
 from demo.apiserver import User
+from governance import rbac
 from simulator.trace import MILLI_PER_GPU
 from simulator.trace import Pod as TracePod
 
@@ -53,14 +54,17 @@ LOAD = 1.1
 MIN_POD_S = 2.0
 MAX_POD_S = 300.0
 WARM_S = 300.0
+"""The replay starts this many demo seconds into the workload (see the module doc)."""
 WHOLE_CARD_SERVICES = 0.25
 """Share of the trace's one-GPU, whole-card pods served as inference on a whole card
 (most of them are latency-sensitive services in the trace); the rest train."""
-"""The replay starts this many demo seconds into the workload (see the module doc)."""
 
-JOB_CONTROLLER = "system:serviceaccount:kube-system:job-controller"
-REPLICASET_CONTROLLER = "system:serviceaccount:kube-system:replicaset-controller"
-AUTHENTICATED = "system:authenticated"
+CONTROLLERS = {
+    "Job": "system:serviceaccount:kube-system:job-controller",
+    "ReplicaSet": "system:serviceaccount:kube-system:replicaset-controller",
+}
+"""The identities kube-controller-manager creates each kind's pods as."""
+CONTROLLER_GROUPS = (rbac.SA_GROUP, f"{rbac.SA_GROUP}:kube-system", rbac.AUTHENTICATED)
 
 
 class Kind(enum.StrEnum):
@@ -105,17 +109,9 @@ class Requester:
     def identity(self) -> User:
         """The ``userInfo`` of the create request, as the API server's authenticator
         gives it."""
-        if self.controller == "Job":
-            return User(
-                JOB_CONTROLLER,
-                ("system:serviceaccounts", "system:serviceaccounts:kube-system", AUTHENTICATED),
-            )
-        if self.controller == "ReplicaSet":
-            return User(
-                REPLICASET_CONTROLLER,
-                ("system:serviceaccounts", "system:serviceaccounts:kube-system", AUTHENTICATED),
-            )
-        return User(self.user, (*self.groups, AUTHENTICATED))
+        if self.controller:
+            return User(CONTROLLERS[self.controller], CONTROLLER_GROUPS)
+        return User(self.user, (*self.groups, rbac.AUTHENTICATED))
 
     @property
     def who(self) -> str:
