@@ -445,9 +445,16 @@ class Admitter:
                 return self._untouched(pod)
             return (yield from self._deny(request, pod, who, target.reason, target.message))
         dept, queue = target.department.name, target.queue.name
-        gpu_containers = sum(demand_mod.is_gpu_container(c, self.names) for c in pod.containers)
-        if gpu_containers > self.settings.max_gpu_containers:
-            limit = self.settings.max_gpu_containers
+        limit = self.settings.max_gpu_containers
+        # (only a pod of more containers than the limit can have too many GPU containers)
+        if len(pod.containers) > limit and (
+            (
+                gpu_containers := sum(
+                    demand_mod.is_gpu_container(c, self.names) for c in pod.containers
+                )
+            )
+            > limit
+        ):
             message = (
                 f"{gpu_containers} containers ask for GPUs, and a pod may have {limit} at "
                 "most (gpupool webhook --max-gpu-containers): split the work across pods, "

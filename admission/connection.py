@@ -57,15 +57,6 @@ class ConnectionLimits:
         return max(0.05, min(self.header_timeout_s, self.body_timeout_s) / 5)
 
 
-@dataclass
-class ConnectionCounts:
-    """What the bounds did, for metrics and tests."""
-
-    header_timeouts: int = 0
-    body_timeouts: int = 0
-    headers_too_large: int = 0
-
-
 def client_certificate(transport: asyncio.BaseTransport) -> dict[str, Any]:
     """The ASGI TLS extension for ``transport``: ``client_cert_name`` (the verified
     client certificate's subject, RFC 4514, None when the client presented none) and
@@ -103,7 +94,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     those past it."""
 
     limits: ClassVar[ConnectionLimits] = ConnectionLimits()
-    counts: ClassVar[ConnectionCounts]
     _sweeping: ClassVar[bool] = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -135,7 +125,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._header_bytes += len(data) if end < 0 else max(0, end + 4 - len(self._tail))
             self._tail = window[-3:]
             if self._header_bytes > self.limits.max_header_bytes:
-                self.counts.headers_too_large += 1
                 self._refuse(431, b"Request Header Fields Too Large")
                 return
         super().data_received(data)
@@ -180,10 +169,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self._waiting_for == _HEADERS:
-            self.counts.header_timeouts += 1
             self._refuse(408, b"Request Timeout")
             return
-        self.counts.body_timeouts += 1
         cycle = self.cycle
         if cycle is not None and cycle.response_started:  # answered without the body
             self.transport.close()
@@ -209,20 +196,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def protocol_class(
-    limits: ConnectionLimits, counts: ConnectionCounts | None = None
-) -> type[GuardedHttpToolsProtocol]:
-    """A protocol class for one server (uvicorn's ``http=``), with its own limits,
-    counts and sweep."""
+def protocol_class(limits: ConnectionLimits) -> type[GuardedHttpToolsProtocol]:
+    """A protocol class for one server (uvicorn's ``http=``), with its own limits and
+    sweep."""
     return type(
         "GuardedHttpToolsProtocol",
         (GuardedHttpToolsProtocol,),
-        {"limits": limits, "counts": counts or ConnectionCounts(), "_sweeping": False},
+        {"limits": limits, "_sweeping": False},
     )
 
 
 __all__ = [
-    "ConnectionCounts",
     "ConnectionLimits",
     "GuardedHttpToolsProtocol",
     "client_certificate",

@@ -92,7 +92,6 @@ class Webhook:
     store: Store
     admitter: Admitter
     registry: CollectorRegistry
-    limits: Limits
 
 
 def apply_config(store: Store, config_file: str | Path) -> None:
@@ -106,7 +105,6 @@ def apply_config(store: Store, config_file: str | Path) -> None:
 def build(
     store: Store,
     *,
-    config_file: str | Path | None = None,
     settings: Settings | None = None,
     refresh_s: float = 2.0,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -114,12 +112,10 @@ def build(
     limits: Limits | None = None,
     require_client_cert: bool = False,
 ) -> Webhook:
-    """The webhook app over ``store``; ``config_file`` is applied first when given.
-    ``require_client_cert``: /mutate answers only callers whose client certificate the
-    TLS layer verified (``ReloadingContext(client_ca=...)``)."""
+    """The webhook app over ``store`` (``gpupool webhook --config`` applies the file
+    first, :func:`apply_config`). ``require_client_cert``: /mutate answers only callers
+    whose client certificate the TLS layer verified (``ReloadingContext(client_ca=...)``)."""
     limits = limits or Limits()
-    if config_file is not None:
-        apply_config(store, config_file)
     source = SnapshotSource(store, refresh_s=refresh_s)
     registry = registry or CollectorRegistry()
     live = LiveSnapshot(source)  # the event loop's view: refreshed in a thread, never on the loop
@@ -143,7 +139,6 @@ def build(
         store=store,
         admitter=admitter,
         registry=registry,
-        limits=limits,
     )
 
 
