@@ -28,7 +28,7 @@ from governance.quotas import Usage
 from governance.resources import RESOURCE_NAMES, ZERO, Limits, Resources
 from governance.scopes import Kind, Scope
 from governance.storage import ledger, schema, source
-from governance.storage.store import Store, checksum_of
+from governance.storage.store import ConfigRevision, Store, checksum_of
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -207,22 +207,53 @@ def apply(
             source=source,
         )
     org = config.build_org(document, source=source)
-    plain: dict[str, Any] = json.loads(json.dumps(dict(document)))
     latest = store.latest_config()
+    return _record(
+        store,
+        document,
+        org,
+        latest=latest,
+        in_force=lambda: _in_force(latest),
+        source=source,
+        dry_run=dry_run,
+        applied_by=applied_by,
+    )
+
+
+def _in_force(latest: ConfigRevision | None) -> tuple[Org | None, list[str]]:
+    """The organisation of ``latest``, and what the diff must say when it no longer
+    validates (a stricter backend, say): that must not stop the fix from being
+    applied."""
+    if latest is None:
+        return None, []
+    try:
+        return config.build_org(latest.document, source=f"store revision {latest.revision}"), []
+    except ConfigError as exc:
+        return None, [
+            f"! revision {latest.revision} in force no longer validates ({exc}); "
+            "the diff shows the whole new configuration"
+        ]
+
+
+def _record(
+    store: Store,
+    document: Mapping[str, Any],
+    org: Org,
+    *,
+    latest: ConfigRevision | None,
+    in_force: Callable[[], tuple[Org | None, list[str]]],
+    source: str,
+    dry_run: bool,
+    applied_by: str,
+) -> ApplyResult:
+    """Record ``document`` (built as ``org``) over ``latest``, the revision it was
+    made against: nothing when it is the same document; refused when another revision
+    was applied since. ``in_force`` gives ``latest``'s organisation for the diff (asked
+    only when the document changed)."""
+    plain: dict[str, Any] = json.loads(json.dumps(dict(document)))
     if latest is not None and latest.checksum == checksum_of(plain):
         return ApplyResult(revision=latest.revision, diff=[], org=org, changed=False)
-    old: Org | None = None
-    lines: list[str] = []
-    if latest is not None:
-        try:
-            old = config.build_org(latest.document, source=f"store revision {latest.revision}")
-        except ConfigError as exc:
-            # The configuration in force may no longer validate (a stricter backend,
-            # say); that must not stop the fix from being applied.
-            lines.append(
-                f"! revision {latest.revision} in force no longer validates ({exc}); "
-                "the diff shows the whole new configuration"
-            )
+    old, lines = in_force()
     lines += config.diff(old, org)
     if not lines:
         lines = ["~ document changed without changing the organisation"]
@@ -277,11 +308,7 @@ def change_quota(
     """
     latest = store.latest_config()
     if latest is None:
-        raise ConfigError(
-            "no configuration has been applied to this store yet: run "
-            "`gpupool apply -f org.yaml` first",
-            source=store.safe_url,
-        )
+        raise source.no_organisation(store)
     snapshot = source.of_revision(latest)
     org, policy = snapshot.org, snapshot.policy
     if department not in org.departments:
@@ -345,10 +372,16 @@ def change_quota(
         quota = target["quota"] = {}
     quota.update(written)
     what = f"queue {department}/{queue}" if queue else f"department {department}"
-    return apply(
+    changed = f"gpupool set quota ({what})"
+    # Recorded over the revision just read and checked: one applied meanwhile by
+    # someone else makes this fail (see _record), never silently overwritten.
+    return _record(
         store,
         document,
-        source=f"gpupool set quota ({what})",
+        config.build_org(document, source=changed),
+        latest=latest,
+        in_force=lambda: (org, []),
+        source=changed,
         dry_run=dry_run,
         applied_by=who,
     )

@@ -314,3 +314,35 @@ def test_a_stored_revision_that_no_longer_validates_does_not_block_the_fix(store
     assert result.revision == 2
     assert result.diff[0].startswith("! revision 1 in force no longer validates (")
     assert "+ department ml" in result.diff
+
+
+def test_set_quota_never_overwrites_a_revision_applied_while_it_was_checked(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``gpupool set quota`` edits the revision it read; one applied by someone else in
+    the meantime (here between the read and the record) makes it fail, never silently
+    reverted by a document built from the older revision."""
+    from governance import rbac
+    from governance.storage import source
+
+    revisions.apply(store, org_document(), source="org.yaml")
+    theirs = with_change(org_document(), "departments[0].quota.slices", 32)
+    built = source.of_revision
+
+    def someone_applies_meanwhile(latest: Any) -> Any:
+        snapshot = built(latest)
+        revisions.apply(store, theirs, source="their org.yaml")
+        return snapshot
+
+    monkeypatch.setattr(source, "of_revision", someone_applies_meanwhile)
+    with pytest.raises(ConfigError, match=r"another configuration .* was applied"):
+        revisions.change_quota(
+            store,
+            identity=rbac.Identity(user="root"),
+            department="ml",
+            queue="infer",
+            values={"slices": "4"},
+        )
+    latest = store.latest_config()
+    assert latest is not None and latest.source == "their org.yaml"
+    assert latest.document["departments"][0]["quota"]["slices"] == 32
