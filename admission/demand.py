@@ -47,7 +47,7 @@ class GpuNames:
         )
 
     def is_gpu(self, name: str) -> bool:
-        return name in USER_RESOURCES or name.startswith(forms.USER_PREFIXES) or name in self.native
+        return forms.is_user_resource(name) or name in self.native
 
 
 def is_gpu_container(container: Container, names: GpuNames) -> bool:
@@ -110,14 +110,14 @@ def _gpu_quantities(container: Container, names: GpuNames) -> dict[str, Quantity
     for name, value in limits.items():
         if name in native:
             own.append(name)
-        elif name in USER_RESOURCES or name.startswith(forms.USER_PREFIXES):
+        elif forms.is_user_resource(name):
             found[name] = value
     overcommitted: list[str] = []
     for name, value in requests.items():
         if name in native:
             if name not in limits:
                 own.append(name)
-        elif name in USER_RESOURCES or name.startswith(forms.USER_PREFIXES):
+        elif forms.is_user_resource(name):
             limit = found.setdefault(name, value)
             if limit is not value and limit != value and not _same(limit, value):
                 overcommitted.append(name)

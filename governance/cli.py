@@ -46,7 +46,13 @@ from governance.errors import (
     GpupoolError,
     StoreUnavailable,
 )
-from governance.resources import RESOURCE_NAMES, RESOURCES, Limits, ResourceName, Resources
+from governance.resources import (
+    RESOURCE_NAMES,
+    RESOURCES,
+    Limits,
+    Resources,
+    format_amount,
+)
 
 if TYPE_CHECKING:
     from governance.model import Org
@@ -445,13 +451,6 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def fmt_amount(resource: ResourceName, value: int | None) -> str:
-    """``80Gi``, ``250%``, ``4``, or ``unlimited``: the units the YAML is written in."""
-    from governance.resources import format_amount
-
-    return format_amount(resource, value)
-
-
 # -- apply -------------------------------------------------------------------------------
 
 
@@ -589,10 +588,10 @@ def get_pools(settings: Settings) -> None:
                 "model": p.model,
                 "backend": p.backend,
                 "gpus": p.gpus,
-                "memory_physical": fmt_amount("memory_mib", p.physical.memory_mib),
-                "memory_sellable": fmt_amount("memory_mib", p.sellable.memory_mib),
-                "compute_physical": fmt_amount("compute_pct", p.physical.compute_pct),
-                "compute_sellable": fmt_amount("compute_pct", p.sellable.compute_pct),
+                "memory_physical": format_amount("memory_mib", p.physical.memory_mib),
+                "memory_sellable": format_amount("memory_mib", p.sellable.memory_mib),
+                "compute_physical": format_amount("compute_pct", p.physical.compute_pct),
+                "compute_sellable": format_amount("compute_pct", p.sellable.compute_pct),
             }
         )
     emit(
@@ -649,7 +648,7 @@ def get_queues(settings: Settings, department: str | None) -> None:
                 "default_sku": q.default_sku,
                 **_limit_columns(q.nominal.total),
                 "borrowing_limit": ", ".join(
-                    f"{n}={fmt_amount(n, q.borrowing_limit.get(n).value)}"
+                    f"{n}={format_amount(n, q.borrowing_limit.get(n).value)}"
                     for n in RESOURCE_NAMES
                     if q.borrowing_limit.get(n).value is not None
                 )
@@ -667,7 +666,7 @@ def get_queues(settings: Settings, department: str | None) -> None:
 
 def _limit_columns(limits: Limits) -> dict[str, str]:
     """A column per quota resource, named and written as the YAML does."""
-    return {r.yaml_key: fmt_amount(r.name, limits.get(r.name).value) for r in RESOURCES}
+    return {r.yaml_key: format_amount(r.name, limits.get(r.name).value) for r in RESOURCES}
 
 
 def _known_department(org: Org, department: str | None) -> None:
@@ -695,10 +694,10 @@ def get_quotas(settings: Settings, department: str | None) -> None:
             "department": line.department,
             "queue": line.queue or "(department)",
             "resource": line.resource,
-            "used": fmt_amount(line.resource, line.used),
-            "limit": fmt_amount(line.resource, line.limit),
-            "borrowed": fmt_amount(line.resource, line.borrowed) if line.queue else "-",
-            "ceiling": fmt_amount(line.resource, line.ceiling) if line.queue else "-",
+            "used": format_amount(line.resource, line.used),
+            "limit": format_amount(line.resource, line.limit),
+            "borrowed": format_amount(line.resource, line.borrowed) if line.queue else "-",
+            "ceiling": format_amount(line.resource, line.ceiling) if line.queue else "-",
         }
         for line in lines
     ]
@@ -986,8 +985,8 @@ def ledger_list(
             "queue": a.queue,
             "sku": a.sku,
             "slices": a.amount.slices,
-            "memory": fmt_amount("memory_mib", a.amount.memory_mib),
-            "compute": fmt_amount("compute_pct", a.amount.compute_pct),
+            "memory": format_amount("memory_mib", a.amount.memory_mib),
+            "compute": format_amount("compute_pct", a.amount.compute_pct),
             "created": a.created_at.strftime("%Y-%m-%d %H:%M:%S"),
         }
         for a in allocations

@@ -11,8 +11,10 @@ against a :class:`~governance.snapshot.Snapshot` (one per configuration revision
   scopes and calls the quota part, :func:`admit` (through
   :func:`governance.quotas.evaluate`, the same arithmetic), in its transaction;
 - ``gpupool check`` reads the usage and calls :func:`decide`;
-- the simulator's replay calls :func:`decide` over the usage it keeps itself, and
-  :func:`charge` / :func:`uncharge` as pods start and end (docs/architecture.md).
+- the simulator's replay calls :func:`decide` over the usage it keeps itself, adding
+  an admitted demand to each scope of its path and taking it back when the pod ends
+  (per scope, for its time-weighted statistics); :func:`charge` / :func:`uncharge`
+  state that step for callers that keep a plain map (docs/architecture.md).
 
 The steps, in the order a denial is looked for (the first one found is the answer):
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from governance.contract import SKU_CUSTOM, Reason, SliceGrant
 from governance.errors import PlacementError
 from governance.model import Department, Org, Pool, Queue, Sku
-from governance.resources import Resources
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,7 +68,7 @@ def resolve_target(org: Org, *, namespace: str, queue: str | None) -> Target:
 
 def resolve_sku(org: Org, target: Target, name: str | None) -> Sku:
     queue = target.queue
-    offered = list(org.offered_skus(queue))
+    offered = org.offered_skus(queue)
     if name is None:
         name = queue.default_sku
         if name is None:
@@ -132,11 +131,6 @@ def grant(org: Org, target: Target, request: SliceRequest) -> SliceGrant:
         pool=pool.name,
         sku=SKU_CUSTOM,
     )
-
-
-def grant_amount(g: SliceGrant) -> Resources:
-    """Quota used by one grant, as sold."""
-    return Resources.of_grant(g)
 
 
 def pod_sku(grants: dict[str, SliceGrant]) -> str:

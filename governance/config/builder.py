@@ -443,7 +443,7 @@ class _Builder:
         out: list[RoleBinding] = []
         # queues as declared, so that a queue left out for an error of its own (an
         # unknown pool) is not reported again as unknown here
-        declared = [(d.name, q.name) for d in self.doc.departments for q in d.queues]
+        declared = {(d.name, q.name) for d in self.doc.departments for q in d.queues}
         for i, doc in enumerate(self.doc.role_bindings):
             at = f"role_bindings[{i}]"
             if doc.role not in ROLES:

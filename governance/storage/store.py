@@ -191,14 +191,13 @@ def _is_conflict(exc: BaseException) -> bool:
 
 
 def _is_locked(exc: BaseException) -> bool:
-    if sqlstate(exc) in LOCK_SQLSTATES:
-        return True
+    """SQLite: the database was locked by another connection (PostgreSQL's lock waits
+    end at ``lock_timeout``: :func:`_timed_out`)."""
     code = getattr(getattr(exc, "orig", None), "sqlite_errorcode", None)
     return isinstance(code, int) and code & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED)
 
 
 _PG_STATEMENT_TIMEOUT = "57014"  # query_canceled
-_PG_LOCK_TIMEOUT = "55P03"  # lock_not_available
 _PG_IDLE_TIMEOUT = "25P03"  # idle_in_transaction_session_timeout
 
 
@@ -207,7 +206,7 @@ def _timed_out(exc: DBAPIError) -> str | None:
     state = getattr(exc.orig, "sqlstate", None)
     if state in (_PG_STATEMENT_TIMEOUT, _PG_IDLE_TIMEOUT):
         return "statement"
-    if state == _PG_LOCK_TIMEOUT:
+    if state in LOCK_SQLSTATES:
         return "lock"
     if isinstance(exc, OperationalError) and str(exc.orig) == "interrupted":
         return "statement"  # SQLite's progress handler ended the transaction

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from governance import cli, placement, quotas
+from governance.resources import Resources
 from governance.storage import ledger
 from governance.storage.revisions import current_org
 from governance.storage.store import Store
@@ -66,7 +67,7 @@ def test_quotas_show_used_limit_and_borrowing(store_path: str) -> None:
         queue="finetune",
         sku="a100-half",
         pool="a100-hami",
-        amount=placement.grant_amount(grant),
+        amount=Resources.of_grant(grant),
     )
     assert ledger.reserve(
         store, org, demand=demand, request_uid="u1", namespace="ml", grants={"main": grant}
@@ -401,7 +402,7 @@ def test_a_platform_admin_sets_a_department_quota_and_usage_still_bounds_it(
     grant = placement.grant(org, target, placement.SliceRequest(count=10, sku="a100-half"))
     demand = quotas.Demand(
         department="ml", queue="finetune", sku="a100-half", pool="a100-hami",
-        amount=placement.grant_amount(grant),
+        amount=Resources.of_grant(grant),
     )  # fmt: skip
     assert ledger.reserve(
         store, org, demand=demand, request_uid="u1", namespace="ml", grants={"main": grant}

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from governance import config, placement, quotas, scopes
 from governance.errors import ConfigError
+from governance.resources import Resources
 from governance.scopes import Scope
 from governance.storage import ledger, revisions, schema
 from governance.storage.source import SnapshotSource
@@ -290,7 +291,7 @@ def test_usage_recorded_by_the_ledger_blocks_a_lower_quota_until_released(store:
         queue="train",
         sku="a100-half",
         pool="a100",
-        amount=placement.grant_amount(grant),
+        amount=Resources.of_grant(grant),
     )
     reservation = ledger.reserve(
         store, org, demand=demand, request_uid="req-1", namespace="ml-dev", grants={"c": grant}

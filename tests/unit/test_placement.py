@@ -377,14 +377,14 @@ def test_grant_amount_is_counted_as_sold() -> None:
     g = placement.grant(
         ORG, target(), SliceRequest(count=2, custom=True, memory_mib=8 * GIB, compute_pct=30)
     )
-    assert placement.grant_amount(g) == Resources(slices=2, memory_mib=16 * GIB, compute_pct=60)
+    assert Resources.of_grant(g) == Resources(slices=2, memory_mib=16 * GIB, compute_pct=60)
     multi = placement.grant(ORG, target(), SliceRequest(count=3, sku="a100-x2"))
-    assert placement.grant_amount(multi) == Resources(
+    assert Resources.of_grant(multi) == Resources(
         slices=3, memory_mib=6 * 80 * GIB, compute_pct=600
     )
     # The ledger's demand and the grant agree.
     pool = ORG.pools["a100"]
-    assert placement.grant_amount(multi) == ORG.skus["a100-x2"].demand(3, pool)
+    assert Resources.of_grant(multi) == ORG.skus["a100-x2"].demand(3, pool)
 
 
 # -- pod_sku -------------------------------------------------------------------------------
