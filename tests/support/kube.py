@@ -20,6 +20,8 @@ from typing import Any
 from kubernetes import client
 
 from admission.kube import ApiStatusError
+from demo.models import parse
+from demo.models import serialise as serialise
 from demo.quantities import canonical_quantity as canonical_quantity
 from demo.quantities import canonical_resources as canonical_resources
 from governance import scopes
@@ -33,15 +35,6 @@ from tests.support.recorded import next_stream
 
 JSON = dict[str, Any]
 T0 = datetime(2026, 11, 27, 4, 0, tzinfo=UTC)
-
-
-_api = client.ApiClient()
-
-
-def serialise(model: Any) -> JSON:
-    """A model object as the API server's JSON."""
-    body: JSON = _api.sanitize_for_serialization(model)
-    return body
 
 
 # -- pods and watch events ---------------------------------------------------------------
@@ -88,7 +81,7 @@ def with_state(
     pod: client.V1Pod, *, resource_version: str, phase: str | None = None
 ) -> client.V1Pod:
     """The same pod at a later version (a deep copy through the API JSON)."""
-    copy = _api.deserialize(json.dumps(serialise(pod)), "V1Pod", "application/json")
+    copy = parse(serialise(pod), "V1Pod")
     copy.metadata.resource_version = resource_version
     if phase is not None:
         copy.status.phase = phase
@@ -197,7 +190,7 @@ class FakeLeaseServer:
             raise ApiStatusError(503, "Service Unavailable")
 
     def _store(self, name: str, body: JSON) -> JSON:
-        model = _api.deserialize(json.dumps(body), "V1Lease", "application/json")
+        model = parse(body, "V1Lease")
         if model.metadata.name != name:
             raise ApiStatusError(400, "name in body does not match the URL")
         model.metadata.resource_version = str(next(self._versions))
