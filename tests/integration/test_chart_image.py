@@ -16,12 +16,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from tests.support import extras
 
 pytestmark = pytest.mark.integration
 
@@ -68,26 +69,6 @@ def locked() -> dict[str, tuple[str, int]]:
     return pins
 
 
-def _requirements(extra: str, pyproject: dict[str, object]) -> list[Requirement]:
-    """gpupool[extra]'s requirements, its own extras expanded."""
-    project = pyproject["project"]
-    assert isinstance(project, dict)
-    out = [Requirement(r) for r in project["dependencies"]]
-    pending, seen = [extra], set()
-    while pending:
-        name = pending.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        for text in project["optional-dependencies"][name]:
-            requirement = Requirement(text)
-            if canonicalize_name(requirement.name) == "gpupool":
-                pending.extend(requirement.extras)
-            else:
-                out.append(requirement)
-    return out
-
-
 def test_dockerfile_is_clean_under_hadolint() -> None:
     result = subprocess.run(
         [_hadolint(), "--failure-threshold", "info", str(DOCKERFILE)],
@@ -117,10 +98,9 @@ def test_lock_pins_every_dependency_of_the_image_with_hashes() -> None:
     assert pins, "requirements/image.txt has no pins"
     unhashed = [name for name, (_, hashes) in pins.items() if hashes == 0]
     assert unhashed == []
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     environment = {"python_version": "3.11", "sys_platform": "linux", "extra": ""}
     problems = []
-    for requirement in [*_requirements("all", pyproject), Requirement("setuptools>=68")]:
+    for requirement in [*extras.requirements("all"), Requirement("setuptools>=68")]:
         if requirement.marker is not None and not requirement.marker.evaluate(environment):
             continue
         name = canonicalize_name(requirement.name)

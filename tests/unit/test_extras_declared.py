@@ -11,14 +11,15 @@ from __future__ import annotations
 import ast
 import re
 import sys
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
+
+from tests.support.extras import requirements
 
 ROOT = Path(__file__).resolve().parents[2]
-PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 OWN = {"governance", "admission", "exporter", "dashboard", "simulator", "demo", "bench"}
 
 # Each package, and the extras `pip install 'gpupool[...]'` names for its command.
@@ -33,25 +34,11 @@ PACKAGES = {
 
 
 def _name(requirement: str) -> str:
-    return re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+    return canonicalize_name(re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0])
 
 
 def _closure(extras: tuple[str, ...]) -> set[str]:
-    names = {_name(r) for r in PROJECT["dependencies"]}
-    todo = list(extras)
-    seen: set[str] = set()
-    while todo:
-        extra = todo.pop()
-        if extra in seen:
-            continue
-        seen.add(extra)
-        for requirement in PROJECT["optional-dependencies"][extra]:
-            own = re.fullmatch(r"gpupool\[([\w,-]+)\]", requirement)
-            if own:
-                todo += own.group(1).split(",")
-            else:
-                names.add(_name(requirement))
-    return names
+    return {canonicalize_name(r.name) for r in requirements(*extras)}
 
 
 def _imports(package: str) -> set[str]:
@@ -89,8 +76,7 @@ def test_every_module_a_package_imports_comes_with_its_extra(package: str) -> No
     missing = {
         module: distributions.get(module, [module])
         for module in sorted(_imports(package))
-        if not {d.lower().replace("_", "-") for d in distributions.get(module, [module])}
-        & installed
+        if not {canonicalize_name(d) for d in distributions.get(module, [module])} & installed
     }
     assert not missing, (
         f"{package}/ imports modules that `pip install 'gpupool[{','.join(PACKAGES[package])}]'`"
