@@ -6,6 +6,7 @@ compares a grouped run with a one-by-one run on random sequences runs on SQLite.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -367,10 +368,10 @@ def test_reserve_many_in_groups_decides_as_reserve_one_by_one(
 def test_postgresql_runs_one_text_per_statement_whatever_the_group_size(
     pg_database: str,
 ) -> None:
-    """On PostgreSQL a group's statements take arrays: the same texts for a group of 1,
-    3 or 7 (psycopg converts each once and prepares it on the server), and the usage
-    update and the allocations go in one statement (one round trip fewer while the
-    group's usage rows are locked)."""
+    """On PostgreSQL a group's statements take JSON arrays: the same texts for a group
+    of 1, 3 or 7 (psycopg converts each once and prepares it on the server), and the
+    usage update and the allocations go in one statement (one round trip fewer while
+    the group's usage rows are locked)."""
     store = Store(pg_database)
     texts: list[str] = []
 
@@ -393,3 +394,34 @@ def test_postgresql_runs_one_text_per_statement_whatever_the_group_size(
     finally:
         sa.event.remove(store.engine, "before_cursor_execute", seen)
         store.close()
+
+
+def test_texts_and_instants_reach_the_ledger_exactly_as_given(store: Store) -> None:
+    """A group's rows travel as JSON on PostgreSQL (and as parameters on SQLite): quotes,
+    backslashes, commas, braces and non-ASCII text, and instants to the microsecond,
+    come back as they were given."""
+    awkward = 'o\'brien "x" \\ {a,b} é漢 \t'
+    now = L.T0 + timedelta(microseconds=123457)
+    group = [
+        dataclasses.replace(
+            request(f'uid-{i},{{}}"', now=now),
+            subject=f"user:{awkward}{i}",
+            pod_name=f'pod,{i}"{{x}}',
+            fingerprint='f"p',
+        )
+        for i in range(2)
+    ]
+    out = ledger.reserve_many(store, ORG, group)
+    assert [r.allowed for r in out] == [True, True]
+    kept = {a.request_uid: a for a in ledger.list_allocations(store)}
+    for asked, answer in zip(group, out, strict=True):
+        got = kept[asked.request_uid]
+        assert got == answer.allocation
+        assert (got.subject, got.pod_name, got.fingerprint) == (
+            asked.subject,
+            asked.pod_name,
+            asked.fingerprint,
+        )
+        assert got.created_at == now and got.created_at.utcoffset() == timedelta(0)
+        assert got.expires_at == now + asked.ttl
+        assert got.grants == dict(asked.grants)
