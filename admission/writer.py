@@ -63,12 +63,20 @@ DEFAULT_TURNS: Final = 3
 
 
 def reserve_group(
-    store: Store, org: Org, requests: Sequence[ledger.ReserveRequest], *, wait: bool = True
+    store: Store,
+    org: Org,
+    requests: Sequence[ledger.ReserveRequest],
+    *,
+    wait: bool = True,
+    session: ledger.GroupSession | None = None,
 ) -> list[ledger.Reservation | Exception]:
     """One answer per request, from one transaction when it can be: a group that fails
     for any reason but an unreachable (or, with ``wait=False``, locked) store is retried
-    request by request, so that one bad request cannot fail the others."""
+    request by request, so that one bad request cannot fail the others. ``session``:
+    the calling thread's (its held connection), else the store's pool."""
     try:
+        if session is not None:
+            return list(session.reserve_many(org, requests, wait=wait))
         return list(ledger.reserve_many(store, org, requests, wait=wait))
     except (StoreUnavailable, StoreBusy) as exc:
         return [exc] * len(requests)
@@ -81,7 +89,7 @@ def reserve_group(
         return [
             outcome
             for request in requests
-            for outcome in reserve_group(store, org, [request], wait=wait)
+            for outcome in reserve_group(store, org, [request], wait=wait, session=session)
         ]
 
 
@@ -451,6 +459,9 @@ class ThreadGroupWriter(_LoopGroups):
         super().__init__(store, max_group=max_group, turns=turns)
         self.threads = threads
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix="gpupool-ledger-group")
+        self._local = threading.local()
+        self._sessions: list[ledger.GroupSession] = []
+        self._sessions_lock = threading.Lock()
         self._writing = 0
         self.groups = 0
         """Groups handed to the threads so far (each one transaction or more)."""
@@ -458,8 +469,22 @@ class ThreadGroupWriter(_LoopGroups):
         """Writes they carried."""
 
     def close(self) -> None:
-        """Wait for the groups being written, then stop the threads."""
+        """Wait for the groups being written, then stop the threads and give their
+        connections back."""
         self._executor.shutdown(wait=True)
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
+    def _session(self) -> ledger.GroupSession:
+        """The calling writer thread's session (its held connection on PostgreSQL)."""
+        session: ledger.GroupSession | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = ledger.GroupSession(self.store)
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
 
     def _ready(self) -> bool:
         # while every thread is busy, writes wait and form the next group
@@ -488,8 +513,11 @@ class ThreadGroupWriter(_LoopGroups):
     ) -> tuple[list[ledger.Reservation | Exception], Exception | None]:
         """In a thread: one transaction per organisation, one for the denials."""
         outcomes: list[ledger.Reservation | Exception] = []
+        session = self._session()
         for group in self._groups(reserves):
-            outcomes.extend(reserve_group(self.store, group[0][0], [r[1] for r in group]))
+            outcomes.extend(
+                reserve_group(self.store, group[0][0], [r[1] for r in group], session=session)
+            )
         denied: Exception | None = None
         if denials:
             try:

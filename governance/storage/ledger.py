@@ -35,9 +35,10 @@ import operator
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -51,7 +52,7 @@ from governance.quotas import Demand, QuotaDecision
 from governance.resources import RESOURCE_NAMES, ZERO, ResourceName, Resources
 from governance.scopes import Scope
 from governance.storage import schema
-from governance.storage.store import Store, utcnow
+from governance.storage.store import HeldConnection, Store, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -379,6 +380,10 @@ _SELECT_BY_REQUESTS = sa.select(_A).where(
     _A.c.request_uid.in_(sa.bindparam("uids", expanding=True))
 )
 _INSERT_DENIAL = schema.denials.insert()
+_D = schema.denials
+_DENIAL_COLUMNS = tuple(c.name for c in _D.columns if not c.primary_key)
+_ALLOCATION_COLUMNS = tuple(c.name for c in _A.columns)
+_INSTANT_COLUMNS = tuple(c.name for c in _A.columns if isinstance(c.type, schema.UTCDateTime))
 
 
 @dataclass(frozen=True)
@@ -421,7 +426,10 @@ class _DriverSql:
     lock_usage_any: str = ""
     """``lock_usage`` over one JSON array of scopes."""
     known_uids: str = ""
-    """The request uids of one JSON array that the ledger holds."""
+    """The allocations (every column, in the table's order) of the request uids of one
+    JSON array that the ledger holds."""
+    insert_denials: str = ""
+    """The denials of one JSON array of rows by column name."""
     record_any: str = ""
     """The usage deltas (one JSON array of objects: the scope and each resource) and
     the allocations (one JSON array of rows by column name) in one statement."""
@@ -441,8 +449,7 @@ class _DriverSql:
 _DRIVER_SQL: dict[tuple[str, str], _DriverSql] = {}
 
 
-def _driver_sql(conn: Connection) -> _DriverSql:
-    dialect = conn.dialect
+def _driver_sql(dialect: sa.Dialect) -> _DriverSql:
     key = (dialect.name, dialect.driver)
     found = _DRIVER_SQL.get(key)
     if found is not None:
@@ -511,8 +518,13 @@ def _driver_sql(conn: Connection) -> _DriverSql:
         ),
         record_any=record_any,
         known_uids=(
-            f"SELECT {q('request_uid')} FROM {alloc} WHERE {q('request_uid')} "
+            f"SELECT {', '.join(q(c) for c in columns)} FROM {alloc} WHERE {q('request_uid')} "
             f"IN (SELECT json_array_elements_text({mark}::json))"
+        ),
+        insert_denials=(
+            f"INSERT INTO {q(_D.name)} ({', '.join(q(c) for c in _DENIAL_COLUMNS)}) "
+            f"SELECT {', '.join(q(c) for c in _DENIAL_COLUMNS)} "
+            f"FROM json_populate_recordset(NULL::{q(_D.name)}, {mark}::json)"
         ),
     )
     _DRIVER_SQL[key] = found
@@ -545,9 +557,148 @@ def _allocation_row(alloc: Allocation) -> dict[str, Any]:
     }
 
 
-def _lock_usage(
-    store: Store, conn: Connection, keys: Iterable[Scope], *, create: bool = True
-) -> dict[Scope, Resources]:
+class _Tx:
+    """The statements of a reservation's transaction, on one database: the usage rows
+    to lock and create, the allocations the ledger already holds for some request uids,
+    and the writes of a group. :class:`_SqliteTx` runs them through SQLAlchemy,
+    :class:`_PgTx` on psycopg's own cursor."""
+
+    creates_in_place: bool = False
+    """Whether a missing usage row is created inside the transaction that needs it."""
+
+    def usage_rows(self, keys: Sequence[str]) -> Sequence[Sequence[Any]]:
+        """(scope, amount per resource) of the rows of ``keys`` that exist, locked."""
+        raise NotImplementedError
+
+    def create_usage(self, keys: Sequence[str]) -> None:
+        raise NotImplementedError
+
+    def known(self, uids: Sequence[str]) -> list[Allocation]:
+        """The entries of the request uids that the ledger holds (seldom any: the API
+        server's retries)."""
+        raise NotImplementedError
+
+    def record(
+        self, added: Mapping[Scope, Sequence[int]], allocations: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Add each scope's amounts to its row and insert the allocations."""
+        raise NotImplementedError
+
+    def deny(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        raise NotImplementedError
+
+
+class _SqliteTx(_Tx):
+    """SQLite, through a SQLAlchemy connection (its statements are CPU work of
+    microseconds; SQLAlchemy's share is small)."""
+
+    creates_in_place = True
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.sql = _driver_sql(conn.dialect)
+
+    def usage_rows(self, keys: Sequence[str]) -> Sequence[Sequence[Any]]:
+        sql = self.sql
+        statement = sql.lock_usage.format(marks=", ".join(sql.placeholder for _ in keys))
+        return self.conn.exec_driver_sql(statement, tuple(keys)).all()
+
+    def create_usage(self, keys: Sequence[str]) -> None:
+        self.conn.exec_driver_sql(self.sql.create_usage, [(k,) for k in keys])
+
+    def known(self, uids: Sequence[str]) -> list[Allocation]:
+        rows = self.conn.execute(_SELECT_BY_REQUESTS, {"uids": list(uids)}).mappings()
+        return [_row_to_allocation(row) for row in rows]
+
+    def record(
+        self, added: Mapping[Scope, Sequence[int]], allocations: Sequence[Mapping[str, Any]]
+    ) -> None:
+        if added:
+            _add_deltas(self.conn, added)
+        if allocations:
+            sql = self.sql
+            self.conn.exec_driver_sql(
+                sql.insert_allocation.format(
+                    rows=", ".join(sql.insert_allocation_row for _ in allocations)
+                ),
+                tuple(sql.allocation_params(allocations)),
+            )
+
+    def deny(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        self.conn.execute(_INSERT_DENIAL, list(rows))
+
+
+class _PgTx(_Tx):
+    """PostgreSQL, on psycopg's own cursor: every list in one JSON parameter (see
+    :attr:`_DriverSql.json_params`), no SQLAlchemy between (its statement and result
+    objects cost a writer thread as much as the statements). The driver's errors come
+    out as SQLAlchemy's (:meth:`Store.driver_error`), for the store to translate."""
+
+    def __init__(self, store: Store, cursor: Any) -> None:
+        self.store = store
+        self.cursor = cursor
+        self.sql = _driver_sql(store.engine.dialect)
+        self._errors = store.engine.dialect.loaded_dbapi.Error
+
+    @classmethod
+    def on(cls, store: Store, conn: Connection) -> _PgTx:
+        """On the driver's connection under a SQLAlchemy transaction."""
+        driver = conn.connection.driver_connection
+        assert driver is not None, "a connection in a transaction has its driver's"
+        return cls(store, driver.cursor())
+
+    def _run(self, statement: str, params: Sequence[Any]) -> Any:
+        try:
+            return self.cursor.execute(statement, params)
+        except self._errors as exc:
+            raise self.store.driver_error(exc, self.cursor.connection) from exc
+
+    def usage_rows(self, keys: Sequence[str]) -> Sequence[Sequence[Any]]:
+        rows: list[tuple[Any, ...]] = self._run(
+            self.sql.lock_usage_any, (json.dumps(list(keys)),)
+        ).fetchall()
+        return rows
+
+    def create_usage(self, keys: Sequence[str]) -> None:
+        try:
+            self.cursor.executemany(self.sql.create_usage, [(k,) for k in keys])
+        except self._errors as exc:
+            raise self.store.driver_error(exc, self.cursor.connection) from exc
+
+    def known(self, uids: Sequence[str]) -> list[Allocation]:
+        rows = self._run(self.sql.known_uids, (json.dumps(list(uids)),)).fetchall()
+        found = []
+        for row in rows:
+            named = dict(zip(_ALLOCATION_COLUMNS, row, strict=True))
+            for name in _INSTANT_COLUMNS:  # the session's time zone, as UTC
+                if named[name] is not None:
+                    named[name] = named[name].astimezone(UTC)
+            found.append(_row_to_allocation(named))
+        return found
+
+    def record(
+        self, added: Mapping[Scope, Sequence[int]], allocations: Sequence[Mapping[str, Any]]
+    ) -> None:
+        if not added and not allocations:
+            return
+        deltas = [
+            {"scope": key.key, **dict(zip(RESOURCE_NAMES, delta, strict=True))}
+            for key, delta in added.items()
+        ]
+        self._run(
+            self.sql.record_any,
+            (json.dumps(deltas), json.dumps(allocations, default=_json_instant)),
+        )
+
+    def deny(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        self._run(self.sql.insert_denials, (json.dumps(list(rows), default=_json_instant),))
+
+
+def _tx(store: Store, conn: Connection) -> _Tx:
+    return _SqliteTx(conn) if store.is_sqlite else _PgTx.on(store, conn)
+
+
+def _lock_usage(tx: _Tx, keys: Iterable[Scope], *, create: bool = True) -> dict[Scope, Resources]:
     """Lock the usage rows of ``keys``, in sorted order, and return them (``create``
     False: a missing row is left out, which reads as zero, for a dry run that writes
     nothing).
@@ -561,14 +712,13 @@ def _lock_usage(
     SQLite serialises writers (``BEGIN IMMEDIATE``): there the rows are created in
     place."""
     ordered = sorted(set(keys))
-    found = _read_usage_rows(conn, ordered)
+    found = _read_usage_rows(tx, ordered)
     missing = [k for k in ordered if k not in found]
     if missing and create:
-        if not store.is_sqlite:
+        if not tx.creates_in_place:
             raise _MissingUsage(missing)
-        sql = _driver_sql(conn)
-        conn.exec_driver_sql(sql.create_usage, [(k.key,) for k in missing])
-        found.update(_read_usage_rows(conn, missing))
+        tx.create_usage([k.key for k in missing])
+        found.update(_read_usage_rows(tx, missing))
     return found
 
 
@@ -587,26 +737,40 @@ CONFLICT_BACKOFF_S = 0.01
 """The first pause before a run again (doubling, with full jitter)."""
 
 _T = TypeVar("_T")
+_C = TypeVar("_C")
 
 
 def _write(store: Store, work: Callable[[Connection], _T], *, wait: bool = True) -> _T:
-    """``work`` in one write transaction, run again when it needs usage rows created
-    first (:class:`_MissingUsage`: created in their own short transaction, in sorted
-    order, ``ON CONFLICT DO NOTHING``), or when PostgreSQL rolled it back to break a
-    deadlock or a serialisation conflict (at most :data:`CONFLICT_ATTEMPTS` runs)."""
+    """``work`` in one write transaction of the store (see :func:`_run`)."""
+
+    def create(keys: Sequence[str]) -> None:
+        with store.write(wait=wait) as conn:
+            _tx(store, conn).create_usage(keys)
+
+    return _run(lambda: store.write(wait=wait), work, create)
+
+
+def _run(
+    begin: Callable[[], AbstractContextManager[_C]],
+    work: Callable[[_C], _T],
+    create: Callable[[Sequence[str]], None],
+) -> _T:
+    """``work`` in the write transaction that ``begin`` opens, run again when it needs
+    usage rows created first (:class:`_MissingUsage`: ``create`` makes them in their
+    own short transaction, in sorted order, ``ON CONFLICT DO NOTHING``), or when
+    PostgreSQL rolled it back to break a deadlock or a serialisation conflict (at most
+    :data:`CONFLICT_ATTEMPTS` runs)."""
     conflicts = 0
     creations = 0
     while True:
         try:
-            with store.write(wait=wait) as conn:
-                return work(conn)
+            with begin() as tx:
+                return work(tx)
         except _MissingUsage as missing:
             creations += 1
             if creations > len(missing.keys) + 2:  # each run creates what it found missing
                 raise StoreError(f"could not create the ledger's {missing}") from None
-            with store.write(wait=wait) as conn:
-                sql = _driver_sql(conn)
-                conn.exec_driver_sql(sql.create_usage, [(k.key,) for k in sorted(missing.keys)])
+            create([k.key for k in sorted(missing.keys)])
         except StoreConflict:
             conflicts += 1
             if conflicts >= CONFLICT_ATTEMPTS:
@@ -614,15 +778,10 @@ def _write(store: Store, work: Callable[[Connection], _T], *, wait: bool = True)
             time.sleep(random.uniform(0, CONFLICT_BACKOFF_S * 2**conflicts))
 
 
-def _read_usage_rows(conn: Connection, ordered: Sequence[Scope]) -> dict[Scope, Resources]:
+def _read_usage_rows(tx: _Tx, ordered: Sequence[Scope]) -> dict[Scope, Resources]:
     """The rows of ``ordered`` that exist, locked (read by exact key)."""
-    sql = _driver_sql(conn)
     by_key = {scope.key: scope for scope in ordered}
-    if sql.json_params:
-        rows = conn.exec_driver_sql(sql.lock_usage_any, (json.dumps(list(by_key)),)).all()
-    else:
-        statement = sql.lock_usage.format(marks=", ".join(sql.placeholder for _ in ordered))
-        rows = conn.exec_driver_sql(statement, tuple(by_key)).all()
+    rows = tx.usage_rows(list(by_key))
     return {by_key[key]: Resources(values) for key, *values in rows}
 
 
@@ -690,7 +849,7 @@ def reserve(
     )
 
     def work(conn: Connection) -> Reservation:
-        (reservation,) = _reserve_in(store, conn, org, [request], dry_run=dry_run)
+        (reservation,) = _reserve_in(_tx(store, conn), org, [request], dry_run=dry_run)
         if dry_run:
             conn.rollback()
         return reservation
@@ -717,34 +876,78 @@ def reserve_many(
     if not requests:
         return []
     return _write(
-        store, lambda conn: _reserve_in(store, conn, org, requests, dry_run=False), wait=wait
+        store,
+        lambda conn: _reserve_in(_tx(store, conn), org, requests, dry_run=False),
+        wait=wait,
     )
 
 
+class GroupSession:
+    """:func:`reserve_many` for one writer thread, which calls it again and again.
+
+    On PostgreSQL the session holds a connection (:class:`~governance.storage.store.HeldConnection`)
+    and runs each group on psycopg's own cursor: the pool's checkout and liveness ping
+    and SQLAlchemy's objects cost a group more CPU than its statements. A group that
+    fails because the held connection broke (the server restarted, a proxy dropped an
+    idle connection) runs once more on a fresh one: it committed nothing that the run
+    again does not find (a request uid in the ledger is replayed, not charged twice).
+    On SQLite it is :func:`reserve_many`. Not thread-safe: one per thread."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._held: HeldConnection | None = None if store.is_sqlite else store.hold()
+
+    def reserve_many(
+        self, org: Org, requests: Sequence[ReserveRequest], *, wait: bool = True
+    ) -> list[Reservation]:
+        held = self._held
+        if held is None:
+            return reserve_many(self.store, org, requests, wait=wait)
+        if not requests:
+            return []
+        store = self.store
+
+        @contextmanager
+        def begin() -> Iterator[_Tx]:
+            with held.transaction() as cursor:
+                yield _PgTx(store, cursor)
+
+        def create(keys: Sequence[str]) -> None:
+            with begin() as tx:
+                tx.create_usage(keys)
+
+        while True:
+            fresh = held.broken  # the next transaction checks a connection out (and pings it)
+            try:
+                return _run(begin, lambda tx: _reserve_in(tx, org, requests, dry_run=False), create)
+            except StoreUnavailable:
+                if fresh or not held.broken:
+                    raise
+                log.warning(
+                    "the ledger's held connection broke; running the group again on a new one"
+                )
+
+    def close(self) -> None:
+        if self._held is not None:
+            self._held.close()
+
+
 def _reserve_in(
-    store: Store,
-    conn: Connection,
+    tx: _Tx,
     org: Org,
     requests: Sequence[ReserveRequest],
     *,
     dry_run: bool,
 ) -> list[Reservation]:
-    sql = _driver_sql(conn)
     uids = sorted({r.request_uid for r in requests})
-    if sql.json_params:
-        # the request uids seen before (rare: the API server's retries), then their rows
-        known = conn.exec_driver_sql(sql.known_uids, (json.dumps(uids),)).scalars().all()
-        rows = conn.execute(_SELECT_BY_REQUESTS, {"uids": known}).mappings() if known else ()
-    else:
-        rows = conn.execute(_SELECT_BY_REQUESTS, {"uids": uids}).mappings()
-    seen: dict[str, Allocation] = {row["request_uid"]: _row_to_allocation(row) for row in rows}
+    seen: dict[str, Allocation] = {a.request_uid: a for a in tx.known(uids)}
     # One locking read of every request's scopes (read by exact key: no collation
     # dependence). A request that borrows also needs its department's other queues:
     # they are read (and locked) when one does. Locking them then cannot deadlock:
     # every change inside a department holds the department row, which sorts first
     # and is already held.
     paths = [request.demand.path.locked for request in requests]
-    view = _lock_usage(store, conn, {key for keys in paths for key in keys}, create=not dry_run)
+    view = _lock_usage(tx, {key for keys in paths for key in keys}, create=not dry_run)
     siblings_read: set[str] = set()
     added: dict[Scope, list[int]] = {}  # per scope, an amount per resource
     allocations: list[dict[str, Any]] = []
@@ -768,7 +971,7 @@ def _reserve_in(
             siblings_read.add(demand.department)
             others = [key for key in quotas.siblings(org, demand) if key not in view]
             if others:
-                view.update(_lock_usage(store, conn, others, create=not dry_run))
+                view.update(_lock_usage(tx, others, create=not dry_run))
         decision = quotas.evaluate(org, demand, view)
         now = request.now or utcnow()
         if dry_run:
@@ -828,26 +1031,10 @@ def _reserve_in(
         allocations.append(_allocation_row(alloc))
         seen[request.request_uid] = alloc
         out.append(Reservation(decision=decision, allocation=alloc))
-    if sql.json_params and allocations:
-        deltas = [
-            {"scope": key.key, **dict(zip(RESOURCE_NAMES, delta, strict=True))}
-            for key, delta in added.items()
-        ]
-        conn.exec_driver_sql(
-            sql.record_any, (json.dumps(deltas), json.dumps(allocations, default=_json_instant))
-        )
-    else:
-        if added:
-            _add_deltas(conn, added)
-        if allocations:
-            conn.exec_driver_sql(
-                sql.insert_allocation.format(
-                    rows=", ".join(sql.insert_allocation_row for _ in allocations)
-                ),
-                tuple(sql.allocation_params(allocations)),
-            )
+    if allocations:
+        tx.record(added, allocations)
     if denials:
-        conn.execute(_INSERT_DENIAL, denials)
+        tx.deny(denials)
     return out
 
 
@@ -861,7 +1048,7 @@ def _json_instant(value: Any) -> str:
 
 def _add_deltas(conn: Connection, deltas: Mapping[Scope, Sequence[int]]) -> None:
     """Add an amount per resource to each scope's row, in one statement."""
-    sql = _driver_sql(conn)
+    sql = _driver_sql(conn.dialect)
     ordered = sorted(deltas.items())
     params: list[Any] = []
     for key, delta in ordered:
@@ -913,7 +1100,7 @@ def bind(
             return alloc
         if alloc.state is State.EXPIRED:
             keys = _demand_of(alloc).path.locked
-            _lock_usage(store, conn, keys)
+            _lock_usage(_tx(store, conn), keys)
             _add_usage(conn, keys, alloc.amount)
         values = {
             "state": State.BOUND.value,
@@ -946,7 +1133,7 @@ def release(
         if not alloc.state.live:
             return alloc
         keys = _demand_of(alloc).path.locked
-        _lock_usage(store, conn, keys)
+        _lock_usage(_tx(store, conn), keys)
         _add_usage(conn, keys, -alloc.amount)
         values = {"state": state.value, "ended_at": at}
         conn.execute(t.update().where(t.c.id == allocation_id).values(**values))
@@ -985,7 +1172,7 @@ def record_duplicate(
         if found is not None:
             return _row_to_allocation(found), False
         keys = _demand_of(claimed).path.locked
-        _lock_usage(store, conn, keys)
+        _lock_usage(_tx(store, conn), keys)
         _add_usage(conn, keys, claimed.amount)
         alloc = dataclasses.replace(
             claimed,
@@ -1044,7 +1231,7 @@ def expire(
                 for i, value in enumerate(values):
                     delta[i] -= value
         if given_back:
-            _lock_usage(store, conn, sorted(given_back))
+            _lock_usage(_tx(store, conn), sorted(given_back))
             _add_deltas(conn, given_back)
         return sorted(expired, key=lambda a: (a.created_at, a.id))
 

@@ -525,6 +525,38 @@ class Store:
                     conn.info["no_wait"] = False
                     _set_busy_timeout(conn, self._busy_ms)
 
+    def hold(self) -> HeldConnection:
+        """A PostgreSQL connection for one thread's write transactions, kept between
+        them (see :class:`HeldConnection`)."""
+        if self.is_sqlite:
+            raise ValueError("a held connection is PostgreSQL's: SQLite writes in place")
+        return HeldConnection(self)
+
+    def driver_error(self, exc: Exception, connection: Any = None) -> DBAPIError:
+        """``exc``, an error of the database driver raised by a statement run on the
+        driver's own connection, as SQLAlchemy would have raised it (what
+        :meth:`_translate` and the callers tell apart by its SQLSTATE)."""
+        dialect = self.engine.dialect
+        disconnect = bool(dialect.is_disconnect(exc, connection, None))  # type: ignore[arg-type]
+        error = DBAPIError.instance(
+            None,
+            None,
+            exc,
+            dialect.loaded_dbapi.Error,
+            hide_parameters=True,
+            dialect=dialect,
+            connection_invalidated=disconnect,
+        )
+        assert isinstance(error, DBAPIError)  # exc is the driver's: never a StatementError
+        return error
+
+    @contextmanager
+    def translated(self) -> Iterator[None]:
+        """The store's errors (:class:`~governance.errors.StoreError` and its kinds) for
+        SQLAlchemy's within the block."""
+        with self._translate():
+            yield
+
     @contextmanager
     def read(self) -> Iterator[Connection]:
         with self._translate(), self.engine.connect() as conn, conn.begin():
@@ -611,3 +643,90 @@ def checksum_of(document: dict[str, Any]) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+class HeldConnection:
+    """A PostgreSQL connection that one thread keeps for its write transactions.
+
+    The group commit's writer threads write a transaction every few milliseconds.
+    Taking a pooled connection for each cost more CPU than the transaction's own
+    statements: the pool's checkout, its liveness ping (one more round trip),
+    SQLAlchemy's transaction and result objects. A held connection is checked out of
+    the store's pool once (pinged then, with the pool's timeouts and session settings)
+    and runs each transaction on the driver's own connection (psycopg), its errors
+    translated as every other statement's are. A connection that breaks is thrown away
+    and the next transaction checks out a fresh one; a transaction that failed on it
+    committed nothing it could not find again (the ledger's writes are idempotent by
+    request uid), so the caller may run it again.
+
+    Not thread-safe: one per thread (see ``admission.writer.ThreadGroupWriter``)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._pooled: Any = None
+        self.checkouts = 0
+        """Connections taken from the pool so far (one, unless one broke)."""
+
+    @property
+    def driver_connection(self) -> Any:
+        """The driver's connection, checked out of the pool when none is held."""
+        if self._pooled is None:
+            with self.store.translated():
+                self._pooled = self.store.engine.raw_connection()
+            self.checkouts += 1
+        return self._pooled.driver_connection
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A cursor in a transaction, committed at the end of the block and rolled back
+        when the block raises; the driver's errors come out as the store's."""
+        with self.store.translated():
+            conn = self.driver_connection
+            try:
+                with conn.cursor() as cursor:
+                    yield cursor
+                conn.commit()
+            except BaseException as exc:
+                driver = exc.orig if isinstance(exc, DBAPIError) else exc
+                self._after_failure(conn, exc)
+                if isinstance(exc, DBAPIError):
+                    raise
+                if isinstance(driver, self.store.engine.dialect.loaded_dbapi.Error):
+                    raise self.store.driver_error(driver, conn) from exc
+                raise
+
+    def _after_failure(self, conn: Any, exc: BaseException) -> None:
+        try:
+            conn.rollback()
+        except Exception:
+            log.debug("rollback on a held connection failed", exc_info=True)
+        broken = conn.closed or conn.broken
+        if isinstance(exc, DBAPIError):
+            broken = broken or exc.connection_invalidated
+        elif isinstance(exc, self.store.engine.dialect.loaded_dbapi.Error):
+            broken = broken or bool(self.store.engine.dialect.is_disconnect(exc, conn, None))
+        if broken:
+            self.discard(exc)
+
+    @property
+    def broken(self) -> bool:
+        """Whether no connection is held (none yet, or the last one broke)."""
+        return self._pooled is None
+
+    def discard(self, exc: BaseException | None = None) -> None:
+        """Throw the held connection away (the pool opens a new one when asked)."""
+        pooled, self._pooled = self._pooled, None
+        if pooled is not None:
+            try:
+                pooled.invalidate(exc if isinstance(exc, Exception) else None)
+            except Exception:
+                log.debug("invalidating a held connection failed", exc_info=True)
+
+    def close(self) -> None:
+        """Give the connection back to the pool."""
+        pooled, self._pooled = self._pooled, None
+        if pooled is not None:
+            try:
+                pooled.close()
+            except Exception:
+                log.debug("returning a held connection failed", exc_info=True)

@@ -366,33 +366,46 @@ def test_reserve_many_in_groups_decides_as_reserve_one_by_one(
 
 
 def test_postgresql_runs_one_text_per_statement_whatever_the_group_size(
-    pg_database: str,
+    pg_database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On PostgreSQL a group's statements take JSON arrays: the same texts for a group
     of 1, 3 or 7 (psycopg converts each once and prepares it on the server), and the
     usage update and the allocations go in one statement (one round trip fewer while
-    the group's usage rows are locked)."""
+    the group's usage rows are locked). Counted where psycopg's cursor runs them, on
+    the one-call path and on a writer thread's session alike."""
+    import psycopg
+
     store = Store(pg_database)
     texts: list[str] = []
+    execute = psycopg.Cursor.execute
 
-    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        texts.append(statement)
+    def seen(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        texts.append(str(query))
+        return execute(cursor, query, *args, **kwargs)
 
+    session = ledger.GroupSession(store)
     try:
         ledger.reserve_many(store, ORG, [request("warm", department="cv", queue="main")])
-        sa.event.listen(store.engine, "before_cursor_execute", seen)
-        by_size: dict[int, set[str]] = {}
-        for size in (1, 3, 7):
-            texts.clear()
-            group = [request(f"g{size}-{i}", department="cv", queue="main") for i in range(size)]
-            out = ledger.reserve_many(store, ORG, group)
-            assert [r.allowed for r in out] == [True] * size
-            by_size[size] = set(texts)
-        assert by_size[1] == by_size[3] == by_size[7]
-        assert len(by_size[7]) == 3, sorted(by_size[7])  # uids, lock usage, record
-        assert len(ledger.list_allocations(store)) == 1 + 1 + 3 + 7
+        monkeypatch.setattr(psycopg.Cursor, "execute", seen)
+        for name, reserve in (
+            ("call", lambda g: ledger.reserve_many(store, ORG, g)),
+            ("session", lambda g: session.reserve_many(ORG, g)),
+        ):
+            by_size: dict[int, set[str]] = {}
+            for size in (1, 3, 7):
+                texts.clear()
+                group = [
+                    request(f"{name}{size}-{i}", department="cv", queue="main")
+                    for i in range(size)
+                ]
+                out = reserve(group)
+                assert [r.allowed for r in out] == [True] * size
+                by_size[size] = {t for t in texts if "allocations" in t or "usage" in t}
+            assert by_size[1] == by_size[3] == by_size[7]
+            assert len(by_size[7]) == 3, sorted(by_size[7])  # uids, lock usage, record
+        assert len(ledger.list_allocations(store)) == 1 + 2 * (1 + 3 + 7)
     finally:
-        sa.event.remove(store.engine, "before_cursor_execute", seen)
+        session.close()
         store.close()
 
 
