@@ -450,7 +450,7 @@ class ThreadGroupWriter(_LoopGroups):
         self,
         store: Store,
         *,
-        threads: int = 2,
+        threads: int = 1,
         max_group: int = DEFAULT_MAX_GROUP,
         turns: int = DEFAULT_TURNS,
     ) -> None:
