@@ -68,15 +68,6 @@ from governance.storage.store import Store, utcnow
 
 log = logging.getLogger(__name__)
 
-POSTGRES_WRITER_THREADS = 1
-"""Threads that write the PostgreSQL group commit's groups. One: every reservation in
-a pool locks the pool's usage row, so a second group written beside the first waited
-for the first's locks, while each group's fixed costs (its transaction, its round
-trips, a thread's turn at the GIL) were paid twice as often, on smaller groups. With
-one thread a group gathers what arrives while the previous one is written, which also
-absorbs a slower network (more waits, larger groups). Closed loop on 2 cores, four
-interleaved runs each: pg/floor 0.245-0.267 (mean 0.253) with one thread, 0.228-0.242
-(mean 0.236) with two."""
 DEFAULT_TRUSTED_CONTROLLERS = (
     "system:serviceaccount:kube-system:*",
     "system:kube-controller-manager",
@@ -98,15 +89,12 @@ class Settings:
     reservation_ttl: timedelta = ledger.DEFAULT_TTL
     """How long a reservation waits for its pod before the reconciler expires it."""
     writer_threads: int | None = None
-    """Threads that commit ledger writes (reservations, denials), each committing the
-    writes of concurrent requests in groups (:mod:`admission.writer`). SQLite takes one
-    writer at a time: there it is 1; on PostgreSQL :data:`POSTGRES_WRITER_THREADS`.
-    None: chosen by the store."""
+    """Threads that commit the ledger writes of the blocking path (:meth:`Admitter.admit`:
+    the CLI, tests), each committing the writes of concurrent requests in groups
+    (:class:`~admission.writer.LedgerWriter`). None: one (SQLite takes one writer at a
+    time; on PostgreSQL every reservation in a pool locks the pool's row)."""
     max_group: int = group_commit.DEFAULT_MAX_GROUP
     """Reservations committed in one transaction at most."""
-    inline_sqlite: bool = True
-    """On SQLite, :meth:`Admitter.admit_async` commits on the event loop itself
-    (:class:`~admission.writer.InlineWriter`) rather than in the writer thread."""
     warm_rbac: bool = True
     """Warm each new configuration revision's policy in the background
     (:func:`governance.rbac.warm`), so that the first pod of each department does not
@@ -159,7 +147,8 @@ class Admitter:
         self._writer: group_commit.LedgerWriter | None = None
         self._writer_lock = threading.Lock()
         self._inline: group_commit.InlineWriter | None = None
-        self._grouped: group_commit.ThreadGroupWriter | None = None
+        self._on_loop: group_commit.LoopGroupWriter | None = None
+        self._on_loop_of: asyncio.AbstractEventLoop | None = None
 
     @property
     def writer(self) -> group_commit.LedgerWriter:
@@ -170,9 +159,7 @@ class Admitter:
             return current
         with self._writer_lock:
             if self._writer is None:
-                threads = self.settings.writer_threads
-                if threads is None:
-                    threads = 1 if self.store.is_sqlite else POSTGRES_WRITER_THREADS
+                threads = self.settings.writer_threads or 1
                 self._writer = group_commit.LedgerWriter(
                     self.store, threads=threads, max_group=self.settings.max_group
                 )
@@ -189,34 +176,40 @@ class Admitter:
         return self._inline
 
     @property
-    def group_writer(self) -> group_commit.ThreadGroupWriter:
-        """The group commit of the event loop for PostgreSQL: groups form on the loop
-        and each is written by a thread (:attr:`Settings.writer_threads` of them)."""
-        if self._grouped is None:
-            threads = self.settings.writer_threads or POSTGRES_WRITER_THREADS
-            self._grouped = group_commit.ThreadGroupWriter(
-                self.store, threads=threads, max_group=self.settings.max_group
+    def loop_writer(self) -> group_commit.LoopGroupWriter:
+        """The group commit on the running event loop for PostgreSQL (one per loop: its
+        connection belongs to the loop that opened it)."""
+        loop = asyncio.get_running_loop()
+        if self._on_loop is None or self._on_loop_of is not loop:
+            self._on_loop = group_commit.LoopGroupWriter(
+                self.store, max_group=self.settings.max_group
             )
-        return self._grouped
+            self._on_loop_of = loop
+        return self._on_loop
+
+    async def aclose(self) -> None:
+        """Write what the event loop's group commit holds and close its connection (the
+        server calls it on its loop before :meth:`close`)."""
+        if self._on_loop is not None and self._on_loop_of is asyncio.get_running_loop():
+            writer, self._on_loop = self._on_loop, None
+            await writer.aclose()
 
     def writer_counts(self) -> dict[str, tuple[int, int]]:
         """(transactions, writes) of each group-commit writer started so far."""
         counts = {}
         if self._inline is not None:
             counts["loop"] = (self._inline.groups, self._inline.requests)
-        if self._grouped is not None:
-            counts["loop-threads"] = (self._grouped.groups, self._grouped.requests)
+        if self._on_loop is not None:
+            counts["loop-postgres"] = (self._on_loop.groups, self._on_loop.requests)
         if self._writer is not None:
             counts["thread"] = (self._writer.groups, self._writer.requests)
         return counts
 
     def close(self) -> None:
-        """Write what is queued and stop the writer threads."""
+        """Write what is queued and stop the blocking path's writer thread (the event
+        loop's group commit closes with :meth:`aclose`)."""
         with self._writer_lock:
             current, self._writer = self._writer, None
-            grouped, self._grouped = self._grouped, None
-        if grouped is not None:
-            grouped.close()
         if current is not None:
             current.close()
 
@@ -296,10 +289,10 @@ class Admitter:
     async def admit_async(self, request: Request, pod: Pod) -> Response:
         """:meth:`admit` for a GPU pod CREATE (``quick`` answered None), on an event
         loop: the decision runs on the loop, the ledger writes are group-committed on
-        the loop itself for SQLite (:class:`~admission.writer.InlineWriter`, never
-        waiting for a lock); for PostgreSQL the groups form on the loop and threads
-        write them (:class:`~admission.writer.ThreadGroupWriter`), and the reads it
-        answers over the network run in a worker thread. Answered within
+        the loop itself, for SQLite in place (:class:`~admission.writer.InlineWriter`,
+        never waiting for a lock), for PostgreSQL over psycopg's asynchronous
+        connection (:class:`~admission.writer.LoopGroupWriter`); the reads it answers
+        over the network run in a worker thread. Answered within
         :attr:`Settings.request_budget_s`."""
         budget = self.settings.request_budget_s
         try:
@@ -376,7 +369,7 @@ class Admitter:
         return None
 
     async def _do_async(self, step: _Step) -> object:
-        inline = self.store.is_sqlite and self.settings.inline_sqlite
+        inline = self.store.is_sqlite
         if isinstance(step, _Lookup):
             if inline:  # a WAL reader never waits for a writer
                 return ledger.get(self.store, step.allocation_id)
@@ -399,8 +392,8 @@ class Admitter:
 
     def _loop_writer(
         self, inline: bool
-    ) -> group_commit.InlineWriter | group_commit.ThreadGroupWriter:
-        return self.inline_writer if inline else self.group_writer
+    ) -> group_commit.InlineWriter | group_commit.LoopGroupWriter:
+        return self.inline_writer if inline else self.loop_writer
 
     def warm_up(self) -> None:
         """Warm the policy of the configuration in force now, in this thread (the

@@ -19,9 +19,9 @@ Requests that need no store (non-GPU pods, UPDATEs, other kinds) are answered on
 event loop. A GPU pod CREATE is decided on the loop too, and its ledger writes are
 group-committed (:mod:`admission.writer`): on the loop itself for SQLite, which never
 waits there for a lock (a group that finds the lock taken goes to a writer thread);
-for PostgreSQL the groups form on the loop and threads write them, and its reads run
-in worker threads. So a slow or hung store never stalls ``/healthz`` or the non-GPU
-path.
+for PostgreSQL on the loop too, over psycopg's asynchronous connection (every
+statement awaited), and its reads run in worker threads. So a slow or hung store never
+stalls ``/healthz`` or the non-GPU path.
 """
 
 from __future__ import annotations
@@ -303,6 +303,7 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         # the ledger writes still queued are committed before the process ends
+        await admitter.aclose()
         await anyio.to_thread.run_sync(admitter.close)
 
     app = FastAPI(

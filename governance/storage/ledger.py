@@ -27,6 +27,7 @@ On SQLite the transaction starts with ``BEGIN IMMEDIATE``, which serialises writ
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import json
@@ -35,8 +36,8 @@ import operator
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -52,7 +53,7 @@ from governance.quotas import Demand, QuotaDecision
 from governance.resources import RESOURCE_NAMES, ZERO, ResourceName, Resources
 from governance.scopes import Scope
 from governance.storage import schema
-from governance.storage.store import HeldConnection, Store, utcnow
+from governance.storage.store import Store, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -631,8 +632,9 @@ class _SqliteTx(_Tx):
 class _PgTx(_Tx):
     """PostgreSQL, on psycopg's own cursor: every list in one JSON parameter (see
     :attr:`_DriverSql.json_params`), no SQLAlchemy between (its statement and result
-    objects cost a writer thread as much as the statements). The driver's errors come
-    out as SQLAlchemy's (:meth:`Store.driver_error`), for the store to translate."""
+    objects cost a group as much as the statements). The driver's errors come
+    out as SQLAlchemy's (:meth:`Store.driver_error`), for the store to translate.
+    :class:`_AsyncPgTx` is the same on an event loop."""
 
     def __init__(self, store: Store, cursor: Any) -> None:
         self.store = store
@@ -647,16 +649,15 @@ class _PgTx(_Tx):
         assert driver is not None, "a connection in a transaction has its driver's"
         return cls(store, driver.cursor())
 
-    def _run(self, statement: str, params: Sequence[Any]) -> Any:
+    def _run(self, statement: str, params: Sequence[Any], *, rows: bool = False) -> Any:
         try:
-            return self.cursor.execute(statement, params)
+            self.cursor.execute(statement, params)
+            return self.cursor.fetchall() if rows else None
         except self._errors as exc:
             raise self.store.driver_error(exc, self.cursor.connection) from exc
 
     def usage_rows(self, keys: Sequence[str]) -> Sequence[Sequence[Any]]:
-        rows: list[tuple[Any, ...]] = self._run(
-            self.sql.lock_usage_any, (json.dumps(list(keys)),)
-        ).fetchall()
+        rows: list[tuple[Any, ...]] = self._run(self.sql.lock_usage_any, _pg_list(keys), rows=True)
         return rows
 
     def create_usage(self, keys: Sequence[str]) -> None:
@@ -666,32 +667,90 @@ class _PgTx(_Tx):
             raise self.store.driver_error(exc, self.cursor.connection) from exc
 
     def known(self, uids: Sequence[str]) -> list[Allocation]:
-        rows = self._run(self.sql.known_uids, (json.dumps(list(uids)),)).fetchall()
-        found = []
-        for row in rows:
-            named = dict(zip(_ALLOCATION_COLUMNS, row, strict=True))
-            for name in _INSTANT_COLUMNS:  # the session's time zone, as UTC
-                if named[name] is not None:
-                    named[name] = named[name].astimezone(UTC)
-            found.append(_row_to_allocation(named))
-        return found
+        return _pg_allocations(self._run(self.sql.known_uids, _pg_list(uids), rows=True))
 
     def record(
         self, added: Mapping[Scope, Sequence[int]], allocations: Sequence[Mapping[str, Any]]
     ) -> None:
-        if not added and not allocations:
-            return
-        deltas = [
-            {"scope": key.key, **dict(zip(RESOURCE_NAMES, delta, strict=True))}
-            for key, delta in added.items()
-        ]
-        self._run(
-            self.sql.record_any,
-            (json.dumps(deltas), json.dumps(allocations, default=_json_instant)),
-        )
+        if added or allocations:
+            self._run(self.sql.record_any, _pg_record(added, allocations))
 
     def deny(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        self._run(self.sql.insert_denials, (json.dumps(list(rows), default=_json_instant),))
+        self._run(self.sql.insert_denials, _pg_rows(rows))
+
+
+class _AsyncPgTx:
+    """:class:`_PgTx` on psycopg's ``AsyncConnection``: the same statements and
+    parameters, each awaited (driven by :func:`_drive_async`)."""
+
+    creates_in_place = False
+
+    def __init__(self, store: Store, cursor: Any) -> None:
+        self.store = store
+        self.cursor = cursor
+        self.sql = _driver_sql(store.engine.dialect)
+        self._errors = store.engine.dialect.loaded_dbapi.Error
+
+    async def _run(self, statement: str, params: Sequence[Any], *, rows: bool = False) -> Any:
+        try:
+            await self.cursor.execute(statement, params)
+            return await self.cursor.fetchall() if rows else None
+        except self._errors as exc:
+            raise self.store.driver_error(exc, self.cursor.connection) from exc
+
+    async def usage_rows(self, keys: Sequence[str]) -> Sequence[Sequence[Any]]:
+        rows: list[tuple[Any, ...]] = await self._run(
+            self.sql.lock_usage_any, _pg_list(keys), rows=True
+        )
+        return rows
+
+    async def create_usage(self, keys: Sequence[str]) -> None:
+        try:
+            await self.cursor.executemany(self.sql.create_usage, [(k,) for k in keys])
+        except self._errors as exc:
+            raise self.store.driver_error(exc, self.cursor.connection) from exc
+
+    async def known(self, uids: Sequence[str]) -> list[Allocation]:
+        return _pg_allocations(await self._run(self.sql.known_uids, _pg_list(uids), rows=True))
+
+    async def record(
+        self, added: Mapping[Scope, Sequence[int]], allocations: Sequence[Mapping[str, Any]]
+    ) -> None:
+        if added or allocations:
+            await self._run(self.sql.record_any, _pg_record(added, allocations))
+
+    async def deny(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        await self._run(self.sql.insert_denials, _pg_rows(rows))
+
+
+def _pg_list(values: Sequence[str]) -> tuple[str]:
+    return (json.dumps(list(values)),)
+
+
+def _pg_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[str]:
+    return (json.dumps(list(rows), default=_json_instant),)
+
+
+def _pg_record(
+    added: Mapping[Scope, Sequence[int]], allocations: Sequence[Mapping[str, Any]]
+) -> tuple[str, str]:
+    deltas = [
+        {"scope": key.key, **dict(zip(RESOURCE_NAMES, delta, strict=True))}
+        for key, delta in added.items()
+    ]
+    return (json.dumps(deltas), json.dumps(allocations, default=_json_instant))
+
+
+def _pg_allocations(rows: Sequence[Sequence[Any]]) -> list[Allocation]:
+    """Allocations from rows of every column in the table's order (``known_uids``)."""
+    found = []
+    for row in rows:
+        named = dict(zip(_ALLOCATION_COLUMNS, row, strict=True))
+        for name in _INSTANT_COLUMNS:  # the session's time zone, as UTC
+            if named[name] is not None:
+                named[name] = named[name].astimezone(UTC)
+        found.append(_row_to_allocation(named))
+    return found
 
 
 def _tx(store: Store, conn: Connection) -> _Tx:
@@ -711,15 +770,61 @@ def _lock_usage(tx: _Tx, keys: Iterable[Scope], *, create: bool = True) -> dict[
     creates it in a short transaction of its own and runs the whole transaction again.
     SQLite serialises writers (``BEGIN IMMEDIATE``): there the rows are created in
     place."""
+    return _drive(tx, _lock_steps(keys, create=create, in_place=tx.creates_in_place))
+
+
+def _lock_steps(
+    keys: Iterable[Scope], *, create: bool, in_place: bool
+) -> Generator[_Step, Any, dict[Scope, Resources]]:
+    """:func:`_lock_usage` as steps (see :func:`_drive`)."""
     ordered = sorted(set(keys))
-    found = _read_usage_rows(tx, ordered)
+    found = yield from _usage_steps(ordered)
     missing = [k for k in ordered if k not in found]
     if missing and create:
-        if not tx.creates_in_place:
+        if not in_place:
             raise _MissingUsage(missing)
-        tx.create_usage([k.key for k in missing])
-        found.update(_read_usage_rows(tx, missing))
+        yield ("create_usage", [k.key for k in missing])
+        found.update((yield from _usage_steps(missing)))
     return found
+
+
+def _usage_steps(ordered: Sequence[Scope]) -> Generator[_Step, Any, dict[Scope, Resources]]:
+    """The rows of ``ordered`` that exist, locked (read by exact key)."""
+    by_key = {scope.key: scope for scope in ordered}
+    rows = yield ("usage_rows", list(by_key))
+    return {by_key[key]: Resources(values) for key, *values in rows}
+
+
+_Step = tuple[Any, ...]
+"""One statement of a transaction's steps: the name of a :class:`_Tx` method and its
+arguments."""
+
+
+def _drive(tx: _Tx, steps: Generator[_Step, Any, _T]) -> _T:
+    """Run ``steps`` on ``tx``: each step it yields is a :class:`_Tx` method's name and
+    arguments, and the method's answer is sent back. The decision is written once, as
+    steps, and run on a blocking connection here, on the event loop's by
+    :func:`_drive_async`."""
+    try:
+        step = next(steps)
+        while True:
+            name, *args = step
+            step = steps.send(getattr(tx, name)(*args))
+    except StopIteration as done:
+        result: _T = done.value
+        return result
+
+
+async def _drive_async(tx: Any, steps: Generator[_Step, Any, _T]) -> _T:
+    """:func:`_drive` on a transaction whose methods are coroutines (:class:`_AsyncPgTx`)."""
+    try:
+        step = next(steps)
+        while True:
+            name, *args = step
+            step = steps.send(await getattr(tx, name)(*args))
+    except StopIteration as done:
+        result: _T = done.value
+        return result
 
 
 class _MissingUsage(Exception):
@@ -758,31 +863,43 @@ def _run(
     """``work`` in the write transaction that ``begin`` opens, run again when it needs
     usage rows created first (:class:`_MissingUsage`: ``create`` makes them in their
     own short transaction, in sorted order, ``ON CONFLICT DO NOTHING``), or when
-    PostgreSQL rolled it back to break a deadlock or a serialisation conflict (at most
-    :data:`CONFLICT_ATTEMPTS` runs)."""
-    conflicts = 0
-    creations = 0
+    PostgreSQL rolled it back to break a deadlock or a serialisation conflict (see
+    :class:`_Again`)."""
+    again = _Again()
     while True:
         try:
             with begin() as tx:
                 return work(tx)
         except _MissingUsage as missing:
-            creations += 1
-            if creations > len(missing.keys) + 2:  # each run creates what it found missing
-                raise StoreError(f"could not create the ledger's {missing}") from None
-            create([k.key for k in sorted(missing.keys)])
-        except StoreConflict:
-            conflicts += 1
-            if conflicts >= CONFLICT_ATTEMPTS:
-                raise
-            time.sleep(random.uniform(0, CONFLICT_BACKOFF_S * 2**conflicts))
+            create(again.creating(missing))
+        except StoreConflict as conflict:
+            time.sleep(again.after_conflict(conflict))
 
 
-def _read_usage_rows(tx: _Tx, ordered: Sequence[Scope]) -> dict[Scope, Resources]:
-    """The rows of ``ordered`` that exist, locked (read by exact key)."""
-    by_key = {scope.key: scope for scope in ordered}
-    rows = tx.usage_rows(list(by_key))
-    return {by_key[key]: Resources(values) for key, *values in rows}
+class _Again:
+    """When a transaction runs again: after it found usage rows missing (created first,
+    each run creating what it found missing), or after PostgreSQL rolled it back to
+    break a deadlock or a serialisation conflict (at most :data:`CONFLICT_ATTEMPTS`
+    runs, after a pause doubling from :data:`CONFLICT_BACKOFF_S`, with full jitter)."""
+
+    def __init__(self) -> None:
+        self.conflicts = 0
+        self.creations = 0
+
+    def creating(self, missing: _MissingUsage) -> list[str]:
+        """The keys to create before the next run; StoreError when runs keep finding
+        rows missing."""
+        self.creations += 1
+        if self.creations > len(missing.keys) + 2:
+            raise StoreError(f"could not create the ledger's {missing}") from None
+        return [k.key for k in sorted(missing.keys)]
+
+    def after_conflict(self, conflict: StoreConflict) -> float:
+        """Seconds to wait before the next run; ``conflict`` again when runs are spent."""
+        self.conflicts += 1
+        if self.conflicts >= CONFLICT_ATTEMPTS:
+            raise conflict
+        return random.uniform(0, CONFLICT_BACKOFF_S * 2**self.conflicts)
 
 
 def _add_usage(conn: Connection, keys: Iterable[Scope], delta: Resources) -> None:
@@ -882,44 +999,37 @@ def reserve_many(
     )
 
 
-class GroupSession:
-    """:func:`reserve_many` for one writer thread, which calls it again and again.
-
-    On PostgreSQL the session holds a connection (:class:`~governance.storage.store.HeldConnection`)
-    and runs each group on psycopg's own cursor: the pool's checkout and liveness ping
-    and SQLAlchemy's objects cost a group more CPU than its statements. A group that
+class AsyncGroupSession:
+    """:func:`reserve_many` for an event loop that writes group after group
+    (PostgreSQL): each group written on a connection the loop holds
+    (:class:`~governance.storage.store.AsyncHeldConnection`), every statement awaited,
+    so no thread and no hand-over of the GIL stands between the loop and the database,
+    and no pool checkout, liveness ping or SQLAlchemy object per group (together they
+    cost a group of one 0.84 ms of client CPU, against 0.43 ms on a held connection
+    through the driver's cursor). The same steps decide as on every other path
+    (:func:`_reserve_steps`), with the same runs again (:class:`_Again`). A group that
     fails because the held connection broke (the server restarted, a proxy dropped an
-    idle connection) runs once more on a fresh one: it committed nothing that the run
+    idle connection) runs once more on a new one: it committed nothing that the run
     again does not find (a request uid in the ledger is replayed, not charged twice).
-    On SQLite it is :func:`reserve_many`. Not thread-safe: one per thread."""
+    One group at a time."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._held: HeldConnection | None = None if store.is_sqlite else store.hold()
+        self._held = store.hold_async()
 
-    def reserve_many(
-        self, org: Org, requests: Sequence[ReserveRequest], *, wait: bool = True
-    ) -> list[Reservation]:
-        held = self._held
-        if held is None:
-            return reserve_many(self.store, org, requests, wait=wait)
+    @property
+    def connects(self) -> int:
+        """Connections opened so far."""
+        return self._held.connects
+
+    async def reserve_many(self, org: Org, requests: Sequence[ReserveRequest]) -> list[Reservation]:
         if not requests:
             return []
-        store = self.store
-
-        @contextmanager
-        def begin() -> Iterator[_Tx]:
-            with held.transaction() as cursor:
-                yield _PgTx(store, cursor)
-
-        def create(keys: Sequence[str]) -> None:
-            with begin() as tx:
-                tx.create_usage(keys)
-
+        held = self._held
         while True:
-            fresh = held.broken  # the next transaction checks a connection out (and pings it)
+            fresh = held.broken  # the next transaction opens a connection
             try:
-                return _run(begin, lambda tx: _reserve_in(tx, org, requests, dry_run=False), create)
+                return await self._run(org, requests)
             except StoreUnavailable:
                 if fresh or not held.broken:
                     raise
@@ -927,9 +1037,22 @@ class GroupSession:
                     "the ledger's held connection broke; running the group again on a new one"
                 )
 
-    def close(self) -> None:
-        if self._held is not None:
-            self._held.close()
+    async def _run(self, org: Org, requests: Sequence[ReserveRequest]) -> list[Reservation]:
+        again = _Again()
+        while True:
+            try:
+                async with self._held.transaction() as cursor:
+                    steps = _reserve_steps(org, requests, dry_run=False, in_place=False)
+                    return await _drive_async(_AsyncPgTx(self.store, cursor), steps)
+            except _MissingUsage as missing:
+                keys = again.creating(missing)
+                async with self._held.transaction() as cursor:
+                    await _AsyncPgTx(self.store, cursor).create_usage(keys)
+            except StoreConflict as conflict:
+                await asyncio.sleep(again.after_conflict(conflict))
+
+    async def close(self) -> None:
+        await self._held.close()
 
 
 def _reserve_in(
@@ -939,15 +1062,30 @@ def _reserve_in(
     *,
     dry_run: bool,
 ) -> list[Reservation]:
+    return _drive(tx, _reserve_steps(org, requests, dry_run=dry_run, in_place=tx.creates_in_place))
+
+
+def _reserve_steps(
+    org: Org,
+    requests: Sequence[ReserveRequest],
+    *,
+    dry_run: bool,
+    in_place: bool,
+) -> Generator[_Step, Any, list[Reservation]]:
+    """A group's transaction as steps (see :func:`_drive`): the prior request uids, the
+    locked usage, then each request decided in order, then the writes."""
     uids = sorted({r.request_uid for r in requests})
-    seen: dict[str, Allocation] = {a.request_uid: a for a in tx.known(uids)}
+    known: list[Allocation] = yield ("known", uids)
+    seen: dict[str, Allocation] = {a.request_uid: a for a in known}
     # One locking read of every request's scopes (read by exact key: no collation
     # dependence). A request that borrows also needs its department's other queues:
     # they are read (and locked) when one does. Locking them then cannot deadlock:
     # every change inside a department holds the department row, which sorts first
     # and is already held.
     paths = [request.demand.path.locked for request in requests]
-    view = _lock_usage(tx, {key for keys in paths for key in keys}, create=not dry_run)
+    view = yield from _lock_steps(
+        {key for keys in paths for key in keys}, create=not dry_run, in_place=in_place
+    )
     siblings_read: set[str] = set()
     added: dict[Scope, list[int]] = {}  # per scope, an amount per resource
     allocations: list[dict[str, Any]] = []
@@ -971,7 +1109,7 @@ def _reserve_in(
             siblings_read.add(demand.department)
             others = [key for key in quotas.siblings(org, demand) if key not in view]
             if others:
-                view.update(_lock_usage(tx, others, create=not dry_run))
+                view.update((yield from _lock_steps(others, create=not dry_run, in_place=in_place)))
         decision = quotas.evaluate(org, demand, view)
         now = request.now or utcnow()
         if dry_run:
@@ -1032,9 +1170,9 @@ def _reserve_in(
         seen[request.request_uid] = alloc
         out.append(Reservation(decision=decision, allocation=alloc))
     if allocations:
-        tx.record(added, allocations)
+        yield ("record", added, allocations)
     if denials:
-        tx.deny(denials)
+        yield ("deny", denials)
     return out
 
 

@@ -36,8 +36,8 @@ import math
 import os
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -328,6 +328,7 @@ class Store:
         }
         if t.connect_s is not None:
             connect_args["connect_timeout"] = max(2, math.ceil(t.connect_s))
+        self._pg_connect_args = connect_args
         engine = sa.create_engine(
             self.url,
             pool_size=pool_size,
@@ -525,12 +526,18 @@ class Store:
                     conn.info["no_wait"] = False
                     _set_busy_timeout(conn, self._busy_ms)
 
-    def hold(self) -> HeldConnection:
-        """A PostgreSQL connection for one thread's write transactions, kept between
-        them (see :class:`HeldConnection`)."""
+    def hold_async(self) -> AsyncHeldConnection:
+        """A PostgreSQL connection for an event loop's write transactions (see
+        :class:`AsyncHeldConnection`)."""
         if self.is_sqlite:
             raise ValueError("a held connection is PostgreSQL's: SQLite writes in place")
-        return HeldConnection(self)
+        return AsyncHeldConnection(self)
+
+    def driver_connect_params(self) -> dict[str, Any]:
+        """What the pool's connections are opened with (the URL's parts, the session's
+        timeouts, keepalives), for a connection of the driver's own outside the pool."""
+        _args, params = self.engine.dialect.create_connect_args(self.engine.url)
+        return {**params, **self._pg_connect_args}
 
     def driver_error(self, exc: Exception, connection: Any = None) -> DBAPIError:
         """``exc``, an error of the database driver raised by a statement run on the
@@ -645,59 +652,62 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-class HeldConnection:
-    """A PostgreSQL connection that one thread keeps for its write transactions.
-
-    The group commit's writer threads write a transaction every few milliseconds.
-    Taking a pooled connection for each cost more CPU than the transaction's own
-    statements: the pool's checkout, its liveness ping (one more round trip),
-    SQLAlchemy's transaction and result objects. A held connection is checked out of
-    the store's pool once (pinged then, with the pool's timeouts and session settings)
-    and runs each transaction on the driver's own connection (psycopg), its errors
-    translated as every other statement's are. A connection that breaks is thrown away
-    and the next transaction checks out a fresh one; a transaction that failed on it
-    committed nothing it could not find again (the ledger's writes are idempotent by
-    request uid), so the caller may run it again.
-
-    Not thread-safe: one per thread (see ``admission.writer.ThreadGroupWriter``)."""
+class AsyncHeldConnection:
+    """A PostgreSQL connection that an event loop keeps for its write transactions: the
+    group commit's groups written on the loop itself (``admission.writer.LoopGroupWriter``),
+    with no thread between the loop and the database (psycopg's ``AsyncConnection``,
+    opened with the pool's parameters and session settings: its timeouts, keepalives).
+    Its errors come out as the store's (:meth:`Store.driver_error`), and a connection
+    that breaks is closed and the next transaction opens a new one. For one event loop,
+    one transaction at a time."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._pooled: Any = None
-        self.checkouts = 0
-        """Connections taken from the pool so far (one, unless one broke)."""
+        self._conn: Any = None
+        self.connects = 0
+        """Connections opened so far (one, unless one broke)."""
 
     @property
-    def driver_connection(self) -> Any:
-        """The driver's connection, checked out of the pool when none is held."""
-        if self._pooled is None:
-            with self.store.translated():
-                self._pooled = self.store.engine.raw_connection()
-            self.checkouts += 1
-        return self._pooled.driver_connection
+    def broken(self) -> bool:
+        """Whether no connection is held (none yet, or the last one broke)."""
+        return self._conn is None
 
-    @contextmanager
-    def transaction(self) -> Iterator[Any]:
+    async def connection(self) -> Any:
+        """The driver's connection, opened when none is held."""
+        if self._conn is None:
+            dbapi = self.store.engine.dialect.loaded_dbapi
+            with self.store.translated():
+                try:
+                    self._conn = await dbapi.AsyncConnection.connect(
+                        **self.store.driver_connect_params()
+                    )
+                except dbapi.Error as exc:
+                    raise self.store.driver_error(exc) from exc
+            self.connects += 1
+        return self._conn
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
         """A cursor in a transaction, committed at the end of the block and rolled back
         when the block raises; the driver's errors come out as the store's."""
         with self.store.translated():
-            conn = self.driver_connection
+            conn = await self.connection()
             try:
-                with conn.cursor() as cursor:
+                async with conn.cursor() as cursor:
                     yield cursor
-                conn.commit()
+                await conn.commit()
             except BaseException as exc:
                 driver = exc.orig if isinstance(exc, DBAPIError) else exc
-                self._after_failure(conn, exc)
+                await self._after_failure(conn, exc)
                 if isinstance(exc, DBAPIError):
                     raise
                 if isinstance(driver, self.store.engine.dialect.loaded_dbapi.Error):
                     raise self.store.driver_error(driver, conn) from exc
                 raise
 
-    def _after_failure(self, conn: Any, exc: BaseException) -> None:
+    async def _after_failure(self, conn: Any, exc: BaseException) -> None:
         try:
-            conn.rollback()
+            await conn.rollback()
         except Exception:
             log.debug("rollback on a held connection failed", exc_info=True)
         broken = conn.closed or conn.broken
@@ -706,27 +716,13 @@ class HeldConnection:
         elif isinstance(exc, self.store.engine.dialect.loaded_dbapi.Error):
             broken = broken or bool(self.store.engine.dialect.is_disconnect(exc, conn, None))
         if broken:
-            self.discard(exc)
+            await self.close()
 
-    @property
-    def broken(self) -> bool:
-        """Whether no connection is held (none yet, or the last one broke)."""
-        return self._pooled is None
-
-    def discard(self, exc: BaseException | None = None) -> None:
-        """Throw the held connection away (the pool opens a new one when asked)."""
-        pooled, self._pooled = self._pooled, None
-        if pooled is not None:
+    async def close(self) -> None:
+        """Close the connection (a later transaction opens a new one)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
             try:
-                pooled.invalidate(exc if isinstance(exc, Exception) else None)
+                await conn.close()
             except Exception:
-                log.debug("invalidating a held connection failed", exc_info=True)
-
-    def close(self) -> None:
-        """Give the connection back to the pool."""
-        pooled, self._pooled = self._pooled, None
-        if pooled is not None:
-            try:
-                pooled.close()
-            except Exception:
-                log.debug("returning a held connection failed", exc_info=True)
+                log.debug("closing a held connection failed", exc_info=True)

@@ -372,39 +372,51 @@ def test_postgresql_runs_one_text_per_statement_whatever_the_group_size(
     of 1, 3 or 7 (psycopg converts each once and prepares it on the server), and the
     usage update and the allocations go in one statement (one round trip fewer while
     the group's usage rows are locked). Counted where psycopg's cursor runs them, on
-    the one-call path and on a writer thread's session alike."""
+    the blocking path and on the event loop's (``AsyncGroupSession``) alike."""
+    import asyncio
+
     import psycopg
 
     store = Store(pg_database)
     texts: list[str] = []
-    execute = psycopg.Cursor.execute
+    execute, execute_async = psycopg.Cursor.execute, psycopg.AsyncCursor.execute
 
     def seen(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
         texts.append(str(query))
         return execute(cursor, query, *args, **kwargs)
 
-    session = ledger.GroupSession(store)
+    async def seen_async(cursor: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        texts.append(str(query))
+        return await execute_async(cursor, query, *args, **kwargs)
+
+    async def on_loop(groups: list[list[ledger.ReserveRequest]]) -> list[list[bool]]:
+        session = ledger.AsyncGroupSession(store)
+        try:
+            return [[r.allowed for r in await session.reserve_many(ORG, g)] for g in groups]
+        finally:
+            await session.close()
+
     try:
         ledger.reserve_many(store, ORG, [request("warm", department="cv", queue="main")])
         monkeypatch.setattr(psycopg.Cursor, "execute", seen)
-        for name, reserve in (
-            ("call", lambda g: ledger.reserve_many(store, ORG, g)),
-            ("session", lambda g: session.reserve_many(ORG, g)),
-        ):
+        monkeypatch.setattr(psycopg.AsyncCursor, "execute", seen_async)
+        for path in ("call", "loop"):
             by_size: dict[int, set[str]] = {}
             for size in (1, 3, 7):
                 texts.clear()
                 group = [
-                    request(f"{name}{size}-{i}", department="cv", queue="main") for i in range(size)
+                    request(f"{path}{size}-{i}", department="cv", queue="main") for i in range(size)
                 ]
-                out = reserve(group)
-                assert [r.allowed for r in out] == [True] * size
+                if path == "call":
+                    allowed = [r.allowed for r in ledger.reserve_many(store, ORG, group)]
+                else:
+                    (allowed,) = asyncio.run(on_loop([group]))
+                assert allowed == [True] * size
                 by_size[size] = {t for t in texts if "allocations" in t or "usage" in t}
             assert by_size[1] == by_size[3] == by_size[7]
             assert len(by_size[7]) == 3, sorted(by_size[7])  # uids, lock usage, record
         assert len(ledger.list_allocations(store)) == 1 + 2 * (1 + 3 + 7)
     finally:
-        session.close()
         store.close()
 
 
@@ -437,86 +449,3 @@ def test_texts_and_instants_reach_the_ledger_exactly_as_given(store: Store) -> N
         assert got.created_at == now and got.created_at.utcoffset() == timedelta(0)
         assert got.expires_at == now + asked.ttl
         assert got.grants == dict(asked.grants)
-
-
-# -- a writer thread's session (PostgreSQL: a held connection) --------------------------
-
-
-def _backend_pid(session: ledger.GroupSession) -> int:
-    held = session._held
-    assert held is not None
-    pid: int = held.driver_connection.info.backend_pid
-    return pid
-
-
-def test_session_keeps_one_connection_across_groups(pg_database: str) -> None:
-    store = Store(pg_database)
-    session = ledger.GroupSession(store)
-    try:
-        pids = set()
-        for i in range(3):
-            out = session.reserve_many(ORG, [request(f"s{i}", department="cv", queue="main")])
-            assert out[0].allowed
-            pids.add(_backend_pid(session))
-        assert len(pids) == 1
-        assert session._held is not None and session._held.checkouts == 1
-    finally:
-        session.close()
-        store.close()
-
-
-def test_session_whose_connection_was_killed_runs_the_group_again_on_a_new_one(
-    pg_database: str,
-) -> None:
-    """The server ended the held connection between two groups (a restart, an admin's
-    pg_terminate_backend, a proxy's idle timeout): the next group fails on it, and runs
-    again on a fresh connection; each request is charged once."""
-    store = Store(pg_database)
-    session = ledger.GroupSession(store)
-    try:
-        assert session.reserve_many(ORG, [request("before", department="cv", queue="main")])
-        killed = _backend_pid(session)
-        with store.write() as conn:
-            conn.exec_driver_sql("SELECT pg_terminate_backend(%s)", (killed,))
-        group = [request(f"after-{i}", department="cv", queue="main") for i in range(3)]
-        out = session.reserve_many(ORG, group)
-        assert [r.allowed for r in out] == [True] * 3
-        assert _backend_pid(session) != killed
-        assert session._held is not None and session._held.checkouts == 2
-        kept = [a.request_uid for a in ledger.list_allocations(store)]
-        assert sorted(kept) == ["after-0", "after-1", "after-2", "before"]
-        one = group[0].demand.amount
-        assert ledger.usage(store)[scopes.queue("cv", "main")] == one + one + one + one
-    finally:
-        session.close()
-        store.close()
-
-
-def test_session_group_refused_by_the_database_rolls_back_and_keeps_its_connection(
-    pg_database: str,
-) -> None:
-    """A group the database refuses (here: an allocation id already in the ledger) is
-    rolled back whole, with the store's error; the held connection is not broken by it
-    and the next group is written on it."""
-    store = Store(pg_database)
-    session = ledger.GroupSession(store)
-    try:
-        first = session.reserve_many(ORG, [request("one", department="cv", queue="main")])
-        taken = first[0].allocation
-        assert taken is not None
-        pid = _backend_pid(session)
-        clash = [
-            request("two", department="cv", queue="main"),
-            request("three", department="cv", queue="main", allocation_id=taken.id),
-        ]
-        with pytest.raises(StoreError) as refused:
-            session.reserve_many(ORG, clash)
-        assert not isinstance(refused.value, StoreUnavailable)
-        assert [a.request_uid for a in ledger.list_allocations(store)] == ["one"]
-        out = session.reserve_many(ORG, [request("four", department="cv", queue="main")])
-        assert out[0].allowed and _backend_pid(session) == pid
-        one = taken.amount
-        assert ledger.usage(store)[scopes.queue("cv", "main")] == one + one
-    finally:
-        session.close()
-        store.close()

@@ -1,5 +1,5 @@
 """The webhook's group commit end to end: many GPU pods at once over real HTTPS against
-a small quota, on SQLite (committed on the event loop) and PostgreSQL (writer threads)."""
+a small quota, on SQLite and on PostgreSQL (both committed on the event loop)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from admission.writer import InlineWriter, LedgerWriter, ThreadGroupWriter
+from admission.writer import InlineWriter, LedgerWriter, LoopGroupWriter
 from governance import scopes
 from governance.contract import Reason
 from governance.errors import StoreBusy, StoreError, StoreUnavailable
@@ -501,50 +501,65 @@ def test_a_flush_that_fails_unexpectedly_answers_every_caller(
     assert ledger.list_allocations(sqlite_store) == []
 
 
-# -- ThreadGroupWriter -------------------------------------------------------------------
+# -- LoopGroupWriter (PostgreSQL, on the event loop) ------------------------------------
 
 
-def test_loop_groups_written_by_threads_get_exactly_the_quota(store: Store) -> None:
+@pytest.fixture
+def pg_store(pg_database: str) -> Iterator[Store]:
+    s = Store(pg_database)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_loop_groups_get_exactly_the_quota(pg_store: Store) -> None:
     """48 reservations queued on the loop against a ceiling of 15: exactly 15 admitted,
-    in fewer transactions than reservations, whatever the threads' interleaving."""
-    with contextlib.closing(ThreadGroupWriter(store, threads=2)) as writer:
+    in order, in fewer transactions than reservations, on one connection."""
 
-        async def main() -> list[ledger.Reservation]:
+    async def main() -> tuple[list[ledger.Reservation], LoopGroupWriter]:
+        writer = LoopGroupWriter(pg_store)
+        try:
             futures = [writer.reserve(ORG, request(f"g{i}")) for i in range(48)]
-            return list(await asyncio.wait_for(asyncio.gather(*futures), WAIT_S))
+            return list(await asyncio.wait_for(asyncio.gather(*futures), WAIT_S)), writer
+        finally:
+            await writer.aclose()
 
-        answers = asyncio.run(main())
-        assert 0 < writer.groups < writer.requests == 48
-    assert sum(a.allowed for a in answers) == TRAIN_CEILING
+    answers, writer = asyncio.run(main())
+    assert 0 < writer.groups < writer.requests == 48
+    assert writer.connects == 1
     assert [a.allowed for a in answers] == [True] * TRAIN_CEILING + [False] * 33
-    assert len(ledger.list_allocations(store)) == TRAIN_CEILING
-    assert ledger.usage(store)[scopes.queue("ml", "train")].slices == TRAIN_CEILING
+    assert len(ledger.list_allocations(pg_store)) == TRAIN_CEILING
+    assert ledger.usage(pg_store)[scopes.queue("ml", "train")].slices == TRAIN_CEILING
 
 
-def test_loop_group_with_one_bad_request_fails_only_that_one(store: Store) -> None:
-    assert L.reserve_one(store, ORG, request("taken", allocation_id="alloc-taken")).allowed
-    with contextlib.closing(ThreadGroupWriter(store, threads=1)) as writer:
+def test_loop_group_with_one_bad_request_fails_only_that_one(pg_store: Store) -> None:
+    assert L.reserve_one(pg_store, ORG, request("taken", allocation_id="alloc-taken")).allowed
 
-        async def main() -> list[Any]:
+    async def main() -> list[Any]:
+        writer = LoopGroupWriter(pg_store)
+        try:
             futures = [
                 writer.reserve(ORG, request("a")),
                 writer.reserve(ORG, request("bad", allocation_id="alloc-taken")),
                 writer.reserve(ORG, request("b")),
             ]
-            return list(await asyncio.gather(*futures, return_exceptions=True))
+            answers = list(await asyncio.gather(*futures, return_exceptions=True))
+            assert writer.connects == 1  # a refused group does not break the connection
+            return answers
+        finally:
+            await writer.aclose()
 
-        a, bad, b = asyncio.run(main())
-    assert isinstance(bad, StoreError)
+    a, bad, b = asyncio.run(main())
+    assert isinstance(bad, StoreError) and not isinstance(bad, StoreUnavailable)
     assert a.allowed and b.allowed
-    assert {x.request_uid for x in ledger.list_allocations(store)} == {"taken", "a", "b"}
+    assert {x.request_uid for x in ledger.list_allocations(pg_store)} == {"taken", "a", "b"}
 
 
-def test_loop_group_writer_skips_cancelled_callers_and_answers_denials(
-    sqlite_store: Store,
-) -> None:
-    with contextlib.closing(ThreadGroupWriter(sqlite_store, threads=1, turns=1)) as writer:
-
-        async def main() -> tuple[ledger.Reservation, bool]:
+def test_loop_group_writer_skips_cancelled_callers_and_answers_denials(pg_store: Store) -> None:
+    async def main() -> tuple[ledger.Reservation, bool]:
+        writer = LoopGroupWriter(pg_store, turns=1)
+        try:
             kept = writer.reserve(ORG, request("kept"))
             gone = writer.reserve(ORG, request("gone"))
             gone.cancel()  # its client went away before the group was written
@@ -560,29 +575,78 @@ def test_loop_group_writer_skips_cancelled_callers_and_answers_denials(
             )
             await asyncio.wait_for(writer.record_denial(denial), WAIT_S)
             return await asyncio.wait_for(kept, WAIT_S), gone.cancelled()
+        finally:
+            await writer.aclose()
 
-        kept, cancelled = asyncio.run(main())
+    kept, cancelled = asyncio.run(main())
     assert kept.allowed and cancelled
-    assert [x.request_uid for x in ledger.list_allocations(sqlite_store)] == ["kept"]
-    assert [d.subject for d in ledger.recent_denials(sqlite_store)] == ["user:eve"]
+    assert [x.request_uid for x in ledger.list_allocations(pg_store)] == ["kept"]
+    assert [d.subject for d in ledger.recent_denials(pg_store)] == ["user:eve"]
 
 
 def test_a_loop_group_writer_that_fails_unexpectedly_answers_every_caller(
-    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+    pg_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(*_args: object) -> None:
+    async def broken(*_args: object) -> None:
         raise RuntimeError("a bug in the writer")
 
-    with contextlib.closing(ThreadGroupWriter(sqlite_store, threads=1)) as writer:
-        monkeypatch.setattr(writer, "_write", broken)
-
-        async def main() -> list[BaseException | ledger.Reservation]:
+    async def main() -> list[BaseException | ledger.Reservation]:
+        writer = LoopGroupWriter(pg_store)
+        monkeypatch.setattr(writer, "_reserve", broken)
+        try:
             futures = [writer.reserve(ORG, request(f"r{i}")) for i in range(3)]
             return list(await asyncio.gather(*futures, return_exceptions=True))
+        finally:
+            await writer.aclose()
 
-        answers = asyncio.run(asyncio.wait_for(main(), WAIT_S))
+    answers = asyncio.run(asyncio.wait_for(main(), WAIT_S))
     assert [str(a) for a in answers] == ["a bug in the writer"] * 3
-    assert ledger.list_allocations(sqlite_store) == []
+    assert ledger.list_allocations(pg_store) == []
+
+
+def test_loop_group_writer_whose_connection_was_killed_writes_the_next_group_on_a_new_one(
+    pg_store: Store,
+) -> None:
+    """The server ended the loop's connection between two groups (a restart, an admin's
+    pg_terminate_backend, a proxy's idle timeout): the next group fails on it and runs
+    again on a new connection; each request is charged once."""
+
+    async def main() -> tuple[list[ledger.Reservation], int]:
+        writer = LoopGroupWriter(pg_store)
+        try:
+            first = await asyncio.wait_for(writer.reserve(ORG, request("before")), WAIT_S)
+            assert first.allowed
+            held = writer._session._held
+            pid = (await held.connection()).info.backend_pid
+            await asyncio.to_thread(_terminate, pg_store, pid)
+            futures = [writer.reserve(ORG, request(f"after-{i}")) for i in range(3)]
+            return list(await asyncio.wait_for(asyncio.gather(*futures), WAIT_S)), writer.connects
+        finally:
+            await writer.aclose()
+
+    answers, connects = asyncio.run(main())
+    assert [a.allowed for a in answers] == [True] * 3
+    assert connects == 2
+    kept = sorted(a.request_uid for a in ledger.list_allocations(pg_store))
+    assert kept == ["after-0", "after-1", "after-2", "before"]
+    assert ledger.usage(pg_store)[scopes.queue("ml", "train")].slices == 4
+
+
+def test_loop_group_writer_closing_writes_what_is_queued(pg_store: Store) -> None:
+    async def main() -> list[asyncio.Future[ledger.Reservation]]:
+        writer = LoopGroupWriter(pg_store)
+        futures = [writer.reserve(ORG, request(f"q{i}")) for i in range(5)]
+        await writer.aclose()  # at once: nothing was written yet
+        return futures
+
+    futures = asyncio.run(main())
+    assert all(f.done() and f.result().allowed for f in futures)
+    assert len(ledger.list_allocations(pg_store)) == 5
+
+
+def _terminate(store: Store, pid: int) -> None:
+    with store.write() as conn:
+        conn.exec_driver_sql("SELECT pg_terminate_backend(%s)", (pid,))
 
 
 def test_a_writer_that_waits_out_the_busy_timeout_is_told_the_store_is_locked(

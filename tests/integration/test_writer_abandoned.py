@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from admission.writer import InlineWriter, LedgerWriter, ThreadGroupWriter
+from admission.writer import InlineWriter, LedgerWriter, LoopGroupWriter
 from governance.resources import Limits
 from governance.storage import ledger
 from governance.storage.store import Store
@@ -101,23 +101,29 @@ def test_on_loop_writes_handed_to_the_thread_are_dropped_or_released(sqlite_url:
         store.close()
 
 
-def test_thread_group_writes_in_flight_are_released_when_their_caller_gave_up(
-    store: Store,
+def test_loop_group_writes_in_flight_are_released_when_their_caller_gave_up(
+    pg_database: str,
 ) -> None:
-    writer = ThreadGroupWriter(store, threads=1)
+    """PostgreSQL's writer on the event loop: a reservation whose caller gave up while
+    its group waited for a lock is written when the lock comes free, then released; a
+    caller that waited is answered as usual."""
+    store = Store(pg_database)
     uid, answered = str(uuid.uuid4()), str(uuid.uuid4())
 
     async def scenario() -> ledger.State | None:
-        lock = L.WriteLock(store)
+        writer = LoopGroupWriter(store)
         try:
-            gone = writer.reserve(ORG, _request(uid))
-            await _given_up(gone)
+            lock = L.WriteLock(store)
+            try:
+                gone = writer.reserve(ORG, _request(uid))
+                await _given_up(gone)
+            finally:
+                lock.release()
+            kept = await asyncio.wait_for(writer.reserve(ORG, _request(answered)), WAIT_S)
+            assert kept.allowed
+            return await _state_of(store, uid, until=ledger.State.EXPIRED)
         finally:
-            lock.release()
-        # a caller that waited is answered as usual, in a later group
-        kept = await asyncio.wait_for(writer.reserve(ORG, _request(answered)), WAIT_S)
-        assert kept.allowed
-        return await _state_of(store, uid, until=ledger.State.EXPIRED)
+            await writer.aclose()
 
     try:
         assert asyncio.run(scenario()) is ledger.State.EXPIRED
@@ -125,4 +131,4 @@ def test_thread_group_writes_in_flight_are_released_when_their_caller_gave_up(
         assert alloc is not None and alloc.state is ledger.State.RESERVED
         L.assert_usage_matches_allocations(store)
     finally:
-        writer.close()
+        store.close()
