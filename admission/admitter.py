@@ -181,6 +181,8 @@ class Admitter:
         connection belongs to the loop that opened it)."""
         loop = asyncio.get_running_loop()
         if self._on_loop is None or self._on_loop_of is not loop:
+            if self._on_loop is not None:  # its loop ended (asyncio.run in tests, tools)
+                self._on_loop.abandon()
             self._on_loop = group_commit.LoopGroupWriter(
                 self.store, max_group=self.settings.max_group
             )

@@ -61,6 +61,8 @@ DEFAULT_MAX_GROUP: Final = 64
 """Requests committed in one transaction at most (a bound on one group's latency)."""
 DEFAULT_TURNS: Final = 3
 """Turns of the event loop an InlineWriter group waits for more writes."""
+CLOSE_TIMEOUT_S: Final = 10.0
+"""How long a closing LoopGroupWriter waits for the store to take what it holds."""
 
 
 def reserve_group(
@@ -464,16 +466,39 @@ class LoopGroupWriter(_LoopGroups):
         """Connections to the store opened so far (one, unless one broke)."""
         return self._session.connects
 
-    async def aclose(self) -> None:
-        """Wait for the group being written and for those queued, then close the
-        connection."""
-        while self._writing is not None or self._reserves or self._denials:
-            if self._writing is not None:
-                await asyncio.shield(self._writing)
-            elif self._reserves or self._denials:
-                self._schedule(asyncio.get_running_loop(), 1)
-                await asyncio.sleep(0)
+    async def aclose(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Write the group in flight and those queued, then close the connection. A
+        store that does not answer within ``timeout_s`` is given up: the group in
+        flight is cancelled (PostgreSQL rolls it back) and every caller still waiting
+        is answered StoreUnavailable."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self._writing is not None or self._reserves or self._denials:
+                    if self._writing is not None:
+                        await asyncio.shield(self._writing)
+                    else:
+                        self._schedule(loop, 1)
+                        await asyncio.sleep(0)
+        except TimeoutError:
+            log.warning(
+                "the ledger did not answer within %g s while the webhook stopped: the "
+                "group in flight is rolled back and %d queued writes are not made",
+                timeout_s,
+                len(self._reserves) + len(self._denials),
+            )
+            writing = self._writing
+            if writing is not None:
+                writing.cancel()
+                await asyncio.wait([writing])
+            gone = StoreUnavailable("the webhook stopped before the ledger answered")
+            _fail([r[2] for r in self._reserves] + [d[1] for d in self._denials], gone)
+            self._reserves, self._denials = [], []
         await self._session.close()
+
+    def abandon(self) -> None:
+        """Close the connection without waiting (its event loop is gone)."""
+        self._session.abandon()
 
     def _ready(self) -> bool:
         # while a group is being written, writes wait and form the next group
@@ -509,11 +534,14 @@ class LoopGroupWriter(_LoopGroups):
                     )
                 except Exception as exc:
                     denied = exc
-        except BaseException as exc:  # a bug, or the loop closing: answer every caller
-            if not isinstance(exc, asyncio.CancelledError):
+        except BaseException as exc:  # a bug, or the writer stopped: answer every caller
+            answer: BaseException = exc
+            if isinstance(exc, asyncio.CancelledError):
+                answer = StoreUnavailable("the webhook stopped before the ledger answered")
+            else:
                 log.error("ledger group writer failed", exc_info=exc)
-            outcomes += [exc] * (len(reserves) - len(outcomes))
-            denied = denied or exc
+            outcomes += [answer] * (len(reserves) - len(outcomes))
+            denied = denied or answer
             if isinstance(exc, asyncio.CancelledError):
                 raise
         finally:
@@ -617,6 +645,7 @@ def _chain(
 
 
 __all__ = [
+    "CLOSE_TIMEOUT_S",
     "DEFAULT_MAX_GROUP",
     "DEFAULT_TURNS",
     "InlineWriter",

@@ -1054,6 +1054,10 @@ class AsyncGroupSession:
     async def close(self) -> None:
         await self._held.close()
 
+    def abandon(self) -> None:
+        """Close the connection without its event loop (which is gone)."""
+        self._held.abandon()
+
 
 def _reserve_in(
     tx: _Tx,

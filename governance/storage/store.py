@@ -718,6 +718,13 @@ class AsyncHeldConnection:
         if broken:
             await self.close()
 
+    def abandon(self) -> None:
+        """Close the connection at once, without its event loop (a loop that is gone:
+        an ``asyncio.run`` that ended)."""
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.closed:
+            conn.pgconn.finish()
+
     async def close(self) -> None:
         """Close the connection (a later transaction opens a new one)."""
         conn, self._conn = self._conn, None

@@ -666,3 +666,62 @@ def test_a_writer_that_waits_out_the_busy_timeout_is_told_the_store_is_locked(
     finally:
         lock.release()
         store.close()
+
+
+def test_loop_group_writer_closing_on_a_store_that_does_not_answer_gives_up_in_time(
+    pg_store: Store,
+) -> None:
+    """The department's row is locked by another transaction for longer than the
+    writer may wait at shutdown: closing ends within its timeout, the group in flight
+    is rolled back, and every caller is answered StoreUnavailable."""
+    lock = L.WriteLock(pg_store)
+
+    async def main() -> tuple[list[Any], float]:
+        writer = LoopGroupWriter(pg_store)
+        futures = [writer.reserve(ORG, request(f"stuck-{i}")) for i in range(3)]
+        await asyncio.sleep(0.3)  # the group is in flight, waiting for the lock
+        started = asyncio.get_running_loop().time()
+        await writer.aclose(timeout_s=0.5)
+        took = asyncio.get_running_loop().time() - started
+        return list(await asyncio.gather(*futures, return_exceptions=True)), took
+
+    try:
+        answers, took = asyncio.run(main())
+    finally:
+        lock.release()
+    assert took < 3.0, took
+    assert all(isinstance(a, StoreUnavailable) for a in answers), answers
+    assert ledger.list_allocations(pg_store) == []
+
+
+def test_admitter_on_a_new_event_loop_writes_on_a_connection_of_its_own(
+    pg_store: Store,
+) -> None:
+    """Tools and tests run the admitter under one ``asyncio.run`` after another: each
+    loop gets a writer and a connection of its own, the previous loop's connection is
+    closed (not left to the garbage collector), and nothing is charged twice."""
+    from admission.admitter import Admitter
+    from governance.storage.source import SnapshotSource
+
+    admitter = Admitter(store=pg_store, snapshot=SnapshotSource(pg_store).get)
+
+    async def reserve(uid: str) -> tuple[ledger.Reservation, LoopGroupWriter]:
+        writer = admitter.loop_writer
+        return await asyncio.wait_for(writer.reserve(ORG, request(uid)), WAIT_S), writer
+
+    try:
+        first, one = asyncio.run(reserve("loop-1"))
+        held = one._session._held
+        assert held._conn is not None and not held._conn.closed
+        second, two = asyncio.run(reserve("loop-2"))
+        assert two is not one
+        assert held._conn is None  # closed when the second loop took over
+        assert first.allowed and second.allowed
+        assert sorted(a.request_uid for a in ledger.list_allocations(pg_store)) == [
+            "loop-1",
+            "loop-2",
+        ]
+    finally:
+        admitter.close()
+        if admitter._on_loop is not None:
+            admitter._on_loop.abandon()
