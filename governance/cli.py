@@ -55,6 +55,7 @@ from governance.resources import (
 )
 
 if TYPE_CHECKING:
+    from governance import rbac
     from governance.model import Org
     from governance.snapshot import Snapshot
     from governance.storage.store import Store
@@ -454,12 +455,21 @@ def _cell(value: Any) -> str:
 # -- apply -------------------------------------------------------------------------------
 
 
+def _identity(as_user: str, as_groups: tuple[str, ...] = ()) -> rbac.Identity:
+    """The identity ``--as``/``--as-group`` name. A user may be written as the role
+    bindings write it (``user:ana``) or bare (``ana``), the same person either way;
+    ``--as user:ana`` was read as the user ``user:ana`` (subject ``user:user:ana``) by
+    ``set quota`` and ``apply``, and as ``ana`` by ``check``."""
+    from governance import rbac
+
+    return rbac.Identity(user=as_user.removeprefix("user:"), groups=as_groups)
+
+
 def _who(as_user: str | None) -> str:
     """Who runs this: ``--as``, else the login and host of the shell that ran it."""
     if as_user:
-        from governance import rbac
-
-        return rbac.Identity(user=as_user).subjects()[0]
+        subject: str = _identity(as_user).subjects()[0]
+        return subject
     try:
         login = getpass.getuser()
     except (KeyError, OSError):
@@ -786,14 +796,13 @@ def set_quota(
 
     The change is checked like any configuration (limits below what is in use are
     refused) and recorded as a new revision naming who made it."""
-    from governance import rbac
     from governance.storage import revisions
 
     values = {key: value for key, value in quota.items() if value is not None}
     if not values:
         keys = [f"--{r.yaml_key}" for r in RESOURCES]
         raise click.UsageError(f"say what to set: {', '.join(keys[:-1])} and/or {keys[-1]}")
-    identity = rbac.Identity(user=as_user, groups=as_groups)
+    identity = _identity(as_user, as_groups)
     result = revisions.change_quota(
         settings.store(),
         identity=identity,
@@ -874,7 +883,7 @@ def _check(
 ) -> dict[str, Any]:
     """The decision the webhook would take for COUNT slices in NAMESPACE now
     (:func:`governance.decision.decide` over the ledger's usage), as ``check`` shows it."""
-    from governance import decision, placement, rbac
+    from governance import decision, placement
     from governance.contract import Reason
     from governance.storage import ledger
 
@@ -883,7 +892,7 @@ def _check(
         None
         if user is None
         # Kubernetes user names carry no prefix
-        else rbac.Identity(user=user.removeprefix("user:"), groups=tuple(groups))
+        else _identity(user, tuple(groups))
     )
     ask = decision.Ask(
         namespace=namespace,

@@ -350,6 +350,23 @@ def test_a_dept_admin_sets_a_queue_quota_of_their_department_recorded_as_theirs(
     assert "queue ml/finetune" in latest.source
 
 
+def test_as_names_a_user_with_or_without_the_prefix_the_bindings_write(
+    store_path: str,
+) -> None:
+    """``--as user:NAME`` is the user NAME, as the role bindings write it, for every
+    command that takes ``--as`` (set quota read it as the user ``user:NAME`` and denied
+    a dept-admin; check read it as NAME)."""
+    invoke("apply", "-f", str(EXAMPLE), "--store", store_path, "--as", f"user:{PLATFORM_ADMIN}")
+    assert Store(store_path).config_history(limit=1)[0].applied_by == f"user:{PLATFORM_ADMIN}"
+    result = set_quota(
+        store_path, "-d", "ml", "-q", "finetune", "--slices", "20", "--as", f"user:{DEPT_ADMIN}"
+    )
+    assert result.exit_code == 0, result.output
+    assert f"user:user:{DEPT_ADMIN}" not in result.output
+    latest = Store(store_path).config_history(limit=1)[0]
+    assert latest.applied_by == f"user:{DEPT_ADMIN}" and latest.revision == 2
+
+
 @pytest.mark.parametrize(
     ("args", "why"),
     [
