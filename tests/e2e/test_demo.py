@@ -195,6 +195,8 @@ def stop(run: Run) -> None:
     if run.proc.poll() is None:
         os.killpg(run.proc.pid, signal.SIGKILL)
         run.proc.wait()
+    if run.proc.stdout is not None:  # else its pipe is closed by the garbage collector,
+        run.proc.stdout.close()  # whose ResourceWarning fails whichever test runs then
 
 
 def decisions(path: Path) -> list[dict[str, Any]]:
