@@ -73,19 +73,28 @@ def reserve_group(
     request by request, so that one bad request cannot fail the others."""
     try:
         return list(ledger.reserve_many(store, org, requests, wait=wait))
-    except (StoreUnavailable, StoreBusy) as exc:
-        return [exc] * len(requests)
     except Exception as exc:
-        if len(requests) == 1:
-            return [exc]
-        log.warning(
-            "a group of %d reservations failed (%s); retrying one by one", len(requests), exc
-        )
+        final = _group_failed(requests, exc)
+        if final is not None:
+            return final
         return [
             outcome
             for request in requests
             for outcome in reserve_group(store, org, [request], wait=wait)
         ]
+
+
+def _group_failed(
+    requests: Sequence[ledger.ReserveRequest], exc: Exception
+) -> list[ledger.Reservation | Exception] | None:
+    """The answers to a group whose transaction failed with ``exc``, when that failure
+    is every request's (an unreachable or locked store, or a group of one); None when
+    each request is to be tried on its own, so that one bad request cannot fail the
+    others."""
+    if isinstance(exc, StoreUnavailable | StoreBusy) or len(requests) == 1:
+        return [exc] * len(requests)
+    log.warning("a group of %d reservations failed (%s); retrying one by one", len(requests), exc)
+    return None
 
 
 def abandoned_allocation(outcome: object) -> str | None:
@@ -555,14 +564,10 @@ class LoopGroupWriter(_LoopGroups):
         the group fails for any reason but an unreachable store."""
         try:
             return list(await self._session.reserve_many(org, requests))
-        except (StoreUnavailable, StoreBusy) as exc:
-            return [exc] * len(requests)
         except Exception as exc:
-            if len(requests) == 1:
-                return [exc]
-            log.warning(
-                "a group of %d reservations failed (%s); retrying one by one", len(requests), exc
-            )
+            final = _group_failed(requests, exc)
+            if final is not None:
+                return final
             return [
                 outcome for request in requests for outcome in await self._reserve(org, [request])
             ]
