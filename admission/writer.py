@@ -500,8 +500,7 @@ class LoopGroupWriter(_LoopGroups):
             if writing is not None:
                 writing.cancel()
                 await asyncio.wait([writing])
-            gone = StoreUnavailable("the webhook stopped before the ledger answered")
-            _fail([r[2] for r in self._reserves] + [d[1] for d in self._denials], gone)
+            _fail([r[2] for r in self._reserves] + [d[1] for d in self._denials], _stopped())
             self._reserves, self._denials = [], []
         await self._session.close()
 
@@ -544,14 +543,13 @@ class LoopGroupWriter(_LoopGroups):
                 except Exception as exc:
                     denied = exc
         except BaseException as exc:  # a bug, or the writer stopped: answer every caller
-            answer: BaseException = exc
-            if isinstance(exc, asyncio.CancelledError):
-                answer = StoreUnavailable("the webhook stopped before the ledger answered")
-            else:
+            stopped = isinstance(exc, asyncio.CancelledError)
+            if not stopped:
                 log.error("ledger group writer failed", exc_info=exc)
+            answer = _stopped() if stopped else exc
             outcomes += [answer] * (len(reserves) - len(outcomes))
             denied = denied or answer
-            if isinstance(exc, asyncio.CancelledError):
+            if stopped:
                 raise
         finally:
             self._writing = None
@@ -593,6 +591,11 @@ class LoopGroupWriter(_LoopGroups):
             loop.run_in_executor(None, release_abandoned, self.store, abandoned)
         if self._reserves or self._denials:
             self._schedule(loop, 1)
+
+
+def _stopped() -> StoreUnavailable:
+    """The answer to a write the webhook stopped before the store took."""
+    return StoreUnavailable("the webhook stopped before the ledger answered")
 
 
 def _settle(future: Future[Any] | asyncio.Future[Any], outcome: object) -> None:

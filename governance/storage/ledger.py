@@ -412,20 +412,19 @@ class _DriverSql:
     allocation_processors: tuple[tuple[int, Callable[[Any], Any]], ...]
     """(position, bind processor) of the columns that have one (on SQLite, the JSON
     grants and the timestamps): the others' values go in as they are, unvisited."""
-    json_params: bool = False
-    """PostgreSQL: the statements below take their lists as one JSON parameter each, so
-    that each has one text whatever the group's size (psycopg converts each text once
-    and prepares it on the server after a few runs), and a group's usage update and
-    allocations go in one statement: one round trip fewer while the group holds its
-    usage rows' locks. JSON, not PostgreSQL arrays: psycopg dumps an array element by
-    element in Python (a regular expression quoting each text), which cost a writer
-    thread more CPU than everything else in a group; ``json.dumps`` is C. Each
-    statement is shaped so that the planner, which cannot see inside a parameter,
-    still reaches the usage rows through their index (``scope = ANY(ARRAY(SELECT
-    ...))``, an initplan run once): joined directly to a JSON record set of unknown
-    length it scanned the whole usage table under the group's locks."""
     lock_usage_any: str = ""
-    """``lock_usage`` over one JSON array of scopes."""
+    """PostgreSQL (this and the statements below): ``lock_usage`` over one JSON array
+    of scopes. Each takes its lists as one JSON parameter, so that each has one text
+    whatever the group's size (psycopg converts each text once and prepares it on the
+    server after a few runs), and a group's usage update and allocations go in one
+    statement: one round trip fewer while the group holds its usage rows' locks. JSON,
+    not PostgreSQL arrays: psycopg dumps an array element by element in Python (a
+    regular expression quoting each text), which cost a writer more CPU than everything
+    else in a group; ``json.dumps`` is C. Each statement is shaped so that the planner,
+    which cannot see inside a parameter, still reaches the usage rows through their
+    index (``scope = ANY(ARRAY(SELECT ...))``, an initplan run once): joined directly to
+    a JSON record set of unknown length it scanned the whole usage table under the
+    group's locks."""
     known_uids: str = ""
     """The allocations (every column, in the table's order) of the request uids of one
     JSON array that the ledger holds."""
@@ -461,9 +460,8 @@ def _driver_sql(dialect: sa.Dialect) -> _DriverSql:
     scope, *amounts = (q(c.name) for c in _USAGE_COLUMNS)
     lock = "" if dialect.name == "sqlite" else " FOR UPDATE"
     columns = tuple(c.name for c in _A.columns)
-    json_params = dialect.name == "postgresql"
     record_any = ""
-    if json_params:
+    if dialect.name == "postgresql":
         record_any = (
             f"WITH d AS MATERIALIZED (SELECT * FROM json_to_recordset({mark}::json) "
             f"AS d({scope} VARCHAR(512), "
@@ -511,7 +509,6 @@ def _driver_sql(dialect: sa.Dialect) -> _DriverSql:
             )
             if process is not None
         ),
-        json_params=json_params,
         lock_usage_any=(
             f"SELECT {scope}, {', '.join(amounts)} FROM {usage} "
             f"WHERE {scope} = ANY(ARRAY(SELECT json_array_elements_text({mark}::json))) "
@@ -631,7 +628,7 @@ class _SqliteTx(_Tx):
 
 class _PgTx(_Tx):
     """PostgreSQL, on psycopg's own cursor: every list in one JSON parameter (see
-    :attr:`_DriverSql.json_params`), no SQLAlchemy between (its statement and result
+    :attr:`_DriverSql.lock_usage_any`), no SQLAlchemy between (its statement and result
     objects cost a group as much as the statements). The driver's errors come
     out as SQLAlchemy's (:meth:`Store.driver_error`), for the store to translate.
     :class:`_AsyncPgTx` is the same on an event loop."""
@@ -649,8 +646,15 @@ class _PgTx(_Tx):
         assert driver is not None, "a connection in a transaction has its driver's"
         return cls(store, driver.cursor())
 
-    def _run(self, statement: str, params: Sequence[Any], *, rows: bool = False) -> Any:
+    def _run(
+        self, statement: str, params: Sequence[Any], *, rows: bool = False, many: bool = False
+    ) -> Any:
+        """``statement`` (``many``: once per parameter list in ``params``), its rows when
+        ``rows``; the driver's errors as SQLAlchemy's."""
         try:
+            if many:
+                self.cursor.executemany(statement, params)
+                return None
             self.cursor.execute(statement, params)
             return self.cursor.fetchall() if rows else None
         except self._errors as exc:
@@ -661,10 +665,7 @@ class _PgTx(_Tx):
         return rows
 
     def create_usage(self, keys: Sequence[str]) -> None:
-        try:
-            self.cursor.executemany(self.sql.create_usage, [(k,) for k in keys])
-        except self._errors as exc:
-            raise self.store.driver_error(exc, self.cursor.connection) from exc
+        self._run(self.sql.create_usage, [(k,) for k in keys], many=True)
 
     def known(self, uids: Sequence[str]) -> list[Allocation]:
         return _pg_allocations(self._run(self.sql.known_uids, _pg_list(uids), rows=True))
@@ -691,8 +692,13 @@ class _AsyncPgTx:
         self.sql = _driver_sql(store.engine.dialect)
         self._errors = store.engine.dialect.loaded_dbapi.Error
 
-    async def _run(self, statement: str, params: Sequence[Any], *, rows: bool = False) -> Any:
+    async def _run(
+        self, statement: str, params: Sequence[Any], *, rows: bool = False, many: bool = False
+    ) -> Any:
         try:
+            if many:
+                await self.cursor.executemany(statement, params)
+                return None
             await self.cursor.execute(statement, params)
             return await self.cursor.fetchall() if rows else None
         except self._errors as exc:
@@ -705,10 +711,7 @@ class _AsyncPgTx:
         return rows
 
     async def create_usage(self, keys: Sequence[str]) -> None:
-        try:
-            await self.cursor.executemany(self.sql.create_usage, [(k,) for k in keys])
-        except self._errors as exc:
-            raise self.store.driver_error(exc, self.cursor.connection) from exc
+        await self._run(self.sql.create_usage, [(k,) for k in keys], many=True)
 
     async def known(self, uids: Sequence[str]) -> list[Allocation]:
         return _pg_allocations(await self._run(self.sql.known_uids, _pg_list(uids), rows=True))

@@ -697,26 +697,19 @@ class AsyncHeldConnection:
                     yield cursor
                 await conn.commit()
             except BaseException as exc:
-                driver = exc.orig if isinstance(exc, DBAPIError) else exc
-                await self._after_failure(conn, exc)
-                if isinstance(exc, DBAPIError):
+                error = exc  # the driver's own (from commit, rollback) as SQLAlchemy's
+                if isinstance(exc, self.store.engine.dialect.loaded_dbapi.Error):
+                    error = self.store.driver_error(exc, conn)
+                try:
+                    await conn.rollback()
+                except Exception:
+                    log.debug("rollback on a held connection failed", exc_info=True)
+                invalidated = isinstance(error, DBAPIError) and error.connection_invalidated
+                if conn.closed or conn.broken or invalidated:
+                    await self.close()
+                if error is exc:
                     raise
-                if isinstance(driver, self.store.engine.dialect.loaded_dbapi.Error):
-                    raise self.store.driver_error(driver, conn) from exc
-                raise
-
-    async def _after_failure(self, conn: Any, exc: BaseException) -> None:
-        try:
-            await conn.rollback()
-        except Exception:
-            log.debug("rollback on a held connection failed", exc_info=True)
-        broken = conn.closed or conn.broken
-        if isinstance(exc, DBAPIError):
-            broken = broken or exc.connection_invalidated
-        elif isinstance(exc, self.store.engine.dialect.loaded_dbapi.Error):
-            broken = broken or bool(self.store.engine.dialect.is_disconnect(exc, conn, None))
-        if broken:
-            await self.close()
+                raise error from exc
 
     def abandon(self) -> None:
         """Close the connection at once, without its event loop (a loop that is gone:
