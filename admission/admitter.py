@@ -88,11 +88,6 @@ class Settings:
     default they are denied with NamespaceNotOwned)."""
     reservation_ttl: timedelta = ledger.DEFAULT_TTL
     """How long a reservation waits for its pod before the reconciler expires it."""
-    writer_threads: int | None = None
-    """Threads that commit the ledger writes of the blocking path (:meth:`Admitter.admit`:
-    the CLI, tests), each committing the writes of concurrent requests in groups
-    (:class:`~admission.writer.LedgerWriter`). None: one (SQLite takes one writer at a
-    time; on PostgreSQL every reservation in a pool locks the pool's row)."""
     max_group: int = group_commit.DEFAULT_MAX_GROUP
     """Reservations committed in one transaction at most."""
     warm_rbac: bool = True
@@ -159,9 +154,10 @@ class Admitter:
             return current
         with self._writer_lock:
             if self._writer is None:
-                threads = self.settings.writer_threads or 1
+                # one thread: SQLite takes one writer at a time, and on PostgreSQL
+                # every reservation in a pool locks the pool's row
                 self._writer = group_commit.LedgerWriter(
-                    self.store, threads=threads, max_group=self.settings.max_group
+                    self.store, max_group=self.settings.max_group
                 )
             return self._writer
 
